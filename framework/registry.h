@@ -1,0 +1,102 @@
+// Name -> factory registries. Every extension point of cachelab is declared in
+// registries.h; components add themselves with one line in their folder's
+// register_*() function (explicit calls, so the linker cannot drop them).
+#pragma once
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "framework/config.h"
+#include "framework/error.h"
+
+namespace cachelab {
+
+template <class Base>
+class Registry {
+ public:
+  // Builds the component from its config map; writes the options actually used
+  // (defaults included) to `resolved` when given.
+  using Factory = std::function<std::unique_ptr<Base>(const ConfigNode& node, ConfigNode* resolved)>;
+  struct Entry {
+    std::string name, description;
+    std::vector<KeyDoc> keys;
+    Factory make;
+    std::string registered_at;  // file of the registration, for duplicate-name errors
+  };
+
+  explicit Registry(std::string kind) : kind_(std::move(kind)) {}
+
+  // One registration line: registry.add<ForaPolicy, ForaOptions>("fora", "...", __FILE__).
+  // Impl must be constructible from `const Options&`.
+  template <class Impl, class Options>
+  void add(const std::string& name, const std::string& description, const char* file = "") {
+    Entry e;
+    e.name = name;
+    e.description = description;
+    e.registered_at = file;
+    OptionDocumenter doc;
+    Options defaults;
+    defaults.fields(doc);
+    e.keys = doc.keys;
+    const std::string label = kind_ + " `" + name + "`";
+    e.make = [label](const ConfigNode& node, ConfigNode* resolved) -> std::unique_ptr<Base> {
+      Options o = read_options<Options>(node, label);
+      if (resolved) {
+        *resolved = ConfigNode::make_map(node.path);
+        resolved->child("type") = ConfigNode::make_scalar(name_of(node), node.path + ".type");
+        OptionWriter w(*resolved);
+        o.fields(w);
+      }
+      return std::make_unique<Impl>(o);
+    };
+    add_entry(std::move(e));
+  }
+
+  void add_entry(Entry e) {
+    auto it = entries_.find(e.name);
+    CL_CHECK(it == entries_.end(), kind_ << " `" << e.name << "` is registered twice (first in "
+                                         << it->second.registered_at << ", again in " << e.registered_at << ")");
+    entries_.emplace(e.name, std::move(e));
+  }
+
+  // Builds from a map with a `type:` key. Unknown type: lists the registered names.
+  std::unique_ptr<Base> build(const ConfigNode& node, ConfigNode* resolved = nullptr) const {
+    return entry(node).make(node, resolved);
+  }
+
+  const Entry& entry(const ConfigNode& node) const {
+    CL_CHECK(node.is_map(), node.where() << ": expected a map with a `type:` key for a " << kind_);
+    const ConfigNode* t = node.find("type");
+    CL_CHECK(t && t->is_scalar(), node.where() << ": a " << kind_ << " needs `type:`, one of: " << joined());
+    auto it = entries_.find(t->scalar);
+    CL_CHECK(it != entries_.end(), t->where() << ": unknown " << kind_ << " type `" << t->scalar << "`"
+                                              << did_you_mean(t->scalar, names()) << "; registered: " << joined());
+    return it->second;
+  }
+
+  bool has(const std::string& name) const { return entries_.count(name) > 0; }
+  std::vector<std::string> names() const {
+    std::vector<std::string> n;
+    for (auto& kv : entries_) n.push_back(kv.first);
+    return n;
+  }
+  const std::map<std::string, Entry>& entries() const { return entries_; }
+  const std::string& kind() const { return kind_; }
+
+ private:
+  static std::string name_of(const ConfigNode& node) {
+    const ConfigNode* t = node.find("type");
+    return t ? t->scalar : "";
+  }
+  std::string joined() const {
+    std::string s;
+    for (auto& kv : entries_) s += (s.empty() ? "" : ", ") + kv.first;
+    return s;
+  }
+  std::string kind_;
+  std::map<std::string, Entry> entries_;
+};
+
+}  // namespace cachelab

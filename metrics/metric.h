@@ -1,0 +1,29 @@
+// Summary metrics of a finished run, registered by name (`metrics: [psnr, ssim, fid]`).
+// The numeric kernels live in metrics/functional.h as pure functions over tensors.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace cachelab {
+
+class Judge;  // a trained classifier whose features FID uses (lenet-mnist); models/lenet.h
+
+struct MetricInputs {
+  at::Tensor samples;    // [N, C, H, W] float32 in [-1, 1], final samples of the variant
+  at::Tensor reference;  // [N, C, H, W] the reference run's samples (same seeds, same labels)
+  at::Tensor labels;     // [N] int64, the classes asked for
+  Judge* judge = nullptr;        // may be null: metrics that need it then throw a clear error
+  std::string data_dir;          // where datasets live (FID's real statistics)
+};
+
+class Metric {
+ public:
+  virtual ~Metric() = default;
+  // Named values, e.g. {{"psnr", 31.2}}; a metric may return several (fid -> fid, fid_ref).
+  virtual std::vector<std::pair<std::string, double>> compute(const MetricInputs& in) = 0;
+};
+
+}  // namespace cachelab
