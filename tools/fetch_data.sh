@@ -35,7 +35,7 @@ else
 fi
 
 # Debian ships Fashion-MNIST gzipped; cachelab reads plain IDX files.
-src=/usr/share/dataset-fashion-mnist
+src=/usr/share/datasets/fashion-mnist
 if [ -d "$src" ]; then
   for gz in "$src"/*-ubyte.gz; do
     out="$data/fashion-mnist/$(basename "${gz%.gz}")"

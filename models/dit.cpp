@@ -1,0 +1,273 @@
+#include "models/dit.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "framework/error.h"
+#include "models/mnist.h"
+#include "models/safetensors.h"
+
+namespace cachelab {
+namespace {
+
+constexpr int kFrequencyDim = 256;      // sinusoidal timestep features fed to t_embedder
+constexpr double kLayerNormEps = 1e-6;  // as the reference DiT
+
+at::Tensor layer_norm(const at::Tensor& x) {
+  return at::layer_norm(x, {x.size(-1)}, {}, {}, kLayerNormEps);
+}
+at::Tensor modulate(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale) {
+  return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1);
+}
+
+// 1-D sin-cos features of positions `pos` for `dim` channels: [sin(pos w), cos(pos w)].
+at::Tensor sincos_1d(int dim, const at::Tensor& pos) {
+  auto omega = at::arange(dim / 2, at::kDouble) / (dim / 2.0);
+  omega = 1.0 / at::pow(10000.0, omega);
+  auto out = pos.to(at::kDouble).reshape({-1, 1}) * omega.reshape({1, -1});
+  return at::cat({at::sin(out), at::cos(out)}, 1);
+}
+
+// The fixed 2-D position table of the reference DiT: first half of the channels encodes
+// the column, second half the row; tokens in row-major order.
+at::Tensor sincos_2d(int dim, int grid) {
+  auto idx = at::arange(grid * grid, at::kLong);
+  auto col = idx.remainder(grid), row = idx.div(grid, "floor");
+  return at::cat({sincos_1d(dim / 2, col), sincos_1d(dim / 2, row)}, 1).to(at::kFloat).unsqueeze(0);
+}
+
+struct AttentionImpl : torch::nn::Module {
+  AttentionImpl(int dim, int heads) : heads(heads) {
+    qkv = register_module("qkv", torch::nn::Linear(dim, 3 * dim));
+    proj = register_module("proj", torch::nn::Linear(dim, dim));
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    const int64_t B = x.size(0), N = x.size(1), D = x.size(2), hd = D / heads;
+    auto q_k_v = qkv(x).reshape({B, N, 3, heads, hd}).permute({2, 0, 3, 1, 4});
+    auto q = q_k_v[0], k = q_k_v[1], v = q_k_v[2];
+    auto attn = at::softmax(at::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(double(hd))), -1);
+    return proj(at::matmul(attn, v).transpose(1, 2).reshape({B, N, D}));
+  }
+  int heads;
+  torch::nn::Linear qkv{nullptr}, proj{nullptr};
+};
+TORCH_MODULE(Attention);
+
+struct MlpImpl : torch::nn::Module {
+  MlpImpl(int dim, int hidden) {
+    fc1 = register_module("fc1", torch::nn::Linear(dim, hidden));
+    fc2 = register_module("fc2", torch::nn::Linear(hidden, dim));
+  }
+  at::Tensor forward(const at::Tensor& x) { return fc2(at::gelu(fc1(x), "tanh")); }
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+};
+TORCH_MODULE(Mlp);
+
+struct BlockImpl : torch::nn::Module {
+  BlockImpl(int dim, int heads, int mlp_hidden) {
+    attn = register_module("attn", Attention(dim, heads));
+    mlp = register_module("mlp", Mlp(dim, mlp_hidden));
+    adaLN_modulation = register_module(
+        "adaLN_modulation", torch::nn::Sequential(torch::nn::SiLU(), torch::nn::Linear(dim, 6 * dim)));
+  }
+  Attention attn{nullptr};
+  Mlp mlp{nullptr};
+  torch::nn::Sequential adaLN_modulation{nullptr};
+};
+TORCH_MODULE(Block);
+
+struct FinalLayerImpl : torch::nn::Module {
+  FinalLayerImpl(int dim, int patch, int out_channels) {
+    linear = register_module("linear", torch::nn::Linear(dim, patch * patch * out_channels));
+    adaLN_modulation = register_module(
+        "adaLN_modulation", torch::nn::Sequential(torch::nn::SiLU(), torch::nn::Linear(dim, 2 * dim)));
+  }
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& c) {
+    auto mod = adaLN_modulation->forward(c).chunk(2, 1);
+    return linear(modulate(layer_norm(x), mod[0], mod[1]));
+  }
+  torch::nn::Linear linear{nullptr};
+  torch::nn::Sequential adaLN_modulation{nullptr};
+};
+TORCH_MODULE(FinalLayer);
+
+struct PatchEmbedImpl : torch::nn::Module {
+  PatchEmbedImpl(int in_ch, int dim, int patch) {
+    proj = register_module("proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_ch, dim, patch).stride(patch)));
+  }
+  at::Tensor forward(const at::Tensor& x) { return proj(x).flatten(2).transpose(1, 2); }  // [B, N, D]
+  torch::nn::Conv2d proj{nullptr};
+};
+TORCH_MODULE(PatchEmbed);
+
+struct TimestepEmbedderImpl : torch::nn::Module {
+  explicit TimestepEmbedderImpl(int dim) {
+    mlp = register_module("mlp", torch::nn::Sequential(torch::nn::Linear(kFrequencyDim, dim), torch::nn::SiLU(),
+                                                       torch::nn::Linear(dim, dim)));
+  }
+  at::Tensor forward(const at::Tensor& t) {
+    const int half = kFrequencyDim / 2;
+    auto freqs = at::exp(-std::log(10000.0) * at::arange(half, at::kFloat) / half);
+    auto args = t.to(at::kFloat).unsqueeze(1) * freqs.unsqueeze(0);
+    return mlp->forward(at::cat({at::cos(args), at::sin(args)}, 1));
+  }
+  torch::nn::Sequential mlp{nullptr};
+};
+TORCH_MODULE(TimestepEmbedder);
+
+struct LabelEmbedderImpl : torch::nn::Module {
+  LabelEmbedderImpl(int classes, int dim, bool null_row) {
+    embedding_table = register_module("embedding_table", torch::nn::Embedding(classes + (null_row ? 1 : 0), dim));
+  }
+  torch::nn::Embedding embedding_table{nullptr};
+};
+TORCH_MODULE(LabelEmbedder);
+
+}  // namespace
+
+struct Dit::Impl : torch::nn::Module {
+  explicit Impl(const DitOptions& o) {
+    const int out_ch = o.learn_sigma ? 2 * o.in_channels : o.in_channels;
+    const int grid = o.input_size / o.patch_size;
+    x_embedder = register_module("x_embedder", PatchEmbed(o.in_channels, o.hidden_size, o.patch_size));
+    t_embedder = register_module("t_embedder", TimestepEmbedder(o.hidden_size));
+    y_embedder = register_module("y_embedder", LabelEmbedder(o.num_classes, o.hidden_size, o.class_dropout_prob > 0));
+    pos_embed = register_parameter("pos_embed", sincos_2d(o.hidden_size, grid), /*requires_grad=*/false);
+    blocks = register_module("blocks", torch::nn::ModuleList());
+    for (int i = 0; i < o.depth; ++i)
+      blocks->push_back(Block(o.hidden_size, o.num_heads, int(o.hidden_size * o.mlp_ratio)));
+    final_layer = register_module("final_layer", FinalLayer(o.hidden_size, o.patch_size, out_ch));
+  }
+
+  // The reference DiT's initialize_weights().
+  void initialize(int64_t seed) {
+    torch::NoGradGuard guard;
+    torch::manual_seed(seed);
+    for (auto& m : modules(/*include_self=*/false))
+      if (auto* lin = m->as<torch::nn::Linear>()) {
+        torch::nn::init::xavier_uniform_(lin->weight);
+        torch::nn::init::zeros_(lin->bias);
+      }
+    auto w = x_embedder->proj->weight;
+    torch::nn::init::xavier_uniform_(w.view({w.size(0), -1}));
+    torch::nn::init::zeros_(x_embedder->proj->bias);
+    torch::nn::init::normal_(y_embedder->embedding_table->weight, 0.0, 0.02);
+    for (int i : {0, 2})
+      torch::nn::init::normal_(t_embedder->mlp[i]->as<torch::nn::Linear>()->weight, 0.0, 0.02);
+    for (auto& b : *blocks) {
+      auto* lin = b->as<BlockImpl>()->adaLN_modulation[1]->as<torch::nn::Linear>();
+      torch::nn::init::zeros_(lin->weight);
+      torch::nn::init::zeros_(lin->bias);
+    }
+    auto* fin = final_layer->adaLN_modulation[1]->as<torch::nn::Linear>();
+    torch::nn::init::zeros_(fin->weight);
+    torch::nn::init::zeros_(fin->bias);
+    torch::nn::init::zeros_(final_layer->linear->weight);
+    torch::nn::init::zeros_(final_layer->linear->bias);
+  }
+
+  PatchEmbed x_embedder{nullptr};
+  TimestepEmbedder t_embedder{nullptr};
+  LabelEmbedder y_embedder{nullptr};
+  at::Tensor pos_embed;
+  torch::nn::ModuleList blocks{nullptr};
+  FinalLayer final_layer{nullptr};
+};
+
+Dit::Dit(const DitOptions& o) : options_(o) {
+  CL_CHECK(o.patch_size > 0 && o.input_size % o.patch_size == 0,
+           "dit: input_size " << o.input_size << " is not a multiple of patch_size " << o.patch_size);
+  CL_CHECK(o.num_heads > 0 && o.hidden_size % o.num_heads == 0,
+           "dit: hidden_size " << o.hidden_size << " is not a multiple of num_heads " << o.num_heads);
+  CL_CHECK(o.hidden_size % 4 == 0, "dit: hidden_size must be a multiple of 4 (2-D sin-cos positions)");
+  CL_CHECK(o.depth >= 1, "dit: depth must be >= 1");
+  impl_ = std::make_unique<Impl>(o);
+  impl_->initialize(o.init_seed);
+  if (!o.weights.empty()) {
+    std::string path = o.weights;
+    if (path[0] != '/') path = project_root() + "/" + path;
+    load(path);
+  }
+
+  // Site table with analytic FLOPs per sample (multiply-add = 2), children excluded.
+  const double N = std::pow(o.input_size / o.patch_size, 2), D = o.hidden_size, M = int(D * o.mlp_ratio);
+  const double P = o.patch_size * o.patch_size, C = o.in_channels, Cout = o.learn_sigma ? 2 * C : C;
+  const double embed = 2 * N * P * C * D + 2 * (kFrequencyDim * D + D * D);
+  const double final_layer = 2 * D * 2 * D + 2 * N * D * P * Cout;
+  sites_.push_back({"model", -1, embed + final_layer});
+  sites_.push_back({"body", 0, 0.0});
+  for (int i = 0; i < o.depth; ++i) {
+    const std::string b = "blocks." + std::to_string(i);
+    sites_.push_back({b, 1, 2 * D * 6 * D});
+    sites_.push_back({b + ".attn", int(sites_.size()) - 1, 2 * N * D * 3 * D + 4 * N * N * D + 2 * N * D * D});
+    sites_.push_back({b + ".mlp", int(sites_.size()) - 2, 4 * N * D * M});
+  }
+}
+
+Dit::~Dit() = default;
+
+std::vector<int64_t> Dit::sample_shape() const {
+  return {options_.in_channels, options_.input_size, options_.input_size};
+}
+
+at::Tensor Dit::forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y, SiteHooks& hooks) {
+  Impl& m = *impl_;
+  const int p = options_.patch_size, grid = options_.input_size / p;
+  const int out_ch = options_.learn_sigma ? 2 * options_.in_channels : options_.in_channels;
+  return hooks.at(0, x, [&](const at::Tensor& xin) {
+    auto h = m.x_embedder->forward(xin) + m.pos_embed;
+    auto c = m.t_embedder->forward(t) + m.y_embedder->embedding_table->forward(y);
+    h = hooks.at(1, h, [&](const at::Tensor& hin) {
+      auto z = hin;
+      for (int i = 0; i < options_.depth; ++i) {
+        auto& blk = *m.blocks[i]->as<BlockImpl>();
+        z = hooks.at(2 + 3 * i, z, [&](const at::Tensor& zin) {
+          auto mod = blk.adaLN_modulation->forward(c).chunk(6, 1);
+          auto a = hooks.at(3 + 3 * i, zin, [&](const at::Tensor& u) {
+            return blk.attn->forward(modulate(layer_norm(u), mod[0], mod[1]));
+          });
+          auto z1 = zin + mod[2].unsqueeze(1) * a;
+          auto f = hooks.at(4 + 3 * i, z1, [&](const at::Tensor& u) {
+            return blk.mlp->forward(modulate(layer_norm(u), mod[3], mod[4]));
+          });
+          return z1 + mod[5].unsqueeze(1) * f;
+        });
+      }
+      return z;
+    });
+    auto out = m.final_layer->forward(h, c);  // [B, N, p*p*out_ch]
+    const int64_t B = out.size(0);
+    out = out.reshape({B, grid, grid, p, p, out_ch}).permute({0, 5, 1, 3, 2, 4});
+    return out.reshape({B, out_ch, grid * p, grid * p});
+  });
+}
+
+std::vector<std::pair<std::string, at::Tensor>> Dit::named_tensors() {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (auto& kv : impl_->named_parameters(/*recurse=*/true)) out.emplace_back(kv.key(), kv.value());
+  return out;
+}
+
+std::vector<at::Tensor> Dit::trainable_parameters() {
+  std::vector<at::Tensor> out;
+  for (auto& p : impl_->parameters())
+    if (p.requires_grad()) out.push_back(p);
+  return out;
+}
+
+void Dit::load(const std::string& path) {
+  load_into(named_tensors(), path, "cachelab train configs/train/dit-mnist.yaml");
+}
+
+void Dit::save(const std::string& path, const std::vector<std::pair<std::string, std::string>>& metadata) {
+  write_safetensors(path, named_tensors(), std::map<std::string, std::string>(metadata.begin(), metadata.end()));
+}
+
+int64_t Dit::num_parameters() {
+  int64_t n = 0;
+  for (auto& p : impl_->parameters()) n += p.numel();
+  return n;
+}
+
+}  // namespace cachelab

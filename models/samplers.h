@@ -1,0 +1,73 @@
+// DDIM and DDPM samplers over the DiT linear schedule (options, classes).
+#pragma once
+#include <string>
+
+#include "models/sampler.h"
+
+namespace cachelab {
+
+struct ScheduleOptions {
+  int train_steps = 1000;
+  double beta_start = 1e-4;
+  double beta_end = 0.02;
+};
+
+struct DdimOptions : ScheduleOptions {
+  int steps = 50;
+  double eta = 0.0;     // 0 = deterministic DDIM
+  bool clip_x0 = true;  // clip the predicted clean sample to [-1, 1]
+  template <class V>
+  void fields(V& v) {
+    v("steps", steps, "number of sampling steps (evenly spaced timesteps)");
+    v("eta", eta, "stochasticity: 0 = deterministic DDIM, 1 = DDPM-like");
+    v("clip_x0", clip_x0, "clip the predicted clean sample to [-1, 1]");
+    v("train_steps", train_steps, "timesteps of the training schedule");
+    v("beta_start", beta_start, "first beta of the linear schedule");
+    v("beta_end", beta_end, "last beta of the linear schedule");
+  }
+};
+
+struct DdpmOptions : ScheduleOptions {
+  int steps = 250;
+  std::string variance = "small";  // small: posterior variance; large: beta
+  bool clip_x0 = true;
+  template <class V>
+  void fields(V& v) {
+    v("steps", steps, "number of sampling steps (respaced schedule)");
+    v("variance", variance, "small (posterior) | large (beta); ignored when the model learns sigma");
+    v("clip_x0", clip_x0, "clip the predicted clean sample to [-1, 1]");
+    v("train_steps", train_steps, "timesteps of the training schedule");
+    v("beta_start", beta_start, "first beta of the linear schedule");
+    v("beta_end", beta_end, "last beta of the linear schedule");
+  }
+};
+
+class DdimSampler final : public Sampler {
+ public:
+  explicit DdimSampler(const DdimOptions& o);
+  const std::vector<int64_t>& timesteps() const override { return ts_; }
+  bool needs_noise() const override { return o_.eta > 0; }
+  at::Tensor step(int i, const at::Tensor& x, const at::Tensor& model_out, const at::Tensor& noise) const override;
+  const NoiseSchedule& schedule() const override { return sched_; }
+
+ private:
+  DdimOptions o_;
+  NoiseSchedule sched_;
+  std::vector<int64_t> ts_;
+};
+
+class DdpmSampler final : public Sampler {
+ public:
+  explicit DdpmSampler(const DdpmOptions& o);
+  const std::vector<int64_t>& timesteps() const override { return ts_; }
+  bool needs_noise() const override { return true; }
+  at::Tensor step(int i, const at::Tensor& x, const at::Tensor& model_out, const at::Tensor& noise) const override;
+  const NoiseSchedule& schedule() const override { return sched_; }
+
+ private:
+  DdpmOptions o_;
+  NoiseSchedule sched_;
+  std::vector<int64_t> ts_;
+};
+
+}  // namespace cachelab

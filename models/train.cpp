@@ -1,0 +1,138 @@
+#include "models/train.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "framework/error.h"
+#include "models/mnist.h"
+#include "models/safetensors.h"
+#include "models/sampler.h"
+
+namespace cachelab {
+namespace fs = std::filesystem;
+
+namespace {
+std::string rooted(const std::string& p) { return p.empty() || p[0] == '/' ? p : project_root() + "/" + p; }
+
+void copy_tensors(const std::vector<at::Tensor>& src, std::vector<at::Tensor>& dst) {
+  torch::NoGradGuard g;
+  for (size_t i = 0; i < src.size(); ++i) dst[i].copy_(src[i]);
+}
+}  // namespace
+
+void train_dit(const DitOptions& model_opts, const TrainOptions& o, const std::string& config_yaml) {
+  CL_CHECK(!model_opts.learn_sigma,
+           "training with learn_sigma is not implemented (the variance head needs the VLB loss); "
+           "set backbone.learn_sigma=false");
+  CL_CHECK(model_opts.class_dropout_prob > 0, "training needs class_dropout_prob > 0 for guidance");
+  at::set_num_threads(o.threads);
+  torch::manual_seed(o.seed);
+  const std::string ckpt = rooted(o.checkpoint_dir), out = rooted(o.output);
+  fs::create_directories(ckpt);
+
+  DitOptions mo = model_opts;
+  mo.weights = "";
+  Dit model(mo);
+  auto params = model.trainable_parameters();
+  std::vector<std::pair<std::string, at::Tensor>> named;
+  for (auto& kv : model.named_tensors()) named.push_back(kv);
+  std::vector<at::Tensor> ema;
+  for (auto& kv : named) ema.push_back(kv.second.detach().clone());
+  std::vector<std::pair<std::string, at::Tensor>> ema_named;
+  for (size_t i = 0; i < named.size(); ++i) ema_named.emplace_back(named[i].first, ema[i]);
+
+  torch::optim::AdamW opt(params, torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
+  int step = 0;
+  const std::string model_ckpt = ckpt + "/model.safetensors", ema_ckpt = ckpt + "/ema.safetensors",
+                    opt_ckpt = ckpt + "/optimizer.pt";
+  if (fs::exists(model_ckpt) && fs::exists(ema_ckpt) && fs::exists(opt_ckpt)) {
+    auto f = read_safetensors(model_ckpt);
+    step = std::stoi(f.metadata.at("step"));
+    load_into(named, model_ckpt, "delete " + ckpt + " to start over");
+    load_into(ema_named, ema_ckpt, "delete " + ckpt + " to start over");
+    torch::load(opt, opt_ckpt);
+    std::printf("[train] resumed from %s at step %d\n", ckpt.c_str(), step);
+  } else {
+    std::printf("[train] starting a new run in %s\n", ckpt.c_str());
+  }
+  std::printf("[train] DiT: %lld parameters, %d blocks, hidden %d, patch %d; batch %d, lr %g, %d threads\n",
+              (long long)model.num_parameters(), mo.depth, mo.hidden_size, mo.patch_size, o.batch_size, o.lr,
+              o.threads);
+  if (step >= o.steps) {
+    std::printf("[train] already at step %d of %d: nothing to do\n", step, o.steps);
+    return;
+  }
+
+  ImageDataset data = load_idx_dataset(default_data_dir(), o.dataset, "train", mo.input_size);
+  const int64_t n = data.images.size(0);
+  NoiseSchedule sched = NoiseSchedule::linear();
+  // The random stream depends on the step so that a resumed run draws fresh batches.
+  auto gen = at::detail::createCPUGenerator(uint64_t(o.seed) * 1000003ull + uint64_t(step));
+
+  std::ofstream loss_log(ckpt + "/loss.csv", std::ios::app);
+  if (step == 0) loss_log << "step,loss,lr,elapsed_s\n";
+  auto t0 = std::chrono::steady_clock::now();
+  double loss_acc = 0;
+  int loss_n = 0;
+  const int start = step;
+
+  auto save_all = [&]() {
+    std::vector<std::pair<std::string, std::string>> meta = {{"step", std::to_string(step)}};
+    model.save(model_ckpt, meta);
+    write_safetensors(ema_ckpt, ema_named, {{"step", std::to_string(step)}});
+    torch::save(opt, opt_ckpt + ".tmp");
+    fs::rename(opt_ckpt + ".tmp", opt_ckpt);
+    write_safetensors(out, ema_named,
+                      {{"step", std::to_string(step)}, {"format", "cachelab dit"}, {"config_yaml", config_yaml}});
+    loss_log.flush();
+  };
+
+  while (step < o.steps) {
+    auto idx = at::randint(n, {o.batch_size}, gen, at::kLong);
+    auto x0 = data.images.index_select(0, idx);
+    auto y = data.labels.index_select(0, idx);
+    auto drop = at::rand({o.batch_size}, gen) < model_opts.class_dropout_prob;
+    y = at::where(drop, at::full_like(y, mo.num_classes), y);
+    auto t = at::randint(sched.num_train_steps, {o.batch_size}, gen, at::kLong);
+    auto noise = at::randn(x0.sizes(), gen);
+    auto xt = sched.q_sample(x0, t, noise);
+
+    const double lr = o.lr * std::min(1.0, double(step + 1) / std::max(1, o.warmup));
+    for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+    opt.zero_grad();
+    PassThroughHooks hooks;
+    auto pred = model.forward(xt, t.to(at::kFloat), y, hooks);
+    auto loss = at::mse_loss(pred.narrow(1, 0, x0.size(1)), noise);
+    loss.backward();
+    if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(params, o.grad_clip);
+    opt.step();
+    ++step;
+    {
+      torch::NoGradGuard g;
+      const double d = std::min(o.ema_decay, (1.0 + step) / (10.0 + step));
+      for (size_t i = 0; i < ema.size(); ++i) ema[i].mul_(d).add_(named[i].second.detach(), 1 - d);
+    }
+    const double l = loss.item<double>();
+    CL_CHECK(std::isfinite(l), "training diverged at step " << step << " (loss " << l << "); lower lr");
+    loss_acc += l;
+    ++loss_n;
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    loss_log << step << "," << l << "," << lr << "," << elapsed << "\n";
+    if (step % o.log_every == 0 || step == o.steps) {
+      const double per = elapsed / (step - start);
+      std::printf("[train] step %d/%d  loss %.4f  lr %.2e  %.2f s/step  eta %.0f min\n", step, o.steps,
+                  loss_acc / loss_n, lr, per, per * (o.steps - step) / 60);
+      std::fflush(stdout);
+      loss_acc = 0;
+      loss_n = 0;
+    }
+    if (step % o.checkpoint_every == 0 || step == o.steps) save_all();
+  }
+  std::printf("[train] done: %d steps; EMA weights in %s\n", step, out.c_str());
+}
+
+}  // namespace cachelab

@@ -1,0 +1,47 @@
+// Training of the bundled diffusion backbones (DDPM epsilon objective), resumable.
+#pragma once
+#include <string>
+
+#include "models/dit.h"
+
+namespace cachelab {
+
+struct TrainOptions {
+  int steps = 20000;              // optimiser steps in total (a resumed run continues to this)
+  int batch_size = 128;
+  double lr = 1e-3;               // AdamW peak learning rate
+  int warmup = 500;               // linear warm-up steps
+  double weight_decay = 0.0;
+  double grad_clip = 1.0;         // max global gradient norm (0 = off)
+  double ema_decay = 0.999;       // warmed up as min(decay, (1+s)/(10+s))
+  int64_t seed = 0;
+  int threads = 1;
+  std::string dataset = "mnist";  // mnist | fashion-mnist (train split, padded to input_size)
+  int checkpoint_every = 250;     // steps between checkpoints (and weight exports)
+  int log_every = 25;             // steps between progress lines
+  std::string checkpoint_dir = "checkpoints/dit-mnist";  // relative to the project root
+  std::string output = "models/weights/dit-mnist.safetensors";  // EMA weights, exported at every checkpoint
+  template <class V>
+  void fields(V& v) {
+    v("steps", steps, "optimiser steps in total; a resumed run continues to this");
+    v("batch_size", batch_size, "images per step");
+    v("lr", lr, "AdamW peak learning rate");
+    v("warmup", warmup, "linear learning-rate warm-up, steps");
+    v("weight_decay", weight_decay, "AdamW weight decay");
+    v("grad_clip", grad_clip, "max global gradient norm (0 = off)");
+    v("ema_decay", ema_decay, "EMA decay, warmed up as min(decay, (1+s)/(10+s))");
+    v("seed", seed, "seed of data order, timesteps and noise");
+    v("threads", threads, "intra-op threads");
+    v("dataset", dataset, "mnist | fashion-mnist (train split)");
+    v("checkpoint_every", checkpoint_every, "steps between checkpoints and weight exports");
+    v("log_every", log_every, "steps between progress lines");
+    v("checkpoint_dir", checkpoint_dir, "resumable state (relative to the project root)");
+    v("output", output, "EMA weights file written at every checkpoint (relative to the project root)");
+  }
+};
+
+// Trains (or resumes) a DiT; prints progress; writes checkpoints, the EMA weights and
+// the loss curve (<checkpoint_dir>/loss.csv and train_log.h5).
+void train_dit(const DitOptions& model, const TrainOptions& train, const std::string& config_yaml);
+
+}  // namespace cachelab
