@@ -19,10 +19,13 @@ class Registry {
   // Builds the component from its config map; writes the options actually used
   // (defaults included) to `resolved` when given.
   using Factory = std::function<std::unique_ptr<Base>(const ConfigNode& node, ConfigNode* resolved)>;
+  // Reads the options strictly and returns them as a map, defaults included (no object built).
+  using Resolver = std::function<ConfigNode(const ConfigNode& node)>;
   struct Entry {
     std::string name, description;
     std::vector<KeyDoc> keys;
     Factory make;
+    Resolver resolve;
     std::string registered_at;  // file of the registration, for duplicate-name errors
   };
 
@@ -41,14 +44,20 @@ class Registry {
     defaults.fields(doc);
     e.keys = doc.keys;
     const std::string label = kind_ + " `" + name + "`";
-    e.make = [label](const ConfigNode& node, ConfigNode* resolved) -> std::unique_ptr<Base> {
+    auto write = [name](const ConfigNode& node, Options& o) {
+      ConfigNode out = ConfigNode::make_map(node.path);
+      out.child("type") = ConfigNode::make_scalar(name, node.path.empty() ? "type" : node.path + ".type");
+      OptionWriter w(out);
+      o.fields(w);
+      return out;
+    };
+    e.resolve = [label, write](const ConfigNode& node) {
       Options o = read_options<Options>(node, label);
-      if (resolved) {
-        *resolved = ConfigNode::make_map(node.path);
-        resolved->child("type") = ConfigNode::make_scalar(name_of(node), node.path + ".type");
-        OptionWriter w(*resolved);
-        o.fields(w);
-      }
+      return write(node, o);
+    };
+    e.make = [label, write](const ConfigNode& node, ConfigNode* resolved) -> std::unique_ptr<Base> {
+      Options o = read_options<Options>(node, label);
+      if (resolved) *resolved = write(node, o);
       return std::make_unique<Impl>(o);
     };
     add_entry(std::move(e));
@@ -65,6 +74,7 @@ class Registry {
   std::unique_ptr<Base> build(const ConfigNode& node, ConfigNode* resolved = nullptr) const {
     return entry(node).make(node, resolved);
   }
+  ConfigNode resolve(const ConfigNode& node) const { return entry(node).resolve(node); }
 
   const Entry& entry(const ConfigNode& node) const {
     CL_CHECK(node.is_map(), node.where() << ": expected a map with a `type:` key for a " << kind_);
@@ -86,10 +96,6 @@ class Registry {
   const std::string& kind() const { return kind_; }
 
  private:
-  static std::string name_of(const ConfigNode& node) {
-    const ConfigNode* t = node.find("type");
-    return t ? t->scalar : "";
-  }
   std::string joined() const {
     std::string s;
     for (auto& kv : entries_) s += (s.empty() ? "" : ", ") + kv.first;

@@ -16,7 +16,10 @@ namespace cachelab {
 namespace fs = std::filesystem;
 
 namespace {
-std::string rooted(const std::string& p) { return p.empty() || p[0] == '/' ? p : project_root() + "/" + p; }
+std::string rooted(const std::string& p) {
+  if (p.rfind("~/", 0) == 0 && std::getenv("HOME")) return std::string(std::getenv("HOME")) + p.substr(1);
+  return p.empty() || p[0] == '/' ? p : project_root() + "/" + p;
+}
 
 void copy_tensors(const std::vector<at::Tensor>& src, std::vector<at::Tensor>& dst) {
   torch::NoGradGuard g;

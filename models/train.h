@@ -1,6 +1,7 @@
 // Training of the bundled diffusion backbones (DDPM epsilon objective), resumable.
 #pragma once
 #include <string>
+#include <vector>
 
 #include "models/dit.h"
 
@@ -44,4 +45,10 @@ struct TrainOptions {
 // the loss curve (<checkpoint_dir>/loss.csv and train_log.h5).
 void train_dit(const DitOptions& model, const TrainOptions& train, const std::string& config_yaml);
 
+}  // namespace cachelab
+
+namespace cachelab {
+// `cachelab train CFG.yaml [key=value ...]`: a training config has `model: dit` with
+// `backbone:` and `train:` maps, or `model: lenet` with a `train:` map.
+int train_command(const std::string& file, const std::vector<std::string>& overrides);
 }  // namespace cachelab

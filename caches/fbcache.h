@@ -1,0 +1,53 @@
+// First-Block Cache (ParaAttention's FBCache; cache-dit's DBCache with Fn/Bn): the
+// first `front_blocks` blocks always run. Their residual r = out - in is compared with
+// r at the last step where the middle blocks ran:
+//     signal = mean|r - r_prev| / mean|r_prev|.
+// When signal < threshold (after the warm-up, within the caps) the middle blocks are
+// skipped and the cached middle residual (middle out - middle in, from the last computed
+// step) is added to the current middle input; the last `back_blocks` blocks always run.
+#pragma once
+#include <vector>
+
+#include "caches/cache_policy.h"
+
+namespace cachelab {
+
+struct FbCacheOptions {
+  double threshold = 0.1;        // residual_diff_threshold
+  int warmup_steps = 2;          // steps always computed at the start
+  int max_consecutive = 3;       // cap on consecutive cached steps (-1 = no cap)
+  int max_cached_steps = -1;     // cap on cached steps in a trajectory (-1 = no cap)
+  int front_blocks = 1;          // Fn: blocks always computed before the decision
+  int back_blocks = 0;           // Bn: blocks always computed at the end
+  template <class V>
+  void fields(V& v) {
+    v("threshold", threshold, "reuse when the relative L1 change of the front residual is below this");
+    v("warmup_steps", warmup_steps, "steps always computed at the start");
+    v("max_consecutive", max_consecutive, "cap on consecutive cached steps (-1 = no cap)");
+    v("max_cached_steps", max_cached_steps, "cap on cached steps per trajectory (-1 = no cap)");
+    v("front_blocks", front_blocks, "Fn: first blocks always computed; their residual is the signal");
+    v("back_blocks", back_blocks, "Bn: last blocks always computed");
+  }
+};
+
+class FbCachePolicy final : public CachePolicy {
+ public:
+  explicit FbCachePolicy(const FbCacheOptions& o);
+  void begin_run(const std::vector<Site>& sites, int steps) override;
+  void begin_step(const StepInfo& step) override;
+  Decision decide(int site, const at::Tensor& input, double* signal) override;
+  at::Tensor stand_in(int site, const at::Tensor& input) override;
+  void observe(int site, const at::Tensor& input, const at::Tensor& output) override;
+
+ private:
+  FbCacheOptions o_;
+  std::vector<int> block_of_;  // per site: block index if the site is `blocks.i`, else -1
+  int depth_ = 0, first_mid_ = 0, last_mid_ = 0;
+  int step_ = 0, consecutive_ = 0, cached_total_ = 0;
+  bool reuse_this_step_ = false;
+  double signal_ = kNoSignal;
+  at::Tensor front_in_, front_res_, front_res_prev_;  // front residual now / at last computed step
+  at::Tensor mid_in_, mid_res_;                       // middle input now, cached middle residual
+};
+
+}  // namespace cachelab

@@ -1,0 +1,282 @@
+#include "framework/experiment.h"
+
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "framework/error.h"
+#include "framework/registries.h"
+#include "framework/run_options.h"
+#include "models/mnist.h"
+
+namespace cachelab {
+namespace fs = std::filesystem;
+
+namespace {
+
+// The keys an experiment file may have at its top level.
+const std::vector<std::string> kTopKeys = {"name", "description", "seed", "backbone", "sampler", "cache",
+                                           "run", "metrics", "judge", "variants", "sweep", "claims"};
+
+struct SeedOption {
+  int64_t seed = 0;
+  template <class V>
+  void fields(V& v) {
+    v("seed", seed, "seed of the initial noise and the sampler noise");
+  }
+};
+
+struct ClaimOptions {
+  std::string text, left, metric, op, right, value;
+  template <class V>
+  void fields(V& v) {
+    v("text", text, "the claim in words");
+    v("left", left, "variant on the left side");
+    v("metric", metric, "summary metric compared (psnr, fid, speedup_wall, ...)");
+    v("op", op, "one of >, <, >=, <=");
+    v("right", right, "variant on the right side (or give value)");
+    v("value", value, "a number on the right side (or give right)");
+  }
+};
+
+std::string trimmed_yaml(const ConfigNode& n) {
+  if (n.is_scalar()) return n.scalar;
+  std::string s = to_yaml(n), out;
+  for (char c : s) out += c == '\n' ? ' ' : c;
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
+}
+
+// Sets `dotted` (a.b.c) in `root` to `value` with the merge rules of config.h.
+void set_path(ConfigNode& root, const std::string& dotted, const ConfigNode& value) {
+  ConfigNode* cur = &root;
+  size_t start = 0;
+  while (true) {
+    size_t dot = dotted.find('.', start);
+    std::string part = dotted.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    CL_CHECK(!part.empty(), value.where() << ": empty part in key `" << dotted << "`");
+    CL_CHECK(cur->is_map() || cur->is_null(),
+             value.where() << ": cannot set `" << dotted << "`: `" << cur->path << "` is not a map");
+    cur = &cur->child(part);
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  ConfigNode holder = ConfigNode::make_map();
+  ConfigNode base_holder = ConfigNode::make_map();
+  base_holder.child("x") = *cur;
+  holder.child("x") = value;
+  merge_config(base_holder, holder);
+  *cur = base_holder.child("x");
+}
+
+std::string sanitize(const std::string& s) {
+  std::string out;
+  for (char c : s) out += (std::isalnum((unsigned char)c) || c == '-' || c == '_' || c == '.') ? c : '_';
+  return out.substr(0, 48);
+}
+
+struct Resolved {
+  std::string yaml;
+  std::string reference_key;
+};
+
+// Checks every component and key of one run's config; returns its resolved YAML.
+Resolved resolve_run(const ConfigNode& cfg, std::vector<std::string>* metric_names) {
+  for (auto& k : cfg.keys())
+    CL_CHECK(std::find(kTopKeys.begin(), kTopKeys.end(), k) != kTopKeys.end(),
+             cfg.find(k)->where() << ": unknown top-level key `" << k << "`" << did_you_mean(k, kTopKeys)
+                                  << "; valid: name, description, seed, backbone, sampler, cache, run, metrics, "
+                                     "judge, variants, sweep, claims");
+  auto need = [&](const char* key) -> const ConfigNode& {
+    const ConfigNode* n = cfg.find(key);
+    CL_CHECK(n && n->is_map(), "experiment `" << cfg.file << "` needs a `" << key << ":` map with a `type:`");
+    return *n;
+  };
+  ConfigNode out = ConfigNode::make_map();
+  const ConfigNode* seed = cfg.find("seed");
+  ConfigNode run_node = cfg.find("run") ? *cfg.find("run") : ConfigNode::make_map("run");
+  out.child("seed") = seed ? *seed : ConfigNode::make_scalar("0", "seed");
+  {
+    // seed is an integer: reuse the strict reader on a one-key map.
+    ConfigNode m = ConfigNode::make_map();
+    if (seed) m.child("seed") = *seed;
+    read_options<SeedOption>(m, "experiment");
+  }
+  out.child("backbone") = backbones().resolve(need("backbone"));
+  out.child("sampler") = samplers().resolve(need("sampler"));
+  ConfigNode cache = cfg.find("cache") ? *cfg.find("cache") : ConfigNode::make_map("cache");
+  if (!cache.find("type")) cache.child("type") = ConfigNode::make_scalar("none", "cache.type");
+  out.child("cache") = caches().resolve(cache);
+  {
+    RunOptions ro = read_options<RunOptions>(run_node, "run");
+    CL_CHECK(ro.samples >= 1 && ro.batch >= 1 && ro.threads >= 1 && ro.probe_samples >= 1 && ro.save_samples >= 0,
+             run_node.where() << ": run.samples, batch, threads and probe_samples must be >= 1");
+    ConfigNode& r = out.child("run");
+    r = ConfigNode::make_map("run");
+    OptionWriter w(r);
+    ro.fields(w);
+  }
+  const ConfigNode* metrics_node = cfg.find("metrics");
+  ConfigNode& mlist = out.child("metrics");
+  mlist.kind = ConfigNode::Kind::Seq;
+  if (metrics_node) {
+    CL_CHECK(metrics_node->is_seq(), metrics_node->where() << ": `metrics` must be a list of metric names");
+    for (auto& m : metrics_node->seq) {
+      ConfigNode spec = m;
+      if (m.is_scalar()) {
+        spec = ConfigNode::make_map(m.path);
+        spec.file = m.file, spec.line = m.line;
+        spec.child("type") = m;
+      }
+      mlist.seq.push_back(metrics().resolve(spec));
+      if (metric_names) metric_names->push_back(spec.find("type")->scalar);
+    }
+  }
+  if (auto* j = cfg.find("judge")) out.child("judge") = *j;
+  Resolved r;
+  r.yaml = to_yaml(out);
+  ConfigNode refkey = ConfigNode::make_map();
+  refkey.child("seed") = out.child("seed");
+  refkey.child("backbone") = out.child("backbone");
+  refkey.child("sampler") = out.child("sampler");
+  refkey.child("run") = out.child("run");
+  for (const char* k : {"threads", "probe_samples", "save_samples"}) refkey.child("run").erase(k);
+  r.reference_key = to_yaml(refkey);
+  return r;
+}
+
+}  // namespace
+
+std::string short_hash(const std::string& text) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx", (unsigned long long)h);
+  return std::string(buf).substr(0, 8);
+}
+
+ExperimentSpec load_experiment(const std::string& file, const std::vector<std::string>& cli_overrides) {
+  register_all();
+  ExperimentSpec spec;
+  spec.file = file;
+  ConfigNode root = load_config(file, {project_root() + "/configs"});
+  for (auto& o : cli_overrides) apply_override(root, o);
+  spec.config_yaml = to_yaml(root);
+  spec.name = root.find("name") ? root.find("name")->scalar : fs::path(file).stem().string();
+  spec.judge = root.find("judge") ? root.find("judge")->scalar : "models/weights/lenet-mnist.safetensors";
+
+  ConfigNode base = root;
+  for (const char* k : {"variants", "sweep", "claims", "name", "description"}) base.erase(k);
+
+  // Variants (name -> overrides), then the grid over each.
+  std::vector<std::pair<std::string, std::vector<std::pair<std::string, ConfigNode>>>> variants;
+  if (const ConfigNode* v = root.find("variants")) {
+    CL_CHECK(v->is_map(), v->where() << ": `variants` must map names to overrides");
+    for (auto& [name, ov] : v->map) {
+      CL_CHECK(name != "reference", ov.where() << ": `reference` is reserved for the uncached run");
+      CL_CHECK(ov.is_map() || ov.is_null(), ov.where() << ": a variant is a map of (dotted) keys to values");
+      std::vector<std::pair<std::string, ConfigNode>> list;
+      for (auto& [k, val] : ov.map) list.emplace_back(k, val);
+      variants.emplace_back(name, list);
+    }
+  }
+  if (variants.empty()) variants.push_back({"base", {}});
+  std::vector<std::pair<std::string, std::vector<ConfigNode>>> grid;
+  if (const ConfigNode* s = root.find("sweep")) {
+    CL_CHECK(s->is_map(), s->where() << ": `sweep` must map dotted keys to lists of values");
+    for (auto& [k, vals] : s->map) {
+      CL_CHECK(vals.is_seq() && !vals.seq.empty(), vals.where() << ": sweep values must be a non-empty list");
+      grid.emplace_back(k, vals.seq);
+    }
+  }
+  size_t points = 1;
+  for (auto& g : grid) points *= g.second.size();
+
+  std::map<std::string, RunSpec> refs;  // reference key -> reference run
+  std::set<std::string> ids;
+  for (auto& [vname, vover] : variants) {
+    for (size_t p = 0; p < points; ++p) {
+      auto over = vover;
+      std::string name = vname, gname;
+      size_t rem = p;
+      std::vector<std::pair<std::string, ConfigNode>> picks(grid.size());
+      for (size_t g = grid.size(); g-- > 0;) {  // last key varies fastest
+        picks[g] = {grid[g].first, grid[g].second[rem % grid[g].second.size()]};
+        rem /= grid[g].second.size();
+      }
+      for (auto& pk : picks) {
+        over.push_back(pk);
+        gname += (gname.empty() ? "" : ",") + pk.first + "=" + trimmed_yaml(pk.second);
+      }
+      if (!gname.empty()) name = (variants.size() == 1 && vname == "base") ? gname : vname + "[" + gname + "]";
+      RunSpec run;
+      run.name = name;
+      run.config = base;
+      for (auto& [k, val] : over) {
+        set_path(run.config, k, val);
+        run.overrides += (run.overrides.empty() ? "" : "; ") + k + "=" + trimmed_yaml(val);
+      }
+      std::vector<std::string> mnames;
+      Resolved r = resolve_run(run.config, spec.runs.empty() ? &mnames : nullptr);
+      if (spec.runs.empty()) spec.metric_names = mnames;
+      run.resolved_yaml = r.yaml;
+      std::string cli;
+      for (auto& o : cli_overrides) cli += o + ";";
+      run.run_id = sanitize(name) + "-" + short_hash(run.overrides + "|" + cli);
+      CL_CHECK(ids.insert(run.run_id).second, "two runs of `" << file << "` have the same id " << run.run_id);
+      const std::string refid = "reference-" + short_hash(r.reference_key);
+      run.reference_id = refid;
+      if (!refs.count(r.reference_key)) {
+        RunSpec ref;
+        ref.name = "reference";
+        ref.is_reference = true;
+        ref.config = run.config;
+        ref.config.erase("cache");
+        ref.overrides = "(reference of " + name + ")";
+        ref.resolved_yaml = resolve_run(ref.config, nullptr).yaml;
+        ref.run_id = ref.reference_id = refid;
+        refs.emplace(r.reference_key, ref);
+        spec.references.push_back(ref);
+      }
+      spec.runs.push_back(run);
+    }
+  }
+
+  // Claims: checked now, evaluated by the report.
+  nlohmann::json claims = nlohmann::json::array();
+  if (const ConfigNode* c = root.find("claims")) {
+    CL_CHECK(c->is_seq(), c->where() << ": `claims` must be a list");
+    std::vector<std::string> names = {"reference"};
+    for (auto& r : spec.runs) names.push_back(r.name);
+    for (auto& item : c->seq) {
+      auto cl = read_options<ClaimOptions>(item, "claim");
+      auto check_variant = [&](const std::string& v, const char* key) {
+        CL_CHECK(std::find(names.begin(), names.end(), v) != names.end(),
+                 item.where() << ": claim `" << key << "` names variant `" << v << "`, which this experiment does not run"
+                              << did_you_mean(v, names));
+      };
+      check_variant(cl.left, "left");
+      const std::vector<std::string> ops = {">", "<", ">=", "<="};
+      CL_CHECK(std::find(ops.begin(), ops.end(), cl.op) != ops.end(),
+               item.where() << ": claim op `" << cl.op << "` is not one of >, <, >=, <=");
+      CL_CHECK(cl.right.empty() != cl.value.empty(), item.where() << ": a claim needs exactly one of `right` or `value`");
+      nlohmann::json j = {{"text", cl.text}, {"left", cl.left}, {"metric", cl.metric}, {"op", cl.op}};
+      if (!cl.right.empty()) {
+        check_variant(cl.right, "right");
+        j["right"] = cl.right;
+      } else {
+        try {
+          j["value"] = std::stod(cl.value);
+        } catch (...) {
+          CL_FAIL(item.where() << ": claim `value` must be a number, got `" << cl.value << "`");
+        }
+      }
+      claims.push_back(j);
+    }
+  }
+  spec.claims_json = claims.dump();
+  return spec;
+}
+
+}  // namespace cachelab

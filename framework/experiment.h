@@ -1,0 +1,49 @@
+// An experiment file expanded into the runs it asks for, every config checked before
+// anything runs. Torch-free.
+//
+//   name: quickstart                 # default: the file's stem
+//   base: [presets/dit-mnist.yaml]   # presets composed first (see config.h)
+//   seed: 0
+//   backbone: {type: dit, ...}       sampler: {type: ddim, steps: 50}
+//   cache: {type: none}              # what every variant starts from
+//   run: {samples: 64, batch: 64, cfg_scale: 1.5, ...}
+//   metrics: [psnr, ssim, fid, accuracy]
+//   judge: models/weights/lenet-mnist.safetensors
+//   variants: {fora_n2: {cache: {type: fora, interval: 2}}, fb: {cache.type: fbcache}}
+//   sweep: {cache.interval: [2, 3, 4]}   # grid over every variant, last key fastest
+//   claims: [{left: fora_n2, metric: psnr, op: ">", right: fora_n4}]
+#pragma once
+#include <string>
+#include <vector>
+
+#include "framework/config.h"
+
+namespace cachelab {
+
+struct RunSpec {
+  std::string name;            // variant name ("reference" for a reference run)
+  std::string overrides;       // canonical "key=value; ..." text the run id is hashed from
+  ConfigNode config;           // the run's full config (backbone, sampler, cache, run, ...)
+  std::string resolved_yaml;   // every component's options with defaults written out
+  std::string run_id;          // stable: sanitized name + hash of the overrides
+  std::string reference_id;    // run id of the reference this run is measured against
+  bool is_reference = false;
+};
+
+struct ExperimentSpec {
+  std::string name, file;
+  std::string config_yaml;          // the experiment as loaded (bases and CLI overrides applied)
+  std::vector<RunSpec> references;  // one per distinct (backbone, sampler, seed, samples, batch, cfg)
+  std::vector<RunSpec> runs;        // the variants x grid points, in a fixed order
+  std::vector<std::string> metric_names;
+  std::string claims_json;
+  std::string judge;                // path of the judge weights ("" = none)
+};
+
+// Loads, composes and validates. Every error names file, line, dotted key and what is valid.
+ExperimentSpec load_experiment(const std::string& file, const std::vector<std::string>& cli_overrides);
+
+// 8 hex digits of a 64-bit FNV-1a hash.
+std::string short_hash(const std::string& text);
+
+}  // namespace cachelab

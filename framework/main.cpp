@@ -1,0 +1,168 @@
+// The cachelab command line. Library code throws cachelab::Error; only this file prints
+// errors and picks exit codes (0 ok, 1 some run failed, 2 bad input).
+#include <boost/program_options.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <unistd.h>
+
+#include "framework/config.h"
+#include "framework/error.h"
+#include "framework/experiment.h"
+#include "framework/registries.h"
+#include "framework/session.h"
+#include "framework/system_info.h"
+#include "models/mnist.h"
+#include "models/train.h"
+
+namespace po = boost::program_options;
+using namespace cachelab;
+
+namespace {
+
+const char* kUsage = R"(cachelab -- feature caching laboratory for diffusion models
+
+usage:
+  cachelab list                              every registered component, its keys and defaults
+  cachelab run EXP.yaml [key=value ...]      run an experiment (reference + variants)
+  cachelab sweep EXP.yaml [key=value ...]    the same, with --jobs N / --index i for clusters
+  cachelab validate EXP.yaml [key=value ...] check the config and list the runs, run nothing
+  cachelab train CFG.yaml [key=value ...]    train a bundled model (resumable)
+  cachelab report results/EXPERIMENT         write results/EXPERIMENT/report/index.html
+  cachelab info                              threads, BLAS and LibTorch version
+
+options of run/sweep:
+)";
+
+template <class Reg>
+void list_registry(const Reg& reg) {
+  std::printf("%ss:\n", reg.kind().c_str());
+  for (auto& [name, e] : reg.entries()) {
+    std::printf("  %-10s %s\n", name.c_str(), e.description.c_str());
+    for (auto& k : e.keys)
+      std::printf("      %-20s %-12s %-14s %s\n", k.key.c_str(), k.type.c_str(), k.default_value.c_str(), k.doc.c_str());
+  }
+  std::printf("\n");
+}
+
+void split_args(const std::vector<std::string>& pos, std::string* file, std::vector<std::string>* overrides) {
+  for (auto& a : pos) {
+    if (a.find('=') != std::string::npos) overrides->push_back(a);
+    else {
+      CL_CHECK(file->empty(), "unexpected argument `" << a << "`: give one config file, then key=value overrides");
+      *file = a;
+    }
+  }
+  CL_CHECK(!file->empty(), "missing the experiment/config file argument");
+}
+
+std::string self_exe(const char* argv0) {
+  std::error_code ec;
+  auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string(argv0) : p.string();
+}
+
+int run_cli(int argc, char** argv) {
+  register_all();
+  po::options_description opts;
+  std::string results = "results";
+  std::vector<std::string> only;
+  int jobs = 1, index = -1, worker = -1, workers = 1, threads = 0;
+  opts.add_options()("help,h", "this help")("jobs,j", po::value(&jobs), "parallel worker processes (default 1)")(
+      "index", po::value(&index), "run only grid point i (a Slurm array task)")(
+      "only", po::value(&only), "run only this variant (repeatable)")(
+      "threads", po::value(&threads), "intra-op threads (overrides run.threads)")(
+      "results", po::value(&results), "results root folder (default results/)")(
+      "force", "redo runs that are already done")("count", "print the number of runs and exit")(
+      "worker", po::value(&worker), "(internal) worker index")("workers", po::value(&workers), "(internal)");
+  po::options_description hidden;
+  std::string command;
+  std::vector<std::string> positional;
+  hidden.add_options()("command", po::value(&command))("args", po::value(&positional));
+  po::options_description all;
+  all.add(opts).add(hidden);
+  po::positional_options_description pos;
+  pos.add("command", 1).add("args", -1);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(all).positional(pos).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    CL_FAIL(e.what() << " (see `cachelab --help`)");
+  }
+  if (vm.count("help") || command.empty() || command == "help") {
+    std::cout << kUsage << opts << "\n";
+    return command.empty() && !vm.count("help") ? 2 : 0;
+  }
+  if (command == "list") {
+    list_registry(backbones());
+    list_registry(samplers());
+    list_registry(caches());
+    list_registry(metrics());
+    return 0;
+  }
+  if (command == "info") {
+    std::printf("%s\n", describe(system_info(threads > 0 ? threads : 1)).c_str());
+    return 0;
+  }
+  if (command == "run" || command == "sweep" || command == "validate") {
+    std::string file;
+    std::vector<std::string> overrides;
+    split_args(positional, &file, &overrides);
+    ExperimentSpec spec = load_experiment(file, overrides);
+    if (vm.count("count")) {
+      std::printf("%zu\n", spec.runs.size());
+      return 0;
+    }
+    if (command == "validate") {
+      std::printf("%s: ok -- %zu run(s), %zu reference(s)\n", file.c_str(), spec.runs.size(), spec.references.size());
+      for (size_t i = 0; i < spec.runs.size(); ++i)
+        std::printf("  %3zu  %-28s %s  %s\n", i, spec.runs[i].name.c_str(), spec.runs[i].run_id.c_str(),
+                    spec.runs[i].overrides.c_str());
+      return 0;
+    }
+    SweepOptions so;
+    so.results_root = results;
+    so.jobs = std::max(1, jobs);
+    so.index = index;
+    so.worker = worker;
+    so.workers = std::max(1, workers);
+    so.threads = threads;
+    so.force = vm.count("force") > 0;
+    so.only = only;
+    so.exe = self_exe(argv[0]);
+    so.cli_overrides = overrides;
+    return execute_experiment(spec, so);
+  }
+  if (command == "train") {
+    std::string file;
+    std::vector<std::string> overrides;
+    split_args(positional, &file, &overrides);
+    return train_command(file, overrides);
+  }
+  if (command == "report") {
+    CL_CHECK(positional.size() == 1, "usage: cachelab report results/EXPERIMENT");
+    CL_CHECK(std::filesystem::is_directory(positional[0]),
+             "`" << positional[0] << "` is not a results folder (run an experiment first)");
+    const std::string tool = project_root() + "/tools/report.py";
+    std::vector<const char*> args = {"/usr/bin/python3", tool.c_str(), positional[0].c_str(), nullptr};
+    execv(args[0], const_cast<char* const*>(args.data()));
+    CL_FAIL("could not start /usr/bin/python3 for the report; run `bash tools/setup.sh` (python3-h5py, matplotlib)");
+  }
+  const std::vector<std::string> commands = {"list", "run", "sweep", "validate", "train", "report", "info"};
+  CL_FAIL("unknown command `" << command << "`" << did_you_mean(command, commands) << "; see `cachelab --help`");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run_cli(argc, argv);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 3;
+  }
+}

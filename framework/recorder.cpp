@@ -1,0 +1,359 @@
+#include "framework/recorder.h"
+
+#include <hdf5.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "framework/error.h"
+
+namespace cachelab {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr int kSchemaVersion = 1;
+constexpr hsize_t kStepChunk = 16;
+
+// HDF5 prints its own error stack by default; cachelab reports errors itself.
+void quiet_hdf5() {
+  static bool done = false;
+  if (!done) H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr), done = true;
+}
+
+hid_t string_type() {
+  hid_t t = H5Tcopy(H5T_C_S1);
+  H5Tset_size(t, H5T_VARIABLE);
+  H5Tset_cset(t, H5T_CSET_UTF8);
+  return t;
+}
+
+void drop_attr(hid_t loc, const char* name) {
+  if (H5Aexists(loc, name) > 0) H5Adelete(loc, name);
+}
+
+void attr_string(hid_t loc, const char* name, const std::string& value) {
+  drop_attr(loc, name);
+  hid_t type = string_type(), space = H5Screate(H5S_SCALAR);
+  hid_t a = H5Acreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+  const char* p = value.c_str();
+  H5Awrite(a, type, &p);
+  H5Aclose(a), H5Sclose(space), H5Tclose(type);
+}
+
+void attr_double(hid_t loc, const char* name, double value) {
+  drop_attr(loc, name);
+  hid_t space = H5Screate(H5S_SCALAR);
+  hid_t a = H5Acreate2(loc, name, H5T_IEEE_F64LE, space, H5P_DEFAULT, H5P_DEFAULT);
+  H5Awrite(a, H5T_NATIVE_DOUBLE, &value);
+  H5Aclose(a), H5Sclose(space);
+}
+
+void attr_int(hid_t loc, const char* name, int64_t value) {
+  drop_attr(loc, name);
+  hid_t space = H5Screate(H5S_SCALAR);
+  hid_t a = H5Acreate2(loc, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
+  H5Awrite(a, H5T_NATIVE_INT64, &value);
+  H5Aclose(a), H5Sclose(space);
+}
+
+void attr_strings(hid_t loc, const char* name, const std::vector<std::string>& values) {
+  drop_attr(loc, name);
+  hid_t type = string_type();
+  hsize_t n = values.size();
+  hid_t space = H5Screate_simple(1, &n, nullptr);
+  std::vector<const char*> ptrs;
+  for (auto& v : values) ptrs.push_back(v.c_str());
+  hid_t a = H5Acreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+  H5Awrite(a, type, ptrs.data());
+  H5Aclose(a), H5Sclose(space), H5Tclose(type);
+}
+
+hid_t ensure_group(hid_t file, const std::string& name) {
+  if (H5Lexists(file, name.c_str(), H5P_DEFAULT) > 0) return H5Gopen2(file, name.c_str(), H5P_DEFAULT);
+  return H5Gcreate2(file, name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+}
+
+// Creates the parent groups of "a/b/c".
+void ensure_parents(hid_t file, const std::string& path) {
+  for (size_t pos = path.find('/'); pos != std::string::npos; pos = path.find('/', pos + 1))
+    H5Gclose(ensure_group(file, path.substr(0, pos)));
+}
+
+// An extendible dataset with the step axis first: [0] or [0, P].
+void create_steps_dataset(hid_t file, const char* name, hid_t type, size_t P) {
+  const int rank = P ? 2 : 1;
+  hsize_t dims[2] = {0, P}, maxd[2] = {H5S_UNLIMITED, P}, chunk[2] = {kStepChunk, P ? P : 1};
+  hid_t space = H5Screate_simple(rank, dims, maxd);
+  hid_t plist = H5Pcreate(H5P_DATASET_CREATE);
+  H5Pset_chunk(plist, rank, chunk);
+  hid_t d = H5Dcreate2(file, name, type, space, H5P_DEFAULT, plist, H5P_DEFAULT);
+  H5Dclose(d), H5Pclose(plist), H5Sclose(space);
+}
+
+void append_row(hid_t file, const char* name, hid_t memtype, const void* data, size_t row, size_t P) {
+  hid_t d = H5Dopen2(file, name, H5P_DEFAULT);
+  const int rank = P ? 2 : 1;
+  hsize_t dims[2] = {row + 1, P};
+  H5Dset_extent(d, dims);
+  hid_t fspace = H5Dget_space(d);
+  hsize_t start[2] = {row, 0}, count[2] = {1, P};
+  H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, nullptr, count, nullptr);
+  hid_t mspace = H5Screate_simple(rank, count, nullptr);
+  H5Dwrite(d, memtype, mspace, fspace, H5P_DEFAULT, data);
+  H5Sclose(mspace), H5Sclose(fspace), H5Dclose(d);
+}
+
+void write_array(hid_t file, const std::string& name, hid_t ftype, hid_t mtype, const void* data,
+                 const std::vector<hsize_t>& dims) {
+  ensure_parents(file, name);
+  hid_t space = H5Screate_simple(int(dims.size()), dims.data(), nullptr);
+  hid_t d = H5Dcreate2(file, name.c_str(), ftype, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
+  H5Dclose(d), H5Sclose(space);
+}
+
+std::optional<std::string> read_attr_string(hid_t loc, const char* name) {
+  if (H5Aexists(loc, name) <= 0) return std::nullopt;
+  hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+  hid_t ft = H5Aget_type(a);
+  std::optional<std::string> out;
+  if (H5Tget_class(ft) == H5T_STRING && H5Tis_variable_str(ft) > 0) {
+    hid_t mt = string_type();
+    char* p = nullptr;
+    if (H5Aread(a, mt, &p) >= 0 && p) {
+      out = std::string(p);
+      H5free_memory(p);
+    }
+    H5Tclose(mt);
+  }
+  H5Tclose(ft), H5Aclose(a);
+  return out;
+}
+
+herr_t collect_double(hid_t loc, const char* name, const H5A_info_t*, void* op) {
+  auto* out = static_cast<std::map<std::string, double>*>(op);
+  hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+  hid_t ft = H5Aget_type(a);
+  double v = 0;
+  if (H5Tget_class(ft) == H5T_FLOAT || H5Tget_class(ft) == H5T_INTEGER)
+    if (H5Aread(a, H5T_NATIVE_DOUBLE, &v) >= 0) (*out)[name] = v;
+  H5Tclose(ft), H5Aclose(a);
+  return 0;
+}
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string q = "\"";
+  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
+std::string csv_number(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.10g", v);
+  return buf;
+}
+
+void open_fail(const std::string& path) {
+  const std::string dir = fs::path(path).parent_path().string();
+  CL_FAIL("cannot create run file `" << path << "`: is the results folder `" << dir
+                                      << "` writable? (choose another with --results DIR)");
+}
+
+}  // namespace
+
+RunWriter::RunWriter(const std::string& final_path, const RunMeta& m, const SiteTable& sites)
+    : final_path_(final_path), tmp_path_(final_path + ".tmp"), sites_(sites.names.size()) {
+  quiet_hdf5();
+  std::error_code ec;
+  fs::create_directories(fs::path(final_path).parent_path(), ec);
+  if (ec) open_fail(final_path);
+  hid_t f = H5Fcreate(tmp_path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (f < 0) open_fail(final_path);
+  file_ = f;
+  attr_int(f, "schema_version", kSchemaVersion);
+  attr_string(f, "run_id", m.run_id);
+  attr_string(f, "experiment", m.experiment);
+  attr_string(f, "variant", m.variant);
+  attr_string(f, "overrides", m.overrides);
+  attr_string(f, "config_yaml", m.config_yaml);
+  attr_string(f, "git_sha", m.git_sha);
+  attr_int(f, "git_dirty", m.git_dirty);
+  attr_string(f, "created_utc", m.created_utc);
+  attr_string(f, "host", m.host);
+  attr_int(f, "threads", m.threads);
+  attr_string(f, "blas", m.blas);
+  attr_string(f, "torch_version", m.torch_version);
+  attr_int(f, "seed", m.seed);
+  attr_string(f, "status", "running");
+  attr_string(f, "error", "");
+  attr_int(f, "failed_step", -1);
+  attr_int(f, "is_reference", m.is_reference);
+  attr_string(f, "reference_run", m.reference_run);
+
+  H5Gclose(ensure_group(f, "steps"));
+  H5Gclose(ensure_group(f, "sites"));
+  H5Gclose(ensure_group(f, "summary"));
+  create_steps_dataset(f, "steps/t", H5T_STD_I64LE, 0);
+  create_steps_dataset(f, "steps/wall_ms", H5T_IEEE_F64LE, 0);
+  create_steps_dataset(f, "steps/flops", H5T_IEEE_F64LE, 0);
+  create_steps_dataset(f, "steps/err_ref_rel_l1", H5T_IEEE_F64LE, 0);
+  for (const char* n : {"sites/signal", "sites/drift_cos", "sites/drift_rel_l1", "sites/err_ref_rel_l1"})
+    create_steps_dataset(f, n, H5T_IEEE_F64LE, sites_);
+  create_steps_dataset(f, "sites/decision", H5T_STD_U8LE, sites_);
+  {
+    hid_t type = string_type();
+    hsize_t n = sites_;
+    std::vector<const char*> ptrs;
+    for (auto& s : sites.names) ptrs.push_back(s.c_str());
+    hid_t space = H5Screate_simple(1, &n, nullptr);
+    hid_t d = H5Dcreate2(f, "sites/names", type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data());
+    H5Dclose(d), H5Sclose(space), H5Tclose(type);
+  }
+  write_array(f, "sites/parent", H5T_STD_I32LE, H5T_NATIVE_INT, sites.parent.data(), {sites_});
+  write_array(f, "sites/flops_per_sample", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, sites.flops_per_sample.data(), {sites_});
+}
+
+RunWriter::~RunWriter() {
+  if (!finished_ && file_ >= 0) {
+    H5Fclose(hid_t(file_));
+    std::error_code ec;
+    fs::remove(tmp_path_, ec);
+  }
+}
+
+void RunWriter::append_step(const StepRecord& s) {
+  CL_CHECK(s.decision.size() == sites_ && s.signal.size() == sites_ && s.drift_cos.size() == sites_ &&
+               s.drift_rel_l1.size() == sites_ && s.err_ref.size() == sites_,
+           "step record has the wrong number of sites (" << s.decision.size() << ", expected " << sites_ << ")");
+  hid_t f = hid_t(file_);
+  append_row(f, "steps/t", H5T_NATIVE_INT64, &s.t, steps_, 0);
+  append_row(f, "steps/wall_ms", H5T_NATIVE_DOUBLE, &s.wall_ms, steps_, 0);
+  append_row(f, "steps/flops", H5T_NATIVE_DOUBLE, &s.flops, steps_, 0);
+  append_row(f, "steps/err_ref_rel_l1", H5T_NATIVE_DOUBLE, &s.err_ref_rel_l1, steps_, 0);
+  append_row(f, "sites/decision", H5T_NATIVE_UINT8, s.decision.data(), steps_, sites_);
+  append_row(f, "sites/signal", H5T_NATIVE_DOUBLE, s.signal.data(), steps_, sites_);
+  append_row(f, "sites/drift_cos", H5T_NATIVE_DOUBLE, s.drift_cos.data(), steps_, sites_);
+  append_row(f, "sites/drift_rel_l1", H5T_NATIVE_DOUBLE, s.drift_rel_l1.data(), steps_, sites_);
+  append_row(f, "sites/err_ref_rel_l1", H5T_NATIVE_DOUBLE, s.err_ref.data(), steps_, sites_);
+  ++steps_;
+}
+
+void RunWriter::write_float_array(const std::string& name, const std::vector<float>& data,
+                                  const std::vector<int64_t>& dims) {
+  std::vector<hsize_t> d(dims.begin(), dims.end());
+  write_array(hid_t(file_), name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, data.data(), d);
+}
+
+void RunWriter::write_int64_array(const std::string& name, const std::vector<int64_t>& data) {
+  write_array(hid_t(file_), name, H5T_STD_I64LE, H5T_NATIVE_INT64, data.data(), {data.size()});
+}
+
+void RunWriter::set_summary(const std::map<std::string, double>& values) {
+  hid_t g = H5Gopen2(hid_t(file_), "summary", H5P_DEFAULT);
+  for (auto& [k, v] : values) attr_double(g, k.c_str(), v);
+  H5Gclose(g);
+}
+
+void RunWriter::finish(const std::string& status) {
+  hid_t f = hid_t(file_);
+  attr_string(f, "status", status);
+  H5Fflush(f, H5F_SCOPE_GLOBAL);
+  H5Fclose(f);
+  file_ = -1;
+  finished_ = true;
+  std::error_code ec;
+  fs::rename(tmp_path_, final_path_, ec);
+  CL_CHECK(!ec, "cannot rename `" << tmp_path_ << "` to `" << final_path_ << "`: " << ec.message());
+}
+
+void RunWriter::finish_done() { finish("done"); }
+
+void RunWriter::finish_failed(const std::string& error, int failed_step) {
+  attr_string(hid_t(file_), "error", error);
+  attr_int(hid_t(file_), "failed_step", failed_step);
+  finish("failed");
+}
+
+std::optional<RunInfo> read_run_info(const std::string& path) {
+  quiet_hdf5();
+  if (!fs::exists(path) || H5Fis_hdf5(path.c_str()) <= 0) return std::nullopt;
+  hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (f < 0) return std::nullopt;
+  RunInfo info;
+  info.path = path;
+  auto status = read_attr_string(f, "status");
+  auto id = read_attr_string(f, "run_id");
+  if (!status || !id) {
+    H5Fclose(f);
+    return std::nullopt;
+  }
+  info.status = *status;
+  info.run_id = *id;
+  info.variant = read_attr_string(f, "variant").value_or("");
+  info.overrides = read_attr_string(f, "overrides").value_or("");
+  if (H5Lexists(f, "summary", H5P_DEFAULT) > 0) {
+    hid_t g = H5Gopen2(f, "summary", H5P_DEFAULT);
+    hsize_t idx = 0;
+    H5Aiterate2(g, H5_INDEX_NAME, H5_ITER_INC, &idx, collect_double, &info.summary);
+    H5Gclose(g);
+  }
+  H5Fclose(f);
+  return info;
+}
+
+void write_index_csv(const std::string& dir) {
+  std::vector<RunInfo> runs;
+  std::set<std::string> keys;
+  for (auto& e : fs::directory_iterator(dir)) {
+    const auto p = e.path();
+    if (p.extension() != ".h5" || p.filename() == "experiment.h5") continue;
+    if (auto info = read_run_info(p.string())) {
+      for (auto& kv : info->summary) keys.insert(kv.first);
+      runs.push_back(*info);
+    }
+  }
+  std::sort(runs.begin(), runs.end(), [](auto& a, auto& b) { return a.run_id < b.run_id; });
+  const std::string tmp = dir + "/index.csv.tmp." + std::to_string(getpid());
+  {
+    std::ofstream out(tmp);
+    CL_CHECK(out.good(), "cannot write the sweep index in `" << dir << "`");
+    out << "run_id,variant,status,overrides";
+    for (auto& k : keys) out << "," << k;
+    out << "\n";
+    for (auto& r : runs) {
+      out << csv_field(r.run_id) << "," << csv_field(r.variant) << "," << r.status << "," << csv_field(r.overrides);
+      for (auto& k : keys) out << "," << (r.summary.count(k) ? csv_number(r.summary.at(k)) : "");
+      out << "\n";
+    }
+  }
+  fs::rename(tmp, dir + "/index.csv");
+}
+
+void write_experiment_file(const std::string& dir, const std::string& experiment, const std::string& config_yaml,
+                           const std::vector<std::string>& variants, const std::string& claims_json) {
+  quiet_hdf5();
+  fs::create_directories(dir);
+  const std::string path = dir + "/experiment.h5", tmp = path + ".tmp." + std::to_string(getpid());
+  hid_t f = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (f < 0) open_fail(path);
+  attr_int(f, "schema_version", kSchemaVersion);
+  attr_string(f, "experiment", experiment);
+  attr_string(f, "config_yaml", config_yaml);
+  attr_strings(f, "variants", variants);
+  attr_string(f, "claims_json", claims_json);
+  H5Fclose(f);
+  fs::rename(tmp, path);
+}
+
+}  // namespace cachelab

@@ -1,0 +1,75 @@
+// The HDF5 run file (schema in results/README.md) and the sweep index. Torch-free.
+// One writer per file; crash-safe: the file is written as <path>.tmp and renamed when
+// finished, and a writer destroyed unfinished removes its .tmp.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace cachelab {
+
+struct RunMeta {
+  std::string run_id, experiment, variant, overrides, config_yaml, git_sha, created_utc, host, blas, torch_version,
+      reference_run;
+  bool git_dirty = false, is_reference = false;
+  int threads = 1;
+  int64_t seed = 0;
+};
+
+struct SiteTable {
+  std::vector<std::string> names;
+  std::vector<int> parent;
+  std::vector<double> flops_per_sample;
+};
+
+// One sampling step. Per-site vectors have one entry per site (P).
+struct StepRecord {
+  int64_t t = 0;               // model timestep
+  double wall_ms = 0;          // milliseconds
+  double flops = 0;            // FLOPs computed in the step (whole batch)
+  double err_ref_rel_l1 = 0;   // sample vs reference sample after this step
+  std::vector<uint8_t> decision;
+  std::vector<double> signal, drift_cos, drift_rel_l1, err_ref;
+};
+
+class RunWriter {
+ public:
+  // Creates <final_path>.tmp with status=running; throws naming the folder if unwritable.
+  RunWriter(const std::string& final_path, const RunMeta& meta, const SiteTable& sites);
+  ~RunWriter();
+  RunWriter(const RunWriter&) = delete;
+  RunWriter& operator=(const RunWriter&) = delete;
+
+  void append_step(const StepRecord& step);
+  // e.g. "samples/x" with dims {N, C, H, W}; groups are created as needed.
+  void write_float_array(const std::string& dataset, const std::vector<float>& data, const std::vector<int64_t>& dims);
+  void write_int64_array(const std::string& dataset, const std::vector<int64_t>& data);
+  void set_summary(const std::map<std::string, double>& values);
+  void finish_done();
+  // Kept as a file (so the index lists it); a re-run sweep redoes it.
+  void finish_failed(const std::string& error, int failed_step);
+
+ private:
+  void finish(const std::string& status);
+  std::string final_path_, tmp_path_;
+  int64_t file_ = -1;  // hid_t
+  size_t sites_ = 0, steps_ = 0;
+  bool finished_ = false;
+};
+
+struct RunInfo {
+  std::string path, run_id, variant, status, overrides;
+  std::map<std::string, double> summary;
+};
+// nullopt when missing, unreadable, truncated or not a run file.
+std::optional<RunInfo> read_run_info(const std::string& path);
+
+// Rewrites <dir>/index.csv from the run files in <dir> (atomically).
+void write_index_csv(const std::string& dir);
+
+void write_experiment_file(const std::string& dir, const std::string& experiment, const std::string& config_yaml,
+                           const std::vector<std::string>& variants, const std::string& claims_json);
+
+}  // namespace cachelab

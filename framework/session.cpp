@@ -1,0 +1,345 @@
+#include "framework/session.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <thread>
+
+#include "caches/cache_policy.h"
+#include "framework/error.h"
+#include "framework/recorder.h"
+#include "framework/registries.h"
+#include "framework/runner.h"
+#include "framework/system_info.h"
+#include "metrics/metric.h"
+#include "models/backbone.h"
+#include "models/lenet.h"
+#include "models/mnist.h"
+#include "models/sampler.h"
+
+extern char** environ;
+
+namespace cachelab {
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string rooted(const std::string& p) { return p.empty() || p[0] == '/' ? p : project_root() + "/" + p; }
+
+std::string fmt_duration(double s) {
+  char buf[32];
+  if (s < 60) std::snprintf(buf, sizeof(buf), "%.0fs", s);
+  else if (s < 3600) std::snprintf(buf, sizeof(buf), "%dm%02ds", int(s) / 60, int(s) % 60);
+  else std::snprintf(buf, sizeof(buf), "%dh%02dm", int(s) / 3600, (int(s) % 3600) / 60);
+  return buf;
+}
+
+void check_writable(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  const std::string probe = dir + "/.write_test." + std::to_string(getpid());
+  std::ofstream f(probe);
+  CL_CHECK(!ec && f.good(), "results folder `" << dir << "` is not writable"
+                                               << (ec ? " (" + ec.message() + ")" : std::string())
+                                               << "; choose another with --results DIR");
+  f.close();
+  fs::remove(probe, ec);
+}
+
+std::vector<float> to_floats(const at::Tensor& t) {
+  auto c = t.contiguous().to(at::kFloat);
+  return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+}
+
+// Everything one process keeps between runs: built backbones, loaded references, the judge.
+class Session {
+ public:
+  Session(const ExperimentSpec& spec, const SweepOptions& o) : spec_(spec), o_(o) {
+    dir_ = rooted(o.results_root) + "/" + spec.name;
+    info_ = system_info(o.threads > 0 ? o.threads : 1);
+  }
+  const std::string& dir() const { return dir_; }
+  const SystemInfo& info() const { return info_; }
+
+  // Runs (or skips) one run; returns true when its file says done afterwards.
+  bool execute(const RunSpec& run, bool quiet_skip = false) {
+    const std::string path = dir_ + "/" + run.run_id + ".h5";
+    if (!o_.force) {
+      auto existing = read_run_info(path);
+      if (existing && existing->status == "done") {
+        if (!quiet_skip) std::printf("  %-28s skipped (done: %s)\n", run.name.c_str(), run.run_id.c_str());
+        return true;
+      }
+    }
+    return run_now(run, path);
+  }
+
+  const ReferenceTrace& reference(const RunSpec& run) {
+    auto it = refs_.find(run.reference_id);
+    if (it != refs_.end()) return it->second;
+    const std::string cache = dir_ + "/.cache/" + run.reference_id + ".pt";
+    ReferenceTrace trace;
+    if (load_reference(trace, cache)) return refs_.emplace(run.reference_id, std::move(trace)).first->second;
+    for (auto& r : spec_.references)
+      if (r.run_id == run.reference_id) {
+        run_now(r, dir_ + "/" + r.run_id + ".h5");
+        auto found = refs_.find(run.reference_id);
+        CL_CHECK(found != refs_.end(), "the reference run " << r.run_id << " failed; see its run file");
+        return found->second;
+      }
+    CL_FAIL("no reference " << run.reference_id << " in the experiment");
+  }
+
+ private:
+  Backbone& backbone(const ConfigNode& node) {
+    const std::string key = to_yaml(node);
+    auto it = backbones_.find(key);
+    if (it == backbones_.end()) it = backbones_.emplace(key, backbones().build(node)).first;
+    return *it->second;
+  }
+  Judge* judge() {
+    if (!judge_ && !spec_.judge.empty()) {
+      judge_ = std::make_unique<Judge>();
+      judge_->load(rooted(spec_.judge));
+    }
+    return judge_.get();
+  }
+
+  bool run_now(const RunSpec& run, const std::string& path) {
+    const ConfigNode& cfg = run.config;
+    ConfigNode cache_node = cfg.find("cache") ? *cfg.find("cache") : ConfigNode::make_map("cache");
+    if (run.is_reference || !cache_node.find("type")) {
+      cache_node = ConfigNode::make_map("cache");
+      cache_node.child("type") = ConfigNode::make_scalar("none");
+    }
+    Backbone& bb = backbone(*cfg.find("backbone"));
+    auto sampler = samplers().build(*cfg.find("sampler"));
+    auto policy = caches().build(cache_node);
+    RunOptions ro = read_options<RunOptions>(cfg.find("run") ? *cfg.find("run") : ConfigNode::make_map("run"), "run");
+    ro.seed = cfg.find("seed") ? std::stoll(cfg.find("seed")->scalar) : 0;
+    if (o_.threads > 0) ro.threads = o_.threads;
+    at::set_num_threads(ro.threads);
+
+    const ReferenceTrace* ref = run.is_reference ? nullptr : &reference(run);
+    ReferenceTrace capture;
+
+    RunMeta meta;
+    meta.run_id = run.run_id;
+    meta.experiment = spec_.name;
+    meta.variant = run.name;
+    meta.overrides = run.overrides;
+    meta.config_yaml = run.resolved_yaml;
+    meta.git_sha = info_.git_sha;
+    meta.git_dirty = info_.git_dirty;
+    meta.created_utc = utc_now_iso();
+    meta.host = info_.host;
+    meta.blas = info_.blas;
+    meta.torch_version = info_.torch_version;
+    meta.threads = ro.threads;
+    meta.seed = ro.seed;
+    meta.is_reference = run.is_reference;
+    meta.reference_run = run.reference_id;
+    SiteTable table;
+    for (auto& s : bb.sites()) {
+      table.names.push_back(s.name);
+      table.parent.push_back(s.parent);
+      table.flops_per_sample.push_back(s.flops_per_sample);
+    }
+    RunWriter writer(path, meta, table);
+
+    const auto t0 = std::chrono::steady_clock::now();
+    Trajectory tr = run_trajectory(bb, *sampler, *policy, ro, ref, run.is_reference ? &capture : nullptr);
+    for (auto& st : tr.steps) {
+      if (run.is_reference) {
+        st.err_ref_rel_l1 = 0;
+        for (size_t p = 0; p < st.err_ref.size(); ++p)
+          if (st.decision[p] != uint8_t(Decision::Skipped)) st.err_ref[p] = 0;
+      }
+      writer.append_step(st);
+    }
+    if (tr.failed_step >= 0) {
+      writer.finish_failed(tr.error, tr.failed_step);
+      std::printf("  %-28s FAILED at step %d: %s\n", run.name.c_str(), tr.failed_step, tr.error.c_str());
+      return false;
+    }
+    if (run.is_reference) {
+      save_reference(capture, dir_ + "/.cache/" + run.run_id + ".pt");
+      refs_.emplace(run.run_id, capture);
+      ref = &refs_.at(run.run_id);
+    }
+    const int n_save = std::min<int>(ro.save_samples, int(tr.samples.size(0)));
+    auto dims = tr.samples.sizes().vec();
+    dims[0] = n_save;
+    std::vector<int64_t> d64(dims.begin(), dims.end());
+    writer.write_float_array("samples/x", to_floats(tr.samples.narrow(0, 0, n_save)), d64);
+    writer.write_float_array("samples/reference", to_floats(ref->samples.narrow(0, 0, n_save)), d64);
+    auto lab = tr.labels.narrow(0, 0, n_save).contiguous();
+    writer.write_int64_array("samples/labels",
+                             std::vector<int64_t>(lab.data_ptr<int64_t>(), lab.data_ptr<int64_t>() + n_save));
+
+    std::map<std::string, double> summary;
+    summary["wall_s"] = tr.wall_s;
+    summary["flops"] = tr.flops;
+    summary["ref_wall_s"] = ref->wall_s;
+    summary["ref_flops"] = ref->flops;
+    summary["speedup_wall"] = ref->wall_s / tr.wall_s;
+    summary["speedup_flops"] = ref->flops / tr.flops;
+    double visited = 0, reused = 0;
+    for (auto& st : tr.steps)
+      for (auto d : st.decision) {
+        if (d == uint8_t(Decision::Skipped)) continue;
+        visited += 1;
+        reused += d == uint8_t(Decision::Reuse) || d == uint8_t(Decision::Predict);
+      }
+    summary["reuse_fraction"] = visited > 0 ? reused / visited : 0;
+    summary["final_err_rel_l1"] = tr.steps.empty() ? 0 : tr.steps.back().err_ref_rel_l1;
+    MetricInputs in;
+    in.samples = tr.samples;
+    in.reference = ref->samples;
+    in.labels = tr.labels;
+    in.data_dir = default_data_dir();
+    for (auto& m : cfg.find("metrics") ? cfg.find("metrics")->seq : std::vector<ConfigNode>{}) {
+      ConfigNode spec = m;
+      if (m.is_scalar()) {
+        spec = ConfigNode::make_map(m.path);
+        spec.child("type") = m;
+      }
+      const std::string& type = spec.find("type")->scalar;
+      if (type == "fid" || type == "accuracy") in.judge = judge();
+      auto metric = metrics().build(spec);
+      for (auto& [k, v] : metric->compute(in)) summary[k] = v;
+    }
+    writer.set_summary(summary);
+    writer.finish_done();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("  %-28s done in %5.1fs  speedup %.2fx wall / %.2fx FLOPs", run.name.c_str(), secs,
+                summary["speedup_wall"], summary["speedup_flops"]);
+    for (const char* k : {"psnr", "fid", "accuracy"})
+      if (summary.count(k)) std::printf("  %s %.4g", k, summary[k]);
+    std::printf("\n");
+    std::fflush(stdout);
+    return true;
+  }
+
+  const ExperimentSpec& spec_;
+  SweepOptions o_;
+  std::string dir_;
+  SystemInfo info_;
+  std::map<std::string, std::unique_ptr<Backbone>> backbones_;
+  std::map<std::string, ReferenceTrace> refs_;
+  std::unique_ptr<Judge> judge_;
+};
+
+int spawn_workers(const ExperimentSpec& spec, const SweepOptions& o, int total_threads) {
+  const int per = std::max(1, total_threads / o.jobs);
+  std::vector<pid_t> pids;
+  for (int k = 0; k < o.jobs; ++k) {
+    std::vector<std::string> args = {o.exe, "sweep", spec.file};
+    for (auto& c : o.cli_overrides) args.push_back(c);
+    args.insert(args.end(), {"--worker", std::to_string(k), "--workers", std::to_string(o.jobs), "--threads",
+                             std::to_string(per), "--results", o.results_root});
+    if (o.force) args.push_back("--force");
+    for (auto& v : o.only) args.insert(args.end(), {"--only", v});
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    pid_t pid;
+    CL_CHECK(posix_spawn(&pid, o.exe.c_str(), nullptr, nullptr, argv.data(), environ) == 0,
+             "could not start worker process " << o.exe);
+    pids.push_back(pid);
+  }
+  int rc = 0;
+  for (pid_t p : pids) {
+    int status = 0;
+    waitpid(p, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) rc = 1;
+  }
+  return rc;
+}
+
+}  // namespace
+
+int execute_experiment(const ExperimentSpec& spec, const SweepOptions& o) {
+  std::vector<size_t> chosen;
+  for (size_t i = 0; i < spec.runs.size(); ++i) {
+    if (o.index >= 0 && int(i) != o.index) continue;
+    if (!o.only.empty() && std::find(o.only.begin(), o.only.end(), spec.runs[i].name) == o.only.end()) continue;
+    if (o.worker >= 0 && int(i % o.workers) != o.worker) continue;
+    chosen.push_back(i);
+  }
+  CL_CHECK(o.index < int(spec.runs.size()),
+           "--index " << o.index << " is out of range: the experiment has " << spec.runs.size() << " runs (0.."
+                      << spec.runs.size() - 1 << ")");
+  Session session(spec, o);
+  check_writable(session.dir());
+  const bool is_worker = o.worker >= 0;
+  if (!is_worker) {
+    std::printf("%s\n", describe(session.info()).c_str());
+    write_experiment_file(session.dir(), spec.name, spec.config_yaml, [&] {
+      std::vector<std::string> v;
+      for (auto& r : spec.runs) v.push_back(r.name);
+      return v;
+    }(), spec.claims_json);
+    std::printf("[cachelab] experiment `%s`: %zu run(s) + %zu reference(s) -> %s\n", spec.name.c_str(), chosen.size(),
+                spec.references.size(), session.dir().c_str());
+  }
+  int failures = 0;
+  // References first, in this process: workers then load them from the cache.
+  if (!is_worker) {
+    for (auto& r : spec.references) {
+      bool needed = false;
+      for (size_t i : chosen) needed |= spec.runs[i].reference_id == r.run_id;
+      if (!needed) continue;
+      try {
+        failures += !session.execute(r);
+        session.reference(r);
+      } catch (const Error& e) {
+        std::printf("  %-28s FAILED: %s\n", r.name.c_str(), e.what());
+        ++failures;
+      }
+    }
+  }
+  if (o.jobs > 1 && !is_worker) {
+    const int total = int(std::thread::hardware_concurrency());
+    failures += spawn_workers(spec, o, std::max(1, total));
+  } else {
+    const auto t0 = std::chrono::steady_clock::now();
+    size_t done = 0;
+    for (size_t i : chosen) {
+      const RunSpec& run = spec.runs[i];
+      bool ok = false;
+      try {
+        ok = session.execute(run);
+      } catch (const Error& e) {
+        std::printf("  %-28s FAILED: %s\n", run.name.c_str(), e.what());
+      }
+      failures += !ok;
+      ++done;
+      const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::printf("%s[%zu/%zu] elapsed %s, ETA %s\n", is_worker ? ("[worker " + std::to_string(o.worker) + "] ").c_str() : "",
+                  done, chosen.size(), fmt_duration(el).c_str(),
+                  fmt_duration(el / double(done) * double(chosen.size() - done)).c_str());
+      std::fflush(stdout);
+      if (!is_worker) write_index_csv(session.dir());
+    }
+  }
+  if (!is_worker) {
+    write_index_csv(session.dir());
+    std::printf("[cachelab] %s: %d failure(s); index: %s/index.csv; report: cachelab report %s\n",
+                failures ? "finished with errors" : "all runs done", failures, session.dir().c_str(),
+                session.dir().c_str());
+  }
+  return failures ? 1 : 0;
+}
+
+}  // namespace cachelab

@@ -1,0 +1,27 @@
+// Executes an experiment: references first, then every run, one run file each;
+// resumes (skips runs whose file says done), splits work over parallel processes.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "framework/experiment.h"
+
+namespace cachelab {
+
+struct SweepOptions {
+  std::string results_root = "results";  // run files go to <results_root>/<experiment>/
+  int jobs = 1;             // parallel worker processes (the cores are split between them)
+  int index = -1;           // run only grid point i (a Slurm array task); -1 = all
+  int worker = -1;          // internal: this process is worker k of `workers`
+  int workers = 1;
+  int threads = 0;          // > 0 overrides run.threads
+  bool force = false;       // redo runs that are already done
+  std::vector<std::string> only;  // run only these variant names
+  std::string exe;          // path of the cachelab binary (to start workers)
+  std::vector<std::string> cli_overrides;
+};
+
+// Returns the process exit code: 0 when every run asked for is done, 1 otherwise.
+int execute_experiment(const ExperimentSpec& spec, const SweepOptions& options);
+
+}  // namespace cachelab

@@ -1,0 +1,84 @@
+#include "framework/system_info.h"
+
+#include <ATen/Parallel.h>
+#include <torch/version.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+
+#include "models/mnist.h"
+
+namespace cachelab {
+namespace {
+
+std::string run_command(const std::string& cmd) {
+  std::string out;
+  if (FILE* p = popen(cmd.c_str(), "r")) {
+    std::array<char, 256> buf;
+    while (fgets(buf.data(), buf.size(), p)) out += buf.data();
+    pclose(p);
+  }
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  return out;
+}
+
+// The BLAS shared object mapped into this process, resolved through the alternatives links.
+std::string loaded_blas() {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    auto pos = line.find('/');
+    if (pos == std::string::npos) continue;
+    std::string path = line.substr(pos);
+    auto base = std::filesystem::path(path).filename().string();
+    if (base.rfind("libblas", 0) == 0 || base.rfind("libopenblas", 0) == 0 || base.rfind("libmkl_rt", 0) == 0) {
+      std::error_code ec;
+      auto real = std::filesystem::canonical(path, ec);
+      return ec ? path : real.string();
+    }
+  }
+  return "unknown";
+}
+
+}  // namespace
+
+SystemInfo system_info(int threads) {
+  if (threads > 0) at::set_num_threads(threads);
+  SystemInfo s;
+  s.threads = at::get_num_threads();
+  s.blas = loaded_blas();
+  s.blas_is_reference = s.blas.find("/blas/") != std::string::npos ||
+                        (s.blas.find("openblas") == std::string::npos && s.blas.find("mkl") == std::string::npos);
+  s.torch_version = TORCH_VERSION;
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  s.host = host;
+  const std::string root = project_root();
+  s.git_sha = run_command("git -C '" + root + "' rev-parse --short=12 HEAD 2>/dev/null");
+  if (s.git_sha.empty()) s.git_sha = "unknown";
+  s.git_dirty = !run_command("git -C '" + root + "' status --porcelain --untracked-files=no 2>/dev/null").empty();
+  return s;
+}
+
+std::string describe(const SystemInfo& s) {
+  std::string line = "[cachelab] torch " + s.torch_version + ", " + std::to_string(s.threads) + " thread(s), BLAS " +
+                     s.blas + ", git " + s.git_sha + (s.git_dirty ? " (dirty)" : "");
+  if (s.blas_is_reference)
+    line += "\n[cachelab] WARNING: LibTorch runs on a slow BLAS (" + s.blas +
+            "); GEMMs are ~30x slower than with OpenBLAS. Run `bash tools/setup.sh` (it selects "
+            "libopenblas0-openmp with update-alternatives).";
+  return line;
+}
+
+std::string utc_now_iso() {
+  std::time_t now = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  return buf;
+}
+
+}  // namespace cachelab

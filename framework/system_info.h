@@ -1,0 +1,23 @@
+// What the machine runs with: recorded in every run file and printed at start-up.
+#pragma once
+#include <string>
+
+namespace cachelab {
+
+struct SystemInfo {
+  int threads = 1;            // intra-op threads LibTorch uses
+  std::string blas;           // the BLAS library actually loaded (resolved path)
+  bool blas_is_reference = false;  // the slow reference BLAS (~30x slower GEMM here)
+  std::string torch_version;
+  std::string host;
+  std::string git_sha;        // of the project checkout ("unknown" outside git)
+  bool git_dirty = false;
+};
+
+// Sets LibTorch's thread count (threads <= 0: keep) and describes the process.
+SystemInfo system_info(int threads);
+// One line for the terminal, plus a warning line when the BLAS is the slow one.
+std::string describe(const SystemInfo& info);
+std::string utc_now_iso();
+
+}  // namespace cachelab

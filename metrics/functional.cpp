@@ -1,0 +1,80 @@
+#include "metrics/functional.h"
+
+#include <ATen/ATen.h>
+#include <Eigen/Eigenvalues>
+
+#include <cmath>
+#include <limits>
+
+#include "framework/error.h"
+
+namespace cachelab {
+
+double cosine_similarity(const at::Tensor& a, const at::Tensor& b) {
+  auto fa = a.reshape({-1}).to(at::kDouble), fb = b.reshape({-1}).to(at::kDouble);
+  const double den = std::sqrt(fa.dot(fa).item<double>() * fb.dot(fb).item<double>());
+  return den > 0 ? fa.dot(fb).item<double>() / den : std::numeric_limits<double>::quiet_NaN();
+}
+
+double rel_l1(const at::Tensor& a, const at::Tensor& ref) {
+  const double num = (a.to(at::kDouble) - ref.to(at::kDouble)).abs().sum().item<double>();
+  const double den = ref.to(at::kDouble).abs().sum().item<double>();
+  if (den > 0) return num / den;
+  return num > 0 ? std::numeric_limits<double>::infinity() : 0.0;
+}
+
+double mse(const at::Tensor& a, const at::Tensor& ref) {
+  CL_CHECK(a.sizes() == ref.sizes(), "mse: shapes differ");
+  return (a.to(at::kDouble) - ref.to(at::kDouble)).pow(2).mean().item<double>();
+}
+
+double psnr(const at::Tensor& a, const at::Tensor& ref, double data_range) {
+  const double m = mse(a, ref);
+  return m > 0 ? 10.0 * std::log10(data_range * data_range / m) : std::numeric_limits<double>::infinity();
+}
+
+double ssim(const at::Tensor& a, const at::Tensor& ref, double data_range) {
+  CL_CHECK(a.dim() == 4 && a.sizes() == ref.sizes(), "ssim: expects two [N, C, H, W] tensors of the same shape");
+  constexpr int kWin = 11;
+  constexpr double kSigma = 1.5;
+  CL_CHECK(a.size(2) >= kWin && a.size(3) >= kWin, "ssim: images must be at least 11x11");
+  auto g = at::arange(kWin, at::kDouble) - (kWin - 1) / 2.0;
+  g = at::exp(-(g * g) / (2 * kSigma * kSigma));
+  g = g / g.sum();
+  const int64_t C = a.size(1);
+  auto w = at::outer(g, g).reshape({1, 1, kWin, kWin}).repeat({C, 1, 1, 1});
+  auto x = a.to(at::kDouble), y = ref.to(at::kDouble);
+  auto filt = [&](const at::Tensor& t) { return at::conv2d(t, w, at::Tensor(), at::IntArrayRef{1, 1}, at::IntArrayRef{0, 0}, at::IntArrayRef{1, 1}, C); };
+  auto mx = filt(x), my = filt(y);
+  auto sxx = filt(x * x) - mx * mx, syy = filt(y * y) - my * my, sxy = filt(x * y) - mx * my;
+  const double c1 = std::pow(0.01 * data_range, 2), c2 = std::pow(0.03 * data_range, 2);
+  auto map = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2));
+  return map.mean().item<double>();
+}
+
+void feature_statistics(const at::Tensor& features, Eigen::VectorXd* mean, Eigen::MatrixXd* cov) {
+  CL_CHECK(features.dim() == 2 && features.size(0) >= 2, "feature statistics need [N >= 2, F] features");
+  auto f = features.to(at::kDouble).contiguous();
+  const int64_t N = f.size(0), F = f.size(1);
+  Eigen::Map<const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> m(f.data_ptr<double>(), N,
+                                                                                              F);
+  *mean = m.colwise().mean().transpose();
+  Eigen::MatrixXd centered = m.rowwise() - mean->transpose();
+  *cov = (centered.transpose() * centered) / double(N - 1);
+}
+
+double frechet_distance(const Eigen::VectorXd& mu1, const Eigen::MatrixXd& s1, const Eigen::VectorXd& mu2,
+                        const Eigen::MatrixXd& s2) {
+  CL_CHECK(mu1.size() == mu2.size() && s1.rows() == s2.rows(), "frechet distance: dimensions differ");
+  // sqrt(S1) of the symmetric PSD S1, then the eigenvalues of sqrt(S1) S2 sqrt(S1) (also PSD):
+  // tr((S1 S2)^(1/2)) = sum of their square roots.
+  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> e1(s1);
+  Eigen::VectorXd ev1 = e1.eigenvalues().cwiseMax(0.0).cwiseSqrt();
+  Eigen::MatrixXd sqrt1 = e1.eigenvectors() * ev1.asDiagonal() * e1.eigenvectors().transpose();
+  Eigen::MatrixXd inner = sqrt1 * s2 * sqrt1;
+  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> e2(0.5 * (inner + inner.transpose()), Eigen::EigenvaluesOnly);
+  const double tr_sqrt = e2.eigenvalues().cwiseMax(0.0).cwiseSqrt().sum();
+  return (mu1 - mu2).squaredNorm() + s1.trace() + s2.trace() - 2.0 * tr_sqrt;
+}
+
+}  // namespace cachelab

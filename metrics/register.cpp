@@ -1,0 +1,16 @@
+// Every metric, one line each.
+#include "framework/registries.h"
+#include "metrics/metrics.h"
+
+namespace cachelab {
+
+void register_metrics() {
+  auto& r = metrics();
+  r.add<MseMetric, NoOptions>("mse", "mean squared error of final samples vs the reference samples", __FILE__);
+  r.add<PsnrMetric, RangeOptions>("psnr", "PSNR (dB) of final samples vs the reference samples", __FILE__);
+  r.add<SsimMetric, RangeOptions>("ssim", "mean SSIM (11x11 Gaussian window) vs the reference samples", __FILE__);
+  r.add<FidMetric, FidOptions>("fid", "Frechet distance on lenet-mnist features: fid (vs real data), fid_ref (vs reference)", __FILE__);
+  r.add<AccuracyMetric, NoOptions>("accuracy", "fraction of samples lenet-mnist classifies as the class asked for", __FILE__);
+}
+
+}  // namespace cachelab

@@ -1,0 +1,52 @@
+// lenet-mnist: a small LeNet trained here. It judges class agreement of generated digits
+// and provides the features FID is computed on (the 84-wide penultimate layer).
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <string>
+
+namespace cachelab {
+
+struct LenetTrainOptions {
+  int epochs = 3;
+  int batch_size = 128;
+  double lr = 1e-3;  // Adam
+  int64_t seed = 0;
+  int threads = 2;
+  std::string dataset = "mnist";
+  std::string output = "models/weights/lenet-mnist.safetensors";  // relative to the project root
+  template <class V>
+  void fields(V& v) {
+    v("epochs", epochs, "passes over the 60k training images");
+    v("batch_size", batch_size, "images per step");
+    v("lr", lr, "Adam learning rate");
+    v("seed", seed, "seed of init and data order");
+    v("threads", threads, "intra-op threads");
+    v("dataset", dataset, "mnist | fashion-mnist");
+    v("output", output, "weights file (relative to the project root)");
+  }
+};
+
+class Judge {
+ public:
+  Judge();  // random weights; call load()
+  ~Judge();
+  // Errors name the file and the command that makes it.
+  void load(const std::string& path);
+  void save(const std::string& path, const std::string& note = "");
+  at::Tensor logits(const at::Tensor& images);    // [N, 1, 32, 32] in [-1, 1] -> [N, 10]
+  at::Tensor features(const at::Tensor& images);  // -> [N, 84]
+  double accuracy(const at::Tensor& images, const at::Tensor& labels);  // fraction in [0, 1]
+  struct Impl;
+
+ private:
+  friend double train_lenet(const LenetTrainOptions& options);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Trains lenet-mnist, prints progress and test accuracy, writes the weights.
+// Returns the test accuracy.
+double train_lenet(const LenetTrainOptions& options);
+
+}  // namespace cachelab

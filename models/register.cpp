@@ -1,0 +1,14 @@
+// Every backbone and sampler, one line each.
+#include "framework/registries.h"
+#include "models/dit.h"
+#include "models/samplers.h"
+
+namespace cachelab {
+
+void register_models() {
+  backbones().add<Dit, DitOptions>("dit", "class-conditional DiT with adaLN-Zero (reference parameter names)", __FILE__);
+  samplers().add<DdimSampler, DdimOptions>("ddim", "DDIM over evenly spaced timesteps (eta = 0: deterministic)", __FILE__);
+  samplers().add<DdpmSampler, DdpmOptions>("ddpm", "ancestral DDPM over a respaced schedule", __FILE__);
+}
+
+}  // namespace cachelab

@@ -1,0 +1,44 @@
+#include <cstdio>
+
+#include "framework/config.h"
+#include "framework/error.h"
+#include "framework/system_info.h"
+#include "models/lenet.h"
+#include "models/mnist.h"
+#include "models/train.h"
+
+namespace cachelab {
+
+int train_command(const std::string& file, const std::vector<std::string>& overrides) {
+  ConfigNode root = load_config(file, {project_root() + "/configs"});
+  for (auto& o : overrides) apply_override(root, o);
+  const std::vector<std::string> keys = {"model", "backbone", "train"};
+  for (auto& k : root.keys())
+    CL_CHECK(std::find(keys.begin(), keys.end(), k) != keys.end(),
+             root.find(k)->where() << ": unknown key `" << k << "` in a training config" << did_you_mean(k, keys)
+                                   << "; valid: model, backbone, train");
+  const ConfigNode* model = root.find("model");
+  CL_CHECK(model && model->is_scalar(), file << ": a training config needs `model: dit` or `model: lenet`");
+  const ConfigNode empty = ConfigNode::make_map("train");
+  const ConfigNode& train = root.find("train") ? *root.find("train") : empty;
+  if (model->scalar == "dit") {
+    CL_CHECK(root.find("backbone"), file << ": `model: dit` needs a `backbone:` map (the DiT's keys)");
+    ConfigNode bb = *root.find("backbone");
+    bb.erase("type");
+    auto mo = read_options<DitOptions>(bb, "backbone `dit`");
+    auto to = read_options<TrainOptions>(train, "train");
+    std::printf("%s\n", describe(system_info(to.threads)).c_str());
+    train_dit(mo, to, to_yaml(root));
+    return 0;
+  }
+  if (model->scalar == "lenet") {
+    auto to = read_options<LenetTrainOptions>(train, "train");
+    std::printf("%s\n", describe(system_info(to.threads)).c_str());
+    train_lenet(to);
+    return 0;
+  }
+  CL_FAIL(model->where() << ": unknown model `" << model->scalar << "`" << did_you_mean(model->scalar, {"dit", "lenet"})
+                         << "; valid: dit, lenet");
+}
+
+}  // namespace cachelab

@@ -1,0 +1,105 @@
+// Experiment files: composition, grid expansion, stable run ids, and every bad-input
+// error naming file, line, key and what would be valid -- all before anything runs.
+#include <boost/test/unit_test.hpp>
+
+#include "framework/experiment.h"
+#include "tests/test_util.h"
+
+using namespace cachelab;
+using cachelab::testing::TempDir;
+using cachelab::testing::check_error;
+
+namespace {
+const char* kBase = R"(backbone: {type: dit, input_size: 8, patch_size: 2, hidden_size: 32, depth: 4, num_heads: 2}
+sampler: {type: ddim, steps: 6}
+run: {samples: 2, batch: 2}
+metrics: [psnr]
+)";
+}
+
+BOOST_AUTO_TEST_SUITE(experiment)
+
+BOOST_AUTO_TEST_CASE(variants_times_grid_in_a_fixed_order_with_stable_ids) {
+  TempDir d;
+  d.file("base.yaml", kBase);
+  const std::string f = d.file("e.yaml", R"(base: base.yaml
+variants:
+  fora: {cache: {type: fora}}
+  fb: {cache.type: fbcache}
+sweep:
+  seed: [0, 1]
+  sampler.steps: [4, 6]
+claims:
+  - {left: "fora[seed=0,sampler.steps=4]", metric: psnr, op: ">", value: 10}
+)");
+  auto a = load_experiment(f, {});
+  BOOST_REQUIRE_EQUAL(a.runs.size(), 8u);
+  BOOST_CHECK_EQUAL(a.runs[0].name, "fora[seed=0,sampler.steps=4]");
+  BOOST_CHECK_EQUAL(a.runs[1].name, "fora[seed=0,sampler.steps=6]");  // last key fastest
+  BOOST_CHECK_EQUAL(a.runs[2].name, "fora[seed=1,sampler.steps=4]");
+  BOOST_CHECK_EQUAL(a.runs[4].name, "fb[seed=0,sampler.steps=4]");
+  // 4 distinct (seed, steps) pairs -> 4 references, shared by fora and fb.
+  BOOST_CHECK_EQUAL(a.references.size(), 4u);
+  BOOST_CHECK_EQUAL(a.runs[0].reference_id, a.runs[4].reference_id);
+  auto b = load_experiment(f, {});
+  for (size_t i = 0; i < a.runs.size(); ++i) BOOST_CHECK_EQUAL(a.runs[i].run_id, b.runs[i].run_id);
+  // The resolved config writes every default out.
+  BOOST_CHECK(a.runs[0].resolved_yaml.find("warmup_steps") != std::string::npos);
+  // A CLI override changes the ids.
+  auto c = load_experiment(f, {"run.samples=4"});
+  BOOST_CHECK_NE(a.runs[0].run_id, c.runs[0].run_id);
+}
+
+BOOST_AUTO_TEST_CASE(typo_in_a_component_key) {
+  TempDir d;
+  d.file("base.yaml", kBase);
+  const std::string f = d.file("e.yaml", "base: base.yaml\ncache:\n  type: fora\n  intervall: 3\n");
+  check_error([&] { load_experiment(f, {}); }, {"e.yaml:4", "cache.intervall", "did you mean `interval`"});
+}
+
+BOOST_AUTO_TEST_CASE(wrong_value_type) {
+  TempDir d;
+  d.file("base.yaml", kBase);
+  const std::string f = d.file("e.yaml", "base: base.yaml\ncache: {type: fora, interval: three}\n");
+  check_error([&] { load_experiment(f, {}); }, {"e.yaml:2", "cache.interval", "three", "integer"});
+  // The same through a CLI override.
+  const std::string g = d.file("g.yaml", "base: base.yaml\ncache: {type: fora}\n");
+  check_error([&] { load_experiment(g, {"cache.interval=2.5"}); }, {"command line", "cache.interval", "2.5"});
+}
+
+BOOST_AUTO_TEST_CASE(unknown_component_and_top_level_key) {
+  TempDir d;
+  d.file("base.yaml", kBase);
+  const std::string f = d.file("e.yaml", "base: base.yaml\nvariants:\n  x: {cache: {type: fbcach}}\n");
+  check_error([&] { load_experiment(f, {}); }, {"e.yaml:3", "fbcach", "did you mean `fbcache`", "fora"});
+  const std::string g = d.file("g.yaml", "base: base.yaml\nsampler_: {type: ddim}\n");
+  check_error([&] { load_experiment(g, {}); }, {"g.yaml:2", "sampler_", "did you mean `sampler`"});
+  const std::string h = d.file("h.yaml", "base: base.yaml\nmetrics: [psnr, fidd]\n");
+  check_error([&] { load_experiment(h, {}); }, {"h.yaml:2", "fidd", "did you mean `fid`"});
+}
+
+BOOST_AUTO_TEST_CASE(missing_files) {
+  TempDir d;
+  check_error([&] { load_experiment(d.path + "/nope.yaml", {}); }, {"nope.yaml", "not found"});
+  const std::string f = d.file("e.yaml", "base: missing_preset.yaml\n");
+  check_error([&] { load_experiment(f, {}); }, {"e.yaml:1", "missing_preset.yaml", "looked in"});
+}
+
+BOOST_AUTO_TEST_CASE(claims_are_checked) {
+  TempDir d;
+  d.file("base.yaml", kBase);
+  const std::string f = d.file("e.yaml", R"(base: base.yaml
+variants: {fora_n2: {cache: {type: fora, interval: 2}}}
+claims:
+  - {left: fora_n3, metric: psnr, op: ">", value: 1}
+)");
+  check_error([&] { load_experiment(f, {}); }, {"e.yaml:4", "fora_n3", "did you mean `fora_n2`"});
+  const std::string g = d.file("g.yaml", R"(base: base.yaml
+variants: {fora_n2: {cache: {type: fora, interval: 2}}}
+claims:
+  - {left: fora_n2, metric: psnr, op: "=>", value: 1}
+)");
+  check_error([&] { load_experiment(g, {}); }, {"g.yaml:4", "=>"});
+}
+
+BOOST_AUTO_TEST_SUITE_END()

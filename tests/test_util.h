@@ -1,0 +1,69 @@
+// Helpers shared by the test suites: temp folders, tiny random models, error checks.
+#pragma once
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include <boost/test/unit_test.hpp>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "framework/error.h"
+#include "models/dit.h"
+
+namespace cachelab::testing {
+
+// A fresh folder under the system temp dir, removed at scope exit.
+struct TempDir {
+  std::string path;
+  TempDir() {
+    path = (std::filesystem::temp_directory_path() / ("cachelab_test_" + std::to_string(::getpid()) + "_" +
+                                                      std::to_string(counter()++)))
+               .string();
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() { std::filesystem::remove_all(path); }
+  std::string file(const std::string& name, const std::string& text = "") const {
+    std::string p = path + "/" + name;
+    std::filesystem::create_directories(std::filesystem::path(p).parent_path());
+    if (!text.empty()) std::ofstream(p) << text;
+    return p;
+  }
+  static int& counter() {
+    static int c = 0;
+    return c;
+  }
+};
+
+// A small DiT whose weights are all random (the adaLN-Zero init would make every block
+// an identity map, hiding what caches do).
+inline DitOptions tiny_dit_options() {
+  DitOptions o;
+  o.input_size = 8;
+  o.patch_size = 2;
+  o.hidden_size = 32;
+  o.depth = 4;
+  o.num_heads = 2;
+  return o;
+}
+inline void randomize(Backbone& b, uint64_t seed = 1, double std = 0.08) {
+  c10::InferenceMode g;
+  auto gen = at::detail::createCPUGenerator(seed);
+  for (auto& [name, t] : b.named_tensors())
+    if (name != "pos_embed") t.normal_(0, std, gen);
+}
+
+// Runs `f`, expects a cachelab::Error whose message contains every one of `parts`.
+template <class F>
+void check_error(F&& f, std::initializer_list<std::string> parts) {
+  try {
+    f();
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    for (auto& p : parts) BOOST_CHECK_MESSAGE(msg.find(p) != std::string::npos, "missing `" << p << "` in: " << msg);
+    return;
+  }
+  BOOST_ERROR("expected a cachelab::Error containing `" << *parts.begin() << "`");
+}
+
+}  // namespace cachelab::testing

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The command line end to end on the bundled model: listing, validation, bad input
+# (clear message, exit code != 0, nothing half written), a tiny run, resume, report.
+set -uo pipefail
+exe=${1:?usage: test_cli.sh path/to/cachelab}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0 fail=0
+ok() { echo "ok   $1"; pass=$((pass + 1)); }
+bad() { echo "FAIL $1"; fail=$((fail + 1)); }
+# expect CODE "text1|text2" description -- command...
+expect() {
+  local code=$1 pattern=$2 what=$3; shift 3
+  local out rc
+  out=$("$@" 2>&1); rc=$?
+  if [ "$rc" -ne "$code" ]; then bad "$what (exit $rc, wanted $code): $out"; return; fi
+  local IFS='|'
+  for p in $pattern; do
+    grep -qF -- "$p" <<<"$out" || { bad "$what: missing \`$p\` in: $out"; return; }
+  done
+  ok "$what"
+}
+
+export OMP_WAIT_POLICY=PASSIVE
+expect 0 "fora|fbcache|dit|ddim|interval" "list shows components and keys" "$exe" list
+expect 0 "ok -- 6 run(s)" "quickstart validates" "$exe" validate experiments/quickstart.yaml
+expect 2 "intervall|did you mean \`interval\`|command line" "typo in an override" \
+  "$exe" validate experiments/quickstart.yaml variants.fora_n2.cache.intervall=3
+expect 2 "unknown command|did you mean \`run\`" "unknown command" "$exe" rnu x.yaml
+expect 2 "not found" "missing experiment file" "$exe" run "$tmp/none.yaml"
+
+cat > "$tmp/tiny.yaml" <<'YAML'
+name: tiny
+base: [backbones/dit-mnist.yaml]
+sampler: {type: ddim, steps: 4}
+run: {samples: 2, batch: 2, save_samples: 2}
+metrics: [psnr, mse]
+variants:
+  fora: {cache: {type: fora, interval: 2}}
+claims:
+  - {left: fora, metric: speedup_flops, op: ">", value: 1.0}
+YAML
+res="$tmp/results"
+expect 0 "all runs done" "tiny experiment runs" "$exe" run "$tmp/tiny.yaml" --results "$res"
+[ -f "$res/tiny/index.csv" ] && [ "$(ls "$res"/tiny/*.h5 | wc -l)" -eq 3 ] && ok "run files and index written" \
+  || bad "run files and index written: $(ls "$res/tiny")"
+expect 0 "skipped (done" "re-running skips finished runs" "$exe" run "$tmp/tiny.yaml" --results "$res"
+expect 0 "1" "--count prints the number of runs" "$exe" sweep "$tmp/tiny.yaml" --count
+
+expect 2 "nope.safetensors|not found|cachelab train" "missing weights file" \
+  "$exe" run "$tmp/tiny.yaml" --results "$res" backbone.weights=nope.safetensors
+expect 2 "hidden_size|shape" "weights that do not match the config" \
+  "$exe" run "$tmp/tiny.yaml" --results "$tmp/r2" backbone.hidden_size=64
+touch "$tmp/file"
+expect 2 "not writable|$tmp/file" "unwritable results folder" "$exe" run "$tmp/tiny.yaml" --results "$tmp/file/sub"
+ls "$res"/tiny/*.tmp >/dev/null 2>&1 && bad "no temporary files left" || ok "no temporary files left"
+
+if /usr/bin/python3 -c "import h5py, matplotlib" 2>/dev/null; then
+  expect 0 "holds" "report states the claim" "$exe" report "$res/tiny"
+  [ -f "$res/tiny/report/index.html" ] && ok "report written" || bad "report written"
+fi
+echo "cli: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
