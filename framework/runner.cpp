@@ -22,10 +22,28 @@ double rel_l1(const at::Tensor& a, const at::Tensor& ref) {
   return den > 0 ? num / den : (num > 0 ? std::numeric_limits<double>::infinity() : 0.0);
 }
 
-double cosine(const at::Tensor& a, const at::Tensor& b) {
-  auto fa = a.reshape({-1}).to(at::kDouble), fb = b.reshape({-1}).to(at::kDouble);
-  const double den = std::sqrt(fa.dot(fa).item<double>() * fb.dot(fb).item<double>());
-  return den > 0 ? fa.dot(fb).item<double>() / den : kNaN;
+struct ProbeSums {
+  double l1 = 0, sq = 0, dot = 0, dist_prev = 0, dist_ref = 0, ref_l1 = 0;
+};
+
+// Sums over a probe in float blocks of 256 (vectorisable), accumulated in double.
+template <bool kPrev, bool kRef>
+ProbeSums probe_sums(const float* a, const float* b, const float* r, int64_t n) {
+  ProbeSums s;
+  constexpr int64_t kBlock = 256;
+  for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
+    const int64_t i1 = std::min(n, i0 + kBlock);
+    float l1 = 0, sq = 0, dot = 0, dp = 0, dr = 0, rl = 0;
+    for (int64_t i = i0; i < i1; ++i) {
+      const float v = a[i];
+      l1 += std::fabs(v);
+      sq += v * v;
+      if constexpr (kPrev) dot += v * b[i], dp += std::fabs(v - b[i]);
+      if constexpr (kRef) dr += std::fabs(v - r[i]), rl += std::fabs(r[i]);
+    }
+    s.l1 += l1, s.sq += sq, s.dot += dot, s.dist_prev += dp, s.dist_ref += dr, s.ref_l1 += rl;
+  }
+  return s;
 }
 
 // The runner's hooks: ask the policy, compute or stand in, count FLOPs, record the site.
@@ -58,23 +76,46 @@ class RecordingHooks final : public SiteHooks {
   }
 
  private:
+  // Drift and error on the probe samples in one plain loop over the floats: per site and
+  // step this replaces a dozen small LibTorch reductions (whose dispatch cost, not their
+  // arithmetic, dominated the logging overhead).
   void record(int site, Decision d, double signal, const at::Tensor& out) {
     rec_->decision[site] = uint8_t(d);
     rec_->signal[site] = signal;
-    auto p = out.narrow(0, 0, std::min<int64_t>(probe_, out.size(0))).clone();
-    if (prev_[site].defined() && prev_[site].sizes() == p.sizes()) {
-      rec_->drift_cos[site] = cosine(p, prev_[site]);
-      rec_->drift_rel_l1[site] = rel_l1(p, prev_[site]);
+    auto p = out.narrow(0, 0, std::min<int64_t>(probe_, out.size(0))).contiguous();
+    Probe& prev = prev_[site];
+    const bool has_prev = prev.x.defined() && prev.x.sizes() == p.sizes();
+    const at::Tensor* ref = ref_probe_ && (*ref_probe_)[site].defined() ? &(*ref_probe_)[site] : nullptr;
+    const float* a = p.data_ptr<float>();
+    const float* b = has_prev ? prev.x.data_ptr<float>() : nullptr;
+    const float* r = ref ? ref->data_ptr<float>() : nullptr;
+    ProbeSums sums;
+    if (b && r) sums = probe_sums<true, true>(a, b, r, p.numel());
+    else if (b) sums = probe_sums<true, false>(a, b, r, p.numel());
+    else if (r) sums = probe_sums<false, true>(a, b, r, p.numel());
+    else sums = probe_sums<false, false>(a, b, r, p.numel());
+    const double l1 = sums.l1, sq = sums.sq, dot = sums.dot, dist_prev = sums.dist_prev, dist_ref = sums.dist_ref,
+                 ref_l1 = sums.ref_l1;
+    if (b) {
+      rec_->drift_cos[site] = prev.sq > 0 && sq > 0 ? dot / std::sqrt(sq * prev.sq) : kNaN;
+      rec_->drift_rel_l1[site] = ratio(dist_prev, prev.l1);
     }
-    if (ref_probe_ && (*ref_probe_)[site].defined()) rec_->err_ref[site] = rel_l1(p, (*ref_probe_)[site]);
-    if (capture_) (*capture_)[site] = p;
-    prev_[site] = p;
+    if (r) rec_->err_ref[site] = ratio(dist_ref, ref_l1);
+    if (capture_) (*capture_)[site] = p.clone();
+    prev = {p, l1, sq};  // a view: outputs are never written in place
   }
+  static double ratio(double num, double den) {
+    return den > 0 ? num / den : (num > 0 ? std::numeric_limits<double>::infinity() : 0.0);
+  }
+  struct Probe {
+    at::Tensor x;
+    double l1 = 0, sq = 0;
+  };
 
   const std::vector<Site>& sites_;
   CachePolicy& policy_;
   int probe_;
-  std::vector<at::Tensor> prev_;  // probe of each site's output at its last visited step
+  std::vector<Probe> prev_;  // probe of each site's output at its last visited step
   StepRecord* rec_ = nullptr;
   const std::vector<at::Tensor>* ref_probe_ = nullptr;
   std::vector<at::Tensor>* capture_ = nullptr;

@@ -14,7 +14,10 @@ struct SystemInfo {
   bool git_dirty = false;
 };
 
-// Sets LibTorch's thread count (threads <= 0: keep) and describes the process.
+// Keeps freed memory in the process (glibc would page-fault every step's activations
+// in afresh otherwise). system_info() calls it; idempotent.
+void tune_allocator();
+// Also calls tune_allocator(). Sets LibTorch's thread count (threads <= 0: keep) and describes the process.
 SystemInfo system_info(int threads);
 // One line for the terminal, plus a warning line when the BLAS is the slow one.
 std::string describe(const SystemInfo& info);

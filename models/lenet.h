@@ -9,7 +9,7 @@
 namespace cachelab {
 
 struct LenetTrainOptions {
-  int epochs = 3;
+  int epochs = 10;
   int batch_size = 128;
   double lr = 1e-3;  // Adam
   int64_t seed = 0;
