@@ -87,6 +87,16 @@ class Session {
     return run_now(run, path);
   }
 
+  // Builds what a run needs (weights, judge) so that bad files fail before anything runs.
+  void prepare(const RunSpec& run) {
+    backbone(*run.config.find("backbone"));
+    if (const ConfigNode* m = run.config.find("metrics"))
+      for (auto& spec : m->seq) {
+        const std::string type = spec.is_scalar() ? spec.scalar : spec.find("type")->scalar;
+        if (type == "fid" || type == "accuracy") judge();
+      }
+  }
+
   const ReferenceTrace& reference(const RunSpec& run) {
     auto it = refs_.find(run.reference_id);
     if (it != refs_.end()) return it->second;
@@ -299,6 +309,7 @@ int execute_experiment(const ExperimentSpec& spec, const SweepOptions& o) {
                       << spec.runs.size() - 1 << ")");
   Session session(spec, o);
   check_writable(session.dir());
+  for (size_t i : chosen) session.prepare(spec.runs[i]);
   const bool is_worker = o.worker >= 0;
   if (!is_worker) {
     std::printf("%s\n", describe(session.info()).c_str());

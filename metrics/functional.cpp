@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <Eigen/Eigenvalues>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -74,7 +75,8 @@ double frechet_distance(const Eigen::VectorXd& mu1, const Eigen::MatrixXd& s1, c
   Eigen::MatrixXd inner = sqrt1 * s2 * sqrt1;
   Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> e2(0.5 * (inner + inner.transpose()), Eigen::EigenvaluesOnly);
   const double tr_sqrt = e2.eigenvalues().cwiseMax(0.0).cwiseSqrt().sum();
-  return (mu1 - mu2).squaredNorm() + s1.trace() + s2.trace() - 2.0 * tr_sqrt;
+  // Clamped: rounding can leave a tiny negative value for identical inputs.
+  return std::max(0.0, (mu1 - mu2).squaredNorm() + s1.trace() + s2.trace() - 2.0 * tr_sqrt);
 }
 
 }  // namespace cachelab

@@ -39,6 +39,8 @@ variants:
   fora: {cache: {type: fora, interval: 2}}
 claims:
   - {left: fora, metric: speedup_flops, op: ">", value: 1.0}
+  - {left: fora, metric: speedup_flops, op: "<", right: reference}
+  - {left: fora, metric: fid, op: "<", value: 1.0}
 YAML
 res="$tmp/results"
 expect 0 "all runs done" "tiny experiment runs" "$exe" run "$tmp/tiny.yaml" --results "$res"
@@ -56,8 +58,12 @@ expect 2 "not writable|$tmp/file" "unwritable results folder" "$exe" run "$tmp/t
 ls "$res"/tiny/*.tmp >/dev/null 2>&1 && bad "no temporary files left" || ok "no temporary files left"
 
 if /usr/bin/python3 -c "import h5py, matplotlib" 2>/dev/null; then
-  expect 0 "holds" "report states the claim" "$exe" report "$res/tiny"
-  [ -f "$res/tiny/report/index.html" ] && ok "report written" || bad "report written"
+  expect 0 "speedup_flops(fora) = |> value = 1: holds|: does not hold|cannot be evaluated: \`fora\` has no metric \`fid\`" \
+    "report evaluates every claim" "$exe" report "$res/tiny"
+  for f in index.html speed_quality.png drift.png decisions.png errors.png samples.png; do
+    [ -s "$res/tiny/report/$f" ] || { bad "report file $f"; continue; }
+  done
+  grep -q "does not hold" "$res/tiny/report/index.html" && ok "report page written with claims" || bad "report page"
 fi
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -1,0 +1,301 @@
+#!/usr/bin/python3
+"""Report of one experiment folder: reads only its HDF5 files, writes report/index.html + PNGs.
+
+usage: /usr/bin/python3 tools/report.py results/<experiment> [--claims-only]
+"""
+import html
+import json
+import math
+import os
+import sys
+
+import h5py
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+DECISIONS = ["compute", "reuse", "predict", "skipped"]
+DECISION_COLORS = ["#2b6cb0", "#f6ad55", "#68d391", "#e2e8f0"]
+TABLE_KEYS = ["speedup_flops", "speedup_wall", "psnr", "ssim", "mse", "fid", "fid_ref", "accuracy",
+              "reuse_fraction", "final_err_rel_l1", "wall_s"]
+OPS = {">": lambda a, b: a > b, "<": lambda a, b: a < b, ">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b}
+
+
+def text(v):
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def load_runs(folder):
+    """Run files by variant name (a done run wins over a failed one)."""
+    runs = {}
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".h5") or name == "experiment.h5":
+            continue
+        try:
+            f = h5py.File(os.path.join(folder, name), "r")
+        except OSError:
+            continue
+        attrs = {k: (text(v) if isinstance(v, (bytes, str)) else v) for k, v in f.attrs.items()}
+        run = {"file": name, "attrs": attrs, "h5": f,
+               "summary": {k: float(v) for k, v in f["summary"].attrs.items()} if "summary" in f else {}}
+        variant = "reference" if int(attrs.get("is_reference", 0)) else attrs.get("variant", name)
+        old = runs.get(variant)
+        if old is None or (old["attrs"].get("status") != "done" and attrs.get("status") == "done"):
+            runs[variant] = run
+    return runs
+
+
+def load_experiment(folder):
+    path = os.path.join(folder, "experiment.h5")
+    if not os.path.exists(path):
+        return {"experiment": os.path.basename(folder.rstrip("/")), "variants": [], "claims": []}
+    with h5py.File(path, "r") as f:
+        return {"experiment": text(f.attrs.get("experiment", "")),
+                "variants": [text(v) for v in f.attrs.get("variants", [])],
+                "claims": json.loads(text(f.attrs.get("claims_json", "[]")))}
+
+
+def fmt(v):
+    if v is None:
+        return "-"
+    if isinstance(v, float) and math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    if isinstance(v, float) and math.isnan(v):
+        return "nan"
+    return f"{v:.4g}"
+
+
+def evaluate_claims(claims, runs):
+    """Each claim -> (verdict, sentence); verdict in holds / does not hold / cannot be evaluated."""
+    out = []
+    for c in claims:
+        metric, op, left = c.get("metric"), c.get("op"), c.get("left")
+        label = c.get("text") or f"{metric}({left}) {op} " + (f"{metric}({c['right']})" if "right" in c else fmt(c.get("value")))
+
+        def side(variant):
+            run = runs.get(variant)
+            if run is None:
+                return None, f"no run of `{variant}`"
+            if run["attrs"].get("status") != "done":
+                return None, f"`{variant}` {run['attrs'].get('status')}"
+            if metric not in run["summary"]:
+                return None, f"`{variant}` has no metric `{metric}`"
+            return run["summary"][metric], None
+
+        lv, err = side(left)
+        if "right" in c:
+            rv, err2 = side(c["right"])
+            rlabel = f"{metric}({c['right']})"
+        else:
+            rv, err2, rlabel = float(c.get("value")), None, "value"
+        err = err or err2
+        if err or op not in OPS:
+            out.append(("cannot be evaluated", label, f"cannot be evaluated: {err or 'unknown op ' + str(op)}"))
+            continue
+        verdict = "holds" if OPS[op](lv, rv) else "does not hold"
+        out.append((verdict, label, f"{metric}({left}) = {fmt(lv)} {op} {rlabel} = {fmt(rv)}: {verdict}"))
+    return out
+
+
+def ordered(runs, exp):
+    names = ["reference"] if "reference" in runs else []
+    names += [v for v in exp["variants"] if v in runs and v != "reference"]
+    names += [v for v in runs if v not in names]
+    return names
+
+
+def plot_speed_quality(runs, names, path):
+    metrics = [m for m in ("psnr", "fid") if any(m in runs[n]["summary"] for n in names)]
+    if not metrics:
+        return False
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.5), squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        for i, n in enumerate(names):
+            s = runs[n]["summary"]
+            if m not in s or not math.isfinite(s[m]):
+                continue
+            color = f"C{i % 10}"
+            sf, sw = s.get("speedup_flops", 1.0), s.get("speedup_wall", 1.0)
+            ax.plot([sf, sw], [s[m], s[m]], color=color, lw=0.8)
+            ax.scatter([sf], [s[m]], color=color, s=40, label=n)
+            ax.scatter([sw], [s[m]], facecolors="none", edgecolors=color, s=40)
+            ax.annotate(n, (sf, s[m]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("speedup vs reference (filled: FLOPs, hollow: wall clock)")
+        ax.set_ylabel(m.upper() + (" (dB, vs reference samples)" if m == "psnr" else " (lower is better)"))
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def site_names(run):
+    return [text(n) for n in run["h5"]["sites/names"][:]]
+
+
+def plot_drift(run, path):
+    f = run["h5"]
+    names = site_names(run)
+    rel = f["sites/drift_rel_l1"][:]
+    cos = 1.0 - f["sites/drift_cos"][:]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.22 * len(names) + 2))
+    for ax, data, title in ((axes[0], rel, "relative L1 change vs previous step"),
+                            (axes[1], cos, "1 - cosine similarity vs previous step")):
+        d = np.ma.masked_invalid(data.T)
+        im = ax.imshow(d, aspect="auto", cmap="magma", interpolation="nearest",
+                       norm=matplotlib.colors.LogNorm(vmin=max(np.nanmin(data[data > 0]) if np.any(data > 0) else 1e-6, 1e-6),
+                                                      vmax=max(np.nanmax(data), 1e-5)) if np.any(data > 0) else None)
+        ax.set_yticks(range(len(names)))
+        ax.set_yticklabels(names, fontsize=6)
+        ax.set_xlabel("sampling step")
+        ax.set_title(title, fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.03)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_decisions(runs, names, path):
+    shown = [n for n in names if n != "reference" and "sites/decision" in runs[n]["h5"]]
+    if not shown:
+        return False
+    cmap = matplotlib.colors.ListedColormap(DECISION_COLORS)
+    sites = site_names(runs[shown[0]])
+    fig, axes = plt.subplots(len(shown), 1, figsize=(11, (0.16 * len(sites) + 0.8) * len(shown) + 0.6), squeeze=False)
+    for ax, n in zip(axes[:, 0], shown):
+        dec = runs[n]["h5"]["sites/decision"][:]
+        ax.imshow(dec.T, aspect="auto", cmap=cmap, vmin=-0.5, vmax=3.5, interpolation="nearest")
+        ax.set_yticks(range(len(sites)))
+        ax.set_yticklabels(sites, fontsize=5)
+        ax.set_title(n, fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("sampling step")
+    handles = [matplotlib.patches.Patch(color=c, label=l) for c, l in zip(DECISION_COLORS, DECISIONS)]
+    fig.legend(handles=handles, loc="upper right", ncol=4, fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_errors(runs, names, path):
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    drawn = False
+    for i, n in enumerate(names):
+        if n == "reference":
+            continue
+        e = runs[n]["h5"]["steps/err_ref_rel_l1"][:]
+        if len(e) and np.any(e > 0):
+            ax.plot(np.arange(len(e)), np.where(e > 0, e, np.nan), label=n, color=f"C{i % 10}")
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return False
+    ax.set_yscale("log")
+    ax.set_xlabel("sampling step")
+    ax.set_ylabel("relative L1 distance of x_t to the reference")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_samples(runs, names, path, count=8):
+    rows = []
+    ref = next((runs[n] for n in names if "samples/reference" in runs[n]["h5"]), None)
+    if ref is not None:
+        rows.append(("reference", ref["h5"]["samples/reference"][:count]))
+    rows += [(n, runs[n]["h5"]["samples/x"][:count]) for n in names
+             if n != "reference" and "samples/x" in runs[n]["h5"]]
+    if not rows:
+        return False
+    fig, axes = plt.subplots(len(rows), 1, figsize=(count * 0.9 + 1.5, 1.0 * len(rows) + 0.3), squeeze=False)
+    for ax, (n, x) in zip(axes[:, 0], rows):
+        strip = np.concatenate([img[0] for img in x], axis=1) if len(x) else np.zeros((8, 8))
+        ax.imshow(strip, cmap="gray", vmin=-1, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(n, rotation=0, ha="right", va="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def table_html(runs, names):
+    keys = [k for k in TABLE_KEYS if any(k in runs[n]["summary"] for n in names)]
+    head = "".join(f"<th>{k}</th>" for k in ["variant", "status"] + keys)
+    rows = []
+    for n in names:
+        a, s = runs[n]["attrs"], runs[n]["summary"]
+        status = a.get("status", "?")
+        if status == "failed":
+            status = f"failed at step {a.get('failed_step')}: {html.escape(str(a.get('error', '')))}"
+        cells = "".join(f"<td>{fmt(s.get(k))}</td>" for k in keys)
+        rows.append(f"<tr><td>{html.escape(n)}</td><td>{status}</td>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__)
+        return 2
+    folder = argv[1].rstrip("/")
+    runs, exp = load_runs(folder), load_experiment(folder)
+    claims = evaluate_claims(exp["claims"], runs)
+    for verdict, label, sentence in claims:
+        print(f"claim: {label}\n  {sentence}")
+    if "--claims-only" in argv:
+        return 0
+    if not runs:
+        print(f"no run files in {folder}", file=sys.stderr)
+        return 1
+    out = os.path.join(folder, "report")
+    os.makedirs(out, exist_ok=True)
+    names = ordered(runs, exp)
+    any_run = runs[names[0]]["attrs"]
+    figures = []
+    if plot_speed_quality(runs, names, os.path.join(out, "speed_quality.png")):
+        figures.append(("Speed vs quality", "speed_quality.png",
+                        "Each variant at its FLOPs speedup (filled) and wall-clock speedup (hollow), both measured "
+                        "against the uncached reference; PSNR against the reference samples, FID against the real data."))
+    if "reference" in runs and "sites/drift_rel_l1" in runs["reference"]["h5"]:
+        plot_drift(runs["reference"], os.path.join(out, "drift.png"))
+        figures.append(("Feature drift of the reference", "drift.png",
+                        "How much each site's output moves from one step to the next in the uncached run: where "
+                        "it moves little, a cache loses little."))
+    if plot_decisions(runs, names, os.path.join(out, "decisions.png")):
+        figures.append(("Cache decisions", "decisions.png", "Per step and site: computed, reused, predicted, or skipped "
+                        "because an enclosing site was not computed."))
+    if plot_errors(runs, names, os.path.join(out, "errors.png")):
+        figures.append(("Error vs step", "errors.png", "Relative L1 distance of each variant's sample to the "
+                        "reference sample after every step."))
+    if plot_samples(runs, names, os.path.join(out, "samples.png")):
+        figures.append(("Samples", "samples.png", "Final samples for the same seeds and classes: the reference row, "
+                        "then each variant."))
+    claim_rows = "".join(
+        f"<li class='{'ok' if v == 'holds' else 'no' if v == 'does not hold' else 'na'}'><b>{html.escape(label)}</b>"
+        f"<br>{html.escape(sentence)}</li>" for v, label, sentence in claims) or "<li>(no claims stated)</li>"
+    context = " | ".join(f"{k}: {html.escape(str(any_run.get(k, '?')))}"
+                         for k in ("git_sha", "host", "threads", "blas", "torch_version", "created_utc"))
+    body = "".join(f"<h2>{t}</h2><p class='cap'>{c}</p><img src='{p}'>" for t, p, c in figures)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>cachelab: {html.escape(exp['experiment'])}</title>
+<style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}} img{{max-width:100%}}
+table{{border-collapse:collapse;font-size:13px}} td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
+td:first-child{{text-align:left}} .cap{{color:#555;font-size:13px}} .ctx{{color:#666;font-size:12px}}
+li.ok{{color:#276749}} li.no{{color:#c53030}} li.na{{color:#975a16}} li{{margin-bottom:.5em}}</style></head><body>
+<h1>{html.escape(exp['experiment'])}</h1><p class="ctx">{context}</p>
+<h2>Claims</h2><ul>{claim_rows}</ul>
+<h2>Results</h2>{table_html(runs, names)}
+{body}</body></html>"""
+    with open(os.path.join(out, "index.html"), "w") as fh:
+        fh.write(page)
+    print(f"report: {os.path.join(out, 'index.html')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
