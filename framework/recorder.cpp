@@ -302,6 +302,12 @@ std::optional<RunInfo> read_run_info(const std::string& path) {
   info.run_id = *id;
   info.variant = read_attr_string(f, "variant").value_or("");
   info.overrides = read_attr_string(f, "overrides").value_or("");
+  info.error = read_attr_string(f, "error").value_or("");
+  if (H5Aexists(f, "failed_step") > 0) {
+    hid_t a = H5Aopen(f, "failed_step", H5P_DEFAULT);
+    H5Aread(a, H5T_NATIVE_INT64, &info.failed_step);
+    H5Aclose(a);
+  }
   if (H5Lexists(f, "summary", H5P_DEFAULT) > 0) {
     hid_t g = H5Gopen2(f, "summary", H5P_DEFAULT);
     hsize_t idx = 0;
@@ -338,6 +344,19 @@ void write_index_csv(const std::string& dir) {
     }
   }
   fs::rename(tmp, dir + "/index.csv");
+}
+
+void write_columns_h5(const std::string& path, const std::vector<std::pair<std::string, std::vector<double>>>& columns,
+                      const std::map<std::string, std::string>& attrs) {
+  quiet_hdf5();
+  const std::string tmp = path + ".tmp." + std::to_string(getpid());
+  hid_t f = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (f < 0) open_fail(path);
+  for (auto& [k, v] : attrs) attr_string(f, k.c_str(), v);
+  for (auto& [name, data] : columns)
+    write_array(f, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, data.data(), {data.size()});
+  H5Fclose(f);
+  fs::rename(tmp, path);
 }
 
 void write_experiment_file(const std::string& dir, const std::string& experiment, const std::string& config_yaml,

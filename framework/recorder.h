@@ -60,7 +60,8 @@ class RunWriter {
 };
 
 struct RunInfo {
-  std::string path, run_id, variant, status, overrides;
+  std::string path, run_id, variant, status, overrides, error;
+  int64_t failed_step = -1;
   std::map<std::string, double> summary;
 };
 // nullopt when missing, unreadable, truncated or not a run file.
@@ -68,6 +69,10 @@ std::optional<RunInfo> read_run_info(const std::string& path);
 
 // Rewrites <dir>/index.csv from the run files in <dir> (atomically).
 void write_index_csv(const std::string& dir);
+
+// A small table as 1-D float64 datasets (e.g. a training loss curve), written atomically.
+void write_columns_h5(const std::string& path, const std::vector<std::pair<std::string, std::vector<double>>>& columns,
+                      const std::map<std::string, std::string>& attrs);
 
 void write_experiment_file(const std::string& dir, const std::string& experiment, const std::string& config_yaml,
                            const std::vector<std::string>& variants, const std::string& claims_json);

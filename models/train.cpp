@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "framework/error.h"
+#include "framework/recorder.h"
 #include "models/mnist.h"
 #include "models/safetensors.h"
 #include "models/sampler.h"
@@ -25,6 +26,19 @@ void copy_tensors(const std::vector<at::Tensor>& src, std::vector<at::Tensor>& d
   torch::NoGradGuard g;
   for (size_t i = 0; i < src.size(); ++i) dst[i].copy_(src[i]);
 }
+// <ckpt>/loss.csv (appended across resumed sittings) -> <ckpt>/train_log.h5.
+void write_loss_curve(const std::string& ckpt, const std::string& config_yaml) {
+  std::ifstream in(ckpt + "/loss.csv");
+  std::vector<double> step, loss, lr;
+  std::string line;
+  while (std::getline(in, line)) {
+    double s, l, r;
+    if (std::sscanf(line.c_str(), "%lf,%lf,%lf", &s, &l, &r) == 3) step.push_back(s), loss.push_back(l), lr.push_back(r);
+  }
+  write_columns_h5(ckpt + "/train_log.h5", {{"step", step}, {"loss", loss}, {"lr", lr}},
+                   {{"config_yaml", config_yaml}, {"objective", "DDPM epsilon MSE"}});
+}
+
 }  // namespace
 
 void train_dit(const DitOptions& model_opts, const TrainOptions& o, const std::string& config_yaml) {
@@ -92,6 +106,7 @@ void train_dit(const DitOptions& model_opts, const TrainOptions& o, const std::s
     write_safetensors(out, ema_named,
                       {{"step", std::to_string(step)}, {"format", "cachelab dit"}, {"config_yaml", config_yaml}});
     loss_log.flush();
+    write_loss_curve(ckpt, config_yaml);
   };
 
   while (step < o.steps) {

@@ -1,12 +1,7 @@
 #!/usr/bin/env bash
-# Builds cachelab (Release, ninja, ccache, clang++ when present) and runs the whole test suite.
+# Builds cachelab and runs the whole test suite (what CI runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build=${CACHELAB_BUILD:-build}
-if command -v clang++ >/dev/null; then export CXX=${CXX:-clang++} CC=${CC:-clang}; fi
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-start=$(date +%s)
-cmake --build "$build" -j "$(nproc)"
-echo "[test] build took $(( $(date +%s) - start )) s"
+bash tools/build.sh
 export OMP_WAIT_POLICY=PASSIVE
-ctest --test-dir "$build" --output-on-failure
+ctest --test-dir "${CACHELAB_BUILD:-build}" --output-on-failure

@@ -49,6 +49,21 @@ expect 0 "all runs done" "tiny experiment runs" "$exe" run "$tmp/tiny.yaml" --re
 expect 0 "skipped (done" "re-running skips finished runs" "$exe" run "$tmp/tiny.yaml" --results "$res"
 expect 0 "1" "--count prints the number of runs" "$exe" sweep "$tmp/tiny.yaml" --count
 
+cat > "$tmp/grid.yaml" <<'YAML'
+name: grid
+base: [backbones/dit-mnist.yaml]
+sampler: {type: ddim, steps: 3}
+run: {samples: 2, batch: 2, save_samples: 1}
+cache: {type: fora}
+sweep:
+  cache.interval: [2, 3, 4]
+YAML
+expect 0 "3" "grid size" "$exe" sweep "$tmp/grid.yaml" --count
+expect 0 "cache.interval=3" "--index runs one grid point" "$exe" sweep "$tmp/grid.yaml" --index 1 --results "$res"
+expect 0 "all runs done" "--jobs 2 runs the rest in worker processes" "$exe" sweep "$tmp/grid.yaml" --jobs 2 --results "$res"
+rows=$(($(wc -l < "$res/grid/index.csv") - 1))
+[ "$rows" -eq 4 ] && ok "index lists reference + 3 grid points" || bad "index rows: $rows"
+
 expect 2 "nope.safetensors|not found|cachelab train" "missing weights file" \
   "$exe" run "$tmp/tiny.yaml" --results "$res" backbone.weights=nope.safetensors
 expect 2 "hidden_size|shape" "weights that do not match the config" \
