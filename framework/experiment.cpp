@@ -239,6 +239,11 @@ ExperimentSpec load_experiment(const std::string& file, const std::vector<std::s
         refs.emplace(r.reference_key, ref);
         spec.references.push_back(ref);
       }
+      // An experiment without variants whose cache is `none` is its reference alone.
+      const bool implicit = variants.size() == 1 && vname == "base" && grid.empty();
+      const ConfigNode* cache = run.config.find("cache");
+      const ConfigNode* type = cache ? cache->find("type") : nullptr;
+      if (implicit && (!type || type->scalar == "none")) continue;
       spec.runs.push_back(run);
     }
   }

@@ -35,7 +35,18 @@ options of run/sweep:
 )";
 
 template <class Reg>
-void list_registry(const Reg& reg) {
+void list_registry(const Reg& reg, bool markdown) {
+  if (markdown) {
+    std::printf("| %s | key | type | default | meaning |\n|---|---|---|---|---|\n", reg.kind().c_str());
+    for (auto& [name, e] : reg.entries()) {
+      std::printf("| `%s` | | | | %s |\n", name.c_str(), e.description.c_str());
+      for (auto& k : e.keys)
+        std::printf("| | `%s` | %s | `%s` | %s |\n", k.key.c_str(), k.type.c_str(), k.default_value.c_str(),
+                    k.doc.c_str());
+    }
+    std::printf("\n");
+    return;
+  }
   std::printf("%ss:\n", reg.kind().c_str());
   for (auto& [name, e] : reg.entries()) {
     std::printf("  %-10s %s\n", name.c_str(), e.description.c_str());
@@ -74,6 +85,7 @@ int run_cli(int argc, char** argv) {
       "threads", po::value(&threads), "intra-op threads (overrides run.threads)")(
       "results", po::value(&results), "results root folder (default results/)")(
       "force", "redo runs that are already done")("count", "print the number of runs and exit")(
+      "markdown", "list: print markdown tables (as in the README)")(
       "worker", po::value(&worker), "(internal) worker index")("workers", po::value(&workers), "(internal)");
   po::options_description hidden;
   std::string command;
@@ -95,10 +107,11 @@ int run_cli(int argc, char** argv) {
     return command.empty() && !vm.count("help") ? 2 : 0;
   }
   if (command == "list") {
-    list_registry(backbones());
-    list_registry(samplers());
-    list_registry(caches());
-    list_registry(metrics());
+    const bool md = vm.count("markdown") > 0;
+    list_registry(backbones(), md);
+    list_registry(samplers(), md);
+    list_registry(caches(), md);
+    list_registry(metrics(), md);
     return 0;
   }
   if (command == "info") {

@@ -310,6 +310,8 @@ int execute_experiment(const ExperimentSpec& spec, const SweepOptions& o) {
   Session session(spec, o);
   check_writable(session.dir());
   for (size_t i : chosen) session.prepare(spec.runs[i]);
+  if (spec.runs.empty())
+    for (auto& r : spec.references) session.prepare(r);
   const bool is_worker = o.worker >= 0;
   if (!is_worker) {
     std::printf("%s\n", describe(session.info()).c_str());
@@ -327,6 +329,7 @@ int execute_experiment(const ExperimentSpec& spec, const SweepOptions& o) {
     for (auto& r : spec.references) {
       bool needed = false;
       for (size_t i : chosen) needed |= spec.runs[i].reference_id == r.run_id;
+      needed |= spec.runs.empty();  // an experiment of references only
       if (!needed) continue;
       try {
         failures += !session.execute(r);
