@@ -73,6 +73,14 @@ void train_dit(const DitOptions& model_opts, const TrainOptions& o, const std::s
     load_into(ema_named, ema_ckpt, "delete " + ckpt + " to start over");
     torch::load(opt, opt_ckpt);
     std::printf("[train] resumed from %s at step %d\n", ckpt.c_str(), step);
+  } else if (fs::exists(out) && read_safetensors(out).metadata.count("step")) {
+    // No checkpoint on this machine (they live outside the repository), but the exported
+    // EMA weights carry their step: continue from them with a fresh optimiser.
+    step = std::stoi(read_safetensors(out).metadata.at("step"));
+    load_into(named, out, "delete " + out + " to start over");
+    load_into(ema_named, out, "delete " + out + " to start over");
+    std::printf("[train] no checkpoint in %s: continuing from the exported EMA weights %s at step %d "
+                "(optimiser state starts afresh)\n", ckpt.c_str(), out.c_str(), step);
   } else {
     std::printf("[train] starting a new run in %s\n", ckpt.c_str());
   }
