@@ -172,7 +172,7 @@ void open_fail(const std::string& path) {
 }  // namespace
 
 RunWriter::RunWriter(const std::string& final_path, const RunMeta& m, const SiteTable& sites)
-    : final_path_(final_path), tmp_path_(final_path + ".tmp"), sites_(sites.names.size()) {
+    : final_path_(final_path), tmp_path_(final_path + ".tmp." + std::to_string(getpid())), sites_(sites.names.size()) {
   quiet_hdf5();
   std::error_code ec;
   fs::create_directories(fs::path(final_path).parent_path(), ec);

@@ -1,5 +1,5 @@
 // The HDF5 run file (schema in results/README.md) and the sweep index. Torch-free.
-// One writer per file; crash-safe: the file is written as <path>.tmp and renamed when
+// One writer per file; crash-safe: the file is written as <path>.tmp.<pid> and renamed when
 // finished, and a writer destroyed unfinished removes its .tmp.
 #pragma once
 #include <cstdint>

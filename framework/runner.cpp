@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <unistd.h>
 
 #include "framework/error.h"
 
@@ -219,8 +220,10 @@ void save_reference(const ReferenceTrace& trace, const std::string& path) {
   for (auto& row : trace.probe)
     for (auto& p : row) flat.push_back(p.defined() ? p : at::empty({0}));
   std::filesystem::create_directories(std::filesystem::path(path).parent_path());
-  torch::save(flat, path + ".tmp");
-  std::filesystem::rename(path + ".tmp", path);
+  // A unique temporary name: parallel tasks (a Slurm array) may save the same reference.
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  torch::save(flat, tmp);
+  std::filesystem::rename(tmp, path);
 }
 
 bool load_reference(ReferenceTrace& trace, const std::string& path) {

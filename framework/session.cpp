@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <spawn.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -267,6 +268,18 @@ class Session {
   std::set<std::string> warmed_;
 };
 
+// Removes temporaries left by killed processes (<name>.tmp.<pid> whose pid is gone).
+void remove_stale_temporaries(const std::string& dir) {
+  std::error_code ec;
+  for (auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    const auto pos = name.rfind(".tmp.");
+    if (pos == std::string::npos) continue;
+    const pid_t pid = pid_t(std::atol(name.c_str() + pos + 5));
+    if (pid > 0 && kill(pid, 0) != 0) fs::remove(e.path(), ec);
+  }
+}
+
 int spawn_workers(const ExperimentSpec& spec, const SweepOptions& o, int total_threads) {
   const int per = std::max(1, total_threads / o.jobs);
   std::vector<pid_t> pids;
@@ -314,6 +327,7 @@ int execute_experiment(const ExperimentSpec& spec, const SweepOptions& o) {
     for (auto& r : spec.references) session.prepare(r);
   const bool is_worker = o.worker >= 0;
   if (!is_worker) {
+    remove_stale_temporaries(session.dir());
     std::printf("%s\n", describe(session.info()).c_str());
     write_experiment_file(session.dir(), spec.name, spec.config_yaml, [&] {
       std::vector<std::string> v;

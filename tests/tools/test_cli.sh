@@ -70,7 +70,7 @@ expect 2 "hidden_size|shape" "weights that do not match the config" \
   "$exe" run "$tmp/tiny.yaml" --results "$tmp/r2" backbone.hidden_size=64
 touch "$tmp/file"
 expect 2 "not writable|$tmp/file" "unwritable results folder" "$exe" run "$tmp/tiny.yaml" --results "$tmp/file/sub"
-ls "$res"/tiny/*.tmp >/dev/null 2>&1 && bad "no temporary files left" || ok "no temporary files left"
+ls "$res"/tiny/*.tmp* >/dev/null 2>&1 && bad "no temporary files left" || ok "no temporary files left"
 
 if /usr/bin/python3 -c "import h5py, matplotlib" 2>/dev/null; then
   expect 0 "speedup_flops(fora) = |> value = 1: holds|: does not hold|cannot be evaluated: \`fora\` has no metric \`fid\`" \
