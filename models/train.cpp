@@ -127,7 +127,9 @@ void train_dit(const DitOptions& model_opts, const TrainOptions& o, const std::s
     auto noise = at::randn(x0.sizes(), gen);
     auto xt = sched.q_sample(x0, t, noise);
 
-    const double lr = o.lr * std::min(1.0, double(step + 1) / std::max(1, o.warmup));
+    double lr = o.lr * std::min(1.0, double(step + 1) / std::max(1, o.warmup));
+    for (int d : o.decay_steps)
+      if (step >= d) lr *= o.decay_factor;
     for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
     opt.zero_grad();
     PassThroughHooks hooks;

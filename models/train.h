@@ -12,6 +12,8 @@ struct TrainOptions {
   int batch_size = 128;
   double lr = 1e-3;               // AdamW peak learning rate
   int warmup = 500;               // linear warm-up steps
+  std::vector<int> decay_steps;   // the learning rate is multiplied by decay_factor at each
+  double decay_factor = 0.3;
   double weight_decay = 0.0;
   double grad_clip = 1.0;         // max global gradient norm (0 = off)
   double ema_decay = 0.999;       // warmed up as min(decay, (1+s)/(10+s))
@@ -28,6 +30,8 @@ struct TrainOptions {
     v("batch_size", batch_size, "images per step");
     v("lr", lr, "AdamW peak learning rate");
     v("warmup", warmup, "linear learning-rate warm-up, steps");
+    v("decay_steps", decay_steps, "steps at which the learning rate is multiplied by decay_factor");
+    v("decay_factor", decay_factor, "learning-rate factor applied at each of decay_steps");
     v("weight_decay", weight_decay, "AdamW weight decay");
     v("grad_clip", grad_clip, "max global gradient norm (0 = off)");
     v("ema_decay", ema_decay, "EMA decay, warmed up as min(decay, (1+s)/(10+s))");
