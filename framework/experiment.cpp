@@ -82,7 +82,7 @@ struct Resolved {
 };
 
 // Checks every component and key of one run's config; returns its resolved YAML.
-Resolved resolve_run(const ConfigNode& cfg, std::vector<std::string>* metric_names) {
+Resolved resolve_run(const ConfigNode& cfg) {
   for (auto& k : cfg.keys())
     CL_CHECK(std::find(kTopKeys.begin(), kTopKeys.end(), k) != kTopKeys.end(),
              cfg.find(k)->where() << ": unknown top-level key `" << k << "`" << did_you_mean(k, kTopKeys)
@@ -122,16 +122,7 @@ Resolved resolve_run(const ConfigNode& cfg, std::vector<std::string>* metric_nam
   mlist.kind = ConfigNode::Kind::Seq;
   if (metrics_node) {
     CL_CHECK(metrics_node->is_seq(), metrics_node->where() << ": `metrics` must be a list of metric names");
-    for (auto& m : metrics_node->seq) {
-      ConfigNode spec = m;
-      if (m.is_scalar()) {
-        spec = ConfigNode::make_map(m.path);
-        spec.file = m.file, spec.line = m.line;
-        spec.child("type") = m;
-      }
-      mlist.seq.push_back(metrics().resolve(spec));
-      if (metric_names) metric_names->push_back(spec.find("type")->scalar);
-    }
+    for (auto& m : metrics_node->seq) mlist.seq.push_back(metrics().resolve(metric_spec(m)));
   }
   if (auto* j = cfg.find("judge")) out.child("judge") = *j;
   Resolved r;
@@ -147,6 +138,14 @@ Resolved resolve_run(const ConfigNode& cfg, std::vector<std::string>* metric_nam
 }
 
 }  // namespace
+
+ConfigNode metric_spec(const ConfigNode& entry) {
+  if (!entry.is_scalar()) return entry;
+  ConfigNode spec = ConfigNode::make_map(entry.path);
+  spec.file = entry.file, spec.line = entry.line;
+  spec.child("type") = entry;
+  return spec;
+}
 
 std::string short_hash(const std::string& text) {
   uint64_t h = 1469598103934665603ull;
@@ -217,9 +216,7 @@ ExperimentSpec load_experiment(const std::string& file, const std::vector<std::s
         set_path(run.config, k, val);
         run.overrides += (run.overrides.empty() ? "" : "; ") + k + "=" + trimmed_yaml(val);
       }
-      std::vector<std::string> mnames;
-      Resolved r = resolve_run(run.config, spec.runs.empty() ? &mnames : nullptr);
-      if (spec.runs.empty()) spec.metric_names = mnames;
+      Resolved r = resolve_run(run.config);
       run.resolved_yaml = r.yaml;
       std::string cli;
       for (auto& o : cli_overrides) cli += o + ";";
@@ -234,7 +231,7 @@ ExperimentSpec load_experiment(const std::string& file, const std::vector<std::s
         ref.config = run.config;
         ref.config.erase("cache");
         ref.overrides = "(reference of " + name + ")";
-        ref.resolved_yaml = resolve_run(ref.config, nullptr).yaml;
+        ref.resolved_yaml = resolve_run(ref.config).yaml;
         ref.run_id = ref.reference_id = refid;
         refs.emplace(r.reference_key, ref);
         spec.references.push_back(ref);

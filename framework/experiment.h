@@ -35,13 +35,15 @@ struct ExperimentSpec {
   std::string config_yaml;          // the experiment as loaded (bases and CLI overrides applied)
   std::vector<RunSpec> references;  // one per distinct (backbone, sampler, seed, samples, batch, cfg)
   std::vector<RunSpec> runs;        // the variants x grid points, in a fixed order
-  std::vector<std::string> metric_names;
   std::string claims_json;
   std::string judge;                // path of the judge weights ("" = none)
 };
 
 // Loads, composes and validates. Every error names file, line, dotted key and what is valid.
 ExperimentSpec load_experiment(const std::string& file, const std::vector<std::string>& cli_overrides);
+
+// A `metrics:` list entry as a component map: `psnr` -> {type: psnr}.
+ConfigNode metric_spec(const ConfigNode& entry);
 
 // 8 hex digits of a 64-bit FNV-1a hash.
 std::string short_hash(const std::string& text);

@@ -38,7 +38,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string rooted(const std::string& p) { return p.empty() || p[0] == '/' ? p : project_root() + "/" + p; }
+// The metrics computed on lenet-mnist.
+bool metric_needs_judge(const ConfigNode& spec) {
+  const std::string& type = spec.find("type")->scalar;
+  return type == "fid" || type == "accuracy";
+}
 
 std::string fmt_duration(double s) {
   char buf[32];
@@ -69,7 +73,7 @@ std::vector<float> to_floats(const at::Tensor& t) {
 class Session {
  public:
   Session(const ExperimentSpec& spec, const SweepOptions& o) : spec_(spec), o_(o) {
-    dir_ = rooted(o.results_root) + "/" + spec.name;
+    dir_ = resolve_path(o.results_root) + "/" + spec.name;
     info_ = system_info(o.threads > 0 ? o.threads : 1);
   }
   const std::string& dir() const { return dir_; }
@@ -92,10 +96,8 @@ class Session {
   void prepare(const RunSpec& run) {
     backbone(*run.config.find("backbone"));
     if (const ConfigNode* m = run.config.find("metrics"))
-      for (auto& spec : m->seq) {
-        const std::string type = spec.is_scalar() ? spec.scalar : spec.find("type")->scalar;
-        if (type == "fid" || type == "accuracy") judge();
-      }
+      for (auto& entry : m->seq)
+        if (metric_needs_judge(metric_spec(entry))) judge();
   }
 
   const ReferenceTrace& reference(const RunSpec& run) {
@@ -136,7 +138,7 @@ class Session {
   Judge* judge() {
     if (!judge_ && !spec_.judge.empty()) {
       judge_ = std::make_unique<Judge>();
-      judge_->load(rooted(spec_.judge));
+      judge_->load(resolve_path(spec_.judge));
     }
     return judge_.get();
   }
@@ -235,14 +237,9 @@ class Session {
     in.reference = ref->samples;
     in.labels = tr.labels;
     in.data_dir = default_data_dir();
-    for (auto& m : cfg.find("metrics") ? cfg.find("metrics")->seq : std::vector<ConfigNode>{}) {
-      ConfigNode spec = m;
-      if (m.is_scalar()) {
-        spec = ConfigNode::make_map(m.path);
-        spec.child("type") = m;
-      }
-      const std::string& type = spec.find("type")->scalar;
-      if (type == "fid" || type == "accuracy") in.judge = judge();
+    for (auto& entry : cfg.find("metrics") ? cfg.find("metrics")->seq : std::vector<ConfigNode>{}) {
+      const ConfigNode spec = metric_spec(entry);
+      if (metric_needs_judge(spec)) in.judge = judge();
       auto metric = metrics().build(spec);
       for (auto& [k, v] : metric->compute(in)) summary[k] = v;
     }

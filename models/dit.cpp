@@ -185,9 +185,7 @@ Dit::Dit(const DitOptions& o) : options_(o) {
   impl_ = std::make_unique<Impl>(o);
   impl_->initialize(o.init_seed);
   if (!o.weights.empty()) {
-    std::string path = o.weights;
-    if (path[0] != '/') path = project_root() + "/" + path;
-    load(path);
+    load(resolve_path(o.weights));
   }
 
   // Site table with analytic FLOPs per sample (multiply-add = 2), children excluded.

@@ -99,8 +99,7 @@ double train_lenet(const LenetTrainOptions& o) {
     std::fflush(stdout);
   }
   const double acc = judge.accuracy(test.images, test.labels);
-  std::string out = o.output;
-  if (!out.empty() && out[0] != '/') out = project_root() + "/" + out;
+  const std::string out = resolve_path(o.output);
   judge.save(out, "test_accuracy=" + std::to_string(acc));
   std::printf("[lenet] test accuracy %.4f; weights in %s\n", acc, out.c_str());
   return acc;

@@ -21,5 +21,7 @@ ImageDataset load_idx_dataset(const std::string& data_dir, const std::string& na
 std::string default_data_dir();
 // The project root: CACHELAB_ROOT if set, else the source dir the binary was built from.
 std::string project_root();
+// A path from a config: `~/x` is under $HOME, a relative path is under the project root.
+std::string resolve_path(const std::string& path);
 
 }  // namespace cachelab

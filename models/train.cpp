@@ -17,10 +17,6 @@ namespace cachelab {
 namespace fs = std::filesystem;
 
 namespace {
-std::string rooted(const std::string& p) {
-  if (p.rfind("~/", 0) == 0 && std::getenv("HOME")) return std::string(std::getenv("HOME")) + p.substr(1);
-  return p.empty() || p[0] == '/' ? p : project_root() + "/" + p;
-}
 
 void copy_tensors(const std::vector<at::Tensor>& src, std::vector<at::Tensor>& dst) {
   torch::NoGradGuard g;
@@ -48,7 +44,7 @@ void train_dit(const DitOptions& model_opts, const TrainOptions& o, const std::s
   CL_CHECK(model_opts.class_dropout_prob > 0, "training needs class_dropout_prob > 0 for guidance");
   at::set_num_threads(o.threads);
   torch::manual_seed(o.seed);
-  const std::string ckpt = rooted(o.checkpoint_dir), out = rooted(o.output);
+  const std::string ckpt = resolve_path(o.checkpoint_dir), out = resolve_path(o.output);
   fs::create_directories(ckpt);
 
   DitOptions mo = model_opts;
