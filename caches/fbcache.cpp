@@ -5,6 +5,7 @@
 #include <string>
 
 #include "framework/error.h"
+#include "metrics/functional.h"
 
 namespace cachelab {
 
@@ -47,7 +48,7 @@ Decision FbCachePolicy::decide(int site, const at::Tensor& input, double* signal
   if (b == first_mid_) {
     // The decision point: the front residual is known now.
     if (front_res_prev_.defined()) {
-      signal_ = ((front_res_ - front_res_prev_).abs().mean() / front_res_prev_.abs().mean()).item<double>();
+      signal_ = rel_l1(front_res_, front_res_prev_);
     }
     *signal = signal_;
     const bool capped = (o_.max_consecutive >= 0 && consecutive_ >= o_.max_consecutive) ||

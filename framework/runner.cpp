@@ -11,17 +11,13 @@
 #include <unistd.h>
 
 #include "framework/error.h"
+#include "metrics/functional.h"
 
 namespace cachelab {
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-double rel_l1(const at::Tensor& a, const at::Tensor& ref) {
-  const double den = ref.abs().sum().item<double>();
-  const double num = (a - ref).abs().sum().item<double>();
-  return den > 0 ? num / den : (num > 0 ? std::numeric_limits<double>::infinity() : 0.0);
-}
 
 struct ProbeSums {
   double l1 = 0, sq = 0, dot = 0, dist_prev = 0, dist_ref = 0, ref_l1 = 0;

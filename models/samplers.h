@@ -10,6 +10,12 @@ struct ScheduleOptions {
   int train_steps = 1000;
   double beta_start = 1e-4;
   double beta_end = 0.02;
+  template <class V>
+  void schedule_fields(V& v) {
+    v("train_steps", train_steps, "timesteps of the training schedule");
+    v("beta_start", beta_start, "first beta of the linear schedule");
+    v("beta_end", beta_end, "last beta of the linear schedule");
+  }
 };
 
 struct DdimOptions : ScheduleOptions {
@@ -21,9 +27,7 @@ struct DdimOptions : ScheduleOptions {
     v("steps", steps, "number of sampling steps (evenly spaced timesteps)");
     v("eta", eta, "stochasticity: 0 = deterministic DDIM, 1 = DDPM-like");
     v("clip_x0", clip_x0, "clip the predicted clean sample to [-1, 1]");
-    v("train_steps", train_steps, "timesteps of the training schedule");
-    v("beta_start", beta_start, "first beta of the linear schedule");
-    v("beta_end", beta_end, "last beta of the linear schedule");
+    schedule_fields(v);
   }
 };
 
@@ -36,9 +40,7 @@ struct DdpmOptions : ScheduleOptions {
     v("steps", steps, "number of sampling steps (respaced schedule)");
     v("variance", variance, "small (posterior) | large (beta); ignored when the model learns sigma");
     v("clip_x0", clip_x0, "clip the predicted clean sample to [-1, 1]");
-    v("train_steps", train_steps, "timesteps of the training schedule");
-    v("beta_start", beta_start, "first beta of the linear schedule");
-    v("beta_end", beta_end, "last beta of the linear schedule");
+    schedule_fields(v);
   }
 };
 
