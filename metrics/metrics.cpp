@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+#include <cmath>
 #include <map>
 #include <mutex>
 
@@ -64,7 +66,10 @@ std::vector<std::pair<std::string, double>> FidMetric::compute(const MetricInput
 
 std::vector<std::pair<std::string, double>> AccuracyMetric::compute(const MetricInputs& in) {
   Judge& judge = need_judge(in, "accuracy");
-  return {{"accuracy", judge.accuracy(in.samples, in.labels)}};
+  double worst = 1;
+  for (double a : judge.class_accuracy(in.samples, in.labels))
+    if (!std::isnan(a)) worst = std::min(worst, a);
+  return {{"accuracy", judge.accuracy(in.samples, in.labels)}, {"accuracy_worst_class", worst}};
 }
 
 }  // namespace cachelab

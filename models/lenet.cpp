@@ -68,6 +68,17 @@ double Judge::accuracy(const at::Tensor& x, const at::Tensor& labels) {
   return logits(x).argmax(1).eq(labels).to(at::kDouble).mean().item<double>();
 }
 
+std::vector<double> Judge::class_accuracy(const at::Tensor& x, const at::Tensor& labels) {
+  auto hit = logits(x).argmax(1).eq(labels).to(at::kDouble);
+  std::vector<double> out;
+  for (int64_t c = 0; c < 10; ++c) {
+    auto in_class = labels.eq(c);
+    const int64_t n = in_class.sum().item<int64_t>();
+    out.push_back(n ? hit.masked_select(in_class).mean().item<double>() : std::nan(""));
+  }
+  return out;
+}
+
 double train_lenet(const LenetTrainOptions& o) {
   at::set_num_threads(o.threads);
   torch::manual_seed(o.seed);

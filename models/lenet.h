@@ -4,6 +4,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <memory>
+#include <vector>
 #include <string>
 
 namespace cachelab {
@@ -38,6 +39,8 @@ class Judge {
   at::Tensor logits(const at::Tensor& images);    // [N, 1, 32, 32] in [-1, 1] -> [N, 10]
   at::Tensor features(const at::Tensor& images);  // -> [N, 84]
   double accuracy(const at::Tensor& images, const at::Tensor& labels);  // fraction in [0, 1]
+  // Agreement within each of the 10 classes (NaN for a class absent from `labels`).
+  std::vector<double> class_accuracy(const at::Tensor& images, const at::Tensor& labels);
   struct Impl;
 
  private:

@@ -35,6 +35,14 @@ BOOST_AUTO_TEST_CASE(bundled_judge_reaches_its_accuracy_floor) {
   const double acc = j.accuracy(test.images, test.labels);
   BOOST_TEST_MESSAGE("lenet-mnist test accuracy " << acc);
   BOOST_CHECK_GE(acc, 0.985);
+  // Per-class agreement, weighted by the class counts, gives back the overall figure.
+  auto per = j.class_accuracy(test.images, test.labels);
+  BOOST_REQUIRE_EQUAL(per.size(), 10u);
+  double weighted = 0;
+  for (int c = 0; c < 10; ++c) weighted += per[c] * test.labels.eq(c).sum().item<double>();
+  BOOST_CHECK_CLOSE(weighted / test.labels.size(0), acc, 1e-9);
+  auto some = j.class_accuracy(test.images.narrow(0, 0, 50), test.labels.narrow(0, 0, 50).clamp_max(8));
+  BOOST_CHECK(std::isnan(some[9]));  // a class absent from the labels has no agreement
 }
 
 BOOST_AUTO_TEST_SUITE_END()
