@@ -236,8 +236,9 @@ ExperimentSpec load_experiment(const std::string& file, const std::vector<std::s
         refs.emplace(r.reference_key, ref);
         spec.references.push_back(ref);
       }
-      // An experiment without variants whose cache is `none` is its reference alone.
-      const bool implicit = variants.size() == 1 && vname == "base" && grid.empty();
+      // An experiment without variants whose cache is `none` is its references alone (one
+      // per sweep point): an uncached run would repeat its reference.
+      const bool implicit = variants.size() == 1 && vname == "base";
       const ConfigNode* cache = run.config.find("cache");
       const ConfigNode* type = cache ? cache->find("type") : nullptr;
       if (implicit && (!type || type->scalar == "none")) continue;

@@ -50,6 +50,22 @@ claims:
   BOOST_CHECK_NE(a.runs[0].run_id, c.runs[0].run_id);
 }
 
+// Without variants and caching, an experiment measures references only: one per sweep point.
+BOOST_AUTO_TEST_CASE(uncached_experiment_is_its_references) {
+  TempDir d;
+  d.file("base.yaml", kBase);
+  auto one = load_experiment(d.file("e.yaml", "base: base.yaml\n"), {});
+  BOOST_CHECK_EQUAL(one.runs.size(), 0u);
+  BOOST_CHECK_EQUAL(one.references.size(), 1u);
+  auto grid = load_experiment(d.file("g.yaml", "base: base.yaml\nsweep: {run.cfg_scale: [1.5, 4]}\n"), {});
+  BOOST_CHECK_EQUAL(grid.runs.size(), 0u);
+  BOOST_REQUIRE_EQUAL(grid.references.size(), 2u);
+  BOOST_CHECK(grid.references[1].resolved_yaml.find("cfg_scale: 4") != std::string::npos);
+  // With a cache, the sweep's runs are kept.
+  auto cached = load_experiment(d.file("c.yaml", "base: base.yaml\ncache: {type: fora}\nsweep: {seed: [0, 1]}\n"), {});
+  BOOST_CHECK_EQUAL(cached.runs.size(), 2u);
+}
+
 BOOST_AUTO_TEST_CASE(typo_in_a_component_key) {
   TempDir d;
   d.file("base.yaml", kBase);
