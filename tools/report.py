@@ -40,11 +40,25 @@ def load_runs(folder):
         attrs = {k: (text(v) if isinstance(v, (bytes, str)) else v) for k, v in f.attrs.items()}
         run = {"file": name, "attrs": attrs, "h5": f,
                "summary": {k: float(v) for k, v in f["summary"].attrs.items()} if "summary" in f else {}}
-        variant = "reference" if int(attrs.get("is_reference", 0)) else attrs.get("variant", name)
+        variant = reference_label(attrs) if is_ref(run) else attrs.get("variant", name)
         old = runs.get(variant)
         if old is None or (old["attrs"].get("status") != "done" and attrs.get("status") == "done"):
             runs[variant] = run
+    refs = [n for n in runs if is_ref(runs[n])]
+    if len(refs) == 1:  # the usual case: one reference, named plainly (claims say `reference`)
+        runs["reference"] = runs.pop(refs[0])
     return runs
+
+
+def is_ref(run):
+    return bool(int(run["attrs"].get("is_reference", 0)))
+
+
+def reference_label(attrs):
+    """`reference[<sweep point>]` from the overrides `(reference of <first run using it>)`."""
+    of = attrs.get("overrides", "").removeprefix("(reference of ").removesuffix(")")
+    point = of[of.index("[") + 1:-1] if "[" in of and of.endswith("]") else of
+    return f"reference[{point}]"
 
 
 def load_experiment(folder):
@@ -100,8 +114,8 @@ def evaluate_claims(claims, runs):
 
 
 def ordered(runs, exp):
-    names = ["reference"] if "reference" in runs else []
-    names += [v for v in exp["variants"] if v in runs and v != "reference"]
+    names = [n for n in runs if is_ref(runs[n])]
+    names += [v for v in exp["variants"] if v in runs and not is_ref(runs[v])]
     names += [v for v in runs if v not in names]
     return names
 
@@ -158,7 +172,7 @@ def plot_drift(run, path):
 
 
 def plot_decisions(runs, names, path):
-    shown = [n for n in names if n != "reference" and "sites/decision" in runs[n]["h5"]]
+    shown = [n for n in names if not is_ref(runs[n]) and "sites/decision" in runs[n]["h5"]]
     if not shown:
         return False
     cmap = matplotlib.colors.ListedColormap(DECISION_COLORS)
@@ -183,7 +197,7 @@ def plot_errors(runs, names, path):
     fig, ax = plt.subplots(figsize=(8, 4.5))
     drawn = False
     for i, n in enumerate(names):
-        if n == "reference":
+        if is_ref(runs[n]):
             continue
         e = runs[n]["h5"]["steps/err_ref_rel_l1"][:]
         if len(e) and np.any(e > 0):
@@ -205,11 +219,11 @@ def plot_errors(runs, names, path):
 
 def plot_samples(runs, names, path, count=8):
     rows = []
-    ref = next((runs[n] for n in names if "samples/reference" in runs[n]["h5"]), None)
-    if ref is not None:
-        rows.append(("reference", ref["h5"]["samples/reference"][:count]))
-    rows += [(n, runs[n]["h5"]["samples/x"][:count]) for n in names
-             if n != "reference" and "samples/x" in runs[n]["h5"]]
+    if not any(is_ref(runs[n]) for n in names):  # the reference file is absent: use a copy
+        ref = next((runs[n] for n in names if "samples/reference" in runs[n]["h5"]), None)
+        if ref is not None:
+            rows.append(("reference", ref["h5"]["samples/reference"][:count]))
+    rows += [(n, runs[n]["h5"]["samples/x"][:count]) for n in names if "samples/x" in runs[n]["h5"]]
     if not rows:
         return False
     fig, axes = plt.subplots(len(rows), 1, figsize=(count * 0.9 + 1.5, 1.0 * len(rows) + 0.3), squeeze=False)
@@ -262,8 +276,9 @@ def main(argv):
         figures.append(("Speed vs quality", "speed_quality.png",
                         "Each variant at its FLOPs speedup (filled) and wall-clock speedup (hollow), both measured "
                         "against the uncached reference; PSNR against the reference samples, FID against the real data."))
-    if "reference" in runs and "sites/drift_rel_l1" in runs["reference"]["h5"]:
-        plot_drift(runs["reference"], os.path.join(out, "drift.png"))
+    first_ref = next((runs[n] for n in names if is_ref(runs[n])), None)
+    if first_ref is not None and "sites/drift_rel_l1" in first_ref["h5"]:
+        plot_drift(first_ref, os.path.join(out, "drift.png"))
         figures.append(("Feature drift of the reference", "drift.png",
                         "How much each site's output moves from one step to the next in the uncached run: where "
                         "it moves little, a cache loses little."))

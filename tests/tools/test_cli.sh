@@ -79,6 +79,20 @@ if /usr/bin/python3 -c "import h5py, matplotlib" 2>/dev/null; then
     [ -s "$res/tiny/report/$f" ] || { bad "report file $f"; continue; }
   done
   grep -q "does not hold" "$res/tiny/report/index.html" && ok "report page written with claims" || bad "report page"
+  # An uncached sweep is its references, one per point; the report keeps each apart.
+  cat > "$tmp/refs.yaml" <<'YAML'
+name: refs
+base: [backbones/dit-mnist.yaml]
+sampler: {type: ddim, steps: 3}
+run: {samples: 2, batch: 2, save_samples: 2}
+sweep:
+  run.cfg_scale: [1.5, 4]
+YAML
+  expect 0 "0 run(s) + 2 reference(s)|all runs done" "uncached sweep runs one reference per point" \
+    "$exe" run "$tmp/refs.yaml" --results "$res"
+  expect 0 "report:" "report of references only" "$exe" report "$res/refs"
+  n=$(grep -o "reference\[run.cfg_scale=[0-9.]*\]" "$res/refs/report/index.html" | sort -u | wc -l)
+  [ "$n" -eq 2 ] && ok "report shows both references" || bad "report shows both references ($n)"
 fi
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
