@@ -18,7 +18,6 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-
 struct ProbeSums {
   double l1 = 0, sq = 0, dot = 0, dist_prev = 0, dist_ref = 0, ref_l1 = 0;
 };

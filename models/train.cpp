@@ -19,10 +19,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-void copy_tensors(const std::vector<at::Tensor>& src, std::vector<at::Tensor>& dst) {
-  torch::NoGradGuard g;
-  for (size_t i = 0; i < src.size(); ++i) dst[i].copy_(src[i]);
-}
 // <ckpt>/loss.csv (appended across resumed sittings) -> <ckpt>/train_log.h5.
 void write_loss_curve(const std::string& ckpt, const std::string& config_yaml) {
   std::ifstream in(ckpt + "/loss.csv");
@@ -67,10 +63,11 @@ void train_dit(const DitOptions& model_opts, const TrainOptions& o, const std::s
     load_into(ema_named, ema_ckpt, "delete " + ckpt + " to start over");
     torch::load(opt, opt_ckpt);
     std::printf("[train] resumed from %s at step %d\n", ckpt.c_str(), step);
-  } else if (fs::exists(out) && read_safetensors(out).metadata.count("step")) {
+  } else if (auto meta = fs::exists(out) ? read_safetensors(out).metadata : std::map<std::string, std::string>{};
+             meta.count("step")) {
     // No checkpoint on this machine (they live outside the repository), but the exported
     // EMA weights carry their step: continue from them with a fresh optimiser.
-    step = std::stoi(read_safetensors(out).metadata.at("step"));
+    step = std::stoi(meta.at("step"));
     load_into(named, out, "delete " + out + " to start over");
     load_into(ema_named, out, "delete " + out + " to start over");
     std::printf("[train] no checkpoint in %s: continuing from the exported EMA weights %s at step %d "

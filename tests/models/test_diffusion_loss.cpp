@@ -82,12 +82,10 @@ BOOST_FIXTURE_TEST_CASE(bound_term_sees_the_mean_through_a_stop_gradient, LossFi
 // A tiny learned-sigma DiT trains on MNIST, checkpoints, and resumes where it stopped.
 BOOST_AUTO_TEST_CASE(training_checkpoints_and_resumes_with_learned_sigma) {
   TempDir d;
-  DitOptions m;
-  m.input_size = 28;
+  DitOptions m = cachelab::testing::tiny_dit_options();
+  m.input_size = 28;  // MNIST as stored
   m.patch_size = 7;
-  m.hidden_size = 32;
   m.depth = 2;
-  m.num_heads = 2;
   m.learn_sigma = true;
   TrainOptions o;
   o.steps = 20;
