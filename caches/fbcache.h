@@ -8,7 +8,7 @@
 #pragma once
 #include <vector>
 
-#include "caches/cache_policy.h"
+#include "framework/layer.h"
 
 namespace cachelab {
 
@@ -28,20 +28,27 @@ struct FbCacheOptions {
     v("front_blocks", front_blocks, "Fn: first blocks always computed; their residual is the signal");
     v("back_blocks", back_blocks, "Bn: last blocks always computed");
   }
+  template <class C>
+  void check(C& c) const {
+    c.require(threshold >= 0, "threshold", "must be >= 0");
+    c.require(warmup_steps >= 0, "warmup_steps", "must be >= 0");
+    c.require(max_consecutive >= -1, "max_consecutive", "must be >= 0, or -1 for no cap");
+    c.require(max_cached_steps >= -1, "max_cached_steps", "must be >= 0, or -1 for no cap");
+    c.require(front_blocks >= 1, "front_blocks", "must be >= 1 (the signal is the front blocks' residual)");
+    c.require(back_blocks >= 0, "back_blocks", "must be >= 0");
+  }
 };
 
 class FbCachePolicy final : public CachePolicy {
  public:
-  explicit FbCachePolicy(const FbCacheOptions& o);
-  void begin_run(const std::vector<Site>& sites, int steps) override;
-  void begin_step(const StepInfo& step) override;
-  Decision decide(int site, const at::Tensor& input, double* signal) override;
-  at::Tensor stand_in(int site, const at::Tensor& input) override;
-  void observe(int site, const at::Tensor& input, const at::Tensor& output) override;
+  explicit FbCachePolicy(const FbCacheOptions& o) : o_(o) {}
+  void begin_run(RunContext& ctx) override;
+  void begin_step(const StepIndex& step) override;
+  Tensors at(SiteCall& call, const Next& next) override;
 
  private:
   FbCacheOptions o_;
-  std::vector<int> block_of_;  // per site: block index if the site is `blocks.i`, else -1
+  std::vector<int> block_of_;  // per site: block index of a main-stream block site, else -1
   int depth_ = 0, first_mid_ = 0, last_mid_ = 0;
   int step_ = 0, consecutive_ = 0, cached_total_ = 0;
   bool reuse_this_step_ = false;

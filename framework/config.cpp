@@ -829,3 +829,110 @@ void OptionDocumenter::operator()(const char* key, const std::vector<std::string
 }
 
 }  // namespace cachelab
+
+// ---------------------------------------------------------------------------------------
+// Nested components and value checks
+
+namespace cachelab {
+namespace {
+ComponentResolver g_resolver = nullptr;
+}  // namespace
+
+void set_component_resolver(ComponentResolver r) { g_resolver = r; }
+
+void OptionReader::operator()(const char* key, ComponentSpec& v, const char*) {
+  const ConfigNode* n = take(key);
+  if (!n || n->is_null()) return;
+  const ConfigNode node = with_path(*n, join_path(node_.path, key));
+  CL_CHECK(g_resolver, "internal: no component resolver installed (call register_all())");
+  CL_CHECK(node.is_map(), prefix(node) << "key `" << node.path << "`: expected a " << v.kind
+                                      << " as a map with a `type:` key, got " << describe_kind(node)
+                                      << component_note(component_));
+  v.node = g_resolver(v.kind, node);
+}
+
+void OptionReader::operator()(const char* key, std::vector<ComponentSpec>& v, const char*) {
+  const ConfigNode* n = take(key);
+  if (!n || n->is_null()) return;
+  const ConfigNode node = with_path(*n, join_path(node_.path, key));
+  CL_CHECK(g_resolver, "internal: no component resolver installed (call register_all())");
+  const std::string kind = v.empty() ? std::string("component") : v.front().kind;
+  CL_CHECK(node.is_seq(), prefix(node) << "key `" << node.path << "`: expected a list of " << kind
+                                      << "s (maps with a `type:` key), got " << describe_kind(node)
+                                      << component_note(component_));
+  std::vector<ComponentSpec> out;
+  for (size_t i = 0; i < node.seq.size(); ++i) {
+    ComponentSpec c;
+    c.kind = kind;
+    c.node = g_resolver(kind, with_path(node.seq[i], join_path(node.path, std::to_string(i))));
+    out.push_back(std::move(c));
+  }
+  // An empty list keeps its kind (the prototype) so that writing and documenting still know it.
+  if (out.empty()) out.push_back(ComponentSpec{kind, ConfigNode()}), out.clear();
+  v = std::move(out);
+}
+
+void OptionWriter::operator()(const char* key, const ComponentSpec& v, const char*) {
+  ConfigNode& slot = out_.child(key);
+  if (v.empty()) slot = ConfigNode();
+  else put(slot, v.node);
+}
+
+void OptionWriter::operator()(const char* key, const std::vector<ComponentSpec>& v, const char*) {
+  ConfigNode list;
+  list.kind = ConfigNode::Kind::Seq;
+  for (auto& c : v)
+    if (!c.empty()) list.seq.push_back(c.node);
+  put(out_.child(key), list);
+}
+
+void OptionDocumenter::operator()(const char* key, const ComponentSpec& v, const char* doc) {
+  const ConfigNode* t = v.node.find("type");
+  keys.push_back({key, v.kind, t ? t->scalar : "none", doc ? doc : ""});
+}
+
+void OptionDocumenter::operator()(const char* key, const std::vector<ComponentSpec>& v, const char* doc) {
+  keys.push_back({key, "list[" + (v.empty() ? std::string("component") : v.front().kind) + "]", "[]",
+                  doc ? doc : ""});
+}
+
+void OptionChecks::fail(const char* key, const std::string& rule) const {
+  const ConfigNode* n = node_.find(key);
+  const ConfigNode& at = n ? *n : node_;
+  const std::string dotted = join_path(node_.path, key);
+  std::ostringstream os;
+  os << prefix(at) << "key `" << dotted << "`";
+  if (n && n->is_scalar()) os << " = " << render_inline(n->scalar);
+  else if (n && n->is_seq()) {
+    std::string items;
+    for (auto& item : n->seq) items += (items.empty() ? "" : ", ") + (item.is_scalar() ? item.scalar : "...");
+    os << " = [" << items.substr(0, kMaxQuotedValue) << "]";
+  }
+  else if (!n) os << " (default)";
+  if (!component_.empty()) os << " for " << component_;
+  os << ": " << rule;
+  CL_FAIL(os.str());
+}
+
+void OptionChecks::require(bool ok, const char* key, const std::string& rule) const {
+  if (!ok) fail(key, rule);
+}
+
+void OptionChecks::one_of(const char* key, const std::string& value, const std::vector<std::string>& valid) const {
+  if (std::find(valid.begin(), valid.end(), value) != valid.end()) return;
+  std::string list;
+  for (auto& v : valid) list += (list.empty() ? "" : ", ") + v;
+  fail(key, "`" + value + "` is not one of " + list + did_you_mean(value, valid));
+}
+
+void OptionChecks::each_one_of(const char* key, const std::vector<std::string>& values,
+                               const std::vector<std::string>& valid) const {
+  for (auto& value : values)
+    if (std::find(valid.begin(), valid.end(), value) == valid.end()) {
+      std::string list;
+      for (auto& v : valid) list += (list.empty() ? "" : ", ") + v;
+      fail(key, "item `" + value + "` is not one of " + list + did_you_mean(value, valid));
+    }
+}
+
+}  // namespace cachelab

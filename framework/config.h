@@ -66,6 +66,18 @@ std::string to_yaml(const ConfigNode& node);
 // or "" when nothing is close.
 std::string did_you_mean(const std::string& bad, const std::vector<std::string>& valid);
 
+// A nested component option (`inner: {type: fora, interval: 3}`): a map with a `type:`
+// resolved recursively, with the same strict errors, by the registry named `kind`
+// (cache, ops, ...). After reading, `node` holds the resolved map (defaults written out).
+struct ComponentSpec {
+  std::string kind;
+  ConfigNode node;
+  bool empty() const { return node.is_null(); }
+};
+// Installed by the registries (framework/registries.cpp): resolves a nested component.
+using ComponentResolver = ConfigNode (*)(const std::string& kind, const ConfigNode& node);
+void set_component_resolver(ComponentResolver r);
+
 // Reading a component's options from its map, strictly.
 //   OptionReader r(node);        // node: the component's map (its `type:` is skipped)
 //   opts.fields(r);              // each field: r("interval", interval, "doc")
@@ -83,6 +95,8 @@ class OptionReader {
   void operator()(const char* key, std::vector<int>& v, const char* doc);
   void operator()(const char* key, std::vector<double>& v, const char* doc);
   void operator()(const char* key, std::vector<std::string>& v, const char* doc);
+  void operator()(const char* key, ComponentSpec& v, const char* doc);
+  void operator()(const char* key, std::vector<ComponentSpec>& v, const char* doc);
   void finish() const;
 
  private:
@@ -104,6 +118,8 @@ class OptionWriter {
   void operator()(const char* key, const std::vector<int>& v, const char* doc);
   void operator()(const char* key, const std::vector<double>& v, const char* doc);
   void operator()(const char* key, const std::vector<std::string>& v, const char* doc);
+  void operator()(const char* key, const ComponentSpec& v, const char* doc);
+  void operator()(const char* key, const std::vector<ComponentSpec>& v, const char* doc);
 
  private:
   ConfigNode& out_;
@@ -124,6 +140,25 @@ class OptionDocumenter {
   void operator()(const char* key, const std::vector<int>& v, const char* doc);
   void operator()(const char* key, const std::vector<double>& v, const char* doc);
   void operator()(const char* key, const std::vector<std::string>& v, const char* doc);
+  void operator()(const char* key, const ComponentSpec& v, const char* doc);
+  void operator()(const char* key, const std::vector<ComponentSpec>& v, const char* doc);
+};
+
+// Value checks of a component's options, run where the config is read (so `validate`
+// rejects a bad value before any run starts). Errors name the file, line, dotted key,
+// the bad value and the rule:
+//   exp.yaml:4: key `cache.interval` = 0 for cache `fora`: must be >= 1
+class OptionChecks {
+ public:
+  OptionChecks(const ConfigNode& node, std::string component) : node_(node), component_(std::move(component)) {}
+  void require(bool ok, const char* key, const std::string& rule) const;
+  void one_of(const char* key, const std::string& value, const std::vector<std::string>& valid) const;
+  void each_one_of(const char* key, const std::vector<std::string>& values, const std::vector<std::string>& valid) const;
+
+ private:
+  [[noreturn]] void fail(const char* key, const std::string& rule) const;
+  const ConfigNode& node_;
+  std::string component_;
 };
 
 // Reads a plain options struct (one with a `template <class V> void fields(V&)` member)

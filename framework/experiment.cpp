@@ -8,7 +8,7 @@
 #include "framework/error.h"
 #include "framework/registries.h"
 #include "framework/run_options.h"
-#include "models/mnist.h"
+#include "framework/paths.h"
 
 namespace cachelab {
 namespace fs = std::filesystem;
@@ -16,8 +16,9 @@ namespace fs = std::filesystem;
 namespace {
 
 // The keys an experiment file may have at its top level.
-const std::vector<std::string> kTopKeys = {"name", "description", "seed", "backbone", "sampler", "cache",
-                                           "run", "metrics", "judge", "variants", "sweep", "claims"};
+const std::vector<std::string> kTopKeys = {"name",  "description", "seed",    "backbone", "sampler",
+                                           "pipeline", "guidance", "cache", "ops",     "run",
+                                           "metrics", "judge",    "variants", "sweep",   "claims"};
 
 struct SeedOption {
   int64_t seed = 0;
@@ -86,8 +87,8 @@ Resolved resolve_run(const ConfigNode& cfg) {
   for (auto& k : cfg.keys())
     CL_CHECK(std::find(kTopKeys.begin(), kTopKeys.end(), k) != kTopKeys.end(),
              cfg.find(k)->where() << ": unknown top-level key `" << k << "`" << did_you_mean(k, kTopKeys)
-                                  << "; valid: name, description, seed, backbone, sampler, cache, run, metrics, "
-                                     "judge, variants, sweep, claims");
+                                  << "; valid: name, description, seed, backbone, sampler, pipeline, guidance, "
+                                     "cache, ops, run, metrics, judge, variants, sweep, claims");
   auto need = [&](const char* key) -> const ConfigNode& {
     const ConfigNode* n = cfg.find(key);
     CL_CHECK(n && n->is_map(), "experiment `" << cfg.file << "` needs a `" << key << ":` map with a `type:`");
@@ -104,14 +105,25 @@ Resolved resolve_run(const ConfigNode& cfg) {
     read_options<SeedOption>(m, "experiment");
   }
   out.child("backbone") = backbones().resolve(need("backbone"));
-  out.child("sampler") = samplers().resolve(need("sampler"));
-  ConfigNode cache = cfg.find("cache") ? *cfg.find("cache") : ConfigNode::make_map("cache");
-  if (!cache.find("type")) cache.child("type") = ConfigNode::make_scalar("none", "cache.type");
-  out.child("cache") = caches().resolve(cache);
+  auto with_default_type = [&](const char* key, const char* type) {
+    ConfigNode n = cfg.find(key) ? *cfg.find(key) : ConfigNode::make_map(key);
+    if (n.is_map() && !n.find("type")) n.child("type") = ConfigNode::make_scalar(type, std::string(key) + ".type");
+    return n;
+  };
+  out.child("pipeline") = pipelines().resolve(with_default_type("pipeline", "image"));
+  const bool image = out.child("pipeline").find("type")->scalar == "image";
+  if (image || cfg.find("sampler")) out.child("sampler") = samplers().resolve(need("sampler"));
+  out.child("guidance") = guidances().resolve(with_default_type("guidance", "cfg"));
+  out.child("cache") = caches().resolve(with_default_type("cache", "none"));
+  if (const ConfigNode* ops = cfg.find("ops")) {
+    CL_CHECK(ops->is_seq(), ops->where() << ": `ops` must be a list of ops components (quantizers, K/V caches), "
+                                            "each a map with a `type:`");
+    ConfigNode& list = out.child("ops");
+    list.kind = ConfigNode::Kind::Seq;
+    for (auto& o : ops->seq) list.seq.push_back(ops_layers().resolve(o));
+  }
   {
-    RunOptions ro = read_options<RunOptions>(run_node, "run");
-    CL_CHECK(ro.samples >= 1 && ro.batch >= 1 && ro.threads >= 1 && ro.probe_samples >= 1 && ro.save_samples >= 0,
-             run_node.where() << ": run.samples, batch, threads and probe_samples must be >= 1");
+    RunOptions ro = read_checked<RunOptions>(run_node, "run");
     ConfigNode& r = out.child("run");
     r = ConfigNode::make_map("run");
     OptionWriter w(r);
@@ -130,7 +142,9 @@ Resolved resolve_run(const ConfigNode& cfg) {
   ConfigNode refkey = ConfigNode::make_map();
   refkey.child("seed") = out.child("seed");
   refkey.child("backbone") = out.child("backbone");
-  refkey.child("sampler") = out.child("sampler");
+  if (out.find("sampler")) refkey.child("sampler") = out.child("sampler");
+  refkey.child("pipeline") = out.child("pipeline");
+  refkey.child("guidance") = out.child("guidance");
   refkey.child("run") = out.child("run");
   for (const char* k : {"threads", "probe_samples", "save_samples"}) refkey.child("run").erase(k);
   r.reference_key = to_yaml(refkey);
@@ -230,6 +244,7 @@ ExperimentSpec load_experiment(const std::string& file, const std::vector<std::s
         ref.is_reference = true;
         ref.config = run.config;
         ref.config.erase("cache");
+        ref.config.erase("ops");
         ref.overrides = "(reference of " + name + ")";
         ref.resolved_yaml = resolve_run(ref.config).yaml;
         ref.run_id = ref.reference_id = refid;

@@ -12,7 +12,8 @@
 #include "framework/registries.h"
 #include "framework/session.h"
 #include "framework/system_info.h"
-#include "models/mnist.h"
+#include "tools/components.h"
+#include "framework/paths.h"
 #include "models/train.h"
 
 namespace po = boost::program_options;
@@ -74,7 +75,7 @@ std::string self_exe(const char* argv0) {
 }
 
 int run_cli(int argc, char** argv) {
-  register_all();
+  register_components();
   po::options_description opts;
   std::string results = "results";
   std::vector<std::string> only;
@@ -110,7 +111,10 @@ int run_cli(int argc, char** argv) {
     const bool md = vm.count("markdown") > 0;
     list_registry(backbones(), md);
     list_registry(samplers(), md);
+    list_registry(pipelines(), md);
+    list_registry(guidances(), md);
     list_registry(caches(), md);
+    list_registry(ops_layers(), md);
     list_registry(metrics(), md);
     return 0;
   }
@@ -128,6 +132,10 @@ int run_cli(int argc, char** argv) {
       return 0;
     }
     if (command == "validate") {
+      SweepOptions so;
+      so.results_root = results;
+      so.threads = threads;
+      preflight_experiment(spec, so);
       std::printf("%s: ok -- %zu run(s), %zu reference(s)\n", file.c_str(), spec.runs.size(), spec.references.size());
       for (size_t i = 0; i < spec.runs.size(); ++i)
         std::printf("  %3zu  %-28s %s  %s\n", i, spec.runs[i].name.c_str(), spec.runs[i].run_id.c_str(),

@@ -18,7 +18,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 constexpr hsize_t kStepChunk = 16;
 
 // HDF5 prints its own error stack by default; cachelab reports errors itself.
@@ -84,6 +84,13 @@ hid_t ensure_group(hid_t file, const std::string& name) {
 void ensure_parents(hid_t file, const std::string& path) {
   for (size_t pos = path.find('/'); pos != std::string::npos; pos = path.find('/', pos + 1))
     H5Gclose(ensure_group(file, path.substr(0, pos)));
+}
+
+void describe(hid_t file, const char* name, const std::string& meaning, const std::string& unit) {
+  hid_t d = H5Oopen(file, name, H5P_DEFAULT);
+  attr_string(d, "meaning", meaning);
+  attr_string(d, "unit", unit);
+  H5Oclose(d);
 }
 
 // An extendible dataset with the step axis first: [0] or [0, P].
@@ -169,10 +176,24 @@ void open_fail(const std::string& path) {
                                       << "` writable? (choose another with --results DIR)");
 }
 
+void write_strings(hid_t f, const char* name, const std::vector<std::string>& values) {
+  hid_t type = string_type();
+  hsize_t n = values.size();
+  std::vector<const char*> ptrs;
+  for (auto& s : values) ptrs.push_back(s.c_str());
+  hid_t space = H5Screate_simple(1, &n, nullptr);
+  hid_t d = H5Dcreate2(f, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  if (n) H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data());
+  H5Dclose(d), H5Sclose(space), H5Tclose(type);
+}
+
 }  // namespace
 
 RunWriter::RunWriter(const std::string& final_path, const RunMeta& m, const SiteTable& sites)
-    : final_path_(final_path), tmp_path_(final_path + ".tmp." + std::to_string(getpid())), sites_(sites.names.size()) {
+    : final_path_(final_path),
+      tmp_path_(final_path + ".tmp." + std::to_string(getpid())),
+      sites_(sites.names.size()),
+      linears_(sites.linears.size()) {
   quiet_hdf5();
   std::error_code ec;
   fs::create_directories(fs::path(final_path).parent_path(), ec);
@@ -210,18 +231,48 @@ RunWriter::RunWriter(const std::string& final_path, const RunMeta& m, const Site
   for (const char* n : {"sites/signal", "sites/drift_cos", "sites/drift_rel_l1", "sites/err_ref_rel_l1"})
     create_steps_dataset(f, n, H5T_IEEE_F64LE, sites_);
   create_steps_dataset(f, "sites/decision", H5T_STD_U8LE, sites_);
-  {
-    hid_t type = string_type();
-    hsize_t n = sites_;
-    std::vector<const char*> ptrs;
-    for (auto& s : sites.names) ptrs.push_back(s.c_str());
-    hid_t space = H5Screate_simple(1, &n, nullptr);
-    hid_t d = H5Dcreate2(f, "sites/names", type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data());
-    H5Dclose(d), H5Sclose(space), H5Tclose(type);
-  }
+  write_strings(f, "sites/names", sites.names);
   write_array(f, "sites/parent", H5T_STD_I32LE, H5T_NATIVE_INT, sites.parent.data(), {sites_});
   write_array(f, "sites/flops_per_sample", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, sites.flops_per_sample.data(), {sites_});
+  if (sites.kind.size() == sites_) write_strings(f, "sites/kind", sites.kind);
+  if (sites.block.size() == sites_) write_array(f, "sites/block", H5T_STD_I32LE, H5T_NATIVE_INT, sites.block.data(), {sites_});
+  if (sites.stream.size() == sites_)
+    write_array(f, "sites/stream", H5T_STD_I32LE, H5T_NATIVE_INT, sites.stream.data(), {sites_});
+  H5Gclose(ensure_group(f, "linears"));
+  write_strings(f, "linears/names", sites.linears);
+
+  // Every dataset says what it holds and in which unit (schema in results/README.md).
+  const char* kDocs[][3] = {
+      {"steps/t", "model timestep of each sampling step", "timestep"},
+      {"steps/wall_ms", "wall time of the step (model, sampler, layers), summed over batches", "ms"},
+      {"steps/flops", "analytic FLOPs computed in the step, whole run (multiply-add = 2)", "FLOP"},
+      {"steps/err_ref_rel_l1", "relative L1 distance of the sample after the step to the reference's", "ratio"},
+      {"sites/decision", "0 compute, 1 reuse, 2 predict, 3 skipped, 4 partial, 5 blend", "enum"},
+      {"sites/signal", "the decision signal of the layer that decided (NaN where none)", "policy-specific"},
+      {"sites/drift_cos", "cosine similarity of the site output to its output at the previous step", "cosine"},
+      {"sites/drift_rel_l1", "mean |change| / mean |previous output| of the site output", "ratio"},
+      {"sites/err_ref_rel_l1", "relative L1 distance of the site output to the reference's at the same step", "ratio"},
+      {"sites/names", "site names in the backbone's table order", "name"},
+      {"sites/parent", "index of the enclosing site (-1 for the root)", "index"},
+      {"sites/flops_per_sample", "analytic FLOPs of the site's own work for one sample", "FLOP"},
+      {"linears/names", "the backbone's linear layers by checkpoint name", "name"},
+  };
+  for (auto& d : kDocs) describe(f, d[0], d[1], d[2]);
+  if (sites.kind.size() == sites_) describe(f, "sites/kind", "structural kind of each site", "name");
+  if (sites.block.size() == sites_) describe(f, "sites/block", "block (layer) index, -1 outside the stack", "index");
+  if (sites.stream.size() == sites_) describe(f, "sites/stream", "0 main (image) stream, 1 second stream", "index");
+}
+
+void RunWriter::set_extras(const std::vector<ExtraInfo>& extras) {
+  CL_CHECK(steps_ == 0, "internal: extras must be declared before the first step is written");
+  extras_ = extras;
+  hid_t f = hid_t(file_);
+  for (auto& e : extras) {
+    const std::string name = std::string(e.per_linear ? "linears" : "sites") + "/extra/" + e.name;
+    ensure_parents(f, name);
+    create_steps_dataset(f, name.c_str(), H5T_IEEE_F64LE, e.per_linear ? linears_ : sites_);
+    describe(f, name.c_str(), e.meaning, e.unit);
+  }
 }
 
 RunWriter::~RunWriter() {
@@ -246,6 +297,14 @@ void RunWriter::append_step(const StepRecord& s) {
   append_row(f, "sites/drift_cos", H5T_NATIVE_DOUBLE, s.drift_cos.data(), steps_, sites_);
   append_row(f, "sites/drift_rel_l1", H5T_NATIVE_DOUBLE, s.drift_rel_l1.data(), steps_, sites_);
   append_row(f, "sites/err_ref_rel_l1", H5T_NATIVE_DOUBLE, s.err_ref.data(), steps_, sites_);
+  for (size_t i = 0; i < extras_.size(); ++i) {
+    const ExtraInfo& e = extras_[i];
+    const size_t n = e.per_linear ? linears_ : sites_;
+    const auto& rows = e.per_linear ? s.linear_extra : s.site_extra;
+    std::vector<double> row = i < rows.size() && rows[i].size() == n ? rows[i] : std::vector<double>(n, NAN);
+    const std::string name = std::string(e.per_linear ? "linears" : "sites") + "/extra/" + e.name;
+    append_row(f, name.c_str(), H5T_NATIVE_DOUBLE, row.data(), steps_, n);
+  }
   ++steps_;
 }
 

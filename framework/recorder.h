@@ -22,6 +22,16 @@ struct SiteTable {
   std::vector<std::string> names;
   std::vector<int> parent;
   std::vector<double> flops_per_sample;
+  std::vector<std::string> kind;    // model, body, block, attn, mlp, branch, kv, other
+  std::vector<int> block, stream;   // block index (-1 outside the stack); stream (0 main)
+  std::vector<std::string> linears; // the backbone's linear layers, by checkpoint name
+};
+
+// An extra per-step array a layer logs: /sites/extra/<name> [T, P] or
+// /linears/extra/<name> [T, L], with `meaning` and `unit` attributes.
+struct ExtraInfo {
+  std::string name, unit, meaning;
+  bool per_linear = false;
 };
 
 // One sampling step. Per-site vectors have one entry per site (P).
@@ -32,6 +42,8 @@ struct StepRecord {
   double err_ref_rel_l1 = 0;   // sample vs reference sample after this step
   std::vector<uint8_t> decision;
   std::vector<double> signal, drift_cos, drift_rel_l1, err_ref;
+  std::vector<std::vector<double>> site_extra;    // [extra][site] (NaN where not logged)
+  std::vector<std::vector<double>> linear_extra;  // [extra][linear]
 };
 
 class RunWriter {
@@ -42,6 +54,8 @@ class RunWriter {
   RunWriter(const RunWriter&) = delete;
   RunWriter& operator=(const RunWriter&) = delete;
 
+  // Declares the extra arrays (before the first append_step).
+  void set_extras(const std::vector<ExtraInfo>& extras);
   void append_step(const StepRecord& step);
   // e.g. "samples/x" with dims {N, C, H, W}; groups are created as needed.
   void write_float_array(const std::string& dataset, const std::vector<float>& data, const std::vector<int64_t>& dims);
@@ -55,7 +69,8 @@ class RunWriter {
   void finish(const std::string& status);
   std::string final_path_, tmp_path_;
   int64_t file_ = -1;  // hid_t
-  size_t sites_ = 0, steps_ = 0;
+  size_t sites_ = 0, linears_ = 0, steps_ = 0;
+  std::vector<ExtraInfo> extras_;
   bool finished_ = false;
 };
 

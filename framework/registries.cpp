@@ -1,44 +1,52 @@
 #include "framework/registries.h"
 
-#include "caches/cache_policy.h"
-#include "framework/hooks.h"
+#include <vector>
+
+#include "framework/backbone.h"
+#include "framework/layer.h"
+#include "framework/pipeline.h"
 #include "metrics/metric.h"
-#include "models/backbone.h"
-#include "models/sampler.h"
 
 namespace cachelab {
 
 // Built on first use (function-local statics), so order of initialisation never matters.
-Registry<Backbone>& backbones() {
-  static Registry<Backbone> r("backbone");
-  return r;
+#define CACHELAB_REGISTRY(fn, Base, kind) \
+  Registry<Base>& fn() {                  \
+    static Registry<Base> r(kind);        \
+    return r;                             \
+  }
+CACHELAB_REGISTRY(backbones, Backbone, "backbone")
+CACHELAB_REGISTRY(samplers, Sampler, "sampler")
+CACHELAB_REGISTRY(pipelines, Pipeline, "pipeline")
+CACHELAB_REGISTRY(guidances, Guidance, "guidance")
+CACHELAB_REGISTRY(caches, SiteLayer, "cache")
+CACHELAB_REGISTRY(ops_layers, Ops, "ops")
+CACHELAB_REGISTRY(metrics, Metric, "metric")
+#undef CACHELAB_REGISTRY
+
+namespace {
+std::vector<RegisterFn>& register_functions() {
+  static std::vector<RegisterFn> fns;
+  return fns;
 }
-Registry<Sampler>& samplers() {
-  static Registry<Sampler> r("sampler");
-  return r;
-}
-Registry<CachePolicy>& caches() {
-  static Registry<CachePolicy> r("cache");
-  return r;
-}
-Registry<Metric>& metrics() {
-  static Registry<Metric> r("metric");
-  return r;
+}  // namespace
+
+void add_register_function(RegisterFn fn) { register_functions().push_back(fn); }
+
+ConfigNode resolve_component(const std::string& kind, const ConfigNode& node) {
+  if (kind == "cache") return caches().resolve(node);
+  if (kind == "ops") return ops_layers().resolve(node);
+  if (kind == "guidance") return guidances().resolve(node);
+  if (kind == "metric") return metrics().resolve(node);
+  CL_FAIL("internal: no registry of kind `" << kind << "` for a nested component");
 }
 
 void register_all() {
   static bool done = false;
   if (done) return;
   done = true;
-  register_models();
-  register_caches();
-  register_metrics();
-}
-
-int find_site(const std::vector<Site>& sites, const std::string& name) {
-  for (size_t i = 0; i < sites.size(); ++i)
-    if (sites[i].name == name) return int(i);
-  return -1;
+  set_component_resolver(&resolve_component);
+  for (auto fn : register_functions()) fn();
 }
 
 }  // namespace cachelab

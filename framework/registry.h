@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "framework/config.h"
@@ -13,12 +14,47 @@
 
 namespace cachelab {
 
+struct Site;
+struct Tap;
+struct LinearRef;
+struct RunOptions;
+
+// What a factory may know beyond its own options: the backbone it will act on and the
+// run settings. Every pointer may be null (e.g. when `cachelab list` builds nothing).
+struct BuildContext {
+  const std::vector<Site>* sites = nullptr;
+  const std::vector<Tap>* taps = nullptr;
+  const std::vector<LinearRef>* linears = nullptr;
+  const RunOptions* run = nullptr;
+};
+
+namespace detail {
+template <class O, class = void>
+struct has_check : std::false_type {};
+template <class O>
+struct has_check<O, std::void_t<decltype(std::declval<const O&>().check(std::declval<OptionChecks&>()))>>
+    : std::true_type {};
+}  // namespace detail
+
+// Reads the options strictly and checks their values (ranges, enums, cross-field rules)
+// with the options' `check(OptionChecks&)` when it has one.
+template <class Options>
+Options read_checked(const ConfigNode& node, const std::string& label) {
+  Options o = read_options<Options>(node, label);
+  if constexpr (detail::has_check<Options>::value) {
+    OptionChecks c(node, label);
+    o.check(c);
+  }
+  return o;
+}
+
 template <class Base>
 class Registry {
  public:
   // Builds the component from its config map; writes the options actually used
   // (defaults included) to `resolved` when given.
-  using Factory = std::function<std::unique_ptr<Base>(const ConfigNode& node, ConfigNode* resolved)>;
+  using Factory =
+      std::function<std::unique_ptr<Base>(const ConfigNode& node, ConfigNode* resolved, const BuildContext& ctx)>;
   // Reads the options strictly and returns them as a map, defaults included (no object built).
   using Resolver = std::function<ConfigNode(const ConfigNode& node)>;
   struct Entry {
@@ -32,7 +68,7 @@ class Registry {
   explicit Registry(std::string kind) : kind_(std::move(kind)) {}
 
   // One registration line: registry.add<ForaPolicy, ForaOptions>("fora", "...", __FILE__).
-  // Impl must be constructible from `const Options&`.
+  // Impl is constructible from `const Options&`, or `(const Options&, const BuildContext&)`.
   template <class Impl, class Options>
   void add(const std::string& name, const std::string& description, const char* file = "") {
     Entry e;
@@ -52,13 +88,17 @@ class Registry {
       return out;
     };
     e.resolve = [label, write](const ConfigNode& node) {
-      Options o = read_options<Options>(node, label);
+      Options o = read_checked<Options>(node, label);
       return write(node, o);
     };
-    e.make = [label, write](const ConfigNode& node, ConfigNode* resolved) -> std::unique_ptr<Base> {
-      Options o = read_options<Options>(node, label);
+    e.make = [label, write](const ConfigNode& node, ConfigNode* resolved,
+                            const BuildContext& ctx) -> std::unique_ptr<Base> {
+      Options o = read_checked<Options>(node, label);
       if (resolved) *resolved = write(node, o);
-      return std::make_unique<Impl>(o);
+      if constexpr (std::is_constructible_v<Impl, const Options&, const BuildContext&>)
+        return std::make_unique<Impl>(o, ctx);
+      else
+        return std::make_unique<Impl>(o);
     };
     add_entry(std::move(e));
   }
@@ -71,8 +111,9 @@ class Registry {
   }
 
   // Builds from a map with a `type:` key. Unknown type: lists the registered names.
-  std::unique_ptr<Base> build(const ConfigNode& node, ConfigNode* resolved = nullptr) const {
-    return entry(node).make(node, resolved);
+  std::unique_ptr<Base> build(const ConfigNode& node, ConfigNode* resolved = nullptr,
+                              const BuildContext& ctx = BuildContext()) const {
+    return entry(node).make(node, resolved, ctx);
   }
   ConfigNode resolve(const ConfigNode& node) const { return entry(node).resolve(node); }
 

@@ -8,10 +8,9 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
-#include <unistd.h>
 
 #include "framework/error.h"
-#include "metrics/functional.h"
+#include "framework/paths.h"
 
 namespace cachelab {
 namespace {
@@ -42,81 +41,39 @@ ProbeSums probe_sums(const float* a, const float* b, const float* r, int64_t n) 
   return s;
 }
 
-// The runner's hooks: ask the policy, compute or stand in, count FLOPs, record the site.
-class RecordingHooks final : public SiteHooks {
- public:
-  RecordingHooks(const std::vector<Site>& sites, CachePolicy& policy, int probe)
-      : sites_(sites), policy_(policy), probe_(probe), prev_(sites.size()) {}
-
-  void begin_step(StepRecord* rec, const std::vector<at::Tensor>* ref_probe, std::vector<at::Tensor>* capture) {
-    rec_ = rec;
-    ref_probe_ = ref_probe;
-    capture_ = capture;
-    flops_ = 0;
+// The same sums on any device and dtype: reductions stay on the device, one small
+// tensor of scalars is copied back.
+ProbeSums probe_sums_device(const at::Tensor& a, const at::Tensor* b, const at::Tensor* r) {
+  auto af = a.to(at::kFloat);
+  std::vector<at::Tensor> parts = {af.abs().sum(), (af * af).sum()};
+  if (b) {
+    auto bf = b->to(at::kFloat);
+    parts.push_back((af * bf).sum());
+    parts.push_back((af - bf).abs().sum());
   }
-  double flops() const { return flops_; }
-
-  at::Tensor at(int site, const at::Tensor& input, const SiteFn& compute) override {
-    double signal = kNaN;
-    const Decision d = policy_.decide(site, input, &signal);
-    at::Tensor out;
-    if (d == Decision::Compute) {
-      out = compute(input);
-      policy_.observe(site, input, out);
-      flops_ += sites_[site].flops_per_sample * double(input.size(0));
-    } else {
-      out = policy_.stand_in(site, input);
-    }
-    if (rec_) record(site, d, signal, out);
-    return out;
+  if (r) {
+    auto rf = r->to(af.device()).to(at::kFloat);
+    parts.push_back((af - rf).abs().sum());
+    parts.push_back(rf.abs().sum());
   }
+  auto v = at::stack(parts).to(at::kDouble).cpu();
+  const double* p = v.data_ptr<double>();
+  ProbeSums s;
+  s.l1 = p[0], s.sq = p[1];
+  size_t k = 2;
+  if (b) s.dot = p[k], s.dist_prev = p[k + 1], k += 2;
+  if (r) s.dist_ref = p[k], s.ref_l1 = p[k + 1];
+  return s;
+}
 
- private:
-  // Drift and error on the probe samples in one plain loop over the floats: per site and
-  // step this replaces a dozen small LibTorch reductions (whose dispatch cost, not their
-  // arithmetic, dominated the logging overhead).
-  void record(int site, Decision d, double signal, const at::Tensor& out) {
-    rec_->decision[site] = uint8_t(d);
-    rec_->signal[site] = signal;
-    auto p = out.narrow(0, 0, std::min<int64_t>(probe_, out.size(0))).contiguous();
-    Probe& prev = prev_[site];
-    const bool has_prev = prev.x.defined() && prev.x.sizes() == p.sizes();
-    const at::Tensor* ref = ref_probe_ && (*ref_probe_)[site].defined() ? &(*ref_probe_)[site] : nullptr;
-    const float* a = p.data_ptr<float>();
-    const float* b = has_prev ? prev.x.data_ptr<float>() : nullptr;
-    const float* r = ref ? ref->data_ptr<float>() : nullptr;
-    ProbeSums sums;
-    if (b && r) sums = probe_sums<true, true>(a, b, r, p.numel());
-    else if (b) sums = probe_sums<true, false>(a, b, r, p.numel());
-    else if (r) sums = probe_sums<false, true>(a, b, r, p.numel());
-    else sums = probe_sums<false, false>(a, b, r, p.numel());
-    const double l1 = sums.l1, sq = sums.sq, dot = sums.dot, dist_prev = sums.dist_prev, dist_ref = sums.dist_ref,
-                 ref_l1 = sums.ref_l1;
-    if (b) {
-      rec_->drift_cos[site] = prev.sq > 0 && sq > 0 ? dot / std::sqrt(sq * prev.sq) : kNaN;
-      rec_->drift_rel_l1[site] = ratio(dist_prev, prev.l1);
-    }
-    if (r) rec_->err_ref[site] = ratio(dist_ref, ref_l1);
-    if (capture_) (*capture_)[site] = p.clone();
-    prev = {p, l1, sq};  // a view: outputs are never written in place
-  }
-  static double ratio(double num, double den) {
-    return den > 0 ? num / den : (num > 0 ? std::numeric_limits<double>::infinity() : 0.0);
-  }
-  struct Probe {
-    at::Tensor x;
-    double l1 = 0, sq = 0;
-  };
+double ratio(double num, double den) {
+  return den > 0 ? num / den : (num > 0 ? std::numeric_limits<double>::infinity() : 0.0);
+}
 
-  const std::vector<Site>& sites_;
-  CachePolicy& policy_;
-  int probe_;
-  std::vector<Probe> prev_;  // probe of each site's output at its last visited step
-  StepRecord* rec_ = nullptr;
-  const std::vector<at::Tensor>* ref_probe_ = nullptr;
-  std::vector<at::Tensor>* capture_ = nullptr;
-  double flops_ = 0;
-};
+double rel_l1_any(const at::Tensor& x, const at::Tensor& ref) {
+  auto a = x.to(at::kDouble).cpu(), b = ref.to(at::kDouble).cpu();
+  return ratio((a - b).abs().sum().item<double>(), b.abs().sum().item<double>());
+}
 
 StepRecord empty_record(size_t P) {
   StepRecord r;
@@ -129,74 +86,270 @@ StepRecord empty_record(size_t P) {
   return r;
 }
 
-// One denoiser evaluation with classifier-free guidance: the conditional and the
-// null-label halves run as one batch through the hooks.
-at::Tensor guided(Backbone& bb, const at::Tensor& x, int64_t t, const at::Tensor& y, double scale, SiteHooks& hooks) {
-  const int64_t B = x.size(0), C = x.size(1);
-  if (scale == 1.0) return bb.forward(x, at::full({B}, double(t), at::kFloat), y, hooks);
-  auto out = bb.forward(at::cat({x, x}), at::full({2 * B}, double(t), at::kFloat),
-                        at::cat({y, at::full_like(y, bb.num_classes())}), hooks);
-  auto cond = out.narrow(0, 0, B), uncond = out.narrow(0, B, B);
-  auto eps = uncond.narrow(1, 0, C) + scale * (cond.narrow(1, 0, C) - uncond.narrow(1, 0, C));
-  return out.size(1) > C ? at::cat({eps, cond.narrow(1, C, out.size(1) - C)}, 1) : eps;
-}
+// The runner's hooks and step driver: stacks the layers around every site, counts the
+// FLOPs of what really ran, records decisions, drift and error on the probe samples.
+class Driver final : public Hooks, public StepDriver {
+ public:
+  Driver(const RunParts& parts, const RunOptions& run, RunContext& ctx, Ops& ops, int64_t batch_index)
+      : parts_(parts), run_(run), ctx_(ctx), ops_(ops), sites_(parts.backbone->sites()), prev_(sites_.size()),
+        decisions_(sites_.size(), uint8_t(Decision::Skipped)) {
+    gen_ = at::detail::createCPUGenerator(uint64_t(run.seed) * 1000003ull + uint64_t(batch_index));
+    options_ = at::TensorOptions().device(at::Device(run.device)).dtype(scalar_type(run.dtype));
+    const auto& taps = parts.backbone->taps();
+    tap_listeners_.assign(taps.size(), {});
+    for (size_t t = 0; t < taps.size(); ++t)
+      for (auto* l : parts.layers)
+        if (l->wants_tap(int(t))) tap_listeners_[t].push_back(l);
+  }
+
+  // Where this step's records go (null: this batch is not recorded).
+  void set_record(StepRecord* rec, const std::vector<at::Tensor>* ref_probe, std::vector<at::Tensor>* capture) {
+    rec_ = rec, ref_probe_ = ref_probe, capture_ = capture;
+  }
+  double step_flops() const { return flops_; }
+  double step_ms() const { return ms_; }
+  bool failed() const { return failed_; }
+
+  // --- Hooks
+  Tensors at(int site, Tensors inputs, const SiteFn& compute) override {
+    SiteCall call;
+    call.site = site;
+    call.info = &sites_[size_t(site)];
+    call.step = &step_;
+    call.inputs = std::move(inputs);
+    SiteLog log;
+    log.site = site;
+    log.extra = rec_ ? &rec_->site_extra : nullptr;
+    call.log = &log;
+    Tensors out = dispatch(0, call, compute);
+    Decision d = log.decision;
+    if (d != Decision::Blend) {
+      if (log.computed_fraction >= 1.0) d = Decision::Compute;
+      else if (log.computed_fraction > 0.0) d = Decision::Partial;
+    }
+    decisions_[size_t(site)] = uint8_t(d);
+    if (rec_ && !out.empty()) record(site, d, log.signal, out[0]);
+    return out;
+  }
+  bool wants_tap(int tap) const override { return !tap_listeners_[size_t(tap)].empty(); }
+  void tap(int tap, const at::Tensor& value) override {
+    for (auto* l : tap_listeners_[size_t(tap)]) l->tap(tap, value);
+  }
+  Ops& ops() override { return ops_; }
+
+  // --- StepDriver
+  Hooks& hooks() override { return *this; }
+  void begin_step(const StepIndex& s) override {
+    step_ = s;
+    flops_ = 0;
+    std::fill(decisions_.begin(), decisions_.end(), uint8_t(Decision::Skipped));
+    start_ = std::chrono::steady_clock::now();
+    for (auto* l : parts_.layers) l->begin_step(s);
+    ops().begin_step(s);
+  }
+  bool end_step(const at::Tensor& x_after) override {
+    for (auto* l : parts_.layers) l->end_step(decisions_);
+    ops().end_step();
+    const bool finite = x_after.is_floating_point() ? at::isfinite(x_after).all().item<bool>() : true;
+    ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_).count();
+    failed_ = !finite;
+    return finite;
+  }
+  at::Tensor randn(at::IntArrayRef shape) override { return at::randn(shape, gen_).to(options_); }
+  at::TensorOptions options() const override { return options_; }
+
+ private:
+  static at::ScalarType scalar_type(const std::string& dtype) {
+    if (dtype == "bfloat16") return at::kBFloat16;
+    if (dtype == "float16") return at::kHalf;
+    return at::kFloat;
+  }
+
+  Tensors dispatch(size_t k, SiteCall& call, const SiteFn& compute) {
+    if (k == parts_.layers.size()) {
+      const Site& s = *call.info;
+      double frac = 1.0;
+      if (call.rows.defined()) {
+        CL_CHECK(s.rows, "a layer asked site `" << s.name << "` for a subset of rows, which it does not support");
+        frac = double(call.rows.size(0)) / double(call.inputs[0].size(1));
+      }
+      const double batch = call.inputs.empty() ? 1.0 : double(call.inputs[0].size(0));
+      flops_ += (s.fixed_flops_per_sample + (s.flops_per_sample - s.fixed_flops_per_sample) * frac) * batch;
+      call.log->computed_fraction += frac;
+      return compute(call);
+    }
+    return parts_.layers[k]->at(call, [this, k, &compute](const SiteCall& c) {
+      SiteCall inner = c;
+      return dispatch(k + 1, inner, compute);
+    });
+  }
+
+  // Drift and error on the probe samples in one plain loop over the floats: per site and
+  // step this replaces a dozen small LibTorch reductions (whose dispatch cost, not their
+  // arithmetic, dominated the logging overhead).
+  void record(int site, Decision d, double signal, const at::Tensor& out) {
+    rec_->decision[size_t(site)] = uint8_t(d);
+    rec_->signal[size_t(site)] = signal;
+    auto p = out.narrow(0, 0, std::min<int64_t>(run_.probe_samples, out.size(0))).contiguous();
+    Probe& prev = prev_[size_t(site)];
+    const bool has_prev = prev.x.defined() && prev.x.sizes() == p.sizes();
+    const at::Tensor* ref =
+        ref_probe_ && (*ref_probe_)[size_t(site)].defined() && (*ref_probe_)[size_t(site)].sizes() == p.sizes()
+            ? &(*ref_probe_)[size_t(site)]
+            : nullptr;
+    ProbeSums sums;
+    if (p.device().is_cpu() && p.scalar_type() == at::kFloat) {
+      const float* a = p.data_ptr<float>();
+      const float* b = has_prev ? prev.x.data_ptr<float>() : nullptr;
+      const float* r = ref ? ref->data_ptr<float>() : nullptr;
+      if (b && r) sums = probe_sums<true, true>(a, b, r, p.numel());
+      else if (b) sums = probe_sums<true, false>(a, b, r, p.numel());
+      else if (r) sums = probe_sums<false, true>(a, b, r, p.numel());
+      else sums = probe_sums<false, false>(a, b, r, p.numel());
+    } else {
+      sums = probe_sums_device(p, has_prev ? &prev.x : nullptr, ref);
+    }
+    if (has_prev) {
+      rec_->drift_cos[size_t(site)] = prev.sq > 0 && sums.sq > 0 ? sums.dot / std::sqrt(sums.sq * prev.sq) : kNaN;
+      rec_->drift_rel_l1[size_t(site)] = ratio(sums.dist_prev, prev.l1);
+    }
+    if (ref) rec_->err_ref[size_t(site)] = ratio(sums.dist_ref, sums.ref_l1);
+    if (capture_) (*capture_)[size_t(site)] = p.device().is_cpu() && p.scalar_type() == at::kFloat ? p.clone() : p.to(at::kFloat).cpu();
+    prev = {p, sums.l1, sums.sq};  // a view: outputs are never written in place
+  }
+  struct Probe {
+    at::Tensor x;
+    double l1 = 0, sq = 0;
+  };
+
+  const RunParts& parts_;
+  const RunOptions& run_;
+  RunContext& ctx_;
+  Ops& ops_;
+  const std::vector<Site>& sites_;
+  std::vector<Probe> prev_;
+  std::vector<uint8_t> decisions_;
+  std::vector<std::vector<SiteLayer*>> tap_listeners_;
+  at::Generator gen_;
+  at::TensorOptions options_;
+  StepIndex step_;
+  StepRecord* rec_ = nullptr;
+  const std::vector<at::Tensor>* ref_probe_ = nullptr;
+  std::vector<at::Tensor>* capture_ = nullptr;
+  double flops_ = 0, ms_ = 0;
+  bool failed_ = false;
+  std::chrono::steady_clock::time_point start_;
+};
+
+// Wraps a pipeline's driver calls so the runner records per step.
+class RecordingDriver final : public StepDriver {
+ public:
+  RecordingDriver(Driver& d, Trajectory& traj, RunContext& ctx, bool first, const ReferenceTrace* ref,
+                  ReferenceTrace* capture, size_t P, size_t L)
+      : d_(d), traj_(traj), ctx_(ctx), first_(first), ref_(ref), capture_(capture), P_(P), L_(L) {}
+  Hooks& hooks() override { return d_; }
+  void begin_step(const StepIndex& s) override {
+    CL_CHECK(s.index >= 0 && s.index < int(traj_.steps.size()),
+             "pipeline step " << s.index << " is outside its declared " << traj_.steps.size() << " steps");
+    index_ = s.index;
+    StepRecord* rec = first_ ? &traj_.steps[size_t(s.index)] : nullptr;
+    if (rec) {
+      const size_t E = ctx_.extras().size();
+      rec->site_extra.assign(E, std::vector<double>(P_, kNaN));
+      rec->linear_extra.assign(E, std::vector<double>(L_, kNaN));
+      ctx_.linear_extra = &rec->linear_extra;
+    } else {
+      ctx_.linear_extra = nullptr;
+    }
+    d_.set_record(rec, first_ && ref_ ? &ref_->probe[size_t(s.index)] : nullptr,
+                  first_ && capture_ ? &capture_->probe[size_t(s.index)] : nullptr);
+    d_.begin_step(s);
+  }
+  bool end_step(const at::Tensor& x_after) override {
+    const bool ok = d_.end_step(x_after);
+    StepRecord& st = traj_.steps[size_t(index_)];
+    st.wall_ms += d_.step_ms();
+    st.flops += d_.step_flops();
+    traj_.wall_s += d_.step_ms() / 1000;
+    traj_.flops += d_.step_flops();
+    if (!ok) return false;
+    if (first_ && ref_ && ref_->x_after_step[size_t(index_)].defined())
+      st.err_ref_rel_l1 = rel_l1_any(x_after, ref_->x_after_step[size_t(index_)]);
+    if (first_ && capture_) capture_->x_after_step[size_t(index_)] = x_after.cpu().clone();
+    return true;
+  }
+  at::Tensor randn(at::IntArrayRef shape) override { return d_.randn(shape); }
+  at::TensorOptions options() const override { return d_.options(); }
+  int failed_index() const { return index_; }
+
+ private:
+  Driver& d_;
+  Trajectory& traj_;
+  RunContext& ctx_;
+  bool first_;
+  const ReferenceTrace* ref_;
+  ReferenceTrace* capture_;
+  size_t P_, L_;
+  int index_ = 0;
+};
 
 }  // namespace
 
-at::Tensor sample_labels(int n, int num_classes) { return at::arange(n, at::kLong).remainder(num_classes); }
-
-Trajectory run_trajectory(Backbone& backbone, const Sampler& sampler, CachePolicy& policy, const RunOptions& run,
-                          const ReferenceTrace* ref, ReferenceTrace* capture) {
+Trajectory run_trajectory(const RunParts& parts, const RunOptions& run, const ReferenceTrace* ref,
+                          ReferenceTrace* capture) {
   CL_CHECK(run.samples >= 1 && run.batch >= 1, "run.samples and run.batch must be >= 1");
+  CL_CHECK(parts.backbone && parts.pipeline, "run_trajectory needs a backbone and a pipeline");
   c10::InferenceMode guard;
-  const auto& sites = backbone.sites();
-  const int T = sampler.num_steps();
-  const auto shape = backbone.sample_shape();
+  Backbone& bb = *parts.backbone;
+  const auto& sites = bb.sites();
+  const Pipeline& pipe = *parts.pipeline;
+  const int T = pipe.num_steps(parts.sampler);
   Trajectory traj;
-  traj.labels = sample_labels(run.samples, backbone.num_classes());
-  std::vector<at::Tensor> outs;
+  std::vector<at::Tensor> outs, labels;
   if (capture) {
-    capture->x_after_step.assign(T, at::Tensor());
-    capture->probe.assign(T, std::vector<at::Tensor>(sites.size()));
+    capture->x_after_step.assign(size_t(T), at::Tensor());
+    capture->probe.assign(size_t(T), std::vector<at::Tensor>(sites.size()));
   }
-  traj.steps.assign(T, empty_record(sites.size()));
-  for (int i = 0; i < T; ++i) traj.steps[i].t = sampler.timesteps()[i];
+  traj.steps.assign(size_t(T), empty_record(sites.size()));
+  for (int i = 0; i < T; ++i) traj.steps[size_t(i)].t = pipe.timestep(parts.sampler, i);
 
-  for (int b0 = 0, bi = 0; b0 < run.samples; b0 += run.batch, ++bi) {
-    const int B = std::min(run.batch, run.samples - b0);
-    auto gen = at::detail::createCPUGenerator(uint64_t(run.seed) * 1000003ull + uint64_t(bi));
-    auto x = at::randn({B, shape[0], shape[1], shape[2]}, gen);
-    auto y = traj.labels.narrow(0, b0, B);
+  for (int64_t b0 = 0, bi = 0; b0 < run.samples; b0 += run.batch, ++bi) {
+    const int64_t B = std::min<int64_t>(run.batch, run.samples - b0);
     const bool first = bi == 0;
-    RecordingHooks hooks(sites, policy, run.probe_samples);
-    policy.begin_run(sites, T);
-    for (int i = 0; i < T; ++i) {
-      const auto start = std::chrono::steady_clock::now();
-      StepRecord* rec = first ? &traj.steps[i] : nullptr;
-      hooks.begin_step(rec, first && ref ? &ref->probe[i] : nullptr, first && capture ? &capture->probe[i] : nullptr);
-      policy.begin_step({i, T, sampler.timesteps()[i]});
-      auto model_out = guided(backbone, x, sampler.timesteps()[i], y, run.cfg_scale, hooks);
-      at::Tensor noise;
-      if (sampler.needs_noise()) noise = at::randn(x.sizes(), gen);
-      x = sampler.step(i, x, model_out, noise);
-      policy.end_step();
-      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-      traj.steps[i].wall_ms += ms;
-      traj.steps[i].flops += hooks.flops();
-      traj.wall_s += ms / 1000;
-      traj.flops += hooks.flops();
-      if (!at::isfinite(x).all().item<bool>()) {
-        traj.failed_step = i;
-        traj.error = "non-finite values (NaN or inf) in the sample after step " + std::to_string(i) +
-                     " (timestep " + std::to_string(sampler.timesteps()[i]) + ", batch " + std::to_string(bi) + ")";
-        return traj;
-      }
-      if (first && ref) traj.steps[i].err_ref_rel_l1 = rel_l1(x, ref->x_after_step[i]);
-      if (first && capture) capture->x_after_step[i] = x.clone();
+    RunContext ctx;
+    ctx.sites = &sites;
+    ctx.taps = &bb.taps();
+    ctx.linears = &bb.linears();
+    ctx.steps = T;
+    ctx.inner_steps = pipe.inner_steps(parts.sampler);
+    ctx.recording = first;
+    for (auto* l : parts.layers) l->begin_run(ctx);
+    DenseOps dense;
+    Ops& ops = parts.ops ? *parts.ops : dense;
+    ops.begin_run(bb.linears(), &ctx);
+    if (first) traj.extras = ctx.extras();
+    Driver driver(parts, run, ctx, ops, bi);
+    RecordingDriver rd(driver, traj, ctx, first, ref, capture, sites.size(), bb.linears().size());
+    PipelineInputs in;
+    in.backbone = &bb;
+    in.sampler = parts.sampler;
+    in.guidance = parts.guidance;
+    in.run = &run;
+    in.cond = pipe.condition(bb, b0, B);
+    in.batch = B;
+    at::Tensor x = pipe.run(in, rd);
+    if (!x.defined() || driver.failed()) {
+      traj.failed_step = rd.failed_index();
+      traj.error = "non-finite values (NaN or inf) in the sample after step " + std::to_string(traj.failed_step) +
+                   " (timestep " + std::to_string(traj.steps[size_t(traj.failed_step)].t) + ", batch " +
+                   std::to_string(bi) + ")";
+      return traj;
     }
-    outs.push_back(x);
+    outs.push_back(x.is_floating_point() ? x.to(at::kFloat).cpu() : x.cpu());
+    if (in.cond.labels.defined()) labels.push_back(in.cond.labels.cpu());
   }
   traj.samples = at::cat(outs);
+  if (!labels.empty()) traj.labels = at::cat(labels);
   if (capture) {
     capture->samples = traj.samples;
     capture->wall_s = traj.wall_s;
@@ -204,7 +357,6 @@ Trajectory run_trajectory(Backbone& backbone, const Sampler& sampler, CachePolic
   }
   return traj;
 }
-
 void save_reference(const ReferenceTrace& trace, const std::string& path) {
   std::vector<at::Tensor> flat;
   flat.push_back(trace.samples);

@@ -19,17 +19,17 @@
 
 #include <c10/core/InferenceMode.h>
 
-#include "caches/cache_policy.h"
 #include "framework/error.h"
 #include "framework/recorder.h"
 #include "framework/registries.h"
 #include "framework/runner.h"
 #include "framework/system_info.h"
+#include "framework/backbone.h"
+#include "framework/layer.h"
+#include "framework/paths.h"
+#include "framework/pipeline.h"
 #include "metrics/metric.h"
-#include "models/backbone.h"
 #include "models/lenet.h"
-#include "models/mnist.h"
-#include "models/sampler.h"
 
 extern char** environ;
 
@@ -38,11 +38,26 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The metrics computed on lenet-mnist.
-bool metric_needs_judge(const ConfigNode& spec) {
-  const std::string& type = spec.find("type")->scalar;
-  return type == "fid" || type == "accuracy";
+bool metric_needs_judge(const ConfigNode& spec) { return metrics().build(spec)->needs_judge(); }
+
+// `key:` of a run config, or a map with `type: fallback`.
+ConfigNode component_or(const ConfigNode& cfg, const char* key, const char* fallback) {
+  if (const ConfigNode* n = cfg.find(key))
+    if (n->is_map() && n->find("type")) return *n;
+  ConfigNode m = ConfigNode::make_map(key);
+  m.child("type") = ConfigNode::make_scalar(fallback, std::string(key) + ".type");
+  return m;
 }
+
+// Everything a run is built from, owned.
+struct BuiltRun {
+  std::unique_ptr<Sampler> sampler;
+  std::unique_ptr<Pipeline> pipeline;
+  std::unique_ptr<Guidance> guidance;
+  std::unique_ptr<SiteLayer> cache;
+  std::unique_ptr<Ops> ops;  // the chain's outermost; null = dense
+  RunOptions run;
+};
 
 std::string fmt_duration(double s) {
   char buf[32];
@@ -94,7 +109,27 @@ class Session {
 
   // Builds what a run needs (weights, judge) so that bad files fail before anything runs.
   void prepare(const RunSpec& run) {
-    backbone(*run.config.find("backbone"));
+    Backbone& bb = backbone(*run.config.find("backbone"), run_options(run.config));
+    // Build the run's components and bind them to the backbone's sites once, so a layer
+    // that matches no site (or a bad nested component) fails before anything runs.
+    BuiltRun parts = build(run, bb);
+    RunContext ctx;
+    ctx.sites = &bb.sites();
+    ctx.taps = &bb.taps();
+    ctx.linears = &bb.linears();
+    ctx.steps = parts.pipeline->num_steps(parts.sampler.get());
+    ctx.inner_steps = parts.pipeline->inner_steps(parts.sampler.get());
+    parts.cache->begin_run(ctx);
+    if (parts.ops) parts.ops->begin_run(bb.linears(), &ctx);
+    if (parts.run.cfg_scale != 1.0) {
+      try {
+        bb.null_cond(parts.pipeline->condition(bb, 0, 1));
+      } catch (const Error& e) {
+        const ConfigNode* n = run.config.find("run") ? run.config.find("run")->find("cfg_scale") : nullptr;
+        CL_FAIL((n ? n->where() + ": " : std::string("run.cfg_scale: ")) << "guidance at scale " << parts.run.cfg_scale
+                                                                        << " is impossible: " << e.what());
+      }
+    }
     if (const ConfigNode* m = run.config.find("metrics"))
       for (auto& entry : m->seq)
         if (metric_needs_judge(metric_spec(entry))) judge();
@@ -117,23 +152,71 @@ class Session {
   }
 
  private:
-  Backbone& backbone(const ConfigNode& node) {
-    const std::string key = to_yaml(node);
+  static RunOptions run_options(const ConfigNode& cfg) {
+    RunOptions ro = read_checked<RunOptions>(cfg.find("run") ? *cfg.find("run") : ConfigNode::make_map("run"), "run");
+    ro.seed = cfg.find("seed") ? std::stoll(cfg.find("seed")->scalar) : 0;
+    return ro;
+  }
+  static at::ScalarType dtype_of(const std::string& d) {
+    return d == "bfloat16" ? at::kBFloat16 : d == "float16" ? at::kHalf : at::kFloat;
+  }
+  // One backbone per (config, device, dtype), built once per process.
+  Backbone& backbone(const ConfigNode& node, const RunOptions& ro) {
+    const std::string key = to_yaml(node) + "|" + ro.device + "|" + ro.dtype;
     auto it = backbones_.find(key);
-    if (it == backbones_.end()) it = backbones_.emplace(key, backbones().build(node)).first;
+    if (it == backbones_.end()) {
+      if (ro.device != "cpu")
+        CL_CHECK(at::hasCUDA(), "run.device is `" << ro.device << "` but this LibTorch build has no CUDA device; "
+                                                 "use run.device=cpu or build against a CUDA LibTorch (README)");
+      auto bb = backbones().build(node);
+      if (ro.device != "cpu" || ro.dtype != "float32") bb->to(at::Device(ro.device), dtype_of(ro.dtype));
+      it = backbones_.emplace(key, std::move(bb)).first;
+    }
     return *it->second;
+  }
+  BuiltRun build(const RunSpec& run, Backbone& bb) {
+    const ConfigNode& cfg = run.config;
+    BuiltRun p;
+    p.run = run_options(cfg);
+    if (o_.threads > 0) p.run.threads = o_.threads;
+    BuildContext ctx;
+    ctx.sites = &bb.sites();
+    ctx.taps = &bb.taps();
+    ctx.linears = &bb.linears();
+    ctx.run = &p.run;
+    if (const ConfigNode* s = cfg.find("sampler"))
+      if (s->is_map() && s->find("type")) p.sampler = samplers().build(*s, nullptr, ctx);
+    p.pipeline = pipelines().build(component_or(cfg, "pipeline", "image"), nullptr, ctx);
+    p.guidance = guidances().build(component_or(cfg, "guidance", "cfg"), nullptr, ctx);
+    ConfigNode cache_node = component_or(cfg, "cache", "none");
+    if (run.is_reference) cache_node = component_or(ConfigNode::make_map(), "cache", "none");
+    p.cache = caches().build(cache_node, nullptr, ctx);
+    // ops: [outermost, ..., innermost]; the innermost wraps the dense ops.
+    if (const ConfigNode* ops = cfg.find("ops"); ops && ops->is_seq() && !run.is_reference) {
+      for (auto it = ops->seq.rbegin(); it != ops->seq.rend(); ++it) {
+        auto o = ops_layers().build(*it, nullptr, ctx);
+        if (p.ops) o->set_inner(std::move(p.ops));
+        p.ops = std::move(o);
+      }
+    }
+    return p;
   }
   // The first passes at a new batch shape are slow (allocator, BLAS and oneDNN set-up);
   // run them untimed so the reference is not charged for them.
-  void warm_up(Backbone& bb, const RunOptions& ro) {
-    const int64_t b = std::min(ro.batch, ro.samples) * (ro.cfg_scale == 1.0 ? 1 : 2);
-    const std::string key = std::to_string(reinterpret_cast<uintptr_t>(&bb)) + "/" + std::to_string(b);
+  void warm_up(Backbone& bb, const BuiltRun& p) {
+    const RunOptions& ro = p.run;
+    const int64_t b = std::min(ro.batch, ro.samples);
+    const std::string key = std::to_string(reinterpret_cast<uintptr_t>(&bb)) + "/" + std::to_string(b) + "/" +
+                            std::to_string(ro.cfg_scale != 1.0);
     if (!warmed_.insert(key).second) return;
     c10::InferenceMode guard;
-    auto shape = bb.sample_shape();
-    PassThroughHooks hooks;
-    for (int i = 0; i < 2; ++i)
-      bb.forward(at::zeros({b, shape[0], shape[1], shape[2]}), at::full({b}, 500.0), at::zeros({b}, at::kLong), hooks);
+    PassThroughHooks hooks(bb.linears());
+    const auto opts = at::TensorOptions().device(at::Device(ro.device)).dtype(dtype_of(ro.dtype));
+    Cond cond = p.pipeline->condition(bb, 0, b);
+    if (cond.labels.defined()) cond.labels = cond.labels.to(opts.device());
+    auto x = bb.example_input(b, opts);
+    auto t = at::full({b}, 500.0, opts.dtype(at::kFloat));
+    for (int i = 0; i < 2; ++i) p.guidance->eval(bb, x, t, cond, ro.cfg_scale, hooks);
   }
   Judge* judge() {
     if (!judge_ && !spec_.judge.empty()) {
@@ -145,20 +228,12 @@ class Session {
 
   bool run_now(const RunSpec& run, const std::string& path) {
     const ConfigNode& cfg = run.config;
-    ConfigNode cache_node = cfg.find("cache") ? *cfg.find("cache") : ConfigNode::make_map("cache");
-    if (run.is_reference || !cache_node.find("type")) {
-      cache_node = ConfigNode::make_map("cache");
-      cache_node.child("type") = ConfigNode::make_scalar("none");
-    }
-    Backbone& bb = backbone(*cfg.find("backbone"));
-    auto sampler = samplers().build(*cfg.find("sampler"));
-    auto policy = caches().build(cache_node);
-    RunOptions ro = read_options<RunOptions>(cfg.find("run") ? *cfg.find("run") : ConfigNode::make_map("run"), "run");
-    ro.seed = cfg.find("seed") ? std::stoll(cfg.find("seed")->scalar) : 0;
-    if (o_.threads > 0) ro.threads = o_.threads;
+    Backbone& bb = backbone(*cfg.find("backbone"), run_options(cfg));
+    BuiltRun parts = build(run, bb);
+    const RunOptions& ro = parts.run;
     at::set_num_threads(ro.threads);
 
-    warm_up(bb, ro);
+    warm_up(bb, parts);
     const ReferenceTrace* ref = run.is_reference ? nullptr : &reference(run);
     ReferenceTrace capture;
 
@@ -183,11 +258,25 @@ class Session {
       table.names.push_back(s.name);
       table.parent.push_back(s.parent);
       table.flops_per_sample.push_back(s.flops_per_sample);
+      table.kind.push_back(site_kind_name(s.kind));
+      table.block.push_back(s.block);
+      table.stream.push_back(s.stream);
     }
+    for (auto& l : bb.linears()) table.linears.push_back(l.name);
     RunWriter writer(path, meta, table);
 
     const auto t0 = std::chrono::steady_clock::now();
-    Trajectory tr = run_trajectory(bb, *sampler, *policy, ro, ref, run.is_reference ? &capture : nullptr);
+    RunParts rp;
+    rp.backbone = &bb;
+    rp.pipeline = parts.pipeline.get();
+    rp.sampler = parts.sampler.get();
+    rp.guidance = parts.guidance.get();
+    rp.layers = {parts.cache.get()};
+    rp.ops = parts.ops.get();
+    Trajectory tr = run_trajectory(rp, ro, ref, run.is_reference ? &capture : nullptr);
+    std::vector<ExtraInfo> extras;
+    for (auto& e : tr.extras) extras.push_back({e.name, e.unit, e.meaning, e.per_linear});
+    writer.set_extras(extras);
     for (auto& st : tr.steps) {
       if (run.is_reference) {
         st.err_ref_rel_l1 = 0;
@@ -212,9 +301,11 @@ class Session {
     std::vector<int64_t> d64(dims.begin(), dims.end());
     writer.write_float_array("samples/x", to_floats(tr.samples.narrow(0, 0, n_save)), d64);
     writer.write_float_array("samples/reference", to_floats(ref->samples.narrow(0, 0, n_save)), d64);
-    auto lab = tr.labels.narrow(0, 0, n_save).contiguous();
-    writer.write_int64_array("samples/labels",
-                             std::vector<int64_t>(lab.data_ptr<int64_t>(), lab.data_ptr<int64_t>() + n_save));
+    if (tr.labels.defined()) {
+      auto lab = tr.labels.narrow(0, 0, n_save).contiguous();
+      writer.write_int64_array("samples/labels",
+                               std::vector<int64_t>(lab.data_ptr<int64_t>(), lab.data_ptr<int64_t>() + n_save));
+    }
 
     std::map<std::string, double> summary;
     summary["wall_s"] = tr.wall_s;
@@ -305,6 +396,12 @@ int spawn_workers(const ExperimentSpec& spec, const SweepOptions& o, int total_t
 }
 
 }  // namespace
+
+void preflight_experiment(const ExperimentSpec& spec, const SweepOptions& o) {
+  Session session(spec, o);
+  for (auto& r : spec.runs) session.prepare(r);
+  for (auto& r : spec.references) session.prepare(r);
+}
 
 int execute_experiment(const ExperimentSpec& spec, const SweepOptions& o) {
   std::vector<size_t> chosen;

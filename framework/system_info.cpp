@@ -11,7 +11,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "models/mnist.h"
+#include "framework/paths.h"
 
 namespace cachelab {
 namespace {

@@ -24,6 +24,8 @@ class Metric {
   virtual ~Metric() = default;
   // Named values, e.g. {{"psnr", 31.2}}; a metric may return several (fid -> fid, fid_ref).
   virtual std::vector<std::pair<std::string, double>> compute(const MetricInputs& in) = 0;
+  // Whether compute() reads MetricInputs::judge (the session loads it before any run).
+  virtual bool needs_judge() const { return false; }
 };
 
 }  // namespace cachelab

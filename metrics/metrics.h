@@ -52,6 +52,7 @@ class SsimMetric final : public Metric {
 // reference run's samples.
 class FidMetric final : public Metric {
  public:
+  bool needs_judge() const override { return true; }
   explicit FidMetric(const FidOptions& o) : o_(o) {}
   std::vector<std::pair<std::string, double>> compute(const MetricInputs& in) override;
 
@@ -60,6 +61,7 @@ class FidMetric final : public Metric {
 };
 class AccuracyMetric final : public Metric {
  public:
+  bool needs_judge() const override { return true; }
   explicit AccuracyMetric(const NoOptions&) {}
   std::vector<std::pair<std::string, double>> compute(const MetricInputs& in) override;
 };

@@ -3,7 +3,7 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
-#include "models/sampler.h"
+#include "framework/sampler.h"
 
 namespace cachelab {
 

@@ -5,7 +5,7 @@
 #include <cmath>
 
 #include "framework/error.h"
-#include "models/mnist.h"
+#include "framework/paths.h"
 #include "models/safetensors.h"
 
 namespace cachelab {
@@ -37,19 +37,13 @@ at::Tensor sincos_2d(int dim, int grid) {
   return at::cat({sincos_1d(dim / 2, col), sincos_1d(dim / 2, row)}, 1).to(at::kFloat).unsqueeze(0);
 }
 
+// Parameter holders with the reference names; the forward lives in Dit::forward and calls
+// every linear layer through the ops.
 struct AttentionImpl : torch::nn::Module {
-  AttentionImpl(int dim, int heads) : heads(heads) {
+  AttentionImpl(int dim, int heads) {
     qkv = register_module("qkv", torch::nn::Linear(dim, 3 * dim));
     proj = register_module("proj", torch::nn::Linear(dim, dim));
   }
-  at::Tensor forward(const at::Tensor& x) {
-    const int64_t B = x.size(0), N = x.size(1), D = x.size(2), hd = D / heads;
-    auto q_k_v = qkv(x).reshape({B, N, 3, heads, hd}).permute({2, 0, 3, 1, 4});
-    auto q = q_k_v[0], k = q_k_v[1], v = q_k_v[2];
-    auto attn = at::softmax(at::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(double(hd))), -1);
-    return proj(at::matmul(attn, v).transpose(1, 2).reshape({B, N, D}));
-  }
-  int heads;
   torch::nn::Linear qkv{nullptr}, proj{nullptr};
 };
 TORCH_MODULE(Attention);
@@ -59,7 +53,6 @@ struct MlpImpl : torch::nn::Module {
     fc1 = register_module("fc1", torch::nn::Linear(dim, hidden));
     fc2 = register_module("fc2", torch::nn::Linear(hidden, dim));
   }
-  at::Tensor forward(const at::Tensor& x) { return fc2(at::gelu(fc1(x), "tanh")); }
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
 };
 TORCH_MODULE(Mlp);
@@ -83,10 +76,6 @@ struct FinalLayerImpl : torch::nn::Module {
     adaLN_modulation = register_module(
         "adaLN_modulation", torch::nn::Sequential(torch::nn::SiLU(), torch::nn::Linear(dim, 2 * dim)));
   }
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& c) {
-    auto mod = adaLN_modulation->forward(c).chunk(2, 1);
-    return linear(modulate(layer_norm(x), mod[0], mod[1]));
-  }
   torch::nn::Linear linear{nullptr};
   torch::nn::Sequential adaLN_modulation{nullptr};
 };
@@ -106,12 +95,6 @@ struct TimestepEmbedderImpl : torch::nn::Module {
     mlp = register_module("mlp", torch::nn::Sequential(torch::nn::Linear(kFrequencyDim, dim), torch::nn::SiLU(),
                                                        torch::nn::Linear(dim, dim)));
   }
-  at::Tensor forward(const at::Tensor& t) {
-    const int half = kFrequencyDim / 2;
-    auto freqs = at::exp(-std::log(10000.0) * at::arange(half, at::kFloat) / half);
-    auto args = t.to(at::kFloat).unsqueeze(1) * freqs.unsqueeze(0);
-    return mlp->forward(at::cat({at::cos(args), at::sin(args)}, 1));
-  }
   torch::nn::Sequential mlp{nullptr};
 };
 TORCH_MODULE(TimestepEmbedder);
@@ -125,6 +108,14 @@ struct LabelEmbedderImpl : torch::nn::Module {
 TORCH_MODULE(LabelEmbedder);
 
 }  // namespace
+
+// Sinusoidal timestep features [cos(t w), sin(t w)] fed to t_embedder (float32, t's device).
+at::Tensor timestep_features(const at::Tensor& t) {
+  const int half = kFrequencyDim / 2;
+  auto freqs = at::exp(-std::log(10000.0) * at::arange(half, t.options().dtype(at::kFloat)) / half);
+  auto args = t.to(at::kFloat).unsqueeze(1) * freqs.unsqueeze(0);
+  return at::cat({at::cos(args), at::sin(args)}, 1);
+}
 
 struct Dit::Impl : torch::nn::Module {
   explicit Impl(const DitOptions& o) {
@@ -193,14 +184,41 @@ Dit::Dit(const DitOptions& o) : options_(o) {
   const double P = o.patch_size * o.patch_size, C = o.in_channels, Cout = o.learn_sigma ? 2 * C : C;
   const double embed = 2 * N * P * C * D + 2 * (kFrequencyDim * D + D * D);
   const double final_layer = 2 * D * 2 * D + 2 * N * D * P * Cout;
-  sites_.push_back({"model", -1, embed + final_layer});
-  sites_.push_back({"body", 0, 0.0});
+  sites_.push_back({"model", -1, embed + final_layer, SiteKind::Model});
+  sites_.push_back({"body", kSiteModel, 0.0, SiteKind::Body});
   for (int i = 0; i < o.depth; ++i) {
     const std::string b = "blocks." + std::to_string(i);
-    sites_.push_back({b, 1, 2 * D * 6 * D});
-    sites_.push_back({b + ".attn", int(sites_.size()) - 1, 2 * N * D * 3 * D + 4 * N * N * D + 2 * N * D * D});
-    sites_.push_back({b + ".mlp", int(sites_.size()) - 2, 4 * N * D * M});
+    const int blk = int(sites_.size());
+    sites_.push_back({b, kSiteBody, 2 * D * 6 * D, SiteKind::Block, i});
+    // attn: the qkv projection runs on every token (keys and values) even when only some
+    // rows (queries) are asked for; scores, weighted sum and output projection scale.
+    sites_.push_back({b + ".attn", blk, 2 * N * D * 3 * D + 4 * N * N * D + 2 * N * D * D, SiteKind::Attn, i, 0,
+                      /*rows=*/true, 2 * N * D * 3 * D});
+    sites_.push_back({b + ".mlp", blk, 4 * N * D * M, SiteKind::Mlp, i, 0, /*rows=*/true, 0.0});
   }
+  taps_.push_back({"blocks.0.modulated_input", 0});
+
+  // Every linear layer by checkpoint name; the forward calls them through the ops.
+  auto add = [&](const std::string& name, torch::nn::LinearImpl* l, int block) {
+    linears_.push_back({name, l->weight, l->bias, block});
+    return int(linears_.size()) - 1;
+  };
+  Impl& m = *impl_;
+  ids_.t_mlp0 = add("t_embedder.mlp.0", m.t_embedder->mlp[0]->as<torch::nn::Linear>(), -1);
+  ids_.t_mlp2 = add("t_embedder.mlp.2", m.t_embedder->mlp[2]->as<torch::nn::Linear>(), -1);
+  for (int i = 0; i < o.depth; ++i) {
+    auto& blk = *m.blocks[size_t(i)]->as<BlockImpl>();
+    const std::string b = "blocks." + std::to_string(i);
+    BlockIds id;
+    id.qkv = add(b + ".attn.qkv", blk.attn->qkv.get(), i);
+    id.proj = add(b + ".attn.proj", blk.attn->proj.get(), i);
+    id.fc1 = add(b + ".mlp.fc1", blk.mlp->fc1.get(), i);
+    id.fc2 = add(b + ".mlp.fc2", blk.mlp->fc2.get(), i);
+    id.ada = add(b + ".adaLN_modulation.1", blk.adaLN_modulation[1]->as<torch::nn::Linear>(), i);
+    ids_.block.push_back(id);
+  }
+  ids_.final_ada = add("final_layer.adaLN_modulation.1", m.final_layer->adaLN_modulation[1]->as<torch::nn::Linear>(), -1);
+  ids_.final_linear = add("final_layer.linear", m.final_layer->linear.get(), -1);
 }
 
 Dit::~Dit() = default;
@@ -209,37 +227,70 @@ std::vector<int64_t> Dit::sample_shape() const {
   return {options_.in_channels, options_.input_size, options_.input_size};
 }
 
-at::Tensor Dit::forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y, SiteHooks& hooks) {
+at::Tensor Dit::forward(const at::Tensor& x, const at::Tensor& t, const Cond& cond, Hooks& hooks) {
   Impl& m = *impl_;
+  Ops& ops = hooks.ops();
   const int p = options_.patch_size, grid = options_.input_size / p;
   const int out_ch = options_.learn_sigma ? 2 * options_.in_channels : options_.in_channels;
-  return hooks.at(0, x, [&](const at::Tensor& xin) {
+  const int heads = options_.num_heads;
+  CL_CHECK(cond.labels.defined(), "dit: the condition needs class labels");
+  auto lin = [&](int id, const at::Tensor& v) { return ops.linear(id, v); };
+  return hooks.at(kSiteModel, x, [&](const at::Tensor& xin) {
     auto h = m.x_embedder->forward(xin) + m.pos_embed;
-    auto c = m.t_embedder->forward(t) + m.y_embedder->embedding_table->forward(y);
-    h = hooks.at(1, h, [&](const at::Tensor& hin) {
+    // t_embedder: sinusoidal features -> Linear -> SiLU -> Linear (reference layout).
+    auto c = lin(ids_.t_mlp2, at::silu(lin(ids_.t_mlp0, timestep_features(t).to(h.scalar_type())))) +
+             m.y_embedder->embedding_table->forward(cond.labels);
+    // TeaCache's signal: block 0's timestep-modulated input, computed only when a layer listens.
+    hooks.tap(kTapModulatedInput, [&] {
+      auto mod = lin(ids_.block[0].ada, at::silu(c)).chunk(6, 1);
+      return modulate(layer_norm(h), mod[0], mod[1]);
+    });
+    h = hooks.at(kSiteBody, h, [&](const at::Tensor& hin) {
       auto z = hin;
       for (int i = 0; i < options_.depth; ++i) {
-        auto& blk = *m.blocks[i]->as<BlockImpl>();
-        z = hooks.at(2 + 3 * i, z, [&](const at::Tensor& zin) {
-          auto mod = blk.adaLN_modulation->forward(c).chunk(6, 1);
-          auto a = hooks.at(3 + 3 * i, zin, [&](const at::Tensor& u) {
-            return blk.attn->forward(modulate(layer_norm(u), mod[0], mod[1]));
-          });
+        const BlockIds& b = ids_.block[size_t(i)];
+        z = hooks.at(block_site(i), z, [&](const at::Tensor& zin) {
+          auto mod = lin(b.ada, at::silu(c)).chunk(6, 1);
+          auto a = hooks.at(block_site(i) + 1, {zin}, [&](const SiteCall& call) -> Tensors {
+            const auto& u = call.inputs[0];
+            const int64_t B = u.size(0), N = u.size(1), D = u.size(2), hd = D / heads;
+            auto q_k_v = lin(b.qkv, modulate(layer_norm(u), mod[0], mod[1])).reshape({B, N, 3, heads, hd})
+                             .permute({2, 0, 3, 1, 4});
+            auto q = q_k_v[0], k = q_k_v[1], v = q_k_v[2];
+            if (call.rows.defined()) q = q.index_select(2, call.rows);  // only these tokens' queries
+            AttnCall ac;
+            ac.layer = i;
+            auto o = ops.attention(ac, q, k, v);
+            return {lin(b.proj, o.transpose(1, 2).reshape({B, q.size(2), D}))};
+          })[0];
           auto z1 = zin + mod[2].unsqueeze(1) * a;
-          auto f = hooks.at(4 + 3 * i, z1, [&](const at::Tensor& u) {
-            return blk.mlp->forward(modulate(layer_norm(u), mod[3], mod[4]));
-          });
+          auto f = hooks.at(block_site(i) + 2, {z1}, [&](const SiteCall& call) -> Tensors {
+            auto u = call.rows.defined() ? call.inputs[0].index_select(1, call.rows) : call.inputs[0];
+            return {lin(b.fc2, at::gelu(lin(b.fc1, modulate(layer_norm(u), mod[3], mod[4])), "tanh"))};
+          })[0];
           return z1 + mod[5].unsqueeze(1) * f;
         });
       }
       return z;
     });
-    auto out = m.final_layer->forward(h, c);  // [B, N, p*p*out_ch]
+    auto fmod = lin(ids_.final_ada, at::silu(c)).chunk(2, 1);
+    auto out = lin(ids_.final_linear, modulate(layer_norm(h), fmod[0], fmod[1]));  // [B, N, p*p*out_ch]
     const int64_t B = out.size(0);
     out = out.reshape({B, grid, grid, p, p, out_ch}).permute({0, 5, 1, 3, 2, 4});
     return out.reshape({B, out_ch, grid * p, grid * p});
   });
 }
+
+Cond Dit::null_cond(const Cond& cond) const {
+  CL_CHECK(options_.class_dropout_prob > 0,
+           "dit: classifier-free guidance needs the null label, which this model lacks (backbone.class_dropout_prob "
+           "is 0); set run.cfg_scale: 1 or use a model trained with label dropout");
+  Cond n = cond;
+  n.labels = at::full_like(cond.labels, options_.num_classes);
+  return n;
+}
+
+void Dit::to(at::Device device, at::ScalarType dtype) { impl_->to(device, dtype); }
 
 std::vector<std::pair<std::string, at::Tensor>> Dit::named_tensors() {
   std::vector<std::pair<std::string, at::Tensor>> out;

@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include "framework/paths.h"
+
 namespace cachelab {
 
 struct ImageDataset {
@@ -16,12 +18,5 @@ struct ImageDataset {
 // `bash tools/fetch_data.sh`. pad_to > 28 pads symmetrically with the background (-1).
 ImageDataset load_idx_dataset(const std::string& data_dir, const std::string& name, const std::string& split,
                               int pad_to = 32);
-
-// <repo>/data unless CACHELAB_DATA is set.
-std::string default_data_dir();
-// The project root: CACHELAB_ROOT if set, else the source dir the binary was built from.
-std::string project_root();
-// A path from a config: `~/x` is under $HOME, a relative path is under the project root.
-std::string resolve_path(const std::string& path);
 
 }  // namespace cachelab

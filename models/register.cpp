@@ -1,6 +1,7 @@
-// Every backbone and sampler, one line each.
+// Every backbone, sampler, pipeline and guidance, one line each.
 #include "framework/registries.h"
 #include "models/dit.h"
+#include "models/image_pipeline.h"
 #include "models/samplers.h"
 
 namespace cachelab {
@@ -9,6 +10,8 @@ void register_models() {
   backbones().add<Dit, DitOptions>("dit", "class-conditional DiT with adaLN-Zero (reference parameter names)", __FILE__);
   samplers().add<DdimSampler, DdimOptions>("ddim", "DDIM over evenly spaced timesteps (eta = 0: deterministic)", __FILE__);
   samplers().add<DdpmSampler, DdpmOptions>("ddpm", "ancestral DDPM over a respaced schedule", __FILE__);
+  pipelines().add<ImagePipeline, ImagePipelineOptions>("image", "images: x_T ~ N(0, I), one denoiser call per sampler step", __FILE__);
+  guidances().add<CfgGuidance, CfgGuidanceOptions>("cfg", "classifier-free guidance (scale: run.cfg_scale)", __FILE__);
 }
 
 }  // namespace cachelab

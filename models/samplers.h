@@ -2,7 +2,7 @@
 #pragma once
 #include <string>
 
-#include "models/sampler.h"
+#include "framework/sampler.h"
 
 namespace cachelab {
 
@@ -15,6 +15,13 @@ struct ScheduleOptions {
     v("train_steps", train_steps, "timesteps of the training schedule");
     v("beta_start", beta_start, "first beta of the linear schedule");
     v("beta_end", beta_end, "last beta of the linear schedule");
+  }
+  template <class C>
+  void schedule_check(C& c, int steps) const {
+    c.require(train_steps >= 1, "train_steps", "must be >= 1");
+    c.require(steps >= 1 && steps <= train_steps, "steps", "must be in [1, train_steps]");
+    c.require(beta_start > 0 && beta_start < 1, "beta_start", "must be in (0, 1)");
+    c.require(beta_end >= beta_start && beta_end < 1, "beta_end", "must be in [beta_start, 1)");
   }
 };
 
@@ -29,6 +36,11 @@ struct DdimOptions : ScheduleOptions {
     v("clip_x0", clip_x0, "clip the predicted clean sample to [-1, 1]");
     schedule_fields(v);
   }
+  template <class C>
+  void check(C& c) const {
+    schedule_check(c, steps);
+    c.require(eta >= 0, "eta", "must be >= 0");
+  }
 };
 
 struct DdpmOptions : ScheduleOptions {
@@ -41,6 +53,11 @@ struct DdpmOptions : ScheduleOptions {
     v("variance", variance, "small (posterior) | large (beta); ignored when the model learns sigma");
     v("clip_x0", clip_x0, "clip the predicted clean sample to [-1, 1]");
     schedule_fields(v);
+  }
+  template <class C>
+  void check(C& c) const {
+    schedule_check(c, steps);
+    c.one_of("variance", variance, {"small", "large"});
   }
 };
 

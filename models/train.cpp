@@ -12,7 +12,7 @@
 #include "models/diffusion_loss.h"
 #include "models/mnist.h"
 #include "models/safetensors.h"
-#include "models/sampler.h"
+#include "framework/sampler.h"
 
 namespace cachelab {
 namespace fs = std::filesystem;
@@ -123,8 +123,10 @@ void train_dit(const DitOptions& model_opts, const TrainOptions& o, const std::s
       if (step >= d) lr *= o.decay_factor;
     for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
     opt.zero_grad();
-    PassThroughHooks hooks;
-    auto pred = model.forward(xt, t.to(at::kFloat), y, hooks);
+    PassThroughHooks hooks(model.linears());
+    Cond cond;
+    cond.labels = y;
+    auto pred = model.forward(xt, t.to(at::kFloat), cond, hooks);
     auto loss = diffusion_loss(sched, pred, x0, xt, t, noise).total();
     loss.backward();
     if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(params, o.grad_clip);

@@ -10,7 +10,9 @@
 #include <unistd.h>
 
 #include "framework/error.h"
+#include "framework/runner.h"
 #include "models/dit.h"
+#include "models/image_pipeline.h"
 
 namespace cachelab::testing {
 
@@ -52,6 +54,29 @@ inline void randomize(Backbone& b, uint64_t seed = 1, double std = 0.08) {
   auto gen = at::detail::createCPUGenerator(seed);
   for (auto& [name, t] : b.named_tensors())
     if (name != "pos_embed") t.normal_(0, std, gen);
+}
+
+// A class-label condition.
+inline Cond labels(const at::Tensor& y) {
+  Cond c;
+  c.labels = y;
+  return c;
+}
+
+// Runs the image pipeline with classifier-free guidance (eps channels) under `layers`.
+inline Trajectory run_image(Backbone& bb, const Sampler& sampler, std::vector<SiteLayer*> layers,
+                            const RunOptions& run, const ReferenceTrace* ref, ReferenceTrace* capture,
+                            Ops* ops = nullptr) {
+  static ImagePipeline pipeline{ImagePipelineOptions{}};
+  static CfgGuidance guidance{CfgGuidanceOptions{}};
+  RunParts parts;
+  parts.backbone = &bb;
+  parts.pipeline = &pipeline;
+  parts.sampler = &sampler;
+  parts.guidance = &guidance;
+  parts.layers = std::move(layers);
+  parts.ops = ops;
+  return run_trajectory(parts, run, ref, capture);
 }
 
 // Runs `f`, expects a cachelab::Error whose message contains every one of `parts`.

@@ -32,9 +32,11 @@ struct Fixture {
     run.batch = 4;
     run.probe_samples = 2;
     NoCache none{NoCacheOptions{}};
-    ref_traj = run_trajectory(model, sampler, none, run, nullptr, &ref);
+    ref_traj = cachelab::testing::run_image(model, sampler, {&none}, run, nullptr, &ref);
   }
-  Trajectory with(CachePolicy& p) { return run_trajectory(model, sampler, p, run, &ref, nullptr); }
+  Trajectory with(CachePolicy& p, Ops* ops = nullptr) {
+    return cachelab::testing::run_image(model, sampler, {&p}, run, &ref, nullptr, ops);
+  }
   int site(const std::string& name) const { return find_site(model.sites(), name); }
 };
 

@@ -5,13 +5,14 @@
 
 #include "framework/config.h"
 #include "framework/registries.h"
+#include "tools/components.h"
 
 using namespace cachelab;
 
 BOOST_AUTO_TEST_SUITE(registry)
 
 BOOST_AUTO_TEST_CASE(census_every_expected_component_is_registered) {
-  register_all();
+  register_components();
   auto names = [](const auto& reg) {
     auto v = reg.names();
     return std::set<std::string>(v.begin(), v.end());
@@ -40,7 +41,7 @@ void round_trip_all(const Reg& reg) {
 }
 
 BOOST_AUTO_TEST_CASE(config_round_trip_of_every_component) {
-  register_all();
+  register_components();
   round_trip_all(backbones());
   round_trip_all(samplers());
   round_trip_all(caches());
@@ -48,7 +49,7 @@ BOOST_AUTO_TEST_CASE(config_round_trip_of_every_component) {
 }
 
 BOOST_AUTO_TEST_CASE(unknown_type_lists_the_registered_names_with_a_suggestion) {
-  register_all();
+  register_components();
   ConfigNode node = parse_config_string("type: forra\ninterval: 2\n", "exp.yaml");
   try {
     caches().resolve(node);

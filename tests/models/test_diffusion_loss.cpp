@@ -5,7 +5,7 @@
 #include <cmath>
 #include <fstream>
 
-#include "framework/hooks.h"
+#include "framework/site.h"
 #include "models/diffusion_loss.h"
 #include "models/safetensors.h"
 #include "models/samplers.h"
@@ -118,8 +118,9 @@ BOOST_AUTO_TEST_CASE(training_checkpoints_and_resumes_with_learned_sigma) {
   BOOST_CHECK_EQUAL(rows, 30);
   m.weights = o.output;
   Dit trained(m);  // the exported EMA weights load into a learned-sigma model
-  PassThroughHooks h;
-  auto y = trained.forward(at::randn({2, 1, 28, 28}), at::full({2}, 500.0), at::zeros({2}, at::kLong), h);
+  PassThroughHooks h(trained.linears());
+  auto y = trained.forward(at::randn({2, 1, 28, 28}), at::full({2}, 500.0),
+                           cachelab::testing::labels(at::zeros({2}, at::kLong)), h);
   BOOST_CHECK_EQUAL(y.size(1), 2);
 }
 

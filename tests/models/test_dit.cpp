@@ -45,8 +45,8 @@ BOOST_AUTO_TEST_CASE(parameter_names_and_shapes_match_the_reference_dit) {
 BOOST_AUTO_TEST_CASE(adaln_zero_init_makes_the_output_zero) {
   // The reference init zeroes the final layer: a fresh DiT predicts exactly 0.
   Dit m(cachelab::testing::tiny_dit_options());
-  PassThroughHooks h;
-  auto out = m.forward(at::randn({2, 1, 8, 8}), at::full({2}, 10.0), at::zeros({2}, at::kLong), h);
+  PassThroughHooks h(m.linears());
+  auto out = m.forward(at::randn({2, 1, 8, 8}), at::full({2}, 10.0), cachelab::testing::labels(at::zeros({2}, at::kLong)), h);
   BOOST_CHECK_EQUAL(out.abs().max().item<double>(), 0.0);
   BOOST_CHECK(out.sizes() == at::IntArrayRef({2, 1, 8, 8}));
 }
@@ -73,11 +73,11 @@ BOOST_AUTO_TEST_CASE(safetensors_round_trip_reproduces_outputs) {
   a.save(path, {{"note", "test"}});
   o.weights = path;
   Dit b(o);
-  PassThroughHooks h;
+  PassThroughHooks ha(a.linears()), hb(b.linears());
   auto x = at::randn({3, 1, 8, 8});
   auto t = at::full({3}, 500.0);
-  auto y = at::arange(3, at::kLong);
-  BOOST_CHECK(at::equal(a.forward(x, t, y, h), b.forward(x, t, y, h)));
+  auto y = cachelab::testing::labels(at::arange(3, at::kLong));
+  BOOST_CHECK(at::equal(a.forward(x, t, y, ha), b.forward(x, t, y, hb)));
   BOOST_CHECK_EQUAL(read_safetensors(path).metadata.at("note"), "test");
 }
 

@@ -27,6 +27,16 @@ expect 0 "ok -- 6 run(s)" "quickstart validates" "$exe" validate experiments/qui
 expect 2 "intervall|did you mean \`interval\`|command line" "typo in an override" \
   "$exe" validate experiments/quickstart.yaml variants.fora_n2.cache.intervall=3
 expect 2 "unknown command|did you mean \`run\`" "unknown command" "$exe" rnu x.yaml
+# Value checks run where the config is read: validate rejects them before any run.
+expect 2 "cache.interval|= 0|must be >= 1" "validate: interval 0" \
+  "$exe" validate experiments/quickstart.yaml variants.fora_n2.cache.interval=0
+expect 2 "mlpp|did you mean \`mlp\`" "validate: unknown site kind in fora layers" \
+  "$exe" validate experiments/quickstart.yaml "variants.fora_n2.cache.layers=[attn, mlpp]"
+expect 2 "sampler.steps|must be in [1, train_steps]" "validate: zero sampler steps" \
+  "$exe" validate experiments/quickstart.yaml sampler.steps=0
+expect 2 "run.cfg_scale|null label" "validate: guidance without a null label" \
+  "$exe" validate experiments/quickstart.yaml backbone.class_dropout_prob=0 'backbone.weights=""'
+expect 2 "run.dtype|float64|not one of" "validate: bad dtype" "$exe" validate experiments/quickstart.yaml run.dtype=float64
 expect 2 "not found" "missing experiment file" "$exe" run "$tmp/none.yaml"
 
 cat > "$tmp/tiny.yaml" <<'YAML'

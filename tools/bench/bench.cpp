@@ -18,9 +18,11 @@
 #include "caches/none.h"
 #include "framework/config.h"
 #include "framework/registries.h"
+#include "tools/components.h"
 #include "framework/runner.h"
 #include "framework/system_info.h"
-#include "models/mnist.h"
+#include "framework/paths.h"
+#include "models/image_pipeline.h"
 #include "models/samplers.h"
 
 using namespace cachelab;
@@ -46,7 +48,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
   }
   try {
-    register_all();
+    register_components();
     auto info = system_info(threads);
     std::printf("%s\n", describe(info).c_str());
     ConfigNode preset = load_config(project_root() + "/configs/backbones/dit-mnist.yaml");
@@ -65,16 +67,28 @@ int main(int argc, char** argv) {
     c10::InferenceMode guard;
     ReferenceTrace ref;
     NoCache none{NoCacheOptions{}};
-    run_trajectory(*backbone, sampler, none, run, nullptr, &ref);  // warm-up and the reference trace
+    ImagePipeline pipeline{ImagePipelineOptions{}};
+    CfgGuidance guidance{CfgGuidanceOptions{}};
+    auto traj = [&](SiteLayer& layer, const ReferenceTrace* r, ReferenceTrace* capture) {
+      RunParts parts;
+      parts.backbone = backbone.get();
+      parts.pipeline = &pipeline;
+      parts.sampler = &sampler;
+      parts.guidance = &guidance;
+      parts.layers = {&layer};
+      return run_trajectory(parts, run, r, capture);
+    };
+    traj(none, nullptr, &ref);  // warm-up and the reference trace
 
     // The bare loop: same model, same sampler, no hooks, no logging.
     auto bare = [&] {
       auto gen = at::detail::createCPUGenerator(0);
       auto shape = backbone->sample_shape();
       auto x = at::randn({batch, shape[0], shape[1], shape[2]}, gen);
-      auto y = sample_labels(batch, backbone->num_classes());
-      auto y2 = at::cat({y, at::full_like(y, backbone->num_classes())});
-      PassThroughHooks h;
+      auto y = at::arange(batch, at::kLong).remainder(backbone->num_classes());
+      Cond y2;
+      y2.labels = at::cat({y, at::full_like(y, backbone->num_classes())});
+      PassThroughHooks h(backbone->linears());
       for (int i = 0; i < sampler.num_steps(); ++i) {
         auto t = at::full({2 * batch}, double(sampler.timesteps()[i]), at::kFloat);
         auto out = backbone->forward(at::cat({x, x}), t, y2, h);
@@ -88,12 +102,12 @@ int main(int argc, char** argv) {
     double flops_ref = 0, flops_fora[3] = {0, 0, 0};
     for (int r = 0; r < reps; ++r) {
       t_bare.push_back(seconds([&] { bare(); }));
-      t_logged.push_back(seconds([&] { flops_ref = run_trajectory(*backbone, sampler, none, run, &ref, nullptr).flops; }));
+      t_logged.push_back(seconds([&] { flops_ref = traj(none, &ref, nullptr).flops; }));
       for (int k = 0; k < 3; ++k) {
         ForaOptions fo;
         fo.interval = k + 2;
         ForaPolicy fora(fo);
-        t_fora[k].push_back(seconds([&] { flops_fora[k] = run_trajectory(*backbone, sampler, fora, run, &ref, nullptr).flops; }));
+        t_fora[k].push_back(seconds([&] { flops_fora[k] = traj(fora, &ref, nullptr).flops; }));
       }
       std::printf("[bench] repetition %d/%d: bare %.3fs, logged %.3fs\n", r + 1, reps, t_bare.back(), t_logged.back());
       std::fflush(stdout);

@@ -1,0 +1,56 @@
+// The denoiser interface every backbone implements (images, token sequences, video
+// chunks). Torch-free: models own their modules; the framework sees tensors, sites, taps
+// and linear layers.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "framework/ops.h"
+#include "framework/site.h"
+
+namespace cachelab {
+
+// Conditioning of a batch. A backbone reads what it understands and documents it.
+struct Cond {
+  at::Tensor labels;      // [B] int64 class labels; the null label is Backbone::null_label()
+  at::Tensor tokens;      // [B, L] int64 token ids (a prompt), or undefined
+  at::Tensor embeddings;  // [B, L, E] float32 (a text encoder's output), or undefined
+  int64_t chunk = 0;      // AR video: index of the chunk being generated
+  Cond narrow(int64_t start, int64_t length) const;   // rows [start, start + length) of the batch
+  static Cond cat(const Cond& a, const Cond& b);      // along the batch
+};
+
+class Backbone {
+ public:
+  virtual ~Backbone() = default;
+  // x: the noisy sample (images [B, C, H, W]; token ids [B, L] int64 for a masked LM;
+  // frames [B, F, C, H, W] for video); t: [B] float32 model timesteps. Returns the
+  // prediction (epsilon / v / velocity in the first C channels for images, logits
+  // [B, L, V] for a masked LM).
+  virtual at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const Cond& cond, Hooks& hooks) = 0;
+  virtual const std::vector<Site>& sites() const = 0;
+  virtual const std::vector<Tap>& taps() const;  // none by default
+  // Every linear layer, by checkpoint name; the model calls hooks.ops().linear(id, x).
+  virtual const std::vector<LinearRef>& linears() const = 0;
+  virtual std::vector<int64_t> sample_shape() const = 0;  // one sample, without the batch
+  // The unconditional counterpart of `cond` for classifier-free guidance; throws a clear
+  // error when the model has none.
+  virtual Cond null_cond(const Cond& cond) const;
+  virtual int num_classes() const { return 0; }
+  virtual bool learns_sigma() const { return false; }
+  // Parameters and buffers by their checkpoint names (shared storage, not copies).
+  virtual std::vector<std::pair<std::string, at::Tensor>> named_tensors() = 0;
+  virtual std::vector<at::Tensor> trainable_parameters() = 0;
+  virtual void load(const std::string& path) = 0;
+  virtual void save(const std::string& path, const std::vector<std::pair<std::string, std::string>>& metadata = {}) = 0;
+  virtual int64_t num_parameters() = 0;
+  // A batch of model input for untimed warm-up passes (zeros of sample_shape by default).
+  virtual at::Tensor example_input(int64_t batch, const at::TensorOptions& options) const;
+  // Moves parameters to a device / dtype (`cpu`, `cuda`; float32, bfloat16, float16).
+  virtual void to(at::Device device, at::ScalarType dtype) = 0;
+};
+
+}  // namespace cachelab

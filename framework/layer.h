@@ -1,0 +1,79 @@
+// Site layers: the middleware the runner stacks around every site (see site.h).
+// Cache policies, correctors and routers are site layers; the runner's recorder is the
+// outermost one. A layer may hold inner layers (a corrector holds a policy).
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "framework/site.h"
+
+namespace cachelab {
+
+struct LinearRef;
+
+// What a layer learns about the run it is bound to, and where it declares the extra
+// per-step arrays it logs (stored as /sites/extra/<name> [T, P] or /linears/extra/<name>
+// [T, L], with their meaning and unit as attributes).
+class RunContext {
+ public:
+  struct Extra {
+    std::string name, unit, meaning;
+    bool per_linear = false;
+  };
+  const std::vector<Site>* sites = nullptr;
+  const std::vector<Tap>* taps = nullptr;
+  const std::vector<LinearRef>* linears = nullptr;
+  int steps = 0;        // flat step count
+  int inner_steps = 0;  // denoising steps per outer iteration
+  bool recording = true;  // false for batches after the first (extras are not stored)
+
+  // Returns the extra's id (its index in the step's extra vectors). Declaring the same
+  // name twice returns the same id.
+  int declare_site_extra(const std::string& name, const std::string& unit, const std::string& meaning);
+  int declare_linear_extra(const std::string& name, const std::string& unit, const std::string& meaning);
+  const std::vector<Extra>& extras() const { return extras_; }
+
+  // Per-linear extras of the current step ([extra][linear], NaN where not set). The
+  // runner points this at the step's record; null when this batch is not recorded.
+  std::vector<std::vector<double>>* linear_extra = nullptr;
+  void set_linear_extra(int extra, int linear, double value);
+
+ private:
+  int declare(const std::string& name, const std::string& unit, const std::string& meaning, bool per_linear);
+  std::vector<Extra> extras_;
+};
+
+class Calibrator;
+
+class SiteLayer {
+ public:
+  virtual ~SiteLayer() = default;
+  // Called before every trajectory (every batch): resets all state.
+  virtual void begin_run(RunContext& ctx) = 0;
+  virtual void begin_step(const StepIndex& step) { (void)step; }
+  // The layer's answer for one site call. The default passes through.
+  virtual Tensors at(SiteCall& call, const Next& next) { return next(call); }
+  virtual bool wants_tap(int tap) const { (void)tap; return false; }
+  virtual void tap(int tap, const at::Tensor& value) { (void)tap, (void)value; }
+  // After the step: what every site did (Decision as uint8; Skipped for sites no call
+  // reached because an enclosing site was not computed).
+  virtual void end_step(const std::vector<uint8_t>& decisions) { (void)decisions; }
+  // A layer fitted by `cachelab calibrate` returns its calibrator (nested layers forward).
+  virtual Calibrator* calibrator() { return nullptr; }
+};
+
+// A component fitted from runs: calibration mode on, run trajectories, then save.
+class Calibrator {
+ public:
+  virtual ~Calibrator() = default;
+  virtual void start_calibration() = 0;
+  virtual std::string finish_calibration() = 0;  // writes its file; returns a summary line
+};
+
+// A cache policy is a site layer; the name says what it is for.
+using CachePolicy = SiteLayer;
+
+}  // namespace cachelab
