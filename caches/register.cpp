@@ -1,7 +1,11 @@
 // Every cache policy, one line each.
+#include "caches/dec.h"
 #include "caches/fbcache.h"
 #include "caches/fora.h"
 #include "caches/none.h"
+#include "caches/taylorseer.h"
+#include "caches/teacache.h"
+#include "caches/toca.h"
 #include "framework/registries.h"
 
 namespace cachelab {
@@ -12,6 +16,12 @@ void register_caches() {
   r.add<ForaPolicy, ForaOptions>("fora", "FORA: reuse attn/mlp outputs, recompute every N-th step", __FILE__);
   r.add<FbCachePolicy, FbCacheOptions>(
       "fbcache", "First-Block Cache: skip the middle blocks while the first block's residual barely changes", __FILE__);
+  r.add<TaylorSeerPolicy, TaylorSeerOptions>(
+      "taylorseer", "TaylorSeer: forecast sub-layer outputs from finite differences, compute every N-th step", __FILE__);
+  r.add<TeaCachePolicy, TeaCacheOptions>(
+      "teacache", "TeaCache: skip the body while block 0's accumulated modulated-input change is small", __FILE__);
+  r.add<TocaPolicy, TocaOptions>("toca", "ToCa: recompute a scored fraction of tokens, full refresh every N", __FILE__);
+  r.add<DecCorrector, DecOptions>("dec", "DEC: per-channel affine correction of any policy's stand-ins", __FILE__);
 }
 
 }  // namespace cachelab

@@ -28,6 +28,7 @@ usage:
   cachelab run EXP.yaml [key=value ...]      run an experiment (reference + variants)
   cachelab sweep EXP.yaml [key=value ...]    the same, with --jobs N / --index i for clusters
   cachelab validate EXP.yaml [key=value ...] check the config and list the runs, run nothing
+  cachelab calibrate EXP.yaml [key=value ...] fit the variants' correctors / quantizers, write their files
   cachelab train CFG.yaml [key=value ...]    train a bundled model (resumable)
   cachelab report results/EXPERIMENT         write results/EXPERIMENT/report/index.html
   cachelab info                              threads, BLAS and LibTorch version
@@ -122,6 +123,19 @@ int run_cli(int argc, char** argv) {
     std::printf("%s\n", describe(system_info(threads > 0 ? threads : 1)).c_str());
     return 0;
   }
+  if (command == "calibrate") {
+    std::string file;
+    std::vector<std::string> overrides;
+    split_args(positional, &file, &overrides);
+    ExperimentSpec spec = load_experiment(file, overrides);
+    SweepOptions so;
+    so.results_root = results;
+    so.threads = threads;
+    so.only = only;
+    CL_CHECK(calibrate_experiment(spec, so) > 0 || !only.empty(),
+             "`" << file << "` has no variant with a calibratable component (a `dec` corrector, a quantizer)");
+    return 0;
+  }
   if (command == "run" || command == "sweep" || command == "validate") {
     std::string file;
     std::vector<std::string> overrides;
@@ -170,7 +184,7 @@ int run_cli(int argc, char** argv) {
     execv(args[0], const_cast<char* const*>(args.data()));
     CL_FAIL("could not start /usr/bin/python3 for the report; run `bash tools/setup.sh` (python3-h5py, matplotlib)");
   }
-  const std::vector<std::string> commands = {"list", "run", "sweep", "validate", "train", "report", "info"};
+  const std::vector<std::string> commands = {"list", "run", "sweep", "validate", "calibrate", "train", "report", "info"};
   CL_FAIL("unknown command `" << command << "`" << did_you_mean(command, commands) << "; see `cachelab --help`");
 }
 

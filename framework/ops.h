@@ -15,6 +15,7 @@
 namespace cachelab {
 
 class RunContext;
+class Calibrator;
 
 // One linear layer of a backbone: y = x W^T + b. weight [out, in], bias [out] or undefined.
 struct LinearRef {
@@ -42,6 +43,9 @@ class Ops {
   virtual at::Tensor attention(const AttnCall& call, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
   // FLOPs the ops saved or added relative to dense ops, for the recorder (e.g. a K/V
   // cache that skipped projections reports nothing here: the model skips the rows).
+  // An ops fitted by `cachelab calibrate` (a quantizer's scales) returns its calibrator;
+  // the default asks the inner ops.
+  virtual Calibrator* calibrator() { return inner_ ? inner_->calibrator() : nullptr; }
   void set_inner(std::unique_ptr<Ops> inner) { inner_ = std::move(inner); }
   Ops* inner() const { return inner_.get(); }
 

@@ -135,6 +135,34 @@ class Session {
         if (metric_needs_judge(metric_spec(entry))) judge();
   }
 
+  // Runs `run` with its calibrators observing, then writes what they fitted.
+  bool calibrate(const RunSpec& run) {
+    Backbone& bb = backbone(*run.config.find("backbone"), run_options(run.config));
+    BuiltRun parts = build(run, bb);
+    std::vector<Calibrator*> cals;
+    if (Calibrator* c = parts.cache->calibrator()) cals.push_back(c);
+    if (parts.ops)
+      if (Calibrator* c = parts.ops->calibrator()) cals.push_back(c);
+    if (cals.empty()) return false;
+    at::set_num_threads(parts.run.threads);
+    for (auto* c : cals) c->start_calibration();
+    RunParts rp;
+    rp.backbone = &bb;
+    rp.pipeline = parts.pipeline.get();
+    rp.sampler = parts.sampler.get();
+    rp.guidance = parts.guidance.get();
+    rp.layers = {parts.cache.get()};
+    rp.ops = parts.ops.get();
+    const auto t0 = std::chrono::steady_clock::now();
+    Trajectory tr = run_trajectory(rp, parts.run, nullptr, nullptr);
+    CL_CHECK(tr.failed_step < 0, "calibration run of `" << run.name << "` failed: " << tr.error);
+    for (auto* c : cals)
+      std::printf("  %-28s %s (%.1fs, %d samples)\n", run.name.c_str(), c->finish_calibration().c_str(),
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), parts.run.samples);
+    std::fflush(stdout);
+    return true;
+  }
+
   const ReferenceTrace& reference(const RunSpec& run) {
     auto it = refs_.find(run.reference_id);
     if (it != refs_.end()) return it->second;
@@ -396,6 +424,17 @@ int spawn_workers(const ExperimentSpec& spec, const SweepOptions& o, int total_t
 }
 
 }  // namespace
+
+int calibrate_experiment(const ExperimentSpec& spec, const SweepOptions& o) {
+  Session session(spec, o);
+  int n = 0;
+  for (auto& r : spec.runs) {
+    if (!o.only.empty() && std::find(o.only.begin(), o.only.end(), r.name) == o.only.end()) continue;
+    n += session.calibrate(r);
+  }
+  std::printf("[cachelab] calibrated %d run(s) of `%s`\n", n, spec.name.c_str());
+  return n;
+}
 
 void preflight_experiment(const ExperimentSpec& spec, const SweepOptions& o) {
   Session session(spec, o);

@@ -24,6 +24,11 @@ struct SweepOptions {
 // Returns the process exit code: 0 when every run asked for is done, 1 otherwise.
 int execute_experiment(const ExperimentSpec& spec, const SweepOptions& options);
 
+// `cachelab calibrate`: runs each run that has a calibratable component (a corrector's
+// table, a quantizer's scales) once in calibration mode and writes its file. Returns the
+// number of components calibrated.
+int calibrate_experiment(const ExperimentSpec& spec, const SweepOptions& options);
+
 // Builds every backbone (weights are read), every run's components, and binds them to
 // the backbone's sites, running nothing: what `validate` checks beyond the config.
 void preflight_experiment(const ExperimentSpec& spec, const SweepOptions& options);

@@ -10,43 +10,9 @@
 #include "caches/none.h"
 #include "framework/runner.h"
 #include "models/samplers.h"
-#include "tests/test_util.h"
+#include "tests/caches/fixture.h"
 
 using namespace cachelab;
-
-namespace {
-
-struct Fixture {
-  Dit model{cachelab::testing::tiny_dit_options()};
-  DdimSampler sampler{[] {
-    DdimOptions o;
-    o.steps = 12;
-    return o;
-  }()};
-  RunOptions run;
-  ReferenceTrace ref;
-  Trajectory ref_traj;
-  Fixture() {
-    cachelab::testing::randomize(model);
-    run.samples = 4;
-    run.batch = 4;
-    run.probe_samples = 2;
-    NoCache none{NoCacheOptions{}};
-    ref_traj = cachelab::testing::run_image(model, sampler, {&none}, run, nullptr, &ref);
-  }
-  Trajectory with(CachePolicy& p, Ops* ops = nullptr) {
-    return cachelab::testing::run_image(model, sampler, {&p}, run, &ref, nullptr, ops);
-  }
-  int site(const std::string& name) const { return find_site(model.sites(), name); }
-};
-
-int count(const Trajectory& t, int site, Decision d) {
-  int n = 0;
-  for (auto& s : t.steps) n += s.decision[site] == uint8_t(d);
-  return n;
-}
-
-}  // namespace
 
 BOOST_FIXTURE_TEST_SUITE(policies, Fixture)
 

@@ -1,6 +1,7 @@
 // Registry census (no component silently dropped) and config round-trips of every
 // registered component: resolve -> YAML -> parse -> resolve gives the same options.
 #include <boost/test/unit_test.hpp>
+#include <map>
 #include <set>
 
 #include "framework/config.h"
@@ -17,20 +18,31 @@ BOOST_AUTO_TEST_CASE(census_every_expected_component_is_registered) {
     auto v = reg.names();
     return std::set<std::string>(v.begin(), v.end());
   };
-  const std::set<std::string> bb = {"dit"}, sm = {"ddim", "ddpm"}, ca = {"none", "fora", "fbcache"},
-                              me = {"mse", "psnr", "ssim", "fid", "accuracy"};
+  const std::set<std::string> bb = {"dit"}, sm = {"ddim", "ddpm"},
+                              ca = {"none", "fora", "fbcache", "taylorseer", "teacache", "toca", "dec"},
+                              me = {"mse", "psnr", "ssim", "fid", "accuracy"}, pi = {"image"}, gu = {"cfg"},
+                              op = {};
   for (auto& n : bb) BOOST_CHECK_MESSAGE(names(backbones()).count(n), "backbone " << n);
   for (auto& n : sm) BOOST_CHECK_MESSAGE(names(samplers()).count(n), "sampler " << n);
+  for (auto& n : pi) BOOST_CHECK_MESSAGE(names(pipelines()).count(n), "pipeline " << n);
+  for (auto& n : gu) BOOST_CHECK_MESSAGE(names(guidances()).count(n), "guidance " << n);
+  for (auto& n : op) BOOST_CHECK_MESSAGE(names(ops_layers()).count(n), "ops " << n);
   for (auto& n : ca) BOOST_CHECK_MESSAGE(names(caches()).count(n), "cache " << n);
   for (auto& n : me) BOOST_CHECK_MESSAGE(names(metrics()).count(n), "metric " << n);
   for (auto* e : {&caches().entries().at("fora"), &caches().entries().at("fbcache")})
     BOOST_CHECK(!e->description.empty() && !e->keys.empty());
 }
 
+// Components that need keys (a nested policy, a file) round-trip from these examples.
+const std::map<std::string, std::string> kExamples = {
+    {"dec", "type: dec\ninner: {type: fora, interval: 2}\ntable: results/calib/t.safetensors\n"},
+};
+
 template <class Reg>
 void round_trip_all(const Reg& reg) {
   for (auto& [name, entry] : reg.entries()) {
-    ConfigNode node = parse_config_string("type: " + name + "\n", "test.yaml");
+    auto ex = kExamples.find(name);
+    ConfigNode node = parse_config_string(ex != kExamples.end() ? ex->second : "type: " + name + "\n", "test.yaml");
     ConfigNode first = reg.resolve(node);
     const std::string yaml = to_yaml(first);
     ConfigNode again = reg.resolve(parse_config_string(yaml, "roundtrip.yaml"));
@@ -44,7 +56,10 @@ BOOST_AUTO_TEST_CASE(config_round_trip_of_every_component) {
   register_components();
   round_trip_all(backbones());
   round_trip_all(samplers());
+  round_trip_all(pipelines());
+  round_trip_all(guidances());
   round_trip_all(caches());
+  round_trip_all(ops_layers());
   round_trip_all(metrics());
 }
 

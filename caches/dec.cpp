@@ -1,0 +1,125 @@
+#include "caches/dec.h"
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+
+#include "framework/error.h"
+#include "framework/paths.h"
+#include "framework/registries.h"
+#include "models/safetensors.h"
+
+namespace cachelab {
+
+std::pair<at::Tensor, at::Tensor> fit_affine(const at::Tensor& sx, const at::Tensor& sy, const at::Tensor& sxx,
+                                             const at::Tensor& sxy, double n) {
+  auto mx = sx / n, my = sy / n;
+  auto var = sxx / n - mx * mx, cov = sxy / n - mx * my;
+  auto flat = var <= 1e-12 * (sxx / n).clamp_min(1e-30);
+  auto a = at::where(flat, at::ones_like(var), cov / var.clamp_min(1e-30));
+  auto b = my - a * mx;
+  return {a, b};
+}
+
+DecCorrector::DecCorrector(const DecOptions& o, const BuildContext& ctx)
+    : o_(o), inner_(caches().build(o.inner.node, nullptr, ctx)) {}
+DecCorrector::~DecCorrector() = default;
+
+void DecCorrector::load_table() {
+  const std::string path = resolve_path(o_.table);
+  CL_CHECK(std::filesystem::exists(path), "dec: no coefficient table at `"
+                                              << path << "`; fit it with `cachelab calibrate EXP.yaml` (it runs each "
+                                                         "dec variant once and writes cache.table)");
+  table_.clear();
+  std::map<std::string, at::Tensor> byname;
+  for (auto& [name, t] : read_safetensors(path).tensors) byname[name] = t;
+  for (auto& [name, t] : byname) {
+    // "<step>/<site>/a" and "<step>/<site>/b"
+    if (name.size() < 2 || name.compare(name.size() - 2, 2, "/a") != 0) continue;
+    const std::string stem = name.substr(0, name.size() - 2);
+    const auto slash = stem.find('/');
+    const int step = std::stoi(stem.substr(0, slash));
+    const std::string site = stem.substr(slash + 1);
+    auto it = std::find(site_names_.begin(), site_names_.end(), site);
+    CL_CHECK(it != site_names_.end(), "dec: table `" << path << "` names site `" << site
+                                                     << "`, which this backbone lacks; re-run `cachelab calibrate`");
+    auto b = byname.find(stem + "/b");
+    CL_CHECK(b != byname.end(), "dec: table `" << path << "` lacks `" << stem << "/b`");
+    table_[{step, int(it - site_names_.begin())}] = {t.to(at::kFloat), b->second.to(at::kFloat)};
+  }
+  loaded_ = true;
+}
+
+void DecCorrector::begin_run(RunContext& ctx) {
+  inner_->begin_run(ctx);
+  site_names_.clear();
+  for (auto& s : *ctx.sites) site_names_.push_back(s.name);
+  extra_ = ctx.declare_site_extra("dec_correction_rel", "ratio",
+                                  "mean |a x + b - x| / mean |x| of the corrected stand-in (dec)");
+  if (!calibrating_ && o_.apply && !loaded_) load_table();
+}
+
+void DecCorrector::begin_step(const StepIndex& step) {
+  step_ = step.index;
+  inner_->begin_step(step);
+}
+
+Tensors DecCorrector::at(SiteCall& call, const Next& next) {
+  Tensors out = inner_->at(call, next);
+  const Decision d = call.log->decision;
+  const bool stand_in = call.log->computed_fraction == 0.0 && (d == Decision::Reuse || d == Decision::Predict);
+  if (!stand_in || out.empty()) return out;
+  const Key key{step_, call.site};
+  if (calibrating_) {
+    Tensors truth = next(call);
+    auto x = out[0].reshape({-1, out[0].size(-1)}).to(at::kDouble);
+    auto y = truth[0].reshape({-1, truth[0].size(-1)}).to(at::kDouble);
+    Sums& s = sums_[key];
+    if (!s.sx.defined()) s.sx = s.sy = s.sxx = s.sxy = at::zeros({x.size(1)}, x.options());
+    s.sx = s.sx + x.sum(0), s.sy = s.sy + y.sum(0);
+    s.sxx = s.sxx + (x * x).sum(0), s.sxy = s.sxy + (x * y).sum(0);
+    s.n += double(x.size(0));
+    return truth;
+  }
+  if (!o_.apply) return out;
+  auto it = table_.find(key);
+  if (it == table_.end()) return out;  // a stand-in calibration never saw: left as it is
+  const auto& [a, b] = it->second;
+  auto corrected = out[0] * a.to(out[0].options()) + b.to(out[0].options());
+  if (call.log->extra) {
+    const double base = out[0].abs().mean().item<double>();
+    call.log->set_extra(extra_, base > 0 ? (corrected - out[0]).abs().mean().item<double>() / base : 0.0);
+  }
+  out[0] = corrected;
+  return out;
+}
+
+void DecCorrector::start_calibration() {
+  calibrating_ = true;
+  sums_.clear();
+}
+
+std::string DecCorrector::finish_calibration() {
+  CL_CHECK(calibrating_, "dec: finish_calibration without start_calibration");
+  calibrating_ = false;
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  double mean_a = 0;
+  for (auto& [key, s] : sums_) {
+    auto [a, b] = fit_affine(s.sx, s.sy, s.sxx, s.sxy, s.n);
+    const std::string stem = std::to_string(key.first) + "/" + site_names_[size_t(key.second)];
+    tensors.emplace_back(stem + "/a", a.to(at::kFloat));
+    tensors.emplace_back(stem + "/b", b.to(at::kFloat));
+    mean_a += a.mean().item<double>();
+  }
+  CL_CHECK(!tensors.empty(), "dec: the inner policy produced no stand-in during calibration; nothing to fit");
+  const std::string path = resolve_path(o_.table);
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  write_safetensors(path, tensors, {{"method", "dec (per-channel affine stand-in correction)"}});
+  loaded_ = false;
+  std::ostringstream os;
+  os << "dec: fitted " << sums_.size() << " (step, site) pairs, mean a " << mean_a / double(sums_.size()) << " -> "
+     << path;
+  return os.str();
+}
+
+}  // namespace cachelab

@@ -1,0 +1,74 @@
+// DEC, CacheQuant's decoupled error correction (Liu et al., 2025), as a corrector around
+// any cache policy: where the inner policy answers with a stand-in (reuse or predict),
+// the stand-in x is corrected per channel, y = a x + b, with (a, b) fitted per (step,
+// site) by least squares between stand-ins and the true outputs (a = cov(x, y) / var(x),
+// b = mean(y) - a mean(x), over every token of the calibration samples).
+//
+//   cache: {type: dec, inner: {type: fora, interval: 3}, table: results/calib/dec-fora3.safetensors}
+//
+// `cachelab calibrate EXP.yaml` runs each such variant once with the corrector observing:
+// at every stand-in it also computes the true output (and passes the truth on, so the
+// calibration follows the uncached trajectory), accumulates the sums, then writes `table`.
+#pragma once
+#include <map>
+#include <string>
+#include <utility>
+
+#include "framework/layer.h"
+#include "framework/registry.h"
+
+namespace cachelab {
+
+struct DecOptions {
+  ComponentSpec inner{"cache", {}};  // the corrected policy
+  std::string table;                 // the fitted coefficients (safetensors), relative to the project root
+  bool apply = true;                 // false: run the inner policy uncorrected (an ablation)
+  template <class V>
+  void fields(V& v) {
+    v("inner", inner, "the cache policy whose stand-ins are corrected");
+    v("table", table, "file of fitted (a, b) per step and site, written by `cachelab calibrate`");
+    v("apply", apply, "apply the correction (false = the inner policy alone)");
+  }
+  template <class C>
+  void check(C& c) const {
+    c.require(!inner.empty(), "inner", "must name the corrected policy, e.g. {type: fora, interval: 3}");
+    c.require(!table.empty(), "table", "must name the coefficient file (written by `cachelab calibrate`)");
+  }
+};
+
+// Least-squares y ~ a x + b per channel (last dim) from running sums; a = 1 where x does
+// not vary. Inputs: sums over rows of x, y, x^2, x*y ([D] float64) and the row count.
+std::pair<at::Tensor, at::Tensor> fit_affine(const at::Tensor& sx, const at::Tensor& sy, const at::Tensor& sxx,
+                                             const at::Tensor& sxy, double n);
+
+class DecCorrector final : public CachePolicy, public Calibrator {
+ public:
+  DecCorrector(const DecOptions& o, const BuildContext& ctx);
+  ~DecCorrector() override;
+  void begin_run(RunContext& ctx) override;
+  void begin_step(const StepIndex& step) override;
+  Tensors at(SiteCall& call, const Next& next) override;
+  bool wants_tap(int tap) const override { return inner_->wants_tap(tap); }
+  void tap(int tap, const at::Tensor& value) override { inner_->tap(tap, value); }
+  void end_step(const std::vector<uint8_t>& decisions) override { inner_->end_step(decisions); }
+  Calibrator* calibrator() override { return this; }
+  void start_calibration() override;
+  std::string finish_calibration() override;
+
+ private:
+  struct Sums {
+    at::Tensor sx, sy, sxx, sxy;
+    double n = 0;
+  };
+  using Key = std::pair<int, int>;  // (step, site)
+  void load_table();
+  DecOptions o_;
+  std::unique_ptr<SiteLayer> inner_;
+  bool calibrating_ = false, loaded_ = false;
+  std::map<Key, std::pair<at::Tensor, at::Tensor>> table_;
+  std::map<Key, Sums> sums_;
+  int step_ = 0, extra_ = -1;
+  std::vector<std::string> site_names_;
+};
+
+}  // namespace cachelab
