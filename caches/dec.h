@@ -54,6 +54,7 @@ class DecCorrector final : public CachePolicy, public Calibrator {
   Calibrator* calibrator() override { return this; }
   void start_calibration() override;
   std::string finish_calibration() override;
+  std::string calibration_file() const override { return o_.table; }
 
  private:
   struct Sums {

@@ -12,7 +12,6 @@
 // Until order+1 outputs are known the forecast uses as many as there are (a copy after
 // the first computation).
 #pragma once
-#include <deque>
 #include <string>
 #include <vector>
 
@@ -55,11 +54,17 @@ class TaylorSeerPolicy final : public CachePolicy {
   // The forecast at step `s` from computed points (steps[i], values[i]), oldest first.
   static at::Tensor forecast(const std::vector<double>& steps, const std::vector<at::Tensor>& values, double s,
                              const std::string& form);
+  // The same in two halves: coefficients once per computed step, evaluation per forecast
+  // (k multiply-adds instead of the k^2 of a difference table).
+  static std::vector<at::Tensor> coefficients(const std::vector<double>& steps, const std::vector<at::Tensor>& values,
+                                              const std::string& form);
+  static at::Tensor evaluate(const std::vector<at::Tensor>& coef, const std::vector<double>& steps, double s,
+                             const std::string& form);
 
  private:
   struct History {
-    std::deque<double> steps;
-    std::deque<at::Tensor> values;
+    std::vector<double> steps;
+    std::vector<at::Tensor> values, coef;
   };
   TaylorSeerOptions o_;
   std::vector<bool> selected_;

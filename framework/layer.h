@@ -71,6 +71,9 @@ class Calibrator {
   virtual ~Calibrator() = default;
   virtual void start_calibration() = 0;
   virtual std::string finish_calibration() = 0;  // writes its file; returns a summary line
+  // The file it writes: a calibration run is skipped when an earlier run of the same
+  // `cachelab calibrate` already wrote this file.
+  virtual std::string calibration_file() const = 0;
 };
 
 // A cache policy is a site layer; the name says what it is for.

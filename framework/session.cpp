@@ -136,14 +136,21 @@ class Session {
   }
 
   // Runs `run` with its calibrators observing, then writes what they fitted.
-  bool calibrate(const RunSpec& run) {
+  bool calibrate(const RunSpec& run, std::set<std::string>& written) {
     Backbone& bb = backbone(*run.config.find("backbone"), run_options(run.config));
     BuiltRun parts = build(run, bb);
     std::vector<Calibrator*> cals;
     if (Calibrator* c = parts.cache->calibrator()) cals.push_back(c);
     if (parts.ops)
       if (Calibrator* c = parts.ops->calibrator()) cals.push_back(c);
-    if (cals.empty()) return false;
+    std::vector<Calibrator*> todo;
+    for (auto* c : cals)
+      if (written.insert(resolve_path(c->calibration_file())).second) todo.push_back(c);
+    if (todo.empty()) {
+      if (!cals.empty()) std::printf("  %-28s skipped (its file was fitted above)\n", run.name.c_str());
+      return false;
+    }
+    cals = todo;
     at::set_num_threads(parts.run.threads);
     for (auto* c : cals) c->start_calibration();
     RunParts rp;
@@ -428,9 +435,10 @@ int spawn_workers(const ExperimentSpec& spec, const SweepOptions& o, int total_t
 int calibrate_experiment(const ExperimentSpec& spec, const SweepOptions& o) {
   Session session(spec, o);
   int n = 0;
+  std::set<std::string> written;
   for (auto& r : spec.runs) {
     if (!o.only.empty() && std::find(o.only.begin(), o.only.end(), r.name) == o.only.end()) continue;
-    n += session.calibrate(r);
+    n += session.calibrate(r, written);
   }
   std::printf("[cachelab] calibrated %d run(s) of `%s`\n", n, spec.name.c_str());
   return n;

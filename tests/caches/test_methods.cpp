@@ -100,6 +100,18 @@ BOOST_AUTO_TEST_CASE(rescaling_polynomial_is_highest_degree_first) {
   BOOST_CHECK_CLOSE(TeaCachePolicy(o).rescale(3.0), 19.0, 1e-12);
 }
 
+BOOST_AUTO_TEST_CASE(polyfit_recovers_a_polynomial) {
+  std::vector<double> x, y;
+  for (int i = 0; i < 20; ++i) {
+    const double v = 0.01 * (i + 1);
+    x.push_back(v);
+    y.push_back(30 * v * v * v + 2 * v * v - v + 0.5);
+  }
+  auto c = polyfit(x, y, 3);
+  const std::vector<double> want = {30, 2, -1, 0.5};
+  for (size_t i = 0; i < 4; ++i) BOOST_CHECK_SMALL(c[i] - want[i], 1e-6 * std::max(1.0, std::abs(want[i])));
+}
+
 BOOST_FIXTURE_TEST_CASE(computes_exactly_when_the_accumulated_signal_crosses_the_threshold, Fixture) {
   TeaCacheOptions o;
   o.threshold = 0.15;
