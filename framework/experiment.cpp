@@ -136,7 +136,7 @@ Resolved resolve_run(const ConfigNode& cfg) {
     CL_CHECK(metrics_node->is_seq(), metrics_node->where() << ": `metrics` must be a list of metric names");
     for (auto& m : metrics_node->seq) mlist.seq.push_back(metrics().resolve(metric_spec(m)));
   }
-  if (auto* j = cfg.find("judge")) out.child("judge") = *j;
+  if (cfg.find("judge")) out.child("judge") = evaluators().resolve(with_default_type("judge", "lenet"));
   Resolved r;
   r.yaml = to_yaml(out);
   ConfigNode refkey = ConfigNode::make_map();
@@ -177,7 +177,12 @@ ExperimentSpec load_experiment(const std::string& file, const std::vector<std::s
   for (auto& o : cli_overrides) apply_override(root, o);
   spec.config_yaml = to_yaml(root);
   spec.name = root.find("name") ? root.find("name")->scalar : fs::path(file).stem().string();
-  spec.judge = root.find("judge") ? root.find("judge")->scalar : "models/weights/lenet-mnist.safetensors";
+  {
+    // The judge of sample quality: an evaluator component (default: lenet-mnist).
+    ConfigNode j = root.find("judge") ? *root.find("judge") : ConfigNode::make_map("judge");
+    if (j.is_map() && !j.find("type")) j.child("type") = ConfigNode::make_scalar("lenet", "judge.type");
+    spec.judge = evaluators().resolve(j);
+  }
 
   ConfigNode base = root;
   for (const char* k : {"variants", "sweep", "claims", "name", "description"}) base.erase(k);

@@ -36,7 +36,7 @@ struct ExperimentSpec {
   std::vector<RunSpec> references;  // one per distinct (backbone, sampler, seed, samples, batch, cfg)
   std::vector<RunSpec> runs;        // the variants x grid points, in a fixed order
   std::string claims_json;
-  std::string judge;                // path of the judge weights ("" = none)
+  ConfigNode judge;                 // the judge (an evaluator component map), resolved
 };
 
 // Loads, composes and validates. Every error names file, line, dotted key and what is valid.

@@ -5,7 +5,7 @@
 #include "framework/backbone.h"
 #include "framework/layer.h"
 #include "framework/pipeline.h"
-#include "metrics/metric.h"
+#include "framework/metric.h"
 
 namespace cachelab {
 
@@ -22,6 +22,7 @@ CACHELAB_REGISTRY(guidances, Guidance, "guidance")
 CACHELAB_REGISTRY(caches, SiteLayer, "cache")
 CACHELAB_REGISTRY(ops_layers, Ops, "ops")
 CACHELAB_REGISTRY(metrics, Metric, "metric")
+CACHELAB_REGISTRY(evaluators, Evaluator, "judge")
 #undef CACHELAB_REGISTRY
 
 namespace {

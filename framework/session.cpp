@@ -28,8 +28,7 @@
 #include "framework/layer.h"
 #include "framework/paths.h"
 #include "framework/pipeline.h"
-#include "metrics/metric.h"
-#include "models/lenet.h"
+#include "framework/metric.h"
 
 extern char** environ;
 
@@ -253,11 +252,8 @@ class Session {
     auto t = at::full({b}, 500.0, opts.dtype(at::kFloat));
     for (int i = 0; i < 2; ++i) p.guidance->eval(bb, x, t, cond, ro.cfg_scale, hooks);
   }
-  Judge* judge() {
-    if (!judge_ && !spec_.judge.empty()) {
-      judge_ = std::make_unique<Judge>();
-      judge_->load(resolve_path(spec_.judge));
-    }
+  Evaluator* judge() {
+    if (!judge_ && !spec_.judge.is_null()) judge_ = evaluators().build(spec_.judge);
     return judge_.get();
   }
 
@@ -387,7 +383,7 @@ class Session {
   SystemInfo info_;
   std::map<std::string, std::unique_ptr<Backbone>> backbones_;
   std::map<std::string, ReferenceTrace> refs_;
-  std::unique_ptr<Judge> judge_;
+  std::unique_ptr<Evaluator> judge_;
   std::set<std::string> warmed_;
 };
 

@@ -15,7 +15,7 @@
 namespace cachelab {
 namespace {
 
-Judge& need_judge(const MetricInputs& in, const char* metric) {
+Evaluator& need_judge(const MetricInputs& in, const char* metric) {
   CL_CHECK(in.judge, "metric `" << metric << "` needs the LeNet judge: set `judge:` in the experiment "
                                    "(default models/weights/lenet-mnist.safetensors)");
   return *in.judge;
@@ -27,7 +27,7 @@ struct Stats {
 };
 
 // Feature statistics of a real dataset split, computed once per (judge, data set).
-const Stats& real_stats(Judge& judge, const std::string& data_dir, const std::string& dataset,
+const Stats& real_stats(Evaluator& judge, const std::string& data_dir, const std::string& dataset,
                         const std::string& split) {
   static std::map<std::string, Stats> cache;
   static std::mutex mutex;
@@ -54,7 +54,7 @@ std::vector<std::pair<std::string, double>> SsimMetric::compute(const MetricInpu
 }
 
 std::vector<std::pair<std::string, double>> FidMetric::compute(const MetricInputs& in) {
-  Judge& judge = need_judge(in, "fid");
+  Evaluator& judge = need_judge(in, "fid");
   CL_CHECK(in.samples.size(0) >= 2, "fid needs at least 2 samples");
   const Stats& real = real_stats(judge, in.data_dir, o_.dataset, o_.split);
   Stats gen, ref;
@@ -65,7 +65,7 @@ std::vector<std::pair<std::string, double>> FidMetric::compute(const MetricInput
 }
 
 std::vector<std::pair<std::string, double>> AccuracyMetric::compute(const MetricInputs& in) {
-  Judge& judge = need_judge(in, "accuracy");
+  Evaluator& judge = need_judge(in, "accuracy");
   // One pass of the judge: the overall agreement is the per-class one weighted by class counts.
   const auto per_class = judge.class_accuracy(in.samples, in.labels);
   double worst = 1, hits = 0;

@@ -2,7 +2,7 @@
 #pragma once
 #include <string>
 
-#include "metrics/metric.h"
+#include "framework/metric.h"
 
 namespace cachelab {
 

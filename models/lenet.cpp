@@ -38,6 +38,7 @@ struct Judge::Impl : torch::nn::Module {
 };
 
 Judge::Judge() : impl_(std::make_unique<Impl>()) {}
+Judge::Judge(const LenetJudgeOptions& o) : Judge() { load(resolve_path(o.weights)); }
 Judge::~Judge() = default;
 
 void Judge::load(const std::string& path) {

@@ -7,6 +7,8 @@
 #include <vector>
 #include <string>
 
+#include "framework/metric.h"
+
 namespace cachelab {
 
 struct LenetTrainOptions {
@@ -29,18 +31,27 @@ struct LenetTrainOptions {
   }
 };
 
-class Judge {
+struct LenetJudgeOptions {
+  std::string weights = "models/weights/lenet-mnist.safetensors";  // relative to the project root
+  template <class V>
+  void fields(V& v) {
+    v("weights", weights, "LeNet weights (relative to the project root)");
+  }
+};
+
+class Judge final : public Evaluator {
  public:
   Judge();  // random weights; call load()
-  ~Judge();
+  explicit Judge(const LenetJudgeOptions& o);  // loads o.weights
+  ~Judge() override;
   // Errors name the file and the command that makes it.
   void load(const std::string& path);
   void save(const std::string& path, const std::string& note = "");
   at::Tensor logits(const at::Tensor& images);    // [N, 1, 32, 32] in [-1, 1] -> [N, 10]
-  at::Tensor features(const at::Tensor& images);  // -> [N, 84]
+  at::Tensor features(const at::Tensor& images) override;  // -> [N, 84]
   double accuracy(const at::Tensor& images, const at::Tensor& labels);  // fraction in [0, 1]
   // Agreement within each of the 10 classes (NaN for a class absent from `labels`).
-  std::vector<double> class_accuracy(const at::Tensor& images, const at::Tensor& labels);
+  std::vector<double> class_accuracy(const at::Tensor& images, const at::Tensor& labels) override;
   struct Impl;
 
  private:

@@ -2,6 +2,7 @@
 #include "framework/registries.h"
 #include "models/dit.h"
 #include "models/image_pipeline.h"
+#include "models/lenet.h"
 #include "models/samplers.h"
 
 namespace cachelab {
@@ -11,6 +12,7 @@ void register_models() {
   samplers().add<DdimSampler, DdimOptions>("ddim", "DDIM over evenly spaced timesteps (eta = 0: deterministic)", __FILE__);
   samplers().add<DdpmSampler, DdpmOptions>("ddpm", "ancestral DDPM over a respaced schedule", __FILE__);
   pipelines().add<ImagePipeline, ImagePipelineOptions>("image", "images: x_T ~ N(0, I), one denoiser call per sampler step", __FILE__);
+  evaluators().add<Judge, LenetJudgeOptions>("lenet", "lenet-mnist: class agreement and the FID feature space", __FILE__);
   guidances().add<CfgGuidance, CfgGuidanceOptions>("cfg", "classifier-free guidance (scale: run.cfg_scale)", __FILE__);
 }
 

@@ -27,6 +27,7 @@ BOOST_AUTO_TEST_CASE(census_every_expected_component_is_registered) {
   for (auto& n : pi) BOOST_CHECK_MESSAGE(names(pipelines()).count(n), "pipeline " << n);
   for (auto& n : gu) BOOST_CHECK_MESSAGE(names(guidances()).count(n), "guidance " << n);
   for (auto& n : op) BOOST_CHECK_MESSAGE(names(ops_layers()).count(n), "ops " << n);
+  BOOST_CHECK_MESSAGE(names(evaluators()).count("lenet"), "judge lenet");
   for (auto& n : ca) BOOST_CHECK_MESSAGE(names(caches()).count(n), "cache " << n);
   for (auto& n : me) BOOST_CHECK_MESSAGE(names(metrics()).count(n), "metric " << n);
   for (auto* e : {&caches().entries().at("fora"), &caches().entries().at("fbcache")})
@@ -61,6 +62,7 @@ BOOST_AUTO_TEST_CASE(config_round_trip_of_every_component) {
   round_trip_all(caches());
   round_trip_all(ops_layers());
   round_trip_all(metrics());
+  round_trip_all(evaluators());
 }
 
 BOOST_AUTO_TEST_CASE(unknown_type_lists_the_registered_names_with_a_suggestion) {

@@ -9,13 +9,22 @@
 
 namespace cachelab {
 
-class Judge;  // a trained classifier whose features FID uses (lenet-mnist); models/lenet.h
+// A trained network that judges samples: class agreement, and the feature space FID is
+// computed in (lenet-mnist now; other feature extractors later). Registered in
+// evaluators(); the experiment's `judge:` names one.
+class Evaluator {
+ public:
+  virtual ~Evaluator() = default;
+  virtual at::Tensor features(const at::Tensor& images) = 0;  // [N, F]
+  // Agreement with `labels` within each class (NaN for a class absent from `labels`).
+  virtual std::vector<double> class_accuracy(const at::Tensor& images, const at::Tensor& labels) = 0;
+};
 
 struct MetricInputs {
   at::Tensor samples;    // [N, C, H, W] float32 in [-1, 1], final samples of the variant
   at::Tensor reference;  // [N, C, H, W] the reference run's samples (same seeds, same labels)
   at::Tensor labels;     // [N] int64, the classes asked for
-  Judge* judge = nullptr;        // may be null: metrics that need it then throw a clear error
+  Evaluator* judge = nullptr;    // may be null: metrics that need it then throw a clear error
   std::string data_dir;          // where datasets live (FID's real statistics)
 };
 
