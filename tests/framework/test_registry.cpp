@@ -19,6 +19,12 @@ BOOST_AUTO_TEST_CASE(census_every_expected_component_is_registered) {
   };
   const std::set<std::string> bb = {"dit"}, sm = {"ddim", "ddpm"}, ca = {"none", "fora", "fbcache"},
                               me = {"mse", "psnr", "ssim", "fid", "accuracy"};
+  const std::set<std::string> seq_bb = {"tiny_mdlm", "tiny_video"}, pi = {"image", "mdlm", "video"},
+                              op = {"prefix_kv", "rolling_kv"}, me2 = {"token_match"};
+  for (auto& n : seq_bb) BOOST_CHECK_MESSAGE(names(backbones()).count(n), "backbone " << n);
+  for (auto& n : pi) BOOST_CHECK_MESSAGE(names(pipelines()).count(n), "pipeline " << n);
+  for (auto& n : op) BOOST_CHECK_MESSAGE(names(ops_layers()).count(n), "ops " << n);
+  for (auto& n : me2) BOOST_CHECK_MESSAGE(names(metrics()).count(n), "metric " << n);
   for (auto& n : bb) BOOST_CHECK_MESSAGE(names(backbones()).count(n), "backbone " << n);
   for (auto& n : sm) BOOST_CHECK_MESSAGE(names(samplers()).count(n), "sampler " << n);
   for (auto& n : ca) BOOST_CHECK_MESSAGE(names(caches()).count(n), "cache " << n);
@@ -46,6 +52,8 @@ BOOST_AUTO_TEST_CASE(config_round_trip_of_every_component) {
   round_trip_all(samplers());
   round_trip_all(caches());
   round_trip_all(metrics());
+  round_trip_all(pipelines());
+  round_trip_all(ops_layers());
 }
 
 BOOST_AUTO_TEST_CASE(unknown_type_lists_the_registered_names_with_a_suggestion) {
