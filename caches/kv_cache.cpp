@@ -68,9 +68,9 @@ KvPlan KvCacheOps::kv_plan(int64_t context) {
   for (auto& l : layers_) start = std::min(start, l.end);
   if (refresh_ || start > context) {  // a refresh step, or a new sequence: recompute everything
     for (auto& l : layers_) {
-      const double served = l.served, seen = l.seen;
-      l = Layer();
-      l.served = served, l.seen = seen;
+      l.k = l.v = at::Tensor();
+      l.pos.clear();
+      l.end = 0;
     }
     start = 0;
   }
