@@ -2,6 +2,7 @@
 #include "caches/dec.h"
 #include "caches/fbcache.h"
 #include "caches/fora.h"
+#include "caches/kv_cache.h"
 #include "caches/none.h"
 #include "caches/taylorseer.h"
 #include "caches/teacache.h"
@@ -22,6 +23,10 @@ void register_caches() {
       "teacache", "TeaCache: skip the body while block 0's accumulated modulated-input change is small", __FILE__);
   r.add<TocaPolicy, TocaOptions>("toca", "ToCa: recompute a scored fraction of tokens, full refresh every N", __FILE__);
   r.add<DecCorrector, DecOptions>("dec", "DEC: per-channel affine correction of any policy's stand-ins", __FILE__);
+  ops_layers().add<PrefixKvCache, PrefixKvOptions>(
+      "prefix_kv", "Fast-dLLM block-wise prefix K/V cache for masked-diffusion LMs (mdlm)", __FILE__);
+  ops_layers().add<RollingKvCache, RollingKvOptions>(
+      "rolling_kv", "AR video: K/V of finished frames kept, attention over a window of past frames", __FILE__);
 }
 
 }  // namespace cachelab

@@ -19,6 +19,10 @@ struct Cond {
   at::Tensor tokens;      // [B, L] int64 token ids (a prompt), or undefined
   at::Tensor embeddings;  // [B, L, E] float32 (a text encoder's output), or undefined
   int64_t chunk = 0;      // AR video: index of the chunk being generated
+  // Sequence models (masked LM, AR video): leading positions of x that are finished context
+  // (prompt and decoded blocks; frames of past chunks). The model predicts only the positions
+  // after them, and a K/V cache (Ops::kv_plan) may keep their keys and values.
+  int64_t context = 0;
   Cond narrow(int64_t start, int64_t length) const;   // rows [start, start + length) of the batch
   static Cond cat(const Cond& a, const Cond& b);      // along the batch
 };

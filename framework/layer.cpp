@@ -24,4 +24,8 @@ void RunContext::set_linear_extra(int extra, int linear, double value) {
   if (linear_extra) (*linear_extra)[size_t(extra)][size_t(linear)] = value;
 }
 
+void RunContext::set_site_extra(int extra, int site, double value) {
+  if (site_extra) (*site_extra)[size_t(extra)][size_t(site)] = value;
+}
+
 }  // namespace cachelab

@@ -40,6 +40,10 @@ class RunContext {
   // runner points this at the step's record; null when this batch is not recorded.
   std::vector<std::vector<double>>* linear_extra = nullptr;
   void set_linear_extra(int extra, int linear, double value);
+  // Per-site extras of the current step ([extra][site]), for components that see no
+  // SiteCall (an ops layer); null when this batch is not recorded.
+  std::vector<std::vector<double>>* site_extra = nullptr;
+  void set_site_extra(int extra, int site, double value);
 
  private:
   int declare(const std::string& name, const std::string& unit, const std::string& meaning, bool per_linear);

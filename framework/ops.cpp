@@ -38,6 +38,8 @@ at::Tensor Ops::attention(const AttnCall& call, const at::Tensor& q, const at::T
   return dense_attention(q, k, v, call.mask);
 }
 
+KvPlan Ops::kv_plan(int64_t context) { return inner_ ? inner_->kv_plan(context) : KvPlan{}; }
+
 at::Tensor dense_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask) {
   auto scores = at::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(double(q.size(-1))));
   if (mask.defined()) scores = scores + mask;

@@ -28,8 +28,15 @@ struct LinearRef {
 struct AttnCall {
   int layer = 0;             // attention layer index (the block)
   at::Tensor mask;           // additive mask broadcastable to [B, H, Nq, Nk], or undefined
-  at::Tensor q_positions;    // int64 [Nq] sequence positions of the queries (K/V caches), or undefined
-  at::Tensor kv_positions;   // int64 [Nk] sequence positions of k and v, or undefined
+  at::Tensor q_positions;    // int64 [Nq] CPU sequence positions of the queries (K/V caches), or undefined
+  at::Tensor kv_positions;   // int64 [Nk] CPU sequence positions of k and v, ascending, or undefined
+};
+
+// What a K/V cache supplies in the coming forward of a sequence model (Ops::kv_plan).
+struct KvPlan {
+  int64_t start = 0;    // the model computes positions >= start; the ops supplies the keys and
+                        // values of earlier positions at every attention layer
+  int64_t window = -1;  // a query at position p sees keys at positions >= p - window only; -1 = all
 };
 
 class Ops {
@@ -41,8 +48,12 @@ class Ops {
   virtual void end_step();
   virtual at::Tensor linear(int id, const at::Tensor& x);
   virtual at::Tensor attention(const AttnCall& call, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
-  // FLOPs the ops saved or added relative to dense ops, for the recorder (e.g. a K/V
-  // cache that skipped projections reports nothing here: the model skips the rows).
+  // K/V caches. A sequence model calls this once per forward, before its layers, with the
+  // number of leading positions that are finished context (Cond::context); the answer says
+  // from which position on it must compute (the ops supplies the keys and values of the
+  // earlier ones, visible to every query) and which keys a query may see, so the model
+  // counts the FLOPs that really run. Without a cache: {0, -1}, compute everything.
+  virtual KvPlan kv_plan(int64_t context);
   // An ops fitted by `cachelab calibrate` (a quantizer's scales) returns its calibrator;
   // the default asks the inner ops.
   virtual Calibrator* calibrator() { return inner_ ? inner_->calibrator() : nullptr; }

@@ -112,7 +112,11 @@ class Driver final : public Hooks, public StepDriver {
 
   // --- Hooks
   Tensors at(int site, Tensors inputs, const SiteFn& compute) override {
+    return at(site, std::move(inputs), compute, kNaN);
+  }
+  Tensors at(int site, Tensors inputs, const SiteFn& compute, double flops_per_sample) override {
     SiteCall call;
+    call.flops_per_sample = flops_per_sample;
     call.site = site;
     call.info = &sites_[size_t(site)];
     call.step = &step_;
@@ -174,7 +178,8 @@ class Driver final : public Hooks, public StepDriver {
         frac = double(call.rows.size(0)) / double(call.inputs[0].size(1));
       }
       const double batch = call.inputs.empty() ? 1.0 : double(call.inputs[0].size(0));
-      flops_ += (s.fixed_flops_per_sample + (s.flops_per_sample - s.fixed_flops_per_sample) * frac) * batch;
+      const double full = std::isnan(call.flops_per_sample) ? s.flops_per_sample : call.flops_per_sample;
+      flops_ += (s.fixed_flops_per_sample + (full - s.fixed_flops_per_sample) * frac) * batch;
       call.log->computed_fraction += frac;
       return compute(call);
     }
@@ -258,8 +263,10 @@ class RecordingDriver final : public StepDriver {
       rec->site_extra.assign(E, std::vector<double>(P_, kNaN));
       rec->linear_extra.assign(E, std::vector<double>(L_, kNaN));
       ctx_.linear_extra = &rec->linear_extra;
+      ctx_.site_extra = &rec->site_extra;
     } else {
       ctx_.linear_extra = nullptr;
+      ctx_.site_extra = nullptr;
     }
     d_.set_record(rec, first_ && ref_ ? &ref_->probe[size_t(s.index)] : nullptr,
                   first_ && capture_ ? &capture_->probe[size_t(s.index)] : nullptr);

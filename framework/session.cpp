@@ -370,7 +370,7 @@ class Session {
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("  %-28s done in %5.1fs  speedup %.2fx wall / %.2fx FLOPs", run.name.c_str(), secs,
                 summary["speedup_wall"], summary["speedup_flops"]);
-    for (const char* k : {"psnr", "fid", "accuracy"})
+    for (const char* k : {"psnr", "fid", "accuracy", "token_match"})
       if (summary.count(k)) std::printf("  %s %.4g", k, summary[k]);
     std::printf("\n");
     std::fflush(stdout);

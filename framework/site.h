@@ -94,6 +94,9 @@ struct SiteCall {
   Tensors inputs;        // inputs[0] is the residual stream [B, N, D] (or the image)
   at::Tensor rows;       // optional int64 [R] row (token) indices along dim 1; undefined = all
   SiteLog* log = nullptr;
+  // FLOPs of one sample over all rows of inputs[0] when the model passed them for this call
+  // (sequence models whose cost depends on run-time shapes); NaN = the site table's figure.
+  double flops_per_sample = std::numeric_limits<double>::quiet_NaN();
 };
 
 // The rest of the stack below a layer. Calling it runs the inner layers and finally the
@@ -112,6 +115,14 @@ class Hooks {
  public:
   virtual ~Hooks() = default;
   virtual Tensors at(int site, Tensors inputs, const SiteFn& compute) = 0;
+  // A site call whose cost depends on run-time shapes (sequence length, rows computed, keys
+  // a K/V cache supplies): `flops_per_sample` stands for the site table's figure in this
+  // call, for one sample over all rows of inputs[0] (the site's own work, children excluded).
+  // Hooks that count nothing ignore it.
+  virtual Tensors at(int site, Tensors inputs, const SiteFn& compute, double flops_per_sample) {
+    (void)flops_per_sample;
+    return at(site, std::move(inputs), compute);
+  }
   // One tensor in, one out, no row subsets.
   at::Tensor at(int site, const at::Tensor& input, const SiteFn1& compute);
   // Whether any layer listens to tap `tap` (so the model computes it only then).

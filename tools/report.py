@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 
 DECISIONS = ["compute", "reuse", "predict", "skipped"]
 DECISION_COLORS = ["#2b6cb0", "#f6ad55", "#68d391", "#e2e8f0"]
-TABLE_KEYS = ["speedup_flops", "speedup_wall", "psnr", "ssim", "mse", "fid", "fid_ref", "accuracy",
+TABLE_KEYS = ["speedup_flops", "speedup_wall", "psnr", "ssim", "mse", "fid", "fid_ref", "accuracy", "token_match",
               "reuse_fraction", "final_err_rel_l1", "wall_s"]
 OPS = {">": lambda a, b: a > b, "<": lambda a, b: a < b, ">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b}
 
@@ -217,6 +217,16 @@ def plot_errors(runs, names, path):
     return True
 
 
+def sample_strip(x):
+    """Images [N, C, H, W] side by side (channel 0), or the first video's frames [N, F, C, H, W];
+    None for samples that are no pictures (token ids [N, L])."""
+    if x.ndim == 4:
+        return np.concatenate([img[0] for img in x], axis=1) if len(x) else np.zeros((8, 8))
+    if x.ndim == 5 and len(x):
+        return np.concatenate([frame[0] for frame in x[0]], axis=1)
+    return None
+
+
 def plot_samples(runs, names, path, count=8):
     rows = []
     if not any(is_ref(runs[n]) for n in names):  # the reference file is absent: use a copy
@@ -224,11 +234,11 @@ def plot_samples(runs, names, path, count=8):
         if ref is not None:
             rows.append(("reference", ref["h5"]["samples/reference"][:count]))
     rows += [(n, runs[n]["h5"]["samples/x"][:count]) for n in names if "samples/x" in runs[n]["h5"]]
+    rows = [(n, strip) for n, strip in ((n, sample_strip(x)) for n, x in rows) if strip is not None]
     if not rows:
         return False
     fig, axes = plt.subplots(len(rows), 1, figsize=(count * 0.9 + 1.5, 1.0 * len(rows) + 0.3), squeeze=False)
-    for ax, (n, x) in zip(axes[:, 0], rows):
-        strip = np.concatenate([img[0] for img in x], axis=1) if len(x) else np.zeros((8, 8))
+    for ax, (n, strip) in zip(axes[:, 0], rows):
         ax.imshow(strip, cmap="gray", vmin=-1, vmax=1)
         ax.set_xticks([])
         ax.set_yticks([])

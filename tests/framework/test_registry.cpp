@@ -18,10 +18,10 @@ BOOST_AUTO_TEST_CASE(census_every_expected_component_is_registered) {
     auto v = reg.names();
     return std::set<std::string>(v.begin(), v.end());
   };
-  const std::set<std::string> bb = {"dit"}, sm = {"ddim", "ddpm"},
+  const std::set<std::string> bb = {"dit", "tiny_mdlm", "tiny_video"}, sm = {"ddim", "ddpm"},
                               ca = {"none", "fora", "fbcache", "taylorseer", "teacache", "toca", "dec"},
-                              me = {"mse", "psnr", "ssim", "fid", "accuracy"}, pi = {"image"}, gu = {"cfg"},
-                              op = {};
+                              me = {"mse", "psnr", "ssim", "fid", "accuracy", "token_match"},
+                              pi = {"image", "mdlm", "video"}, gu = {"cfg"}, op = {"prefix_kv", "rolling_kv"};
   for (auto& n : bb) BOOST_CHECK_MESSAGE(names(backbones()).count(n), "backbone " << n);
   for (auto& n : sm) BOOST_CHECK_MESSAGE(names(samplers()).count(n), "sampler " << n);
   for (auto& n : pi) BOOST_CHECK_MESSAGE(names(pipelines()).count(n), "pipeline " << n);

@@ -38,6 +38,14 @@ expect 2 "run.cfg_scale|null label" "validate: guidance without a null label" \
   "$exe" validate experiments/quickstart.yaml backbone.class_dropout_prob=0 'backbone.weights=""'
 expect 2 "run.dtype|float64|not one of" "validate: bad dtype" "$exe" validate experiments/quickstart.yaml run.dtype=float64
 expect 2 "not found" "missing experiment file" "$exe" run "$tmp/none.yaml"
+expect 0 "ok -- 3 run(s)" "core_v2_mdlm validates" "$exe" validate experiments/core_v2_mdlm.yaml
+expect 0 "ok -- 3 run(s)" "core_v2_video validates" "$exe" validate experiments/core_v2_video.yaml
+# The sequence pipelines end to end (token and video samples in the run files, their report).
+for e in mdlm video; do
+  expect 0 "all runs done" "core_v2_$e runs" "$exe" run experiments/core_v2_$e.yaml run.samples=2 run.batch=2 \
+    --results "$tmp/seq"
+  expect 0 "report:" "core_v2_$e report" "$exe" report "$tmp/seq/core_v2_$e"
+done
 
 cat > "$tmp/tiny.yaml" <<'YAML'
 name: tiny

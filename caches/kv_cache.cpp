@@ -1,0 +1,141 @@
+#include "caches/kv_cache.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <limits>
+
+#include "framework/error.h"
+
+namespace cachelab {
+namespace {
+
+int64_t lower_index(const int64_t* p, int64_t n, int64_t value) { return std::lower_bound(p, p + n, value) - p; }
+
+}  // namespace
+
+void KvCacheOps::begin_run(const std::vector<LinearRef>& linears, RunContext* ctx) {
+  Ops::begin_run(linears, ctx);
+  ctx_ = ctx;
+  attn_site_.clear();
+  if (ctx && ctx->sites) {
+    const auto& sites = *ctx->sites;
+    for (size_t i = 0; i < sites.size(); ++i)
+      if (sites[i].kind == SiteKind::Attn && sites[i].block >= 0) {
+        if (size_t(sites[i].block) >= attn_site_.size()) attn_site_.resize(size_t(sites[i].block) + 1, -1);
+        attn_site_[size_t(sites[i].block)] = int(i);
+      }
+    CL_CHECK(!attn_site_.empty(), name_ << ": the backbone has no attention site (kind attn); K/V caches serve "
+                                           "sequence models (tiny_mdlm, tiny_video)");
+    hit_extra_ = ctx->declare_site_extra(
+        "kv_hit_rate", "1",
+        "fraction of the keys and values this layer's queries attended to that the K/V cache supplied (the rest "
+        "were computed this step); NaN where the layer did not attend");
+  }
+  // One entry per attention layer, so that a layer that has not stored yet holds the plan back.
+  layers_.assign(attn_site_.size(), Layer());
+}
+
+void KvCacheOps::begin_step(const StepIndex& step) {
+  Ops::begin_step(step);
+  refresh_ = refresh(step);
+  for (auto& l : layers_) l.served = l.seen = 0;
+}
+
+void KvCacheOps::end_step() {
+  if (ctx_ && hit_extra_ >= 0)
+    for (size_t i = 0; i < layers_.size() && i < attn_site_.size(); ++i)
+      if (layers_[i].seen > 0 && attn_site_[i] >= 0)
+        ctx_->set_site_extra(hit_extra_, attn_site_[i], layers_[i].served / layers_[i].seen);
+  Ops::end_step();
+}
+
+void KvCacheOps::drop_before(Layer& l, int64_t position) {
+  const int64_t n = int64_t(l.pos.size()), idx = lower_index(l.pos.data(), n, position);
+  if (idx == 0) return;
+  if (idx == n) {
+    l.k = l.v = at::Tensor();
+  } else {  // copies, so the dropped part is freed
+    l.k = l.k.narrow(2, idx, n - idx).clone();
+    l.v = l.v.narrow(2, idx, n - idx).clone();
+  }
+  l.pos.erase(l.pos.begin(), l.pos.begin() + idx);
+}
+
+KvPlan KvCacheOps::kv_plan(int64_t context) {
+  context_ = context;
+  int64_t start = layers_.empty() ? 0 : std::numeric_limits<int64_t>::max();
+  for (auto& l : layers_) start = std::min(start, l.end);
+  if (refresh_ || start > context) {  // a refresh step, or a new sequence: recompute everything
+    for (auto& l : layers_) {
+      l.k = l.v = at::Tensor();
+      l.pos.clear();
+      l.end = 0;
+    }
+    start = 0;
+  }
+  // Every later query is at a position >= start: older keys are out of every window.
+  if (window_ >= 0)
+    for (auto& l : layers_) drop_before(l, start - window_);
+  return {start, window_};
+}
+
+at::Tensor KvCacheOps::attention(const AttnCall& call, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  CL_CHECK(call.q_positions.defined() && call.kv_positions.defined(),
+           name_ << ": the model passes no positions with its attention calls; K/V caches serve sequence models "
+                    "(tiny_mdlm, tiny_video)");
+  CL_CHECK(!call.mask.defined(), name_ << ": attention masks are not supported (a cached key is seen by every query)");
+  CL_CHECK(call.q_positions.device().is_cpu() && call.kv_positions.device().is_cpu(),
+           name_ << ": attention positions must be CPU tensors");
+  if (size_t(call.layer) >= layers_.size()) layers_.resize(size_t(call.layer) + 1);
+  Layer& l = layers_[size_t(call.layer)];
+  const at::Tensor kp = call.kv_positions.to(at::kLong).contiguous(), qp = call.q_positions.to(at::kLong).contiguous();
+  const int64_t* p = kp.data_ptr<int64_t>();
+  const int64_t n = kp.numel();
+  CL_CHECK(n == k.size(2) && qp.numel() == q.size(2), name_ << ": positions do not match the queries or keys");
+  // Keys a query may see: with a window, positions >= (its position - window).
+  int64_t lo = std::numeric_limits<int64_t>::min();
+  if (window_ >= 0 && qp.numel() > 0) {
+    const int64_t qmin = qp.min().item<int64_t>();
+    CL_CHECK(qp.max().item<int64_t>() == qmin,
+             name_ << ": with a window, the queries of one attention call must share a position (one frame)");
+    lo = qmin - window_;
+  }
+  const int64_t first = n > 0 ? p[0] : std::numeric_limits<int64_t>::max();
+  // Supplied by the cache: stored positions in [lo, first).
+  const int64_t stored = int64_t(l.pos.size());
+  const int64_t a = lower_index(l.pos.data(), stored, lo), b = lower_index(l.pos.data(), stored, first);
+  at::Tensor ck, cv, cpos;
+  if (b > a) {
+    ck = l.k.narrow(2, a, b - a);
+    cv = l.v.narrow(2, a, b - a);
+    cpos = at::tensor(std::vector<int64_t>(l.pos.begin() + a, l.pos.begin() + b), at::kLong);
+  }
+  // Store the finished context this call computed: positions in [end, context).
+  const int64_t s0 = lower_index(p, n, l.end), s1 = lower_index(p, n, context_);
+  if (s1 > s0) {
+    CL_CHECK(p[s0] == l.end, name_ << ": layer " << call.layer << " computed positions from " << p[s0]
+                                   << " but the cache holds them only up to " << l.end);
+    auto nk = k.narrow(2, s0, s1 - s0), nv = v.narrow(2, s0, s1 - s0);
+    l.k = l.k.defined() ? at::cat({l.k, nk}, 2) : nk.clone();
+    l.v = l.v.defined() ? at::cat({l.v, nv}, 2) : nv.clone();
+    l.pos.insert(l.pos.end(), p + s0, p + s1);
+    l.end = p[s1 - 1] + 1;
+  }
+  // The computed keys inside the window.
+  const int64_t c = lower_index(p, n, lo);
+  l.served += double(b - a);
+  l.seen += double(b - a + n - c);
+  AttnCall inner = call;
+  at::Tensor K = k, V = v;
+  if (c > 0) K = k.narrow(2, c, n - c), V = v.narrow(2, c, n - c);
+  inner.kv_positions = kp.narrow(0, c, n - c);
+  if (ck.defined()) {
+    K = at::cat({ck, K}, 2);
+    V = at::cat({cv, V}, 2);
+    inner.kv_positions = at::cat({cpos, inner.kv_positions});
+  }
+  return Ops::attention(inner, q, K, V);
+}
+
+}  // namespace cachelab

@@ -1,0 +1,111 @@
+// K/V caches for sequence models, as ops layers (they wrap the ops below them; every linear
+// layer passes through). The model asks Ops::kv_plan(context) before its layers: the cache
+// answers from which position on the model must compute, supplies the keys and values of the
+// earlier positions in every attention call (they come first and every query sees them), and
+// stores the keys and values of finished context (positions < context) as the model computes
+// them. Queries and keys carry their positions (AttnCall); masks are not supported.
+//
+//   prefix_kv   Fast-dLLM's block-wise prefix cache for masked-diffusion LMs (`mdlm`). At the
+//               first step of every block (and every `refresh` steps within it) the model
+//               computes all positions and the cache stores every layer's K/V of the prefix
+//               (prompt + finished blocks); at the other steps the model computes only the
+//               current block and the still-masked suffix after it (as Fast-dLLM's prefix
+//               cache: the suffix is recomputed, not cached) and attends to the stored prefix.
+//               The stored prefix was computed while the current block was still more masked:
+//               that staleness is the approximation.
+//   rolling_kv  AR video (`video`): the K/V of finished, clean frames are stored once, when the
+//               model first computes them (at the first step of the next chunk), and never
+//               recomputed; a query of frame f attends to frames >= f - window only (cached and
+//               computed alike), and older frames are dropped. A window at least as long as the
+//               video is exact: bitwise equal to recomputing every past frame at every step.
+//
+// Logged per step (site extra `kv_hit_rate`, on each layer's attention site): the fraction of
+// the keys that layer's queries attended to which the cache supplied rather than the model.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <vector>
+
+#include "framework/layer.h"
+#include "framework/ops.h"
+
+namespace cachelab {
+
+struct PrefixKvOptions {
+  int refresh = 0;  // 0 = recompute all positions only at a block's first step
+  template <class V>
+  void fields(V& v) {
+    v("refresh", refresh, "also recompute all positions (and re-store the prefix) every N steps within a block; "
+                          "0 = only at a block's first step, 1 = every step (no reuse)");
+  }
+  template <class C>
+  void check(C& c) const {
+    c.require(refresh >= 0, "refresh", "must be >= 0");
+  }
+};
+
+struct RollingKvOptions {
+  int window = 4;  // frames (positions) before the query's own that it may see
+  template <class V>
+  void fields(V& v) {
+    v("window", window, "past frames a query attends to (frames >= f - window); >= the video length = exact");
+  }
+  template <class C>
+  void check(C& c) const {
+    c.require(window >= 0, "window", "must be >= 0");
+  }
+};
+
+// The storage and attention both caches share; subclasses say when to drop it all.
+class KvCacheOps : public Ops {
+ public:
+  void begin_run(const std::vector<LinearRef>& linears, RunContext* ctx) override;
+  void begin_step(const StepIndex& step) override;
+  void end_step() override;
+  KvPlan kv_plan(int64_t context) override;
+  at::Tensor attention(const AttnCall& call, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) override;
+
+ protected:
+  KvCacheOps(const char* name, int64_t window) : name_(name), window_(window) {}
+  // Whether this step recomputes every position (the stored K/V are dropped first).
+  virtual bool refresh(const StepIndex& step) const = 0;
+
+ private:
+  struct Layer {
+    at::Tensor k, v;           // [B, H, n, d] stored keys and values, positions ascending
+    std::vector<int64_t> pos;  // [n] their positions
+    int64_t end = 0;           // positions < end have been stored (some may be dropped by the window)
+    double served = 0, seen = 0;  // keys supplied by the cache / keys attended, this step
+  };
+  void drop_before(Layer& l, int64_t position);
+
+  const char* name_;
+  int64_t window_;  // -1 = every stored position is visible
+  std::vector<Layer> layers_;
+  std::vector<int> attn_site_;  // per layer: its attention site (for the hit-rate extra), or -1
+  RunContext* ctx_ = nullptr;
+  int hit_extra_ = -1;
+  bool refresh_ = false;
+  int64_t context_ = 0;
+};
+
+class PrefixKvCache final : public KvCacheOps {
+ public:
+  explicit PrefixKvCache(const PrefixKvOptions& o) : KvCacheOps("prefix_kv", -1), o_(o) {}
+
+ private:
+  bool refresh(const StepIndex& step) const override {
+    return step.inner == 0 || (o_.refresh > 0 && step.inner % o_.refresh == 0);
+  }
+  PrefixKvOptions o_;
+};
+
+class RollingKvCache final : public KvCacheOps {
+ public:
+  explicit RollingKvCache(const RollingKvOptions& o) : KvCacheOps("rolling_kv", o.window) {}
+
+ private:
+  bool refresh(const StepIndex&) const override { return false; }  // clean frames never change
+};
+
+}  // namespace cachelab

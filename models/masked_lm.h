@@ -1,0 +1,16 @@
+// What the `mdlm` pipeline needs to know about a masked-diffusion language model beyond the
+// Backbone interface: its vocabulary and the MASK token.
+#pragma once
+#include <cstdint>
+
+namespace cachelab {
+
+class MaskedLm {
+ public:
+  virtual ~MaskedLm() = default;
+  virtual int64_t vocab_size() const = 0;  // real tokens are 0 .. vocab_size - 1; logits cover them
+  virtual int64_t mask_id() const = 0;     // the MASK token (not a real token)
+  virtual int64_t max_length() const = 0;  // longest sequence (prompt + generation) the model takes
+};
+
+}  // namespace cachelab

@@ -1,0 +1,214 @@
+#include "models/tiny_mdlm.h"
+
+#include <torch/torch.h>
+
+#include "framework/error.h"
+#include "framework/paths.h"
+#include "models/safetensors.h"
+
+namespace cachelab {
+namespace {
+
+constexpr double kLayerNormEps = 1e-5;
+
+struct AttnImpl : torch::nn::Module {
+  explicit AttnImpl(int dim) {
+    qkv = register_module("qkv", torch::nn::Linear(dim, 3 * dim));
+    proj = register_module("proj", torch::nn::Linear(dim, dim));
+  }
+  torch::nn::Linear qkv{nullptr}, proj{nullptr};
+};
+TORCH_MODULE(Attn);
+
+struct MlpImpl : torch::nn::Module {
+  MlpImpl(int dim, int hidden) {
+    fc1 = register_module("fc1", torch::nn::Linear(dim, hidden));
+    fc2 = register_module("fc2", torch::nn::Linear(hidden, dim));
+  }
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+};
+TORCH_MODULE(Mlp);
+
+struct LayerImpl : torch::nn::Module {
+  LayerImpl(int dim, int mlp_hidden) {
+    norm1 = register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(kLayerNormEps)));
+    attn = register_module("attn", Attn(dim));
+    norm2 = register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(kLayerNormEps)));
+    mlp = register_module("mlp", Mlp(dim, mlp_hidden));
+  }
+  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
+  Attn attn{nullptr};
+  Mlp mlp{nullptr};
+};
+TORCH_MODULE(Layer);
+
+at::Tensor norm(const torch::nn::LayerNorm& ln, const at::Tensor& x) {
+  return at::layer_norm(x, {x.size(-1)}, ln->weight, ln->bias, kLayerNormEps);
+}
+
+}  // namespace
+
+struct TinyMdlm::Impl : torch::nn::Module {
+  explicit Impl(const TinyMdlmOptions& o) {
+    tok_embed = register_module("tok_embed", torch::nn::Embedding(o.vocab_size + 1, o.hidden_size));
+    pos_embed = register_parameter("pos_embed", torch::zeros({o.max_length, o.hidden_size}));
+    layers = register_module("layers", torch::nn::ModuleList());
+    for (int i = 0; i < o.depth; ++i) layers->push_back(Layer(o.hidden_size, int(o.hidden_size * o.mlp_ratio)));
+    norm_f = register_module("norm_f", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.hidden_size}).eps(kLayerNormEps)));
+    head = register_module("head", torch::nn::Linear(o.hidden_size, o.vocab_size));
+  }
+  // Random weights: LibTorch's default initialisation of the layers (seeded), unit-variance
+  // token and position embeddings.
+  void initialize(int64_t seed) {
+    torch::NoGradGuard guard;
+    torch::manual_seed(seed);
+    for (auto& m : modules(/*include_self=*/false))
+      if (auto* lin = m->as<torch::nn::Linear>()) lin->reset_parameters();
+    torch::nn::init::normal_(tok_embed->weight, 0.0, 1.0);
+    torch::nn::init::normal_(pos_embed, 0.0, 1.0);
+  }
+  torch::nn::Embedding tok_embed{nullptr};
+  at::Tensor pos_embed;
+  torch::nn::ModuleList layers{nullptr};
+  torch::nn::LayerNorm norm_f{nullptr};
+  torch::nn::Linear head{nullptr};
+};
+
+TinyMdlm::TinyMdlm(const TinyMdlmOptions& o) : options_(o) {
+  CL_CHECK(o.num_heads > 0 && o.hidden_size % o.num_heads == 0,
+           "tiny_mdlm: hidden_size " << o.hidden_size << " is not a multiple of num_heads " << o.num_heads);
+  CL_CHECK(o.depth >= 1 && o.vocab_size >= 2 && o.max_length >= 2, "tiny_mdlm: depth, vocab_size or max_length too small");
+  impl_ = std::make_unique<Impl>(o);
+  impl_->initialize(o.init_seed);
+  if (!o.weights.empty()) load(resolve_path(o.weights));
+
+  const double L = o.max_length;
+  sites_.push_back({"model", -1, model_flops(L), SiteKind::Model});
+  sites_.push_back({"body", kSiteModel, 0.0, SiteKind::Body});
+  for (int i = 0; i < o.depth; ++i) {
+    const std::string b = "layers." + std::to_string(i);
+    const int blk = int(sites_.size());
+    sites_.push_back({b, kSiteBody, 0.0, SiteKind::Block, i});
+    sites_.push_back({b + ".attn", blk, attn_flops(L, L), SiteKind::Attn, i});
+    sites_.push_back({b + ".mlp", blk, mlp_flops(L), SiteKind::Mlp, i, 0, /*rows=*/true, 0.0});
+  }
+
+  auto add = [&](const std::string& name, torch::nn::LinearImpl* l, int block) {
+    linears_.push_back({name, l->weight, l->bias, block});
+    return int(linears_.size()) - 1;
+  };
+  for (int i = 0; i < o.depth; ++i) {
+    auto& layer = *impl_->layers[size_t(i)]->as<LayerImpl>();
+    const std::string b = "layers." + std::to_string(i);
+    LayerIds id;
+    id.qkv = add(b + ".attn.qkv", layer.attn->qkv.get(), i);
+    id.proj = add(b + ".attn.proj", layer.attn->proj.get(), i);
+    id.fc1 = add(b + ".mlp.fc1", layer.mlp->fc1.get(), i);
+    id.fc2 = add(b + ".mlp.fc2", layer.mlp->fc2.get(), i);
+    ids_.push_back(id);
+  }
+  head_ = add("head", impl_->head.get(), -1);
+}
+
+TinyMdlm::~TinyMdlm() = default;
+
+// Multiply-add = 2 FLOPs; norms, softmax and embeddings lookups are not counted (as for dit).
+double TinyMdlm::attn_flops(double R, double Nk) const {
+  const double D = options_.hidden_size;
+  return 2 * R * D * 3 * D + 4 * R * Nk * D + 2 * R * D * D;  // qkv, scores + weighted sum, proj
+}
+double TinyMdlm::mlp_flops(double R) const {
+  const double D = options_.hidden_size, M = int(D * options_.mlp_ratio);
+  return 4 * R * D * M;
+}
+double TinyMdlm::model_flops(double O) const { return 2 * O * options_.hidden_size * options_.vocab_size; }
+
+at::Tensor TinyMdlm::example_input(int64_t batch, const at::TensorOptions& options) const {
+  return at::full({batch, int64_t(options_.max_length)}, mask_id(), options.dtype(at::kLong));
+}
+
+at::Tensor TinyMdlm::forward(const at::Tensor& x, const at::Tensor& t, const Cond& cond, Hooks& hooks) {
+  (void)t;
+  Impl& m = *impl_;
+  Ops& ops = hooks.ops();
+  CL_CHECK(x.dim() == 2 && x.scalar_type() == at::kLong, "tiny_mdlm: x must be int64 token ids [B, L]");
+  const int64_t L = x.size(1), ctx = cond.context;
+  CL_CHECK(L <= options_.max_length, "tiny_mdlm: a sequence of " << L << " tokens exceeds max_length "
+                                                                  << options_.max_length);
+  CL_CHECK(ctx >= 0 && ctx < L, "tiny_mdlm: context " << ctx << " must be in [0, " << L << ")");
+  const KvPlan plan = ops.kv_plan(ctx);
+  CL_CHECK(plan.window < 0, "tiny_mdlm: the ops asked for an attention window, which a bidirectional model "
+                            "does not support (use prefix_kv, not rolling_kv)");
+  CL_CHECK(plan.start >= 0 && plan.start <= ctx,
+           "tiny_mdlm: the ops supplies keys up to position " << plan.start << ", beyond the context " << ctx);
+  const int64_t S = plan.start, R = L - S, O = L - ctx;
+  const int64_t D = options_.hidden_size, heads = options_.num_heads, hd = D / heads;
+  const at::Tensor positions = at::arange(S, L, at::kLong);  // CPU, as AttnCall asks
+  auto lin = [&](int id, const at::Tensor& v) { return ops.linear(id, v); };
+
+  return hooks.at(kSiteModel, {x}, [&](const SiteCall& mc) -> Tensors {
+    auto tokens = mc.inputs[0].narrow(1, S, R);
+    auto h = m.tok_embed->forward(tokens) + m.pos_embed.narrow(0, S, R);
+    h = hooks.at(kSiteBody, {h}, [&](const SiteCall& bc) -> Tensors {
+      auto z = bc.inputs[0];
+      for (int i = 0; i < options_.depth; ++i) {
+        auto& layer = *m.layers[size_t(i)]->as<LayerImpl>();
+        const LayerIds& id = ids_[size_t(i)];
+        z = hooks.at(layer_site(i), {z}, [&](const SiteCall& lc) -> Tensors {
+          const auto& zin = lc.inputs[0];
+          auto a = hooks.at(layer_site(i) + 1, {zin}, [&](const SiteCall& ac) -> Tensors {
+            const auto& u = ac.inputs[0];
+            const int64_t B = u.size(0), N = u.size(1);
+            auto qkv = lin(id.qkv, norm(layer.norm1, u)).reshape({B, N, 3, heads, hd}).permute({2, 0, 3, 1, 4});
+            AttnCall call;
+            call.layer = i;
+            call.q_positions = positions;
+            call.kv_positions = positions;
+            auto o = ops.attention(call, qkv[0], qkv[1], qkv[2]);  // keys of all L positions
+            return {lin(id.proj, o.transpose(1, 2).reshape({B, N, D}))};
+          }, attn_flops(double(R), double(L)))[0];
+          auto z1 = zin + a;
+          auto f = hooks.at(layer_site(i) + 2, {z1}, [&](const SiteCall& fc) -> Tensors {
+            auto u = fc.rows.defined() ? fc.inputs[0].index_select(1, fc.rows) : fc.inputs[0];
+            return {lin(id.fc2, at::gelu(lin(id.fc1, norm(layer.norm2, u))))};
+          }, mlp_flops(double(R)))[0];
+          return {z1 + f};
+        }, 0.0)[0];
+      }
+      return {z};
+    }, 0.0)[0];
+    // Logits only for the positions after the context (what the pipeline decodes).
+    return {lin(head_, norm(m.norm_f, h.narrow(1, ctx - S, O)))};
+  }, model_flops(double(O)))[0];
+}
+
+void TinyMdlm::to(at::Device device, at::ScalarType dtype) { impl_->to(device, dtype); }
+
+std::vector<std::pair<std::string, at::Tensor>> TinyMdlm::named_tensors() {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (auto& kv : impl_->named_parameters(/*recurse=*/true)) out.emplace_back(kv.key(), kv.value());
+  return out;
+}
+
+std::vector<at::Tensor> TinyMdlm::trainable_parameters() {
+  std::vector<at::Tensor> out;
+  for (auto& p : impl_->parameters())
+    if (p.requires_grad()) out.push_back(p);
+  return out;
+}
+
+void TinyMdlm::load(const std::string& path) {
+  load_into(named_tensors(), path, "a trainer for tiny_mdlm (none is bundled yet)");
+}
+
+void TinyMdlm::save(const std::string& path, const std::vector<std::pair<std::string, std::string>>& metadata) {
+  write_safetensors(path, named_tensors(), std::map<std::string, std::string>(metadata.begin(), metadata.end()));
+}
+
+int64_t TinyMdlm::num_parameters() {
+  int64_t n = 0;
+  for (auto& p : impl_->parameters()) n += p.numel();
+  return n;
+}
+
+}  // namespace cachelab
