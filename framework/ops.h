@@ -15,6 +15,7 @@
 namespace cachelab {
 
 class RunContext;
+class Calibrator;  // framework/layer.h
 
 // One linear layer of a backbone: y = x W^T + b. weight [out, in], bias [out] or undefined.
 struct LinearRef {
@@ -40,6 +41,9 @@ class Ops {
   virtual void end_step();
   virtual at::Tensor linear(int id, const at::Tensor& x);
   virtual at::Tensor attention(const AttnCall& call, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+  // An ops layer fitted by `cachelab calibrate` (a quantizer) returns its calibrator;
+  // wrappers forward to their inner ops.
+  virtual Calibrator* calibrator() { return inner_ ? inner_->calibrator() : nullptr; }
   // FLOPs the ops saved or added relative to dense ops, for the recorder (e.g. a K/V
   // cache that skipped projections reports nothing here: the model skips the rows).
   void set_inner(std::unique_ptr<Ops> inner) { inner_ = std::move(inner); }

@@ -18,11 +18,12 @@ BOOST_AUTO_TEST_CASE(census_every_expected_component_is_registered) {
     return std::set<std::string>(v.begin(), v.end());
   };
   const std::set<std::string> bb = {"dit"}, sm = {"ddim", "ddpm"}, ca = {"none", "fora", "fbcache"},
-                              me = {"mse", "psnr", "ssim", "fid", "accuracy"};
+                              me = {"mse", "psnr", "ssim", "fid", "accuracy"}, op = {"w8a8"};
   for (auto& n : bb) BOOST_CHECK_MESSAGE(names(backbones()).count(n), "backbone " << n);
   for (auto& n : sm) BOOST_CHECK_MESSAGE(names(samplers()).count(n), "sampler " << n);
   for (auto& n : ca) BOOST_CHECK_MESSAGE(names(caches()).count(n), "cache " << n);
   for (auto& n : me) BOOST_CHECK_MESSAGE(names(metrics()).count(n), "metric " << n);
+  for (auto& n : op) BOOST_CHECK_MESSAGE(names(ops_layers()).count(n), "ops " << n);
   for (auto* e : {&caches().entries().at("fora"), &caches().entries().at("fbcache")})
     BOOST_CHECK(!e->description.empty() && !e->keys.empty());
 }
@@ -46,6 +47,7 @@ BOOST_AUTO_TEST_CASE(config_round_trip_of_every_component) {
   round_trip_all(samplers());
   round_trip_all(caches());
   round_trip_all(metrics());
+  round_trip_all(ops_layers());
 }
 
 BOOST_AUTO_TEST_CASE(unknown_type_lists_the_registered_names_with_a_suggestion) {
