@@ -128,11 +128,15 @@ ActQuant act_quant(float min, float max, bool reduce_range) {
 }
 
 at::Tensor fake_quantize(const at::Tensor& x, const ActQuant& a) {
-  const float inv = float(1.0 / a.scale);  // oneDNN's source scale
+  // oneDNN's order of operations: x * (1/scale) and + zero point, each rounded to float,
+  // then round half to even. (PyTorch's fake quantizer rounds before adding the zero
+  // point, which differs at a few rounding ties per layer; over 50 guided steps those
+  // single-step differences grew to a 5% sample difference, so fake follows the kernel.)
+  const float inv = float(1.0 / a.scale);
   return at::clamp(x.to(at::kFloat), a.lo, a.hi)
       .mul_(inv)
-      .round_()
       .add_(a.zero_point)
+      .round_()
       .clamp_(0, a.qmax)
       .sub_(a.zero_point)
       .mul_(float(a.scale));

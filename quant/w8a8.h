@@ -55,7 +55,7 @@ struct W8A8Options {
   bool reduce_range = true;                                    // activations 0..127 (see above)
   template <class V>
   void fields(V& v) {
-    v("mode", mode, "fake (quantize-dequantize in float, any device) | int8 (oneDNN int8 kernels, CPU float32)");
+    v("mode", mode, "fake (quantize-dequantize in float, any device) or int8 (oneDNN int8 kernels, CPU float32)");
     v("calibration", calibration,
       "activation ranges file (safetensors, relative to the project root), written by `cachelab calibrate`");
     v("layers", layers,
@@ -88,8 +88,8 @@ struct ActQuant {
   int qmax = 255;        // q in [0, qmax]: 127 with reduce_range
 };
 ActQuant act_quant(float min, float max, bool reduce_range);
-// clamp(x, lo, hi) quantized and dequantized (float32), rounding as PyTorch and oneDNN do
-// (x * (1/scale), round half to even).
+// clamp(x, lo, hi) quantized and dequantized (float32), rounding exactly as oneDNN's
+// int8 linear does: round_half_even(float(x * float(1/scale)) + zero_point).
 at::Tensor fake_quantize(const at::Tensor& x, const ActQuant& a);
 
 class W8A8Ops final : public Ops, public Calibrator {

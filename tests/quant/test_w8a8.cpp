@@ -137,23 +137,27 @@ BOOST_AUTO_TEST_CASE(per_channel_weight_error_is_at_most_half_a_step_per_element
   }
 }
 
-BOOST_AUTO_TEST_CASE(activation_fake_quant_is_pytorchs_and_bounded_by_half_a_step) {
+BOOST_AUTO_TEST_CASE(activation_fake_quant_is_bounded_by_half_a_step) {
   auto gen = at::detail::createCPUGenerator(4);
-  auto x = at::randn({64, 96}, gen) * 3 + 1;
+  auto x = at::randn({256, 96}, gen) * 3 + 1;
   for (bool reduce : {true, false}) {
     const ActQuant a = act_quant(-2.5f, 6.0f, reduce);
     BOOST_CHECK_EQUAL(a.qmax, reduce ? 127 : 255);
     BOOST_CHECK_CLOSE(a.scale, 8.5 / a.qmax, 1e-4);
     auto fq = fake_quantize(x, a);
-    // Bitwise what PyTorch's own fake quantizer gives on the clamped input.
-    auto theirs = at::fake_quantize_per_tensor_affine(at::clamp(x, a.lo, a.hi), a.scale, a.zero_point, 0, a.qmax);
-    BOOST_CHECK(at::equal(fq, theirs));
     // Inside the range, at most half a step (+ float rounding); outside, clamped.
     auto in = (x >= a.lo) & (x <= a.hi);
     const double worst_in = ((fq - x).abs() * in).max().item<double>();
     BOOST_CHECK_LE(worst_in, a.scale / 2 * (1 + 1e-5));
     BOOST_CHECK_LE(fq.max().item<double>(), a.hi + a.scale / 2);
     BOOST_CHECK_GE(fq.min().item<double>(), a.lo - a.scale / 2);
+    // PyTorch's fake quantizer (which rounds before adding the zero point) differs only at
+    // rare rounding ties, by exactly one step.
+    auto theirs = at::fake_quantize_per_tensor_affine(at::clamp(x, a.lo, a.hi), a.scale, a.zero_point, 0, a.qmax);
+    auto diff = (fq - theirs).abs();
+    const int64_t n = (diff > 0).sum().item<int64_t>();
+    BOOST_CHECK_LT(n, x.numel() / 1000);
+    if (n > 0) BOOST_CHECK_CLOSE(diff.max().item<double>(), a.scale, 1e-3);
   }
   // A range without 0 is widened to include it (0 stays exact).
   const ActQuant pos = act_quant(1.0f, 3.0f, true);
@@ -186,29 +190,57 @@ BOOST_FIXTURE_TEST_CASE(calibration_records_every_linears_min_max_over_all_steps
   }
 }
 
+BOOST_FIXTURE_TEST_CASE(fake_rounds_every_input_as_the_int8_kernel_does, Fixture) {
+  W8A8Ops fake(options("fake"));
+  calibrate(fake);
+  W8A8Ops int8(options("int8"));
+  c10::InferenceMode guard;
+  fake.begin_run(model.linears(), nullptr);
+  int8.begin_run(model.linears(), nullptr);
+  // Many rows per linear (about 1 in 10^5 inputs lies at a rounding tie where the order
+  // of operations matters: rounding before adding the zero point made several rows here
+  // differ by a whole step). Agreement within float rounding means every quantized input
+  // is the same; one differing input would move its row by scale_x * |w| (~1e-3 of the
+  // output's range here, measured), 100x the tolerance.
+  auto gen = at::detail::createCPUGenerator(6);
+  double worst = 0;
+  for (size_t id = 0; id < model.linears().size(); ++id) {
+    if (!fake.selected()[id]) continue;
+    const auto& w = model.linears()[id].weight;
+    auto x = at::randn({64, 256, w.size(1)}, gen) * 1.5;
+    auto yf = fake.linear(int(id), x), yi = int8.linear(int(id), x);
+    const double d = ((yi - yf).abs().max() / yf.abs().max()).item<double>();
+    BOOST_CHECK_MESSAGE(d < 1e-5, model.linears()[id].name << ": max |int8 - fake| / max |y| = " << d);
+    worst = std::max(worst, d);
+  }
+  BOOST_TEST_MESSAGE("per linear, max |int8 - fake| / max |y|: " << worst);
+}
+
 BOOST_FIXTURE_TEST_CASE(calibrated_fake_and_real_int8_agree, Fixture) {
   W8A8Ops fake(options("fake"));
   calibrate(fake);
   W8A8Ops int8(options("int8"));  // loads the file fake just wrote
-  // One forward: the same quantized values, exact int32 accumulation vs a float GEMM, so
-  // only float rounding differs (and, rarely, a rounding tie landing on the other side
-  // moves one input by one step). Measured here: rel L2 1.1e-7. Tolerance 1e-5: a 100x
-  // margin, and still 100x below the quantization error itself (1.8e-3, checked next).
-  auto yf = forward(fake), yi2 = forward(int8);
+  // Per linear the two agree to float rounding (previous test). Through a network, that
+  // float-level difference occasionally moves a later layer's input across a rounding
+  // boundary (one step), and guided sampling compounds it: on dit-mnist (8 blocks) one
+  // forward differed by 1.1e-3 and 50 guided steps by 6% (both modes ~27 dB from fp32).
+  // On this model measured 1.1e-7 per forward and 1.8e-7 per trajectory (no boundary
+  // crossed). Tolerances: 1e-4 per forward, 1e-3 per trajectory, room for a few crossings
+  // on another CPU's rounding, still well below the quantization error itself (1.8e-3
+  // and 5e-3 here, checked to be there).
+  auto yf = forward(fake), yi = forward(int8);
   DenseOps dense;
   auto y32 = forward(dense);
-  const double fake_vs_int8 = rel_l2(yi2, yf), quant_err = rel_l2(yf, y32);
+  const double fake_vs_int8 = rel_l2(yi, yf), quant_err = rel_l2(yf, y32);
   BOOST_TEST_MESSAGE("forward: int8 vs fake rel L2 " << fake_vs_int8 << ", fake vs fp32 " << quant_err);
-  BOOST_CHECK_LT(fake_vs_int8, 1e-5);
-  BOOST_CHECK_GT(quant_err, 1e-4);  // quantization really happened
+  BOOST_CHECK_LT(fake_vs_int8, 1e-4);
+  BOOST_CHECK_GT(quant_err, 1e-3);  // quantization really happened
   BOOST_CHECK_LT(quant_err, 0.1);
-  // Whole trajectories (12 steps, guidance): differences could compound through the
-  // sampler; measured 1.8e-7 here (fake vs fp32: 5e-3), tolerance 1e-5 (50x margin).
   auto tf = with(fake), ti = with(int8);
   const double traj = rel_l2(ti.samples, tf.samples), traj_err = rel_l2(tf.samples, ref.samples);
   BOOST_TEST_MESSAGE("trajectory: int8 vs fake rel L2 " << traj << ", fake vs fp32 " << traj_err);
-  BOOST_CHECK_LT(traj, 1e-5);
-  BOOST_CHECK_GT(traj_err, 1e-4);
+  BOOST_CHECK_LT(traj, 1e-3);
+  BOOST_CHECK_GT(traj_err, 3e-3);
 }
 
 BOOST_FIXTURE_TEST_CASE(reduce_range_false_is_refused_where_the_int8_kernel_saturates, Fixture) {
