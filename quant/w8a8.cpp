@@ -4,6 +4,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/native/quantized/PackedParams.h>
 #include <ATen/native/quantized/cpu/QuantUtils.h>
+#include <c10/core/GradMode.h>
 
 #include <algorithm>
 #include <cmath>
@@ -239,6 +240,7 @@ void W8A8Ops::prepare(const std::vector<LinearRef>& linears) {
   bool same = s_->prepared_for == &linears && s_->weight_ptrs.size() == linears.size();
   for (size_t i = 0; same && i < linears.size(); ++i) same = s_->weight_ptrs[i] == linears[i].weight.data_ptr();
   if (same) return;
+  c10::NoGradGuard no_grad;  // begin_run may come outside the runner's inference mode
   const bool int8 = o_.mode == "int8";
   if (int8) at::globalContext().setQEngine(at::QEngine::ONEDNN);
   s_->layers.assign(linears.size(), State::Layer());
