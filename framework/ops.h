@@ -15,7 +15,7 @@
 namespace cachelab {
 
 class RunContext;
-class Calibrator;
+class Calibrator;  // framework/layer.h
 
 // One linear layer of a backbone: y = x W^T + b. weight [out, in], bias [out] or undefined.
 struct LinearRef {

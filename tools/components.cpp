@@ -7,6 +7,7 @@ namespace cachelab {
 void register_models();   // models/register.cpp
 void register_caches();   // caches/register.cpp
 void register_metrics();  // metrics/register.cpp
+void register_quant();    // quant/register.cpp
 
 void register_components() {
   static bool added = false;
@@ -15,6 +16,7 @@ void register_components() {
     add_register_function(&register_models);
     add_register_function(&register_caches);
     add_register_function(&register_metrics);
+    add_register_function(&register_quant);
   }
   register_all();
 }

@@ -21,7 +21,7 @@ BOOST_AUTO_TEST_CASE(census_every_expected_component_is_registered) {
   const std::set<std::string> bb = {"dit", "tiny_mdlm", "tiny_video"}, sm = {"ddim", "ddpm"},
                               ca = {"none", "fora", "fbcache", "taylorseer", "teacache", "toca", "dec"},
                               me = {"mse", "psnr", "ssim", "fid", "accuracy", "token_match"},
-                              pi = {"image", "mdlm", "video"}, gu = {"cfg"}, op = {"prefix_kv", "rolling_kv"};
+                              pi = {"image", "mdlm", "video"}, gu = {"cfg"}, op = {"prefix_kv", "rolling_kv", "w8a8"};
   for (auto& n : bb) BOOST_CHECK_MESSAGE(names(backbones()).count(n), "backbone " << n);
   for (auto& n : sm) BOOST_CHECK_MESSAGE(names(samplers()).count(n), "sampler " << n);
   for (auto& n : pi) BOOST_CHECK_MESSAGE(names(pipelines()).count(n), "pipeline " << n);
@@ -30,6 +30,7 @@ BOOST_AUTO_TEST_CASE(census_every_expected_component_is_registered) {
   BOOST_CHECK_MESSAGE(names(evaluators()).count("lenet"), "judge lenet");
   for (auto& n : ca) BOOST_CHECK_MESSAGE(names(caches()).count(n), "cache " << n);
   for (auto& n : me) BOOST_CHECK_MESSAGE(names(metrics()).count(n), "metric " << n);
+  for (auto& n : op) BOOST_CHECK_MESSAGE(names(ops_layers()).count(n), "ops " << n);
   for (auto* e : {&caches().entries().at("fora"), &caches().entries().at("fbcache")})
     BOOST_CHECK(!e->description.empty() && !e->keys.empty());
 }
