@@ -14,6 +14,7 @@ namespace cachelab {
 void register_models() {
   backbones().add<Dit, DitOptions>("dit", "class-conditional DiT with adaLN-Zero (reference parameter names)", __FILE__);
   samplers().add<DdimSampler, DdimOptions>("ddim", "DDIM over evenly spaced timesteps (eta = 0: deterministic)", __FILE__);
+  samplers().add<EulerFlowSampler, EulerFlowOptions>("euler_flow", "rectified flow, Euler steps on a predicted velocity", __FILE__);
   samplers().add<DdpmSampler, DdpmOptions>("ddpm", "ancestral DDPM over a respaced schedule", __FILE__);
   backbones().add<TinyMdlm, TinyMdlmOptions>("tiny_mdlm", "small bidirectional transformer over tokens (masked-diffusion LM)", __FILE__);
   backbones().add<TinyVideo, TinyVideoOptions>("tiny_video", "small frame-causal transformer over patches of video frames", __FILE__);

@@ -38,9 +38,18 @@ std::vector<int64_t> spaced_timesteps(int T, int steps) {
 }
 
 namespace {
-// Predicted clean sample and the epsilon consistent with it (after optional clipping).
-std::pair<at::Tensor, at::Tensor> x0_and_eps(const at::Tensor& x, const at::Tensor& eps_in, double abar, bool clip) {
-  auto x0 = (x - std::sqrt(1 - abar) * eps_in) / std::sqrt(abar);
+// Predicted clean sample and the epsilon consistent with it (after optional clipping),
+// from an eps or a v prediction.
+std::pair<at::Tensor, at::Tensor> x0_and_eps(const at::Tensor& x, const at::Tensor& out, double abar, bool clip,
+                                             const std::string& prediction) {
+  at::Tensor x0, eps_in;
+  if (prediction == "v") {
+    x0 = std::sqrt(abar) * x - std::sqrt(1 - abar) * out;
+    eps_in = std::sqrt(1 - abar) * x + std::sqrt(abar) * out;
+  } else {
+    eps_in = out;
+    x0 = (x - std::sqrt(1 - abar) * eps_in) / std::sqrt(abar);
+  }
   if (!clip) return {x0, eps_in};
   x0 = x0.clamp(-1, 1);
   return {x0, (x - std::sqrt(abar) * x0) / std::sqrt(1 - abar)};
@@ -57,7 +66,7 @@ at::Tensor DdimSampler::step(int i, const at::Tensor& x, const at::Tensor& model
   const int64_t C = x.size(1);
   const double abar = sched_.alpha_bar[ts_[i]];
   const double abar_prev = i + 1 < int(ts_.size()) ? sched_.alpha_bar[ts_[i + 1]] : 1.0;
-  auto [x0, eps] = x0_and_eps(x, model_out.narrow(1, 0, C), abar, o_.clip_x0);
+  auto [x0, eps] = x0_and_eps(x, model_out.narrow(1, 0, C), abar, o_.clip_x0, o_.prediction);
   const double sigma = o_.eta * std::sqrt((1 - abar_prev) / (1 - abar)) * std::sqrt(1 - abar / abar_prev);
   auto out = std::sqrt(abar_prev) * x0 + std::sqrt(std::max(0.0, 1 - abar_prev - sigma * sigma)) * eps;
   if (sigma > 0 && noise.defined()) out = out + sigma * noise;
@@ -78,7 +87,7 @@ at::Tensor DdpmSampler::step(int i, const at::Tensor& x, const at::Tensor& model
   auto abar_at = [&](int j) { return j < n ? sched_.alpha_bar[ts_[j]] : 1.0; };
   const double abar = abar_at(i), abar_prev = abar_at(i + 1);
   const double beta = 1 - abar / abar_prev;
-  auto [x0, eps] = x0_and_eps(x, model_out.narrow(1, 0, C), abar, o_.clip_x0);
+  auto [x0, eps] = x0_and_eps(x, model_out.narrow(1, 0, C), abar, o_.clip_x0, o_.prediction);
   auto mean = (beta * std::sqrt(abar_prev) / (1 - abar)) * x0 +
               ((1 - abar_prev) * std::sqrt(1 - beta) / (1 - abar)) * x;
   if (i + 1 >= n) return mean;  // last step: no noise
@@ -92,6 +101,21 @@ at::Tensor DdpmSampler::step(int i, const at::Tensor& x, const at::Tensor& model
   }
   CL_CHECK(noise.defined(), "ddpm: step needs noise");
   return mean + at::exp(0.5 * log_var) * noise;
+}
+
+EulerFlowSampler::EulerFlowSampler(const EulerFlowOptions& o) : o_(o) {
+  for (int i = 0; i < o.steps; ++i)
+    ts_.push_back(int64_t(std::llround((1.0 - double(i) / o.steps) * o.time_scale)));
+}
+
+at::Tensor EulerFlowSampler::step(int i, const at::Tensor& x, const at::Tensor& model_out, const at::Tensor&) const {
+  const double t = 1.0 - double(i) / o_.steps, t_next = 1.0 - double(i + 1) / o_.steps;
+  return x + (t_next - t) * model_out.narrow(1, 0, x.size(1));
+}
+
+const NoiseSchedule& EulerFlowSampler::schedule() const {
+  CL_FAIL("euler_flow has no discrete noise schedule (it samples a rectified flow); train with a DDPM objective "
+          "and sample with ddim or ddpm");
 }
 
 }  // namespace cachelab

@@ -1,4 +1,6 @@
-// DDIM and DDPM samplers over the DiT linear schedule (options, classes).
+// DDIM and DDPM samplers over the DiT linear schedule, and an Euler sampler for flow
+// matching (options, classes). Prediction types: eps (the DiT's), v (v = sqrt(abar) eps -
+// sqrt(1 - abar) x0) for DDIM/DDPM; the flow sampler reads a velocity v = eps - x0.
 #pragma once
 #include <string>
 
@@ -10,15 +12,18 @@ struct ScheduleOptions {
   int train_steps = 1000;
   double beta_start = 1e-4;
   double beta_end = 0.02;
+  std::string prediction = "eps";  // what the model predicts: eps | v
   template <class V>
   void schedule_fields(V& v) {
+    v("prediction", prediction, "what the model predicts: eps (noise) | v (velocity sqrt(abar) eps - sqrt(1-abar) x0)");
     v("train_steps", train_steps, "timesteps of the training schedule");
     v("beta_start", beta_start, "first beta of the linear schedule");
     v("beta_end", beta_end, "last beta of the linear schedule");
   }
   template <class C>
   void schedule_check(C& c, int steps) const {
-    c.require(train_steps >= 1, "train_steps", "must be >= 1");
+    c.require(train_steps >= 2, "train_steps", "must be >= 2");
+    c.one_of("prediction", prediction, {"eps", "v"});
     c.require(steps >= 1 && steps <= train_steps, "steps", "must be in [1, train_steps]");
     c.require(beta_start > 0 && beta_start < 1, "beta_start", "must be in (0, 1)");
     c.require(beta_end >= beta_start && beta_end < 1, "beta_end", "must be in [beta_start, 1)");
@@ -59,6 +64,37 @@ struct DdpmOptions : ScheduleOptions {
     schedule_check(c, steps);
     c.one_of("variance", variance, {"small", "large"});
   }
+};
+
+// Rectified-flow Euler sampler: x_t = (1 - t) x0 + t eps for t from 1 down to 0 in `steps`
+// even steps; the model predicts the velocity v = eps - x0 and x <- x + (t_next - t) v.
+// Model timesteps are t x time_scale (rounded).
+struct EulerFlowOptions {
+  int steps = 50;
+  int time_scale = 1000;
+  template <class V>
+  void fields(V& v) {
+    v("steps", steps, "number of Euler steps from t = 1 to t = 0");
+    v("time_scale", time_scale, "model timestep = round(t x time_scale)");
+  }
+  template <class C>
+  void check(C& c) const {
+    c.require(steps >= 1, "steps", "must be >= 1");
+    c.require(time_scale >= 1, "time_scale", "must be >= 1");
+  }
+};
+
+class EulerFlowSampler final : public Sampler {
+ public:
+  explicit EulerFlowSampler(const EulerFlowOptions& o);
+  const std::vector<int64_t>& timesteps() const override { return ts_; }
+  bool needs_noise() const override { return false; }
+  at::Tensor step(int i, const at::Tensor& x, const at::Tensor& model_out, const at::Tensor& noise) const override;
+  const NoiseSchedule& schedule() const override;
+
+ private:
+  EulerFlowOptions o_;
+  std::vector<int64_t> ts_;
 };
 
 class DdimSampler final : public Sampler {

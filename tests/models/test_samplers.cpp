@@ -47,6 +47,40 @@ BOOST_AUTO_TEST_CASE(ddim_with_oracle_epsilon_recovers_the_clean_sample) {
   BOOST_CHECK_LT((x - x0).abs().max().item<double>(), 1e-9);
 }
 
+BOOST_AUTO_TEST_CASE(ddim_with_oracle_v_prediction_recovers_the_clean_sample) {
+  DdimOptions o;
+  o.steps = 10;
+  o.clip_x0 = false;
+  o.prediction = "v";
+  DdimSampler s(o);
+  auto x0 = at::rand({2, 1, 4, 4}, at::kDouble) * 2 - 1;
+  auto noise = at::randn({2, 1, 4, 4}, at::kDouble);
+  const double abar0 = s.schedule().alpha_bar[s.timesteps()[0]];
+  auto x = std::sqrt(abar0) * x0 + std::sqrt(1 - abar0) * noise;
+  for (int i = 0; i < s.num_steps(); ++i) {
+    const double abar = s.schedule().alpha_bar[s.timesteps()[i]];
+    auto eps = (x - std::sqrt(abar) * x0) / std::sqrt(1 - abar);
+    x = s.step(i, x, std::sqrt(abar) * eps - std::sqrt(1 - abar) * x0, at::Tensor());
+  }
+  BOOST_CHECK_LT((x - x0).abs().max().item<double>(), 1e-9);
+}
+
+BOOST_AUTO_TEST_CASE(euler_flow_with_the_exact_velocity_of_a_point_recovers_it) {
+  // For data concentrated at x0 the flow's velocity at (x, t) is (x - x0) / t; Euler steps
+  // on it are exact (the paths are straight lines).
+  EulerFlowOptions o;
+  o.steps = 7;
+  EulerFlowSampler s(o);
+  BOOST_CHECK_EQUAL(s.timesteps().front(), 1000);
+  auto x0 = at::rand({2, 1, 4, 4}, at::kDouble) * 2 - 1;
+  auto x = at::randn({2, 1, 4, 4}, at::kDouble);
+  for (int i = 0; i < s.num_steps(); ++i) {
+    const double t = 1.0 - double(i) / o.steps;
+    x = s.step(i, x, (x - x0) / t, at::Tensor());
+  }
+  BOOST_CHECK_LT((x - x0).abs().max().item<double>(), 1e-12);
+}
+
 BOOST_AUTO_TEST_CASE(ddpm_last_step_is_the_posterior_mean_and_adds_no_noise) {
   DdpmOptions o;
   o.steps = 5;
