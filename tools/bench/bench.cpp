@@ -36,9 +36,26 @@ double seconds(const std::function<void()>& f) {
   f();
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
-double median(std::vector<double> v) {
+double quantile(std::vector<double> v, double q) {
   std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+  const double pos = q * double(v.size() - 1);
+  const size_t lo = size_t(pos), hi = std::min(v.size() - 1, lo + 1);
+  return v[lo] + (v[hi] - v[lo]) * (pos - double(lo));
+}
+double median(std::vector<double> v) { return quantile(std::move(v), 0.5); }
+// "1.234 [1.200, 1.260]": median and interquartile range.
+std::string spread(const std::vector<double>& v, const char* fmt = "%.3f") {
+  char a[32], b[32], c[32];
+  std::snprintf(a, sizeof a, fmt, median(v));
+  std::snprintf(b, sizeof b, fmt, quantile(v, 0.25));
+  std::snprintf(c, sizeof c, fmt, quantile(v, 0.75));
+  return std::string(a) + " [" + b + ", " + c + "]";
+}
+// Per-repetition ratios num[r] / den[r] of interleaved measurements.
+std::vector<double> ratios(const std::vector<double>& num, const std::vector<double>& den) {
+  std::vector<double> r;
+  for (size_t i = 0; i < num.size(); ++i) r.push_back(num[i] / den[i]);
+  return r;
 }
 
 // (c) W8A8: calibrates on one trajectory (seed 1) and writes `calib`; times one DiT
@@ -226,15 +243,22 @@ int main(int argc, char** argv) {
       std::printf("[bench] repetition %d/%d: bare %.3fs, logged %.3fs\n", r + 1, reps, t_bare.back(), t_logged.back());
       std::fflush(stdout);
     }
-    const double mb = median(t_bare), ml = median(t_logged);
-    std::printf("\n(a) runner overhead (uncached, full per-step logging) vs bare loop\n");
-    std::printf("    bare %.3f s, runner %.3f s (medians): overhead %+.1f%% (target <= 5%%)\n", mb, ml,
-                100 * (ml / mb - 1));
+    // Medians with interquartile ranges; ratios are taken per repetition (the runs of one
+    // repetition are adjacent in time), then summarised.
+    std::printf("\n(a) runner overhead (uncached, full per-step logging and site layers) vs bare loop\n");
+    std::printf("    bare %s s, runner %s s\n", spread(t_bare).c_str(), spread(t_logged).c_str());
+    std::vector<double> over;
+    for (double r : ratios(t_logged, t_bare)) over.push_back(100 * (r - 1));
+    std::printf("    overhead per repetition: %s %% (target <= 3%%)\n", spread(over, "%+.1f").c_str());
     std::printf("\n(b) FORA at batch %d: wall-clock speedup vs FLOPs speedup (reference = runner, uncached)\n", batch);
-    std::printf("    %-8s %12s %12s %14s\n", "interval", "wall x", "FLOPs x", "wall / FLOPs");
+    std::printf("    %-8s %22s %10s %22s\n", "interval", "wall x [IQR]", "FLOPs x", "wall / FLOPs [IQR]");
     for (int k = 0; k < 3; ++k) {
-      const double sw = ml / median(t_fora[k]), sf = flops_ref / flops_fora[k];
-      std::printf("    N=%-6d %12.2f %12.2f %14.2f (target >= 0.85)\n", k + 2, sw, sf, sw / sf);
+      const double sf = flops_ref / flops_fora[k];
+      auto sw = ratios(t_logged, t_fora[k]);
+      std::vector<double> eff;
+      for (double w : sw) eff.push_back(w / sf);
+      std::printf("    N=%-6d %22s %10.2f %22s (target >= 0.9)\n", k + 2, spread(sw, "%.2f").c_str(), sf,
+                  spread(eff, "%.2f").c_str());
     }
     return 0;
   } catch (const std::exception& e) {
