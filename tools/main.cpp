@@ -117,6 +117,7 @@ int run_cli(int argc, char** argv) {
     list_registry(caches(), md);
     list_registry(ops_layers(), md);
     list_registry(metrics(), md);
+    list_registry(evaluators(), md);
     return 0;
   }
   if (command == "info") {
