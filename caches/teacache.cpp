@@ -16,7 +16,8 @@ namespace cachelab {
 std::vector<double> polyfit(const std::vector<double>& x, const std::vector<double>& y, int degree) {
   CL_CHECK(x.size() == y.size() && x.size() > size_t(degree),
            "teacache: fitting a degree-" << degree << " polynomial needs more than " << degree << " points, got "
-                                         << x.size());
+                                         << x.size() << " (steps of the calibration run); use more sampler steps or a "
+                                                                         "lower fit_degree");
   const int64_t n = int64_t(x.size());
   auto A = at::empty({n, degree + 1}, at::kDouble), b = at::tensor(y, at::kDouble).reshape({n, 1});
   // Scale x to [0, 1] for conditioning, then undo the scaling on the coefficients.

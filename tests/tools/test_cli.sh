@@ -67,6 +67,27 @@ expect 0 "all runs done" "tiny experiment runs" "$exe" run "$tmp/tiny.yaml" --re
 expect 0 "skipped (done" "re-running skips finished runs" "$exe" run "$tmp/tiny.yaml" --results "$res"
 expect 0 "1" "--count prints the number of runs" "$exe" sweep "$tmp/tiny.yaml" --count
 
+# Calibration: a dec corrector and a w8a8 quantizer need their files; runs stop before
+# anything runs until `cachelab calibrate` wrote them.
+cat > "$tmp/cal.yaml" <<YAML
+name: cal
+base: [backbones/dit-mnist.yaml]
+sampler: {type: ddim, steps: 4}
+run: {samples: 2, batch: 2, save_samples: 2}
+metrics: [psnr]
+variants:
+  dec: {cache: {type: dec, inner: {type: fora, interval: 2}, table: $tmp/cal/dec.safetensors}}
+  tea: {cache: {type: teacache, threshold: 0.1, fit_degree: 2, calibration: $tmp/cal/tea.txt}}
+  w8: {ops: [{type: w8a8, mode: int8, calibration: $tmp/cal/w8.safetensors}]}
+YAML
+expect 2 "no coefficient table|cachelab calibrate" "a missing calibration file stops validate" \
+  "$exe" validate "$tmp/cal.yaml"
+expect 0 "dec: fitted|teacache: fitted|w8a8: input ranges|calibrated 3 run(s)" "calibrate fits every component" \
+  "$exe" calibrate "$tmp/cal.yaml" seed=1
+expect 0 "all runs done" "calibrated variants run" "$exe" run "$tmp/cal.yaml" --results "$res"
+expect 2 "no variant with a calibratable component" "calibrate without calibratable components" \
+  "$exe" calibrate "$tmp/tiny.yaml"
+
 cat > "$tmp/grid.yaml" <<'YAML'
 name: grid
 base: [backbones/dit-mnist.yaml]
