@@ -21,13 +21,12 @@ std::string short_source_path(const char* file) {
 
 void raise(const char* expr, const char* file, int line, const std::string& msg) {
   std::ostringstream os;
-  os << msg;
   // CL_FAIL passes the literal `false`: there is no condition worth quoting.
   if (expr == nullptr || std::strcmp(expr, "false") == 0)
-    os << "\n  (raised at " << short_source_path(file) << ":" << line << ")";
+    os << "raised at " << short_source_path(file) << ":" << line;
   else
-    os << "\n  (check `" << expr << "` failed at " << short_source_path(file) << ":" << line << ")";
-  throw Error(os.str());
+    os << "check `" << expr << "` failed at " << short_source_path(file) << ":" << line;
+  throw Error(msg, os.str());
 }
 
 }  // namespace detail

@@ -7,9 +7,16 @@
 
 namespace cachelab {
 
+// what(): the message a user reads. origin(): where in cachelab's source it was raised
+// (`check `expr` failed at framework/config.cpp:12`), printed only with CACHELAB_DEBUG=1.
 class Error : public std::runtime_error {
  public:
-  explicit Error(const std::string& what) : std::runtime_error(what) {}
+  explicit Error(const std::string& what, std::string origin = "")
+      : std::runtime_error(what), origin_(std::move(origin)) {}
+  const std::string& origin() const { return origin_; }
+
+ private:
+  std::string origin_;
 };
 
 namespace detail {

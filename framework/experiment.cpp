@@ -153,6 +153,30 @@ Resolved resolve_run(const ConfigNode& cfg) {
 
 }  // namespace
 
+bool selected_by(const std::string& name, const std::vector<std::string>& only) {
+  if (only.empty()) return true;
+  const std::string base = name.substr(0, name.find('['));
+  for (auto& o : only)
+    if (o == name || o == base) return true;
+  return false;
+}
+
+void check_only(const ExperimentSpec& spec, const std::vector<std::string>& only) {
+  std::vector<std::string> names;
+  for (auto& r : spec.runs) {
+    const std::string base = r.name.substr(0, r.name.find('['));
+    if (std::find(names.begin(), names.end(), base) == names.end()) names.push_back(base);
+  }
+  for (auto& o : only) {
+    bool found = false;
+    for (auto& r : spec.runs) found |= selected_by(r.name, {o});
+    std::string list;
+    for (auto& n : names) list += (list.empty() ? "" : ", ") + n;
+    CL_CHECK(found, "--only `" << o << "` names no variant of `" << spec.file << "`" << did_you_mean(o, names)
+                               << "; variants: " << (list.empty() ? "(none)" : list));
+  }
+}
+
 ConfigNode metric_spec(const ConfigNode& entry) {
   if (!entry.is_scalar()) return entry;
   ConfigNode spec = ConfigNode::make_map(entry.path);

@@ -42,6 +42,12 @@ struct ExperimentSpec {
 // Loads, composes and validates. Every error names file, line, dotted key and what is valid.
 ExperimentSpec load_experiment(const std::string& file, const std::vector<std::string>& cli_overrides);
 
+// Whether run `name` (e.g. `fora_n2[seed=0]`) is selected by --only values (`fora_n2` or the
+// full name); an empty list selects everything.
+bool selected_by(const std::string& name, const std::vector<std::string>& only);
+// Checks that every --only value names a variant of the experiment (else an error listing them).
+void check_only(const ExperimentSpec& spec, const std::vector<std::string>& only);
+
 // A `metrics:` list entry as a component map: `psnr` -> {type: psnr}.
 ConfigNode metric_spec(const ConfigNode& entry);
 

@@ -220,6 +220,7 @@ RunWriter::RunWriter(const std::string& final_path, const RunMeta& m, const Site
   attr_int(f, "failed_step", -1);
   attr_int(f, "is_reference", m.is_reference);
   attr_string(f, "reference_run", m.reference_run);
+  attr_string(f, "warnings", m.warnings);
 
   H5Gclose(ensure_group(f, "steps"));
   H5Gclose(ensure_group(f, "sites"));
@@ -382,7 +383,7 @@ void write_index_csv(const std::string& dir) {
   std::set<std::string> keys;
   for (auto& e : fs::directory_iterator(dir)) {
     const auto p = e.path();
-    if (p.extension() != ".h5" || p.filename() == "experiment.h5") continue;
+    if (p.extension() != ".h5" || p.filename().string()[0] == '.') continue;
     if (auto info = read_run_info(p.string())) {
       for (auto& kv : info->summary) keys.insert(kv.first);
       runs.push_back(*info);
@@ -422,7 +423,7 @@ void write_experiment_file(const std::string& dir, const std::string& experiment
                            const std::vector<std::string>& variants, const std::string& claims_json) {
   quiet_hdf5();
   fs::create_directories(dir);
-  const std::string path = dir + "/experiment.h5", tmp = path + ".tmp." + std::to_string(getpid());
+  const std::string path = dir + "/.experiment.h5", tmp = path + ".tmp." + std::to_string(getpid());
   hid_t f = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   if (f < 0) open_fail(path);
   attr_int(f, "schema_version", kSchemaVersion);

@@ -13,6 +13,7 @@ namespace cachelab {
 struct RunMeta {
   std::string run_id, experiment, variant, overrides, config_yaml, git_sha, created_utc, host, blas, torch_version,
       reference_run;
+  std::string warnings;  // what the user should know about this run (e.g. a random-weight model)
   bool git_dirty = false, is_reference = false;
   int threads = 1;
   int64_t seed = 0;

@@ -191,6 +191,15 @@ class Session {
     ro.seed = cfg.find("seed") ? std::stoll(cfg.find("seed")->scalar) : 0;
     return ro;
   }
+  // A backbone with an explicitly empty `weights:` is a random model: say so loudly, once.
+  std::string random_weights_warning(const ConfigNode& node) {
+    const ConfigNode* w = node.find("weights");
+    if (!w || !w->is_scalar() || !w->scalar.empty()) return "";
+    const std::string msg = "backbone.weights is empty: this run samples from a randomly initialised model, "
+                            "whose samples and errors mean nothing about a trained one";
+    if (warned_random_.insert(to_yaml(node)).second) std::fprintf(stderr, "warning: %s\n", msg.c_str());
+    return msg;
+  }
   static at::ScalarType dtype_of(const std::string& d) {
     return d == "bfloat16" ? at::kBFloat16 : d == "float16" ? at::kHalf : at::kFloat;
   }
@@ -284,6 +293,7 @@ class Session {
     meta.seed = ro.seed;
     meta.is_reference = run.is_reference;
     meta.reference_run = run.reference_id;
+    meta.warnings = random_weights_warning(*cfg.find("backbone"));
     SiteTable table;
     for (auto& s : bb.sites()) {
       table.names.push_back(s.name);
@@ -384,7 +394,7 @@ class Session {
   std::map<std::string, std::unique_ptr<Backbone>> backbones_;
   std::map<std::string, ReferenceTrace> refs_;
   std::unique_ptr<Evaluator> judge_;
-  std::set<std::string> warmed_;
+  std::set<std::string> warmed_, warned_random_;
 };
 
 // Removes temporaries left by killed processes (<name>.tmp.<pid> whose pid is gone).
@@ -433,7 +443,7 @@ int calibrate_experiment(const ExperimentSpec& spec, const SweepOptions& o) {
   int n = 0;
   std::set<std::string> written;
   for (auto& r : spec.runs) {
-    if (!o.only.empty() && std::find(o.only.begin(), o.only.end(), r.name) == o.only.end()) continue;
+    if (!selected_by(r.name, o.only)) continue;
     n += session.calibrate(r, written);
   }
   std::printf("[cachelab] calibrated %d run(s) of `%s`\n", n, spec.name.c_str());
@@ -450,7 +460,7 @@ int execute_experiment(const ExperimentSpec& spec, const SweepOptions& o) {
   std::vector<size_t> chosen;
   for (size_t i = 0; i < spec.runs.size(); ++i) {
     if (o.index >= 0 && int(i) != o.index) continue;
-    if (!o.only.empty() && std::find(o.only.begin(), o.only.end(), spec.runs[i].name) == o.only.end()) continue;
+    if (!selected_by(spec.runs[i].name, o.only)) continue;
     if (o.worker >= 0 && int(i % o.workers) != o.worker) continue;
     chosen.push_back(i);
   }

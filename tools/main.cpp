@@ -2,6 +2,7 @@
 // errors and picks exit codes (0 ok, 1 some run failed, 2 bad input).
 #include <boost/program_options.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <unistd.h>
@@ -104,6 +105,9 @@ int run_cli(int argc, char** argv) {
   } catch (const po::error& e) {
     CL_FAIL(e.what() << " (see `cachelab --help`)");
   }
+  CL_CHECK(!vm.count("jobs") || jobs >= 1, "--jobs " << jobs << ": give at least 1 worker process");
+  CL_CHECK(!vm.count("index") || index >= 0, "--index " << index << ": grid points are numbered from 0");
+  CL_CHECK(!vm.count("threads") || threads >= 1, "--threads " << threads << ": give at least 1 thread");
   if (vm.count("help") || command.empty() || command == "help") {
     std::cout << kUsage << opts << "\n";
     return command.empty() && !vm.count("help") ? 2 : 0;
@@ -129,6 +133,7 @@ int run_cli(int argc, char** argv) {
     std::vector<std::string> overrides;
     split_args(positional, &file, &overrides);
     ExperimentSpec spec = load_experiment(file, overrides);
+    check_only(spec, only);
     SweepOptions so;
     so.results_root = results;
     so.threads = threads;
@@ -142,8 +147,11 @@ int run_cli(int argc, char** argv) {
     std::vector<std::string> overrides;
     split_args(positional, &file, &overrides);
     ExperimentSpec spec = load_experiment(file, overrides);
+    check_only(spec, only);
     if (vm.count("count")) {
-      std::printf("%zu\n", spec.runs.size());
+      size_t n = 0;
+      for (auto& r : spec.runs) n += selected_by(r.name, only);
+      std::printf("%zu\n", n);
       return 0;
     }
     if (command == "validate") {
@@ -192,10 +200,14 @@ int run_cli(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Line-buffered output: a log redirected to a file (a Slurm job's) keeps every finished line.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   try {
     return run_cli(argc, argv);
   } catch (const Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
+    if (const char* d = std::getenv("CACHELAB_DEBUG"); d && *d && *d != '0')
+      std::fprintf(stderr, "  (%s)\n", e.origin().c_str());
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

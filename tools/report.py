@@ -31,7 +31,7 @@ def load_runs(folder):
     """Run files by variant name (a done run wins over a failed one)."""
     runs = {}
     for name in sorted(os.listdir(folder)):
-        if not name.endswith(".h5") or name == "experiment.h5":
+        if not name.endswith(".h5") or name.startswith("."):
             continue
         try:
             f = h5py.File(os.path.join(folder, name), "r")
@@ -62,7 +62,7 @@ def reference_label(attrs):
 
 
 def load_experiment(folder):
-    path = os.path.join(folder, "experiment.h5")
+    path = os.path.join(folder, ".experiment.h5")
     if not os.path.exists(path):
         return {"experiment": os.path.basename(folder.rstrip("/")), "variants": [], "claims": []}
     with h5py.File(path, "r") as f:

@@ -37,6 +37,13 @@ expect 2 "sampler.steps|must be in [1, train_steps]" "validate: zero sampler ste
 expect 2 "run.cfg_scale|null label" "validate: guidance without a null label" \
   "$exe" validate experiments/quickstart.yaml backbone.class_dropout_prob=0 'backbone.weights=""'
 expect 2 "run.dtype|float64|not one of" "validate: bad dtype" "$exe" validate experiments/quickstart.yaml run.dtype=float64
+expect 2 "--jobs 0" "--jobs 0 is an error" "$exe" sweep experiments/quickstart.yaml --jobs 0
+expect 2 "--index -2" "--index -2 is an error" "$exe" sweep experiments/quickstart.yaml --index -2
+expect 2 "--threads 0" "--threads 0 is an error" "$exe" run experiments/quickstart.yaml --threads 0
+expect 2 "--only \`nope\`|variants: fora_n2" "--only with an unknown variant is an error" \
+  "$exe" run experiments/quickstart.yaml --only nope
+out=$("$exe" validate experiments/quickstart.yaml variants.fora_n2.cache.interval=0 2>&1)
+grep -q "raised at\|failed at" <<<"$out" && bad "errors show no source locations: $out" || ok "errors show no source locations"
 expect 2 "not found" "missing experiment file" "$exe" run "$tmp/none.yaml"
 expect 0 "ok -- 3 run(s)" "core_v2_mdlm validates" "$exe" validate experiments/core_v2_mdlm.yaml
 expect 0 "ok -- 3 run(s)" "core_v2_video validates" "$exe" validate experiments/core_v2_video.yaml
@@ -62,7 +69,9 @@ claims:
 YAML
 res="$tmp/results"
 expect 0 "all runs done" "tiny experiment runs" "$exe" run "$tmp/tiny.yaml" --results "$res"
-[ -f "$res/tiny/index.csv" ] && [ "$(ls "$res"/tiny/*.h5 | wc -l)" -eq 3 ] && ok "run files and index written" \
+# glob("*.h5") finds exactly the run files (reference + fora); the experiment file is a dot file.
+[ -f "$res/tiny/index.csv" ] && [ -f "$res/tiny/.experiment.h5" ] && [ "$(ls "$res"/tiny/*.h5 | wc -l)" -eq 2 ] \
+  && ok "run files and index written" \
   || bad "run files and index written: $(ls "$res/tiny")"
 expect 0 "skipped (done" "re-running skips finished runs" "$exe" run "$tmp/tiny.yaml" --results "$res"
 expect 0 "1" "--count prints the number of runs" "$exe" sweep "$tmp/tiny.yaml" --count
