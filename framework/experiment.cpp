@@ -6,6 +6,7 @@
 #include <set>
 
 #include "framework/error.h"
+#include "framework/recorder.h"
 #include "framework/registries.h"
 #include "framework/run_options.h"
 #include "framework/paths.h"
@@ -80,7 +81,22 @@ std::string sanitize(const std::string& s) {
 struct Resolved {
   std::string yaml;
   std::string reference_key;
+  std::string files, reference_files;  // "path=digest;..." of the files each reads
 };
+
+// Digests of every file a resolved config names (weights, calibration tables): a string
+// value that names an existing regular file under the project root or absolute.
+void collect_files(const ConfigNode& n, std::string& out) {
+  if (n.is_scalar()) {
+    if (n.scalar.find('/') == std::string::npos && n.scalar.find('.') == std::string::npos) return;
+    const std::string p = resolve_path(n.scalar);
+    std::error_code ec;
+    if (!p.empty() && fs::is_regular_file(p, ec)) out += n.scalar + "=" + file_digest(p) + ";";
+    return;
+  }
+  for (auto& kv : n.map) collect_files(kv.second, out);
+  for (auto& item : n.seq) collect_files(item, out);
+}
 
 // Checks every component and key of one run's config; returns its resolved YAML.
 Resolved resolve_run(const ConfigNode& cfg) {
@@ -148,6 +164,8 @@ Resolved resolve_run(const ConfigNode& cfg) {
   refkey.child("run") = out.child("run");
   for (const char* k : {"threads", "probe_samples", "save_samples"}) refkey.child("run").erase(k);
   r.reference_key = to_yaml(refkey);
+  collect_files(out, r.files);
+  collect_files(refkey, r.reference_files);
   return r;
 }
 
@@ -261,11 +279,11 @@ ExperimentSpec load_experiment(const std::string& file, const std::vector<std::s
       }
       Resolved r = resolve_run(run.config);
       run.resolved_yaml = r.yaml;
-      std::string cli;
-      for (auto& o : cli_overrides) cli += o + ";";
-      run.run_id = sanitize(name) + "-" + short_hash(run.overrides + "|" + cli);
+      // A run's identity: its resolved config, the files it reads, the schema version.
+      run.run_id = sanitize(name) + "-" + short_hash(r.yaml + "|" + r.files + "|" + std::to_string(run_schema_version()));
       CL_CHECK(ids.insert(run.run_id).second, "two runs of `" << file << "` have the same id " << run.run_id);
-      const std::string refid = "reference-" + short_hash(r.reference_key);
+      const std::string refid = "reference-" + short_hash(r.reference_key + "|" + r.reference_files + "|" +
+                                                          std::to_string(run_schema_version()));
       run.reference_id = refid;
       if (!refs.count(r.reference_key)) {
         RunSpec ref;

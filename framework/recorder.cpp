@@ -378,18 +378,30 @@ std::optional<RunInfo> read_run_info(const std::string& path) {
   return info;
 }
 
-void write_index_csv(const std::string& dir) {
+int run_schema_version() { return kSchemaVersion; }
+
+int write_index_csv(const std::string& dir, const std::vector<std::string>& run_ids) {
   std::vector<RunInfo> runs;
   std::set<std::string> keys;
+  int left_out = 0;
   for (auto& e : fs::directory_iterator(dir)) {
     const auto p = e.path();
     if (p.extension() != ".h5" || p.filename().string()[0] == '.') continue;
     if (auto info = read_run_info(p.string())) {
+      if (!run_ids.empty() && std::find(run_ids.begin(), run_ids.end(), info->run_id) == run_ids.end()) {
+        ++left_out;
+        continue;
+      }
       for (auto& kv : info->summary) keys.insert(kv.first);
       runs.push_back(*info);
     }
   }
-  std::sort(runs.begin(), runs.end(), [](auto& a, auto& b) { return a.run_id < b.run_id; });
+  auto order = [&](const RunInfo& r) {
+    return size_t(std::find(run_ids.begin(), run_ids.end(), r.run_id) - run_ids.begin());
+  };
+  std::sort(runs.begin(), runs.end(), [&](auto& a, auto& b) {
+    return run_ids.empty() ? a.run_id < b.run_id : order(a) < order(b);
+  });
   const std::string tmp = dir + "/index.csv.tmp." + std::to_string(getpid());
   {
     std::ofstream out(tmp);
@@ -404,6 +416,7 @@ void write_index_csv(const std::string& dir) {
     }
   }
   fs::rename(tmp, dir + "/index.csv");
+  return left_out;
 }
 
 void write_columns_h5(const std::string& path, const std::vector<std::pair<std::string, std::vector<double>>>& columns,
@@ -420,7 +433,8 @@ void write_columns_h5(const std::string& path, const std::vector<std::pair<std::
 }
 
 void write_experiment_file(const std::string& dir, const std::string& experiment, const std::string& config_yaml,
-                           const std::vector<std::string>& variants, const std::string& claims_json) {
+                           const std::vector<std::string>& variants, const std::string& claims_json,
+                           const std::string& source_file) {
   quiet_hdf5();
   fs::create_directories(dir);
   const std::string path = dir + "/.experiment.h5", tmp = path + ".tmp." + std::to_string(getpid());
@@ -431,8 +445,20 @@ void write_experiment_file(const std::string& dir, const std::string& experiment
   attr_string(f, "config_yaml", config_yaml);
   attr_strings(f, "variants", variants);
   attr_string(f, "claims_json", claims_json);
+  attr_string(f, "source_file", source_file);
   H5Fclose(f);
   fs::rename(tmp, path);
+}
+
+std::string experiment_source(const std::string& dir) {
+  quiet_hdf5();
+  const std::string path = dir + "/.experiment.h5";
+  if (!fs::exists(path) || H5Fis_hdf5(path.c_str()) <= 0) return "";
+  hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (f < 0) return "";
+  auto v = read_attr_string(f, "source_file");
+  H5Fclose(f);
+  return v ? *v : "";
 }
 
 }  // namespace cachelab

@@ -83,14 +83,23 @@ struct RunInfo {
 // nullopt when missing, unreadable, truncated or not a run file.
 std::optional<RunInfo> read_run_info(const std::string& path);
 
-// Rewrites <dir>/index.csv from the run files in <dir> (atomically).
-void write_index_csv(const std::string& dir);
+// The run file schema version this build writes (part of every run's identity).
+int run_schema_version();
+
+// Rewrites <dir>/index.csv from the run files in <dir> (atomically). With `run_ids`, only
+// those runs, in that order (the experiment's runs as it is now; files of runs from an
+// earlier version of the experiment stay on disk but leave the index). Returns the number
+// of run files left out.
+int write_index_csv(const std::string& dir, const std::vector<std::string>& run_ids = {});
 
 // A small table as 1-D float64 datasets (e.g. a training loss curve), written atomically.
 void write_columns_h5(const std::string& path, const std::vector<std::pair<std::string, std::vector<double>>>& columns,
                       const std::map<std::string, std::string>& attrs);
 
 void write_experiment_file(const std::string& dir, const std::string& experiment, const std::string& config_yaml,
-                           const std::vector<std::string>& variants, const std::string& claims_json);
+                           const std::vector<std::string>& variants, const std::string& claims_json,
+                           const std::string& source_file);
+// The experiment file (absolute path) a results folder belongs to, "" if none recorded.
+std::string experiment_source(const std::string& dir);
 
 }  // namespace cachelab

@@ -409,6 +409,14 @@ void remove_stale_temporaries(const std::string& dir) {
   }
 }
 
+// The runs the index lists: references, then the runs, in experiment order.
+std::vector<std::string> index_ids(const ExperimentSpec& spec) {
+  std::vector<std::string> ids;
+  for (auto& r : spec.references) ids.push_back(r.run_id);
+  for (auto& r : spec.runs) ids.push_back(r.run_id);
+  return ids;
+}
+
 int spawn_workers(const ExperimentSpec& spec, const SweepOptions& o, int total_threads) {
   const int per = std::max(1, total_threads / o.jobs);
   std::vector<pid_t> pids;
@@ -469,6 +477,13 @@ int execute_experiment(const ExperimentSpec& spec, const SweepOptions& o) {
                       << spec.runs.size() - 1 << ")");
   Session session(spec, o);
   check_writable(session.dir());
+  // One results folder per experiment file: two files with the same `name:` would mix runs.
+  const std::string source = fs::absolute(spec.file).lexically_normal().string();
+  const std::string owner = experiment_source(session.dir());
+  CL_CHECK(owner.empty() || owner == source,
+           "results folder `" << session.dir() << "` belongs to experiment `" << owner << "`, not `" << source
+                              << "` (both are named `" << spec.name
+                              << "`); give one a different `name:` or use --results DIR");
   for (size_t i : chosen) session.prepare(spec.runs[i]);
   if (spec.runs.empty())
     for (auto& r : spec.references) session.prepare(r);
@@ -480,7 +495,7 @@ int execute_experiment(const ExperimentSpec& spec, const SweepOptions& o) {
       std::vector<std::string> v;
       for (auto& r : spec.runs) v.push_back(r.name);
       return v;
-    }(), spec.claims_json);
+    }(), spec.claims_json, source);
     std::printf("[cachelab] experiment `%s`: %zu run(s) + %zu reference(s) -> %s\n", spec.name.c_str(), chosen.size(),
                 spec.references.size(), session.dir().c_str());
   }
@@ -522,11 +537,15 @@ int execute_experiment(const ExperimentSpec& spec, const SweepOptions& o) {
                   done, chosen.size(), fmt_duration(el).c_str(),
                   fmt_duration(el / double(done) * double(chosen.size() - done)).c_str());
       std::fflush(stdout);
-      if (!is_worker) write_index_csv(session.dir());
+      if (!is_worker) write_index_csv(session.dir(), index_ids(spec));
     }
   }
   if (!is_worker) {
-    write_index_csv(session.dir());
+    const int stale = write_index_csv(session.dir(), index_ids(spec));
+    if (stale > 0)
+      std::printf("[cachelab] %d run file(s) in %s are from an earlier version of this experiment (another config, "
+                  "weights or calibration): kept on disk, left out of the index and the report\n",
+                  stale, session.dir().c_str());
     std::printf("[cachelab] %s: %d failure(s); index: %s/index.csv; report: cachelab report %s\n",
                 failures ? "finished with errors" : "all runs done", failures, session.dir().c_str(),
                 session.dir().c_str());

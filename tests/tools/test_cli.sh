@@ -75,6 +75,15 @@ expect 0 "all runs done" "tiny experiment runs" "$exe" run "$tmp/tiny.yaml" --re
   || bad "run files and index written: $(ls "$res/tiny")"
 expect 0 "skipped (done" "re-running skips finished runs" "$exe" run "$tmp/tiny.yaml" --results "$res"
 expect 0 "1" "--count prints the number of runs" "$exe" sweep "$tmp/tiny.yaml" --count
+# A result always matches its config: a changed setting is a new run, and the index lists
+# only the experiment's runs as it is now.
+expect 0 "done in" "a changed config is run again, not skipped" "$exe" run "$tmp/tiny.yaml" --results "$res" run.samples=1
+expect 0 "skipped (done" "...and is done afterwards" "$exe" run "$tmp/tiny.yaml" --results "$res" run.samples=1
+rows=$(($(wc -l < "$res/tiny/index.csv") - 1))
+[ "$rows" -eq 2 ] && ok "index lists only the current config's runs" || bad "index rows after a config change: $rows"
+mkdir -p "$tmp/other" && cp "$tmp/tiny.yaml" "$tmp/other/tiny.yaml"
+expect 2 "belongs to experiment|different \`name:\`" "two experiment files with one name do not share a folder" \
+  "$exe" run "$tmp/other/tiny.yaml" --results "$res"
 
 # Calibration: a dec corrector and a w8a8 quantizer need their files; runs stop before
 # anything runs until `cachelab calibrate` wrote them.
