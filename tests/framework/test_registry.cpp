@@ -17,7 +17,7 @@ BOOST_AUTO_TEST_CASE(census_every_expected_component_is_registered) {
     auto v = reg.names();
     return std::set<std::string>(v.begin(), v.end());
   };
-  const std::set<std::string> bb = {"dit"}, sm = {"ddim", "ddpm"}, ca = {"none", "fora", "fbcache"},
+  const std::set<std::string> bb = {"dit"}, sm = {"ddim", "ddpm"}, ca = {"none", "fora", "fbcache", "l2c"},
                               me = {"mse", "psnr", "ssim", "fid", "accuracy"};
   for (auto& n : bb) BOOST_CHECK_MESSAGE(names(backbones()).count(n), "backbone " << n);
   for (auto& n : sm) BOOST_CHECK_MESSAGE(names(samplers()).count(n), "sampler " << n);
