@@ -52,12 +52,10 @@ at::Tensor load_l2c_router(const std::string& path, std::map<std::string, std::s
                    << kL2cTrainCommand << "`)");
 }
 
-L2cRouter::L2cRouter(const L2cOptions& o)
-    : L2cRouter(load_l2c_router(resolve_path(o.router)), o.threshold, "`" + o.router + "`") {}
+L2cRouter::L2cRouter(const L2cOptions& o) : L2cRouter(load_l2c_router(resolve_path(o.router)), o) {}
 
-L2cRouter::L2cRouter(at::Tensor logits, double threshold, std::string source)
-    : threshold_(threshold), source_(std::move(source)), logits_(std::move(logits)) {
-  check_shape(logits_, source_);
+L2cRouter::L2cRouter(at::Tensor logits, const L2cOptions& o) : o_(o), logits_(std::move(logits)) {
+  check_shape(logits_, "`" + o_.router + "`");
 }
 
 void L2cRouter::begin_run(RunContext& ctx) {
@@ -73,11 +71,11 @@ void L2cRouter::begin_run(RunContext& ctx) {
     ++matched;
   }
   CL_CHECK(matched > 0, "l2c: this backbone has no attn or mlp site in its main stream; DiT blocks have both");
-  CL_CHECK(depth == this->depth(), "l2c: router " << source_ << " is for " << this->depth()
+  CL_CHECK(depth == this->depth(), "l2c: router `" << o_.router << "` is for " << this->depth()
                                                   << " blocks but the backbone has " << depth
                                                   << "; train a router for this backbone (`" << kL2cTrainCommand
                                                   << "` with its backbone)");
-  CL_CHECK(ctx.steps == steps(), "l2c: router " << source_ << " was trained for " << steps()
+  CL_CHECK(ctx.steps == steps(), "l2c: router `" << o_.router << "` was trained for " << steps()
                                                 << " sampling steps but this run takes " << ctx.steps
                                                 << "; train one for this sampler (`" << kL2cTrainCommand
                                                 << " sampler.steps=" << ctx.steps << " train.output=...`)");
@@ -98,7 +96,7 @@ at::Tensor L2cRouter::blend_scores(int slot, int64_t rows) const {
     idx = at::full({rows}, int64_t(step_) * per_step + slot, at::kLong);
   }
   auto s = logits_.reshape({-1}).index_select(0, idx.to(logits_.device())).sigmoid();
-  return hard_ ? (s > threshold_).to(s.scalar_type()) : s;
+  return hard_ ? (s > o_.threshold).to(s.scalar_type()) : s;
 }
 
 Tensors L2cRouter::at(SiteCall& call, const Next& next) {
@@ -129,11 +127,12 @@ Tensors L2cRouter::at(SiteCall& call, const Next& next) {
     case Mode::Infer: break;
   }
   CL_CHECK(step_ >= 0 && step_ < steps(), "l2c: step " << step_ << " is outside the router's " << steps() << " steps");
-  bool compute = step_ == 0 || !cached.defined();
-  if (step_ > 0) {
+  const bool full_step = step_ == 0 || (o_.full_every > 0 && step_ % o_.full_every == 0);
+  bool compute = full_step || !cached.defined();
+  if (!full_step) {
     const double s = scores_[size_t(step_) * size_t(depth()) * 2 + size_t(slot)];
     call.log->signal = s;
-    compute = compute || s > threshold_;
+    compute = compute || s > o_.threshold;
   }
   if (!compute) {
     call.log->decision = Decision::Reuse;

@@ -5,7 +5,10 @@
 //
 // Inference (`cachelab run`): step 0 computes every sub-layer; at a later step a
 // sub-layer is computed when s > threshold and reuses its last computed output otherwise
-// (Decision::Reuse; the logged signal is s). Row 0 of the router is never read.
+// (Decision::Reuse; the logged signal is s). With full_every = N > 0, every N-th step
+// (0, N, 2N, ...) computes every sub-layer and the router decides only at the others:
+// N = 2 is the paper's DiT schedule, where a reused value is always one step old, as in
+// training. Rows of full steps (row 0 always) are never read.
 //
 // Training (caches/l2c_train.h) uses two more modes: `fill` computes every sub-layer and
 // stores its output (the cache of step i-1), `blend` answers
@@ -30,16 +33,19 @@ extern const char* const kL2cTrainCommand;
 struct L2cOptions {
   std::string router = "models/weights/l2c-dit-mnist-ddim50.safetensors";
   double threshold = 0.5;
+  int full_every = 2;
   template <class V>
   void fields(V& v) {
     v("router", router, "router logits [steps, depth, 2] (safetensors, relative to the project root)");
     v("threshold", threshold, "compute a sub-layer when sigmoid(logit) > threshold, else reuse it");
+    v("full_every", full_every, "steps 0, N, 2N, ... compute every sub-layer (2: the paper's DiT schedule); 0 = step 0 only");
   }
   template <class C>
   void check(C& c) const {
     c.require(!router.empty(), "router",
               std::string("must name a router file; make one with `") + kL2cTrainCommand + "`");
     c.require(threshold >= 0 && threshold <= 1, "threshold", "must be in [0, 1]");
+    c.require(full_every >= 0, "full_every", "must be >= 0 (0 = only step 0 is computed in full)");
   }
 };
 
@@ -55,8 +61,8 @@ class L2cRouter final : public CachePolicy {
 
   explicit L2cRouter(const L2cOptions& o);  // loads o.router
   // A router over given logits [T, depth, 2] float32, shared (not copied): the trainer
-  // updates them in place. `source` names them in errors.
-  L2cRouter(at::Tensor logits, double threshold, std::string source = "(in memory)");
+  // updates them in place. o.router only names them in errors.
+  L2cRouter(at::Tensor logits, const L2cOptions& o);
 
   void set_mode(Mode m) { mode_ = m; }
   Mode mode() const { return mode_; }
@@ -77,8 +83,7 @@ class L2cRouter final : public CachePolicy {
  private:
   at::Tensor blend_scores(int slot, int64_t rows) const;  // [rows] float, differentiable
 
-  double threshold_;
-  std::string source_;
+  L2cOptions o_;
   at::Tensor logits_;          // [T, depth, 2]
   std::vector<float> scores_;  // sigmoid(logits), flattened, for inference decisions
   std::vector<int> slot_;      // per site: block * 2 + (mlp ? 1 : 0), or -1

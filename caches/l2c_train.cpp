@@ -129,8 +129,16 @@ L2cTrainer::L2cTrainer(Backbone& bb, const Guidance& guidance, L2cPairs pairs, i
   for (auto& s : bb_.sites())
     if ((s.kind == SiteKind::Attn || s.kind == SiteKind::Mlp) && s.stream == 0) depth = std::max(depth, s.block + 1);
   CL_CHECK(depth > 0, "l2c training: the backbone has no attn or mlp sites");
+  for (int i = 1; i < pairs_.steps(); ++i)
+    if (o_.full_every == 0 || i % o_.full_every != 0) routed_.push_back(i);
+  CL_CHECK(!routed_.empty(), "l2c training: full_every " << o_.full_every << " leaves no routed step in "
+                                                         << pairs_.steps());
   logits_ = at::full({pairs_.steps(), depth, 2}, o_.init_logit, at::kFloat).set_requires_grad(true);
-  router_ = std::make_unique<L2cRouter>(logits_, o_.threshold, "(being trained)");
+  L2cOptions ro;
+  ro.router = "(being trained)";
+  ro.threshold = o_.threshold;
+  ro.full_every = o_.full_every;
+  router_ = std::make_unique<L2cRouter>(logits_, ro);
   hooks_ = std::make_unique<LayerHooks>(bb_, std::vector<SiteLayer*>{router_.get()});
   hooks_->begin_run(pairs_.steps());
   adam_ = std::make_unique<Adam>(logits_, o_.lr);
@@ -171,7 +179,8 @@ L2cTrainer::Loss L2cTrainer::objective(const at::Tensor& traj, const at::Tensor&
 
 L2cTrainer::Loss L2cTrainer::iterate(at::Generator& gen) {
   auto traj = at::randint(train_count_, {o_.batch_size}, gen, at::kLong);
-  auto step = at::randint(1, pairs_.steps(), {o_.batch_size}, gen, at::kLong);
+  auto pick = at::randint(int64_t(routed_.size()), {o_.batch_size}, gen, at::kLong);
+  auto step = at::tensor(routed_, at::kLong).index_select(0, pick);
   adam_->opt.zero_grad();
   Loss l = objective(traj, step, /*backward=*/true);
   CL_CHECK(std::isfinite(l.total), "l2c training diverged (loss " << l.total << "); lower train.lr");
@@ -184,10 +193,9 @@ L2cTrainer::Loss L2cTrainer::iterate(at::Generator& gen) {
 }
 
 L2cTrainer::Loss L2cTrainer::evaluate(int64_t first, int64_t n, bool hard) {
-  const int T = pairs_.steps();
   std::vector<int64_t> traj, step;
   for (int64_t j = first; j < first + n; ++j)
-    for (int i = 1; i < T; ++i) traj.push_back(j), step.push_back(i);
+    for (int64_t i : routed_) traj.push_back(j), step.push_back(i);
   Loss sum;
   const int64_t P = int64_t(traj.size()), B = o_.batch_size;
   for (int64_t a = 0; a < P; a += B) {
@@ -201,7 +209,7 @@ L2cTrainer::Loss L2cTrainer::evaluate(int64_t first, int64_t n, bool hard) {
 }
 
 double L2cTrainer::skipped_fraction() const {
-  auto s = logits_.detach().narrow(0, 1, logits_.size(0) - 1).sigmoid();
+  auto s = logits_.detach().index_select(0, at::tensor(routed_, at::kLong)).sigmoid();
   return (s <= o_.threshold).to(at::kDouble).mean().item<double>();
 }
 
@@ -259,6 +267,7 @@ void train_l2c(Backbone& bb, const Sampler& sampler, const L2cTrainOptions& o, c
   save_l2c_router(out, trainer.logits(),
                   {{"config_yaml", config_yaml},
                    {"iterations", std::to_string(o.iterations)},
+                   {"full_every", std::to_string(o.full_every)},
                    {"objective", "MSE(blended guided output, uncached) + lambda * mean sigmoid(logit)"},
                    {"eval_loss_before", fmt(before.total)},
                    {"eval_loss_after", fmt(after.total)},

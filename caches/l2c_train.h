@@ -34,10 +34,11 @@ struct L2cTrainOptions {
   int batch_size = 16;         // step pairs per iteration
   int iterations = 300;
   double lr = 0.05;            // Adam on the logits
-  double lambda = 0.01;        // weight of the mean score (the pressure to reuse)
+  double lambda = 0.0003;      // weight of the mean score (the pressure to reuse)
   double init_logit = 2.0;     // every logit starts here (sigmoid 0.88: compute)
   double clamp = 5.0;          // logits are kept in [-clamp, clamp]
   double threshold = 0.5;      // for the reported skip fraction and the thresholded evaluation
+  int full_every = 2;          // as cache.full_every: steps 0, N, 2N, ... are not routed (not trained)
   int64_t seed = 0;
   int threads = 2;
   int log_every = 10;
@@ -56,6 +57,7 @@ struct L2cTrainOptions {
     v("init_logit", init_logit, "initial value of every logit");
     v("clamp", clamp, "logits are clamped to [-clamp, clamp] after each step");
     v("threshold", threshold, "inference threshold for the reported skip fraction and evaluation");
+    v("full_every", full_every, "as the cache's full_every: pairs are drawn only at routed steps (0 = every step >= 1)");
     v("seed", seed, "seed of the trajectories' noise and the pair draws");
     v("threads", threads, "intra-op threads");
     v("log_every", log_every, "iterations between progress lines");
@@ -74,6 +76,7 @@ struct L2cTrainOptions {
     c.require(lambda >= 0, "lambda", "must be >= 0");
     c.require(clamp > 0, "clamp", "must be > 0");
     c.require(threshold >= 0 && threshold <= 1, "threshold", "must be in [0, 1]");
+    c.require(full_every >= 0 && full_every != 1, "full_every", "must be 0 or >= 2 (1 would route no step)");
     c.require(threads >= 1, "threads", "must be >= 1");
     c.require(log_every >= 1, "log_every", "must be >= 1");
     c.require(!output.empty(), "output", "must name the router file to write");
@@ -132,8 +135,9 @@ class L2cTrainer {
   // The objective over every step pair of trajectories [first, first + n), in batches.
   Loss evaluate(int64_t first, int64_t n, bool hard);
   at::Tensor& logits() { return logits_; }
-  // Fraction of the router's entries for steps >= 1 with sigmoid(logit) <= threshold.
+  // Fraction of the router's entries at routed steps with sigmoid(logit) <= threshold.
   double skipped_fraction() const;
+  const std::vector<int64_t>& routed_steps() const { return routed_; }
 
  private:
   Backbone& bb_;
@@ -142,6 +146,7 @@ class L2cTrainer {
   int64_t train_count_;
   L2cTrainOptions o_;
   at::Tensor logits_;  // [T, depth, 2], requires grad
+  std::vector<int64_t> routed_;  // the steps the router decides at (and is trained at)
   std::unique_ptr<L2cRouter> router_;
   std::unique_ptr<LayerHooks> hooks_;
   struct Adam;
