@@ -3,6 +3,7 @@
 #include "caches/fbcache.h"
 #include "caches/fora.h"
 #include "caches/kv_cache.h"
+#include "caches/l2c.h"
 #include "caches/none.h"
 #include "caches/taylorseer.h"
 #include "caches/teacache.h"
@@ -27,6 +28,7 @@ void register_caches() {
       "prefix_kv", "Fast-dLLM block-wise prefix K/V cache for masked-diffusion LMs (mdlm)", __FILE__);
   ops_layers().add<RollingKvCache, RollingKvOptions>(
       "rolling_kv", "AR video: K/V of finished frames kept, attention over a window of past frames", __FILE__);
+  r.add<L2cRouter, L2cOptions>("l2c", "Learning-to-Cache: a trained router per (step, block, attn/mlp) picks the sub-layers to reuse", __FILE__);
 }
 
 }  // namespace cachelab

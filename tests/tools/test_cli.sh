@@ -129,6 +129,17 @@ touch "$tmp/file"
 expect 2 "not writable|$tmp/file" "unwritable results folder" "$exe" run "$tmp/tiny.yaml" --results "$tmp/file/sub"
 ls "$res"/tiny/*.tmp* >/dev/null 2>&1 && bad "no temporary files left" || ok "no temporary files left"
 
+# A Learning-to-Cache router trained by the command (tiny recipe), then used by a run.
+expect 0 "[l2c] done" "train an l2c router" "$exe" train configs/train/l2c-dit-mnist.yaml sampler.steps=4 \
+  train.trajectories=2 train.eval_trajectories=1 train.pool_batch=3 train.batch_size=2 train.iterations=2 \
+  train.output="$tmp/router.safetensors" train.log="$tmp/router_log.h5"
+[ -s "$tmp/router.safetensors" ] && [ -s "$tmp/router_log.h5" ] && ok "router and loss curve written" \
+  || bad "router and loss curve written"
+expect 0 "all runs done" "a run with the trained router" "$exe" run "$tmp/tiny.yaml" --results "$tmp/r3" \
+  "variants.fora.cache={type: l2c, router: $tmp/router.safetensors}"
+expect 2 "trained for 50 sampling steps|takes 4|sampler.steps=4" "validate: router for another step count" \
+  "$exe" validate "$tmp/tiny.yaml" "variants.fora.cache={type: l2c}"
+
 if /usr/bin/python3 -c "import h5py, matplotlib" 2>/dev/null; then
   expect 0 "speedup_flops(fora) = |> value = 1: holds|: does not hold|cannot be evaluated: \`fora\` has no metric \`fid\`" \
     "report evaluates every claim" "$exe" report "$res/tiny"

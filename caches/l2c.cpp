@@ -1,0 +1,146 @@
+#include "caches/l2c.h"
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+
+#include "framework/error.h"
+#include "framework/paths.h"
+#include "models/safetensors.h"
+
+namespace cachelab {
+
+const char* const kL2cTrainCommand = "cachelab train configs/train/l2c-dit-mnist.yaml";
+
+namespace {
+
+constexpr const char* kLogitsName = "logits";
+constexpr const char* kFormat = "cachelab l2c router";
+
+void check_shape(const at::Tensor& logits, const std::string& source) {
+  CL_CHECK(logits.defined() && logits.dim() == 3 && logits.size(2) == 2 && logits.size(0) >= 1 &&
+               logits.size(1) >= 1,
+           "l2c: router " << source << " must hold logits of shape [steps, depth, 2]");
+}
+
+}  // namespace
+
+void save_l2c_router(const std::string& path, const at::Tensor& logits,
+                     const std::map<std::string, std::string>& metadata) {
+  check_shape(logits, "`" + path + "`");
+  std::map<std::string, std::string> meta = metadata;
+  meta["format"] = kFormat;
+  meta["steps"] = std::to_string(logits.size(0));
+  meta["depth"] = std::to_string(logits.size(1));
+  const auto parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent);
+  write_safetensors(path, {{kLogitsName, logits.detach().to(at::kCPU, at::kFloat).contiguous()}}, meta);
+}
+
+at::Tensor load_l2c_router(const std::string& path, std::map<std::string, std::string>* metadata) {
+  CL_CHECK(std::filesystem::exists(path),
+           "l2c: router file `" << path << "` not found; make it with `" << kL2cTrainCommand
+                                << "` (or point cache.router at another router)");
+  SafetensorsFile f = read_safetensors(path);
+  for (auto& [name, t] : f.tensors)
+    if (name == kLogitsName) {
+      check_shape(t, "`" + path + "`");
+      if (metadata) *metadata = f.metadata;
+      return t.to(at::kFloat).contiguous();
+    }
+  CL_FAIL("l2c: `" << path << "` holds no tensor `" << kLogitsName << "`: not a router file (make one with `"
+                   << kL2cTrainCommand << "`)");
+}
+
+L2cRouter::L2cRouter(const L2cOptions& o) : L2cRouter(load_l2c_router(resolve_path(o.router)), o) {}
+
+L2cRouter::L2cRouter(at::Tensor logits, const L2cOptions& o) : o_(o), logits_(std::move(logits)) {
+  check_shape(logits_, "`" + o_.router + "`");
+}
+
+void L2cRouter::begin_run(RunContext& ctx) {
+  const auto& sites = *ctx.sites;
+  slot_.assign(sites.size(), -1);
+  cache_.assign(sites.size(), at::Tensor());
+  int depth = 0, matched = 0;
+  for (size_t i = 0; i < sites.size(); ++i) {
+    const Site& s = sites[i];
+    if ((s.kind != SiteKind::Attn && s.kind != SiteKind::Mlp) || s.stream != 0 || s.block < 0) continue;
+    slot_[i] = s.block * 2 + (s.kind == SiteKind::Mlp ? 1 : 0);
+    depth = std::max(depth, s.block + 1);
+    ++matched;
+  }
+  CL_CHECK(matched > 0, "l2c: this backbone has no attn or mlp site in its main stream; DiT blocks have both");
+  CL_CHECK(depth == this->depth(), "l2c: router `" << o_.router << "` is for " << this->depth()
+                                                  << " blocks but the backbone has " << depth
+                                                  << "; train a router for this backbone (`" << kL2cTrainCommand
+                                                  << "` with its backbone)");
+  CL_CHECK(ctx.steps == steps(), "l2c: router `" << o_.router << "` was trained for " << steps()
+                                                << " sampling steps but this run takes " << ctx.steps
+                                                << "; train one for this sampler (`" << kL2cTrainCommand
+                                                << " sampler.steps=" << ctx.steps << " train.output=...`)");
+  auto s = logits_.detach().to(at::kCPU, at::kFloat).sigmoid().contiguous();
+  scores_.assign(s.data_ptr<float>(), s.data_ptr<float>() + s.numel());
+  step_ = 0;
+}
+
+at::Tensor L2cRouter::blend_scores(int slot, int64_t rows) const {
+  const int64_t per_step = logits_.size(1) * 2;
+  at::Tensor idx;
+  if (row_steps_.defined()) {
+    const int64_t b = row_steps_.size(0);
+    CL_CHECK(b > 0 && rows % b == 0, "l2c: a model batch of " << rows << " rows cannot be tiled from " << b
+                                                              << " per-sample steps");
+    idx = (row_steps_.to(at::kLong) * per_step + slot).repeat({rows / b});
+  } else {
+    idx = at::full({rows}, int64_t(step_) * per_step + slot, at::kLong);
+  }
+  auto s = logits_.reshape({-1}).index_select(0, idx.to(logits_.device())).sigmoid();
+  return hard_ ? (s > o_.threshold).to(s.scalar_type()) : s;
+}
+
+Tensors L2cRouter::at(SiteCall& call, const Next& next) {
+  const int slot = slot_[size_t(call.site)];
+  // A row subset asked by an outer layer is computed as asked and not cached: the cache
+  // holds whole outputs.
+  if (slot < 0 || call.rows.defined()) return next(call);
+  at::Tensor& cached = cache_[size_t(call.site)];
+  switch (mode_) {
+    case Mode::Fill: {
+      Tensors out = next(call);
+      cached = out[0].detach();
+      return out;
+    }
+    case Mode::Blend: {
+      CL_CHECK(cached.defined(), "l2c: blend at site `" << call.info->name
+                                                        << "` with nothing cached: run a fill pass first");
+      Tensors out = next(call);
+      const at::Tensor& fresh = out[0];
+      std::vector<int64_t> shape(size_t(fresh.dim()), 1);
+      shape[0] = fresh.size(0);
+      auto s = blend_scores(slot, fresh.size(0)).view(shape).to(fresh.scalar_type());
+      out[0] = s * fresh + (1 - s) * cached;
+      call.log->decision = Decision::Blend;
+      call.log->signal = s.detach().mean().item<double>();
+      return out;
+    }
+    case Mode::Infer: break;
+  }
+  CL_CHECK(step_ >= 0 && step_ < steps(), "l2c: step " << step_ << " is outside the router's " << steps() << " steps");
+  const bool full_step = step_ == 0 || (o_.full_every > 0 && step_ % o_.full_every == 0);
+  bool compute = full_step || !cached.defined();
+  if (!full_step) {
+    const double s = scores_[size_t(step_) * size_t(depth()) * 2 + size_t(slot)];
+    call.log->signal = s;
+    compute = compute || s > o_.threshold;
+  }
+  if (!compute) {
+    call.log->decision = Decision::Reuse;
+    return {cached};
+  }
+  Tensors out = next(call);
+  cached = out[0];
+  return out;
+}
+
+}  // namespace cachelab
