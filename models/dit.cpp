@@ -1,6 +1,6 @@
 #include "models/dit.h"
 
-#include <torch/torch.h>
+#include "models/torch_modules.h"
 
 #include <cmath>
 
@@ -39,33 +39,15 @@ at::Tensor sincos_2d(int dim, int grid) {
 
 // Parameter holders with the reference names; the forward lives in Dit::forward and calls
 // every linear layer through the ops.
-struct AttentionImpl : torch::nn::Module {
-  AttentionImpl(int dim, int heads) {
-    qkv = register_module("qkv", torch::nn::Linear(dim, 3 * dim));
-    proj = register_module("proj", torch::nn::Linear(dim, dim));
-  }
-  torch::nn::Linear qkv{nullptr}, proj{nullptr};
-};
-TORCH_MODULE(Attention);
-
-struct MlpImpl : torch::nn::Module {
-  MlpImpl(int dim, int hidden) {
-    fc1 = register_module("fc1", torch::nn::Linear(dim, hidden));
-    fc2 = register_module("fc2", torch::nn::Linear(hidden, dim));
-  }
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
-};
-TORCH_MODULE(Mlp);
-
 struct BlockImpl : torch::nn::Module {
   BlockImpl(int dim, int heads, int mlp_hidden) {
-    attn = register_module("attn", Attention(dim, heads));
-    mlp = register_module("mlp", Mlp(dim, mlp_hidden));
+    attn = register_module("attn", modules::Attn(dim));
+    mlp = register_module("mlp", modules::Mlp(dim, mlp_hidden));
     adaLN_modulation = register_module(
         "adaLN_modulation", torch::nn::Sequential(torch::nn::SiLU(), torch::nn::Linear(dim, 6 * dim)));
   }
-  Attention attn{nullptr};
-  Mlp mlp{nullptr};
+  modules::Attn attn{nullptr};
+  modules::Mlp mlp{nullptr};
   torch::nn::Sequential adaLN_modulation{nullptr};
 };
 TORCH_MODULE(Block);
@@ -292,18 +274,9 @@ Cond Dit::null_cond(const Cond& cond) const {
 
 void Dit::to(at::Device device, at::ScalarType dtype) { impl_->to(device, dtype); }
 
-std::vector<std::pair<std::string, at::Tensor>> Dit::named_tensors() {
-  std::vector<std::pair<std::string, at::Tensor>> out;
-  for (auto& kv : impl_->named_parameters(/*recurse=*/true)) out.emplace_back(kv.key(), kv.value());
-  return out;
-}
+std::vector<std::pair<std::string, at::Tensor>> Dit::named_tensors() { return modules::named_tensors(*impl_); }
 
-std::vector<at::Tensor> Dit::trainable_parameters() {
-  std::vector<at::Tensor> out;
-  for (auto& p : impl_->parameters())
-    if (p.requires_grad()) out.push_back(p);
-  return out;
-}
+std::vector<at::Tensor> Dit::trainable_parameters() { return modules::trainable_parameters(*impl_); }
 
 void Dit::load(const std::string& path) {
   load_into(named_tensors(), path, "cachelab train configs/train/dit-mnist.yaml");
@@ -313,10 +286,6 @@ void Dit::save(const std::string& path, const std::vector<std::pair<std::string,
   write_safetensors(path, named_tensors(), std::map<std::string, std::string>(metadata.begin(), metadata.end()));
 }
 
-int64_t Dit::num_parameters() {
-  int64_t n = 0;
-  for (auto& p : impl_->parameters()) n += p.numel();
-  return n;
-}
+int64_t Dit::num_parameters() { return modules::num_parameters(*impl_); }
 
 }  // namespace cachelab

@@ -1,6 +1,6 @@
 #include "models/tiny_mdlm.h"
 
-#include <torch/torch.h>
+#include "models/torch_modules.h"
 
 #include "framework/error.h"
 #include "framework/paths.h"
@@ -11,36 +11,6 @@ namespace {
 
 constexpr double kLayerNormEps = 1e-5;
 
-struct AttnImpl : torch::nn::Module {
-  explicit AttnImpl(int dim) {
-    qkv = register_module("qkv", torch::nn::Linear(dim, 3 * dim));
-    proj = register_module("proj", torch::nn::Linear(dim, dim));
-  }
-  torch::nn::Linear qkv{nullptr}, proj{nullptr};
-};
-TORCH_MODULE(Attn);
-
-struct MlpImpl : torch::nn::Module {
-  MlpImpl(int dim, int hidden) {
-    fc1 = register_module("fc1", torch::nn::Linear(dim, hidden));
-    fc2 = register_module("fc2", torch::nn::Linear(hidden, dim));
-  }
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
-};
-TORCH_MODULE(Mlp);
-
-struct LayerImpl : torch::nn::Module {
-  LayerImpl(int dim, int mlp_hidden) {
-    norm1 = register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(kLayerNormEps)));
-    attn = register_module("attn", Attn(dim));
-    norm2 = register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(kLayerNormEps)));
-    mlp = register_module("mlp", Mlp(dim, mlp_hidden));
-  }
-  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
-  Attn attn{nullptr};
-  Mlp mlp{nullptr};
-};
-TORCH_MODULE(Layer);
 
 at::Tensor norm(const torch::nn::LayerNorm& ln, const at::Tensor& x) {
   return at::layer_norm(x, {x.size(-1)}, ln->weight, ln->bias, kLayerNormEps);
@@ -53,7 +23,7 @@ struct TinyMdlm::Impl : torch::nn::Module {
     tok_embed = register_module("tok_embed", torch::nn::Embedding(o.vocab_size + 1, o.hidden_size));
     pos_embed = register_parameter("pos_embed", torch::zeros({o.max_length, o.hidden_size}));
     layers = register_module("layers", torch::nn::ModuleList());
-    for (int i = 0; i < o.depth; ++i) layers->push_back(Layer(o.hidden_size, int(o.hidden_size * o.mlp_ratio)));
+    for (int i = 0; i < o.depth; ++i) layers->push_back(modules::PreLnLayer(o.hidden_size, int(o.hidden_size * o.mlp_ratio), kLayerNormEps));
     norm_f = register_module("norm_f", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.hidden_size}).eps(kLayerNormEps)));
     head = register_module("head", torch::nn::Linear(o.hidden_size, o.vocab_size));
   }
@@ -98,7 +68,7 @@ TinyMdlm::TinyMdlm(const TinyMdlmOptions& o) : options_(o) {
     return int(linears_.size()) - 1;
   };
   for (int i = 0; i < o.depth; ++i) {
-    auto& layer = *impl_->layers[size_t(i)]->as<LayerImpl>();
+    auto& layer = *impl_->layers[size_t(i)]->as<modules::PreLnLayerImpl>();
     const std::string b = "layers." + std::to_string(i);
     LayerIds id;
     id.qkv = add(b + ".attn.qkv", layer.attn->qkv.get(), i);
@@ -152,7 +122,7 @@ at::Tensor TinyMdlm::forward(const at::Tensor& x, const at::Tensor& t, const Con
     h = hooks.at(kSiteBody, {h}, [&](const SiteCall& bc) -> Tensors {
       auto z = bc.inputs[0];
       for (int i = 0; i < options_.depth; ++i) {
-        auto& layer = *m.layers[size_t(i)]->as<LayerImpl>();
+        auto& layer = *m.layers[size_t(i)]->as<modules::PreLnLayerImpl>();
         const LayerIds& id = ids_[size_t(i)];
         z = hooks.at(layer_site(i), {z}, [&](const SiteCall& lc) -> Tensors {
           const auto& zin = lc.inputs[0];
@@ -184,18 +154,9 @@ at::Tensor TinyMdlm::forward(const at::Tensor& x, const at::Tensor& t, const Con
 
 void TinyMdlm::to(at::Device device, at::ScalarType dtype) { impl_->to(device, dtype); }
 
-std::vector<std::pair<std::string, at::Tensor>> TinyMdlm::named_tensors() {
-  std::vector<std::pair<std::string, at::Tensor>> out;
-  for (auto& kv : impl_->named_parameters(/*recurse=*/true)) out.emplace_back(kv.key(), kv.value());
-  return out;
-}
+std::vector<std::pair<std::string, at::Tensor>> TinyMdlm::named_tensors() { return modules::named_tensors(*impl_); }
 
-std::vector<at::Tensor> TinyMdlm::trainable_parameters() {
-  std::vector<at::Tensor> out;
-  for (auto& p : impl_->parameters())
-    if (p.requires_grad()) out.push_back(p);
-  return out;
-}
+std::vector<at::Tensor> TinyMdlm::trainable_parameters() { return modules::trainable_parameters(*impl_); }
 
 void TinyMdlm::load(const std::string& path) {
   load_into(named_tensors(), path, "a trainer for tiny_mdlm (none is bundled yet)");
@@ -205,10 +166,6 @@ void TinyMdlm::save(const std::string& path, const std::vector<std::pair<std::st
   write_safetensors(path, named_tensors(), std::map<std::string, std::string>(metadata.begin(), metadata.end()));
 }
 
-int64_t TinyMdlm::num_parameters() {
-  int64_t n = 0;
-  for (auto& p : impl_->parameters()) n += p.numel();
-  return n;
-}
+int64_t TinyMdlm::num_parameters() { return modules::num_parameters(*impl_); }
 
 }  // namespace cachelab

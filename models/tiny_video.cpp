@@ -1,6 +1,6 @@
 #include "models/tiny_video.h"
 
-#include <torch/torch.h>
+#include "models/torch_modules.h"
 
 #include <algorithm>
 #include <cmath>
@@ -27,36 +27,6 @@ at::Tensor timestep_features(const at::Tensor& t) {
   return at::cat({at::cos(args), at::sin(args)}, 1);
 }
 
-struct AttnImpl : torch::nn::Module {
-  explicit AttnImpl(int dim) {
-    qkv = register_module("qkv", torch::nn::Linear(dim, 3 * dim));
-    proj = register_module("proj", torch::nn::Linear(dim, dim));
-  }
-  torch::nn::Linear qkv{nullptr}, proj{nullptr};
-};
-TORCH_MODULE(Attn);
-
-struct MlpImpl : torch::nn::Module {
-  MlpImpl(int dim, int hidden) {
-    fc1 = register_module("fc1", torch::nn::Linear(dim, hidden));
-    fc2 = register_module("fc2", torch::nn::Linear(hidden, dim));
-  }
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
-};
-TORCH_MODULE(Mlp);
-
-struct LayerImpl : torch::nn::Module {
-  LayerImpl(int dim, int mlp_hidden) {
-    norm1 = register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(kLayerNormEps)));
-    attn = register_module("attn", Attn(dim));
-    norm2 = register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(kLayerNormEps)));
-    mlp = register_module("mlp", Mlp(dim, mlp_hidden));
-  }
-  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
-  Attn attn{nullptr};
-  Mlp mlp{nullptr};
-};
-TORCH_MODULE(Layer);
 
 }  // namespace
 
@@ -71,7 +41,7 @@ struct TinyVideo::Impl : torch::nn::Module {
     t_mlp = t_embedder->register_module(
         "mlp", torch::nn::Sequential(torch::nn::Linear(kFrequencyDim, D), torch::nn::SiLU(), torch::nn::Linear(D, D)));
     layers = register_module("layers", torch::nn::ModuleList());
-    for (int i = 0; i < o.depth; ++i) layers->push_back(Layer(D, int(D * o.mlp_ratio)));
+    for (int i = 0; i < o.depth; ++i) layers->push_back(modules::PreLnLayer(D, int(D * o.mlp_ratio), kLayerNormEps));
     norm_f = register_module("norm_f", torch::nn::LayerNorm(torch::nn::LayerNormOptions({D}).eps(kLayerNormEps)));
     head = register_module("head", torch::nn::Linear(D, patch_dim));
   }
@@ -126,7 +96,7 @@ TinyVideo::TinyVideo(const TinyVideoOptions& o) : options_(o) {
   t0_ = add("t_embedder.mlp.0", m.t_mlp[0]->as<torch::nn::Linear>(), -1);
   t2_ = add("t_embedder.mlp.2", m.t_mlp[2]->as<torch::nn::Linear>(), -1);
   for (int i = 0; i < o.depth; ++i) {
-    auto& layer = *m.layers[size_t(i)]->as<LayerImpl>();
+    auto& layer = *m.layers[size_t(i)]->as<modules::PreLnLayerImpl>();
     const std::string b = "layers." + std::to_string(i);
     LayerIds id;
     id.qkv = add(b + ".attn.qkv", layer.attn->qkv.get(), i);
@@ -204,7 +174,7 @@ at::Tensor TinyVideo::forward(const at::Tensor& x, const at::Tensor& t, const Co
     auto h = hooks.at(kSiteBody, {at::cat(frames, 1)}, [&](const SiteCall& bc) -> Tensors {
       auto z = bc.inputs[0];
       for (int i = 0; i < options_.depth; ++i) {
-        auto& layer = *m.layers[size_t(i)]->as<LayerImpl>();
+        auto& layer = *m.layers[size_t(i)]->as<modules::PreLnLayerImpl>();
         const LayerIds& id = ids_[size_t(i)];
         z = hooks.at(layer_site(i), {z}, [&](const SiteCall& lc) -> Tensors {
           const auto& zin = lc.inputs[0];
@@ -251,18 +221,9 @@ at::Tensor TinyVideo::forward(const at::Tensor& x, const at::Tensor& t, const Co
 
 void TinyVideo::to(at::Device device, at::ScalarType dtype) { impl_->to(device, dtype); }
 
-std::vector<std::pair<std::string, at::Tensor>> TinyVideo::named_tensors() {
-  std::vector<std::pair<std::string, at::Tensor>> out;
-  for (auto& kv : impl_->named_parameters(/*recurse=*/true)) out.emplace_back(kv.key(), kv.value());
-  return out;
-}
+std::vector<std::pair<std::string, at::Tensor>> TinyVideo::named_tensors() { return modules::named_tensors(*impl_); }
 
-std::vector<at::Tensor> TinyVideo::trainable_parameters() {
-  std::vector<at::Tensor> out;
-  for (auto& p : impl_->parameters())
-    if (p.requires_grad()) out.push_back(p);
-  return out;
-}
+std::vector<at::Tensor> TinyVideo::trainable_parameters() { return modules::trainable_parameters(*impl_); }
 
 void TinyVideo::load(const std::string& path) {
   load_into(named_tensors(), path, "a trainer for tiny_video (none is bundled yet)");
@@ -272,10 +233,6 @@ void TinyVideo::save(const std::string& path, const std::vector<std::pair<std::s
   write_safetensors(path, named_tensors(), std::map<std::string, std::string>(metadata.begin(), metadata.end()));
 }
 
-int64_t TinyVideo::num_parameters() {
-  int64_t n = 0;
-  for (auto& p : impl_->parameters()) n += p.numel();
-  return n;
-}
+int64_t TinyVideo::num_parameters() { return modules::num_parameters(*impl_); }
 
 }  // namespace cachelab
