@@ -162,7 +162,8 @@ Resolved resolve_run(const ConfigNode& cfg) {
   refkey.child("pipeline") = out.child("pipeline");
   refkey.child("guidance") = out.child("guidance");
   refkey.child("run") = out.child("run");
-  for (const char* k : {"threads", "probe_samples", "save_samples"}) refkey.child("run").erase(k);
+  for (const char* k : {"threads", "probe_samples", "save_samples", "timing_reps", "timing_samples"})
+    refkey.child("run").erase(k);
   r.reference_key = to_yaml(refkey);
   collect_files(out, r.files);
   collect_files(refkey, r.reference_files);

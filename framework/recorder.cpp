@@ -319,6 +319,10 @@ void RunWriter::write_int64_array(const std::string& name, const std::vector<int
   write_array(hid_t(file_), name, H5T_STD_I64LE, H5T_NATIVE_INT64, data.data(), {data.size()});
 }
 
+void RunWriter::write_double_array(const std::string& name, const std::vector<double>& data) {
+  write_array(hid_t(file_), name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, data.data(), {data.size()});
+}
+
 void RunWriter::set_summary(const std::map<std::string, double>& values) {
   hid_t g = H5Gopen2(hid_t(file_), "summary", H5P_DEFAULT);
   for (auto& [k, v] : values) attr_double(g, k.c_str(), v);

@@ -61,6 +61,7 @@ class RunWriter {
   // e.g. "samples/x" with dims {N, C, H, W}; groups are created as needed.
   void write_float_array(const std::string& dataset, const std::vector<float>& data, const std::vector<int64_t>& dims);
   void write_int64_array(const std::string& dataset, const std::vector<int64_t>& data);
+  void write_double_array(const std::string& dataset, const std::vector<double>& data);
   void set_summary(const std::map<std::string, double>& values);
   void finish_done();
   // Kept as a file (so the index lists it); a re-run sweep redoes it.

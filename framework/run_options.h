@@ -16,6 +16,8 @@ struct RunOptions {
   int threads = 1;         // intra-op threads (a sweep with --jobs N splits the cores)
   int probe_samples = 8;   // site-level drift/error use the first N samples of batch 0
   int save_samples = 16;   // final samples stored in the run file
+  int timing_reps = 3;     // interleaved timings of the reference and the variant, one batch each (0 = off)
+  int timing_samples = 16; // samples in the timed batch (at most `batch`)
   template <class V>
   void fields(V& v) {
     v("samples", samples, "samples generated per run");
@@ -26,6 +28,9 @@ struct RunOptions {
     v("threads", threads, "intra-op threads");
     v("probe_samples", probe_samples, "samples of batch 0 used for site-level drift and error");
     v("save_samples", save_samples, "final samples stored in the run file");
+    v("timing_reps", timing_reps,
+      "speedup_wall: reference and variant timed in turn on one batch, this many times (0 = one timing each)");
+    v("timing_samples", timing_samples, "samples in that timed batch (at most run.batch)");
   }
   template <class C>
   void check(C& c) const {
@@ -38,6 +43,8 @@ struct RunOptions {
     c.require(threads >= 1, "threads", "must be >= 1");
     c.require(probe_samples >= 1, "probe_samples", "must be >= 1");
     c.require(save_samples >= 0, "save_samples", "must be >= 0");
+    c.require(timing_reps >= 0, "timing_reps", "must be >= 0");
+    c.require(timing_samples >= 1, "timing_samples", "must be >= 1");
   }
 };
 

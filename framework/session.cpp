@@ -266,6 +266,37 @@ class Session {
     return judge_.get();
   }
 
+  // speedup_wall as a measurement: the reference and the variant run in turn on one batch,
+  // `timing_reps` times, in this process, after the warm-up. Returns the step-timer seconds
+  // of each repetition: {reference, variant}.
+  std::pair<std::vector<double>, std::vector<double>> time_interleaved(const RunSpec& run, Backbone& bb,
+                                                                       const BuiltRun& parts) {
+    const RunSpec* ref_spec = nullptr;
+    for (auto& r : spec_.references)
+      if (r.run_id == run.reference_id) ref_spec = &r;
+    CL_CHECK(ref_spec, "internal: no reference " << run.reference_id);
+    BuiltRun ref_parts = build(*ref_spec, bb);
+    RunOptions ro = parts.run;
+    ro.samples = ro.batch = std::min({ro.samples, ro.batch, ro.timing_samples});
+    auto time_one = [&](const BuiltRun& p) {
+      RunParts rp;
+      rp.backbone = &bb;
+      rp.pipeline = p.pipeline.get();
+      rp.sampler = p.sampler.get();
+      rp.guidance = p.guidance.get();
+      rp.layers = {p.cache.get()};
+      rp.ops = p.ops.get();
+      return run_trajectory(rp, ro, nullptr, nullptr).wall_s;
+    };
+    std::vector<double> t_ref, t_var;
+    for (int r = 0; r < ro.timing_reps; ++r) {
+      // Alternate which goes first, so a slow drift of the machine favours neither.
+      if (r % 2 == 0) t_ref.push_back(time_one(ref_parts)), t_var.push_back(time_one(parts));
+      else t_var.push_back(time_one(parts)), t_ref.push_back(time_one(ref_parts));
+    }
+    return {t_ref, t_var};
+  }
+
   bool run_now(const RunSpec& run, const std::string& path) {
     const ConfigNode& cfg = run.config;
     Backbone& bb = backbone(*cfg.find("backbone"), run_options(cfg));
@@ -354,6 +385,30 @@ class Session {
     summary["ref_wall_s"] = ref->wall_s;
     summary["ref_flops"] = ref->flops;
     summary["speedup_wall"] = ref->wall_s / tr.wall_s;
+    summary["timing_shared_cores"] = o_.workers > 1 ? 1.0 : 0.0;
+    if (!run.is_reference && ro.timing_reps > 0) {
+      auto [t_ref, t_var] = time_interleaved(run, bb, parts);
+      std::vector<double> ratio;
+      for (size_t i = 0; i < t_ref.size(); ++i) ratio.push_back(t_ref[i] / t_var[i]);
+      auto q = [](std::vector<double> v, double f) {
+        std::sort(v.begin(), v.end());
+        const double pos = f * double(v.size() - 1);
+        const size_t lo = size_t(pos), hi = std::min(v.size() - 1, lo + 1);
+        return v[lo] + (v[hi] - v[lo]) * (pos - double(lo));
+      };
+      summary["speedup_wall"] = q(ratio, 0.5);
+      summary["speedup_wall_q25"] = q(ratio, 0.25);
+      summary["speedup_wall_q75"] = q(ratio, 0.75);
+      summary["speedup_wall_min"] = q(ratio, 0.0);
+      summary["speedup_wall_max"] = q(ratio, 1.0);
+      summary["timing_reps"] = double(ratio.size());
+      writer.write_double_array("timing/reference_s", t_ref);
+      writer.write_double_array("timing/variant_s", t_var);
+    }
+    // A wall-clock speedup above the FLOPs speedup is suspect unless explained (int8
+    // multiply-adds are cheaper than fp32 ones; FLOPs count them alike).
+    summary["speedup_wall_suspect"] =
+        summary.count("speedup_wall_q25") && summary["speedup_wall_q25"] > 1.05 * summary["speedup_flops"] ? 1.0 : 0.0;
     summary["speedup_flops"] = ref->flops / tr.flops;
     double visited = 0, reused = 0;
     for (auto& st : tr.steps)

@@ -87,7 +87,7 @@ int run_cli(int argc, char** argv) {
       "only", po::value(&only), "run only this variant (repeatable)")(
       "threads", po::value(&threads), "intra-op threads (overrides run.threads)")(
       "results", po::value(&results), "results root folder (default results/)")(
-      "force", "redo runs that are already done")("count", "print the number of runs and exit")(
+      "force", "redo runs that are already done")("check", "report: exit 1 unless every claim holds")("count", "print the number of runs and exit")(
       "markdown", "list: print markdown tables (as in the README)")(
       "worker", po::value(&worker), "(internal) worker index")("workers", po::value(&workers), "(internal)");
   po::options_description hidden;
@@ -185,11 +185,13 @@ int run_cli(int argc, char** argv) {
     return train_command(file, overrides);
   }
   if (command == "report") {
-    CL_CHECK(positional.size() == 1, "usage: cachelab report results/EXPERIMENT");
+    CL_CHECK(positional.size() == 1, "usage: cachelab report results/EXPERIMENT [--check]");
     CL_CHECK(std::filesystem::is_directory(positional[0]),
              "`" << positional[0] << "` is not a results folder (run an experiment first)");
     const std::string tool = project_root() + "/tools/report.py";
-    std::vector<const char*> args = {"/usr/bin/python3", tool.c_str(), positional[0].c_str(), nullptr};
+    std::vector<const char*> args = {"/usr/bin/python3", tool.c_str(), positional[0].c_str()};
+    if (vm.count("check")) args.push_back("--check");
+    args.push_back(nullptr);
     execv(args[0], const_cast<char* const*>(args.data()));
     CL_FAIL("could not start /usr/bin/python3 for the report; run `bash tools/setup.sh` (python3-h5py, matplotlib)");
   }

@@ -81,8 +81,18 @@ def fmt(v):
     return f"{v:.4g}"
 
 
+def spread(run, metric, value):
+    """(low, high) of a metric measured with a spread (its _q25/_q75), else (value, value)."""
+    if run is None:
+        return value, value
+    s = run["summary"]
+    if metric + "_q25" in s and metric + "_q75" in s:
+        return s[metric + "_q25"], s[metric + "_q75"]
+    return value, value
+
+
 def evaluate_claims(claims, runs):
-    """Each claim -> (verdict, sentence); verdict in holds / does not hold / cannot be evaluated."""
+    """Each claim -> (verdict, sentence); verdict in holds / does not hold / inconclusive / cannot be evaluated."""
     out = []
     for c in claims:
         metric, op, left = c.get("metric"), c.get("op"), c.get("left")
@@ -109,7 +119,19 @@ def evaluate_claims(claims, runs):
             out.append(("cannot be evaluated", label, f"cannot be evaluated: {err or 'unknown op ' + str(op)}"))
             continue
         verdict = "holds" if OPS[op](lv, rv) else "does not hold"
-        out.append((verdict, label, f"{metric}({left}) = {fmt(lv)} {op} {rlabel} = {fmt(rv)}: {verdict}"))
+        # A measured quantity with a spread (speedup_wall: interquartile range of interleaved
+        # repetitions) decides only when the ranges do not overlap.
+        lo_l, hi_l = spread(runs.get(left), metric, lv)
+        lo_r, hi_r = spread(runs.get(c.get("right")), metric, rv) if "right" in c else (rv, rv)
+        if (lo_l, hi_l, lo_r, hi_r) != (lv, lv, rv, rv):
+            if OPS[op](lo_l, hi_r) and OPS[op](hi_l, lo_r):
+                verdict = "holds"
+            elif not OPS[op](hi_l, lo_r) and not OPS[op](lo_l, hi_r):
+                verdict = "does not hold"
+            else:
+                verdict = "inconclusive"
+        rng = f" [{fmt(lo_l)}, {fmt(hi_l)}]" if (lo_l, hi_l) != (lv, lv) else ""
+        out.append((verdict, label, f"{metric}({left}) = {fmt(lv)}{rng} {op} {rlabel} = {fmt(rv)}: {verdict}"))
     return out
 
 
@@ -273,7 +295,7 @@ def main(argv):
     for verdict, label, sentence in claims:
         print(f"claim: {label}\n  {sentence}")
     if "--claims-only" in argv:
-        return 0
+        return check_status(claims, argv)
     if not runs:
         print(f"no run files in {folder}", file=sys.stderr)
         return 1
@@ -312,14 +334,37 @@ def main(argv):
 table{{border-collapse:collapse;font-size:13px}} td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
 td:first-child{{text-align:left}} .cap{{color:#555;font-size:13px}} .ctx{{color:#666;font-size:12px}}
 li.ok{{color:#276749}} li.no{{color:#c53030}} li.na{{color:#975a16}} li{{margin-bottom:.5em}}</style></head><body>
-<h1>{html.escape(exp['experiment'])}</h1><p class="ctx">{context}</p>
+<h1>{html.escape(exp['experiment'])}</h1><p class="ctx">{context}</p>{timing_note(runs, names)}
 <h2>Claims</h2><ul>{claim_rows}</ul>
 <h2>Results</h2>{table_html(runs, names)}
 {body}</body></html>"""
     with open(os.path.join(out, "index.html"), "w") as fh:
         fh.write(page)
     print(f"report: {os.path.join(out, 'index.html')}")
-    return 0
+    return check_status(claims, argv)
+
+
+def timing_note(runs, names):
+    """Warnings about how wall-clock speedups were measured."""
+    notes = []
+    if any(runs[n]["summary"].get("timing_shared_cores", 0) for n in names):
+        notes.append("These runs were made by several worker processes at once (--jobs): their wall-clock "
+                     "timings shared the cores.")
+    sus = [n for n in names if runs[n]["summary"].get("speedup_wall_suspect", 0)]
+    if sus:
+        notes.append("Wall-clock speedup above the FLOPs speedup (suspect unless explained, e.g. int8 "
+                     "multiply-adds are cheaper than fp32 ones): " + ", ".join(html.escape(n) for n in sus) + ".")
+    return "".join(f"<p class='cap'><b>Note:</b> {t}</p>" for t in notes)
+
+
+def check_status(claims, argv):
+    """With --check: 1 unless every claim holds (CI can gate on the claims)."""
+    if "--check" not in argv:
+        return 0
+    bad = [label for v, label, _ in claims if v != "holds"]
+    for label in bad:
+        print(f"check: not holding: {label}", file=sys.stderr)
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

@@ -147,6 +147,20 @@ if /usr/bin/python3 -c "import h5py, matplotlib" 2>/dev/null; then
     [ -s "$res/tiny/report/$f" ] || { bad "report file $f"; continue; }
   done
   grep -q "does not hold" "$res/tiny/report/index.html" && ok "report page written with claims" || bad "report page"
+  expect 1 "check: not holding" "report --check fails when a claim does not hold" "$exe" report "$res/tiny" --check
+  # speedup_wall is a measurement: interleaved repetitions on one batch, median and quartiles.
+  if /usr/bin/python3 - "$res/tiny" <<'PY'
+import glob, sys, h5py
+runs = [h5py.File(p) for p in glob.glob(sys.argv[1] + "/*.h5")]
+v = [f for f in runs if f.attrs["is_reference"] == 0 and f.attrs["status"] == "done"]
+assert v, "no variant run"
+for f in v:
+    s = f["summary"].attrs
+    assert len(f["timing/reference_s"]) == len(f["timing/variant_s"]) == s["timing_reps"] == 3
+    assert s["speedup_wall_q25"] <= s["speedup_wall"] <= s["speedup_wall_q75"]
+    assert f["steps/wall_ms"].attrs["unit"] == "ms"
+PY
+  then ok "wall speedup from interleaved repetitions with quartiles"; else bad "wall speedup repetitions"; fi
   # An uncached sweep is its references, one per point; the report keeps each apart.
   cat > "$tmp/refs.yaml" <<'YAML'
 name: refs
