@@ -56,6 +56,16 @@ struct BuiltRun {
   std::unique_ptr<SiteLayer> cache;
   std::unique_ptr<Ops> ops;  // the chain's outermost; null = dense
   RunOptions run;
+  RunParts parts(Backbone& bb) const {
+    RunParts rp;
+    rp.backbone = &bb;
+    rp.pipeline = pipeline.get();
+    rp.sampler = sampler.get();
+    rp.guidance = guidance.get();
+    rp.layers = {cache.get()};
+    rp.ops = ops.get();
+    return rp;
+  }
 };
 
 std::string fmt_duration(double s) {
@@ -152,13 +162,7 @@ class Session {
     cals = todo;
     at::set_num_threads(parts.run.threads);
     for (auto* c : cals) c->start_calibration();
-    RunParts rp;
-    rp.backbone = &bb;
-    rp.pipeline = parts.pipeline.get();
-    rp.sampler = parts.sampler.get();
-    rp.guidance = parts.guidance.get();
-    rp.layers = {parts.cache.get()};
-    rp.ops = parts.ops.get();
+    RunParts rp = parts.parts(bb);
     const auto t0 = std::chrono::steady_clock::now();
     Trajectory tr = run_trajectory(rp, parts.run, nullptr, nullptr);
     CL_CHECK(tr.failed_step < 0, "calibration run of `" << run.name << "` failed: " << tr.error);
@@ -279,13 +283,7 @@ class Session {
     RunOptions ro = parts.run;
     ro.samples = ro.batch = std::min({ro.samples, ro.batch, ro.timing_samples});
     auto time_one = [&](const BuiltRun& p) {
-      RunParts rp;
-      rp.backbone = &bb;
-      rp.pipeline = p.pipeline.get();
-      rp.sampler = p.sampler.get();
-      rp.guidance = p.guidance.get();
-      rp.layers = {p.cache.get()};
-      rp.ops = p.ops.get();
+      RunParts rp = p.parts(bb);
       return run_trajectory(rp, ro, nullptr, nullptr).wall_s;
     };
     std::vector<double> t_ref, t_var;
@@ -338,13 +336,7 @@ class Session {
     RunWriter writer(path, meta, table);
 
     const auto t0 = std::chrono::steady_clock::now();
-    RunParts rp;
-    rp.backbone = &bb;
-    rp.pipeline = parts.pipeline.get();
-    rp.sampler = parts.sampler.get();
-    rp.guidance = parts.guidance.get();
-    rp.layers = {parts.cache.get()};
-    rp.ops = parts.ops.get();
+    RunParts rp = parts.parts(bb);
     Trajectory tr = run_trajectory(rp, ro, ref, run.is_reference ? &capture : nullptr);
     std::vector<ExtraInfo> extras;
     for (auto& e : tr.extras) extras.push_back({e.name, e.unit, e.meaning, e.per_linear});

@@ -27,11 +27,24 @@ def text(v):
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+def current_run_ids(folder):
+    """The run ids index.csv lists (the experiment as it is now), or None without an index."""
+    path = os.path.join(folder, "index.csv")
+    if not os.path.exists(path):
+        return None
+    with open(path) as fh:
+        return {line.split(",", 1)[0] for line in fh.read().splitlines()[1:] if line}
+
+
 def load_runs(folder):
-    """Run files by variant name (a done run wins over a failed one)."""
+    """Run files by variant name (a done run wins over a failed one). Files of runs from an
+    earlier version of the experiment (not in index.csv) are left out."""
     runs = {}
+    current = current_run_ids(folder)
     for name in sorted(os.listdir(folder)):
         if not name.endswith(".h5") or name.startswith("."):
+            continue
+        if current is not None and name[:-3] not in current:
             continue
         try:
             f = h5py.File(os.path.join(folder, name), "r")
