@@ -410,11 +410,13 @@ int write_index_csv(const std::string& dir, const std::vector<std::string>& run_
   {
     std::ofstream out(tmp);
     CL_CHECK(out.good(), "cannot write the sweep index in `" << dir << "`");
-    out << "run_id,variant,status,overrides";
+    out << "run_id,variant,status,failed_step,error,overrides";
     for (auto& k : keys) out << "," << k;
     out << "\n";
     for (auto& r : runs) {
-      out << csv_field(r.run_id) << "," << csv_field(r.variant) << "," << r.status << "," << csv_field(r.overrides);
+      out << csv_field(r.run_id) << "," << csv_field(r.variant) << "," << r.status << ","
+          << (r.status == "failed" && r.failed_step >= 0 ? std::to_string(r.failed_step) : "") << ","
+          << csv_field(r.error) << "," << csv_field(r.overrides);
       for (auto& k : keys) out << "," << (r.summary.count(k) ? csv_number(r.summary.at(k)) : "");
       out << "\n";
     }

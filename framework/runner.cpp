@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "framework/error.h"
+#include "framework/interrupt.h"
 #include "framework/paths.h"
 
 namespace cachelab {
@@ -162,6 +163,7 @@ class Driver final : public Hooks, public StepDriver {
   // --- StepDriver
   Hooks& hooks() override { return *this; }
   void begin_step(const StepIndex& s) override {
+    throw_if_interrupted();
     step_ = s;
     flops_ = 0;
     std::fill(decisions_.begin(), decisions_.end(), uint8_t(Decision::Skipped));

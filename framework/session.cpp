@@ -4,9 +4,11 @@
 #include <ATen/Parallel.h>
 #include <spawn.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -20,6 +22,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include "framework/error.h"
+#include "framework/interrupt.h"
 #include "framework/recorder.h"
 #include "framework/registries.h"
 #include "framework/runner.h"
@@ -341,7 +344,9 @@ class Session {
     std::vector<ExtraInfo> extras;
     for (auto& e : tr.extras) extras.push_back({e.name, e.unit, e.meaning, e.per_linear});
     writer.set_extras(extras);
-    for (auto& st : tr.steps) {
+    for (size_t i = 0; i < tr.steps.size(); ++i) {
+      StepRecord& st = tr.steps[i];
+      if (tr.failed_step >= 0 && int(i) > tr.failed_step) st.wall_ms = st.flops = std::nan("");  // never ran
       if (run.is_reference) {
         st.err_ref_rel_l1 = 0;
         for (size_t p = 0; p < st.err_ref.size(); ++p)
@@ -456,6 +461,17 @@ void remove_stale_temporaries(const std::string& dir) {
   }
 }
 
+std::vector<std::string> index_ids(const ExperimentSpec& spec);
+
+// After SIGINT / SIGTERM: the index lists what finished; exit 128 + signal.
+int stop_interrupted(const std::string& dir, const ExperimentSpec& spec) {
+  write_index_csv(dir, index_ids(spec));
+  std::printf("[cachelab] interrupted: finished runs are kept (index: %s/index.csv); the run in flight was "
+              "abandoned; re-run the same command to resume\n",
+              dir.c_str());
+  return 128 + interrupted();
+}
+
 // The runs the index lists: references, then the runs, in experiment order.
 std::vector<std::string> index_ids(const ExperimentSpec& spec) {
   std::vector<std::string> ids;
@@ -483,9 +499,15 @@ int spawn_workers(const ExperimentSpec& spec, const SweepOptions& o, int total_t
     pids.push_back(pid);
   }
   int rc = 0;
+  bool forwarded = false;
   for (pid_t p : pids) {
     int status = 0;
-    waitpid(p, &status, 0);
+    while (waitpid(p, &status, 0) < 0 && errno == EINTR)
+      if (interrupted() && !forwarded) {
+        // Pass the stop on to every worker, then keep waiting for them.
+        for (pid_t q : pids) kill(q, interrupted());
+        forwarded = true;
+      }
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) rc = 1;
   }
   return rc;
@@ -512,6 +534,11 @@ void preflight_experiment(const ExperimentSpec& spec, const SweepOptions& o) {
 }
 
 int execute_experiment(const ExperimentSpec& spec, const SweepOptions& o) {
+  // A worker dies with its parent (a killed sweep leaves no orphans running).
+  if (o.worker >= 0) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    CL_CHECK(getppid() != 1, "worker started without a parent process");
+  }
   std::vector<size_t> chosen;
   for (size_t i = 0; i < spec.runs.size(); ++i) {
     if (o.index >= 0 && int(i) != o.index) continue;
@@ -561,6 +588,7 @@ int execute_experiment(const ExperimentSpec& spec, const SweepOptions& o) {
         std::printf("  %-28s FAILED: %s\n", r.name.c_str(), e.what());
         ++failures;
       }
+      if (interrupted()) return stop_interrupted(session.dir(), spec);
     }
   }
   if (o.jobs > 1 && !is_worker) {
@@ -577,6 +605,7 @@ int execute_experiment(const ExperimentSpec& spec, const SweepOptions& o) {
       } catch (const Error& e) {
         std::printf("  %-28s FAILED: %s\n", run.name.c_str(), e.what());
       }
+      if (interrupted()) return is_worker ? 128 + interrupted() : stop_interrupted(session.dir(), spec);
       failures += !ok;
       ++done;
       const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -9,6 +9,7 @@
 
 #include "framework/config.h"
 #include "framework/error.h"
+#include "framework/interrupt.h"
 #include "framework/experiment.h"
 #include "framework/registries.h"
 #include "framework/session.h"
@@ -204,6 +205,7 @@ int run_cli(int argc, char** argv) {
 int main(int argc, char** argv) {
   // Line-buffered output: a log redirected to a file (a Slurm job's) keeps every finished line.
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  cachelab::install_interrupt_handlers();
   try {
     return run_cli(argc, argv);
   } catch (const Error& e) {

@@ -106,6 +106,28 @@ expect 0 "all runs done" "calibrated variants run" "$exe" run "$tmp/cal.yaml" --
 expect 2 "no variant with a calibratable component" "calibrate without calibratable components" \
   "$exe" calibrate "$tmp/tiny.yaml"
 
+# SIGTERM (what Slurm sends at the time limit) stops at the next step: exit 143, the run in
+# flight abandoned and its temporary file removed, nothing half written.
+cat > "$tmp/long.yaml" <<'YAML'
+name: long
+base: [backbones/dit-mnist.yaml]
+sampler: {type: ddim, steps: 400}
+run: {samples: 8, batch: 8}
+YAML
+"$exe" run "$tmp/long.yaml" --results "$res" > "$tmp/long.log" 2>&1 &
+pid=$!
+for _ in $(seq 100); do grep -q "experiment \`long\`" "$tmp/long.log" && break; sleep 0.1; done
+sleep 1
+kill -TERM $pid
+wait $pid
+rc=$?
+if [ "$rc" -eq 143 ] && grep -q "interrupted" "$tmp/long.log" && ! ls "$res"/long/*.tmp* >/dev/null 2>&1 \
+  && ! ls "$res"/long/reference-*.h5 >/dev/null 2>&1; then
+  ok "SIGTERM stops cleanly (exit 143, no temporary or half-written run file)"
+else
+  bad "SIGTERM stops cleanly (exit $rc): $(tail -3 "$tmp/long.log"); $(ls "$res/long")"
+fi
+
 cat > "$tmp/grid.yaml" <<'YAML'
 name: grid
 base: [backbones/dit-mnist.yaml]
