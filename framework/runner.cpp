@@ -5,6 +5,7 @@
 #include <torch/serialize.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cmath>
 #include <filesystem>
 #include <limits>
@@ -281,6 +282,22 @@ class Driver final : public Hooks, public StepDriver {
   std::chrono::steady_clock::time_point start_;
 };
 
+// A line every ~10 s inside a long trajectory: step, batch and ETA.
+struct Progress {
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now(), last = start;
+  int64_t done = 0, total = 0;
+  void step(int i, int T, int64_t batch, int64_t batches) {
+    ++done;
+    const auto now = std::chrono::steady_clock::now();
+    if (std::chrono::duration<double>(now - last).count() < 10.0 || done >= total) return;
+    last = now;
+    const double el = std::chrono::duration<double>(now - start).count();
+    std::printf("    step %d/%d, batch %lld/%lld: %.0fs elapsed, ETA %.0fs\n", i + 1, T, (long long)batch + 1,
+                (long long)batches, el, el / double(done) * double(total - done));
+    std::fflush(stdout);
+  }
+};
+
 // Wraps a pipeline's driver calls so the runner records per step.
 class RecordingDriver final : public StepDriver {
  public:
@@ -310,6 +327,7 @@ class RecordingDriver final : public StepDriver {
   bool end_step(const at::Tensor& x_after) override {
     const bool ok = d_.end_step(x_after);
     StepRecord& st = traj_.steps[size_t(index_)];
+    if (progress) progress->step(index_, int(traj_.steps.size()), batch, batches);
     st.wall_ms += d_.step_ms();
     st.flops += d_.step_flops();
     traj_.wall_s += d_.step_ms() / 1000;
@@ -323,6 +341,8 @@ class RecordingDriver final : public StepDriver {
   at::Tensor randn(at::IntArrayRef shape) override { return d_.randn(shape); }
   at::TensorOptions options() const override { return d_.options(); }
   int failed_index() const { return index_; }
+  Progress* progress = nullptr;
+  int64_t batch = 0, batches = 1;
 
  private:
   Driver& d_;
@@ -355,6 +375,8 @@ Trajectory run_trajectory(const RunParts& parts, const RunOptions& run, const Re
   traj.steps.assign(size_t(T), empty_record(sites.size()));
   for (int i = 0; i < T; ++i) traj.steps[size_t(i)].t = pipe.timestep(parts.sampler, i);
 
+  Progress progress;
+  progress.total = int64_t(T) * ((run.samples + run.batch - 1) / run.batch);
   for (int64_t b0 = 0, bi = 0; b0 < run.samples; b0 += run.batch, ++bi) {
     const int64_t B = std::min<int64_t>(run.batch, run.samples - b0);
     const bool first = bi == 0;
@@ -372,6 +394,9 @@ Trajectory run_trajectory(const RunParts& parts, const RunOptions& run, const Re
     if (first) traj.extras = ctx.extras();
     Driver driver(parts, run, ctx, ops, bi);
     RecordingDriver rd(driver, traj, ctx, first, ref, capture, sites.size(), bb.linears().size());
+    rd.progress = &progress;
+    rd.batch = bi;
+    rd.batches = (run.samples + run.batch - 1) / run.batch;
     PipelineInputs in;
     in.backbone = &bb;
     in.sampler = parts.sampler;

@@ -179,6 +179,9 @@ class Session {
   const ReferenceTrace& reference(const RunSpec& run) {
     auto it = refs_.find(run.reference_id);
     if (it != refs_.end()) return it->second;
+    // A reference that failed is not run again for every variant that needs it.
+    CL_CHECK(!failed_refs_.count(run.reference_id),
+             "its reference " << run.reference_id << " failed earlier in this process; see its run file");
     const std::string cache = dir_ + "/.cache/" + run.reference_id + ".pt";
     ReferenceTrace trace;
     if (load_reference(trace, cache)) return refs_.emplace(run.reference_id, std::move(trace)).first->second;
@@ -186,6 +189,7 @@ class Session {
       if (r.run_id == run.reference_id) {
         run_now(r, dir_ + "/" + r.run_id + ".h5");
         auto found = refs_.find(run.reference_id);
+        if (found == refs_.end()) failed_refs_.insert(run.reference_id);
         CL_CHECK(found != refs_.end(), "the reference run " << r.run_id << " failed; see its run file");
         return found->second;
       }
@@ -355,6 +359,7 @@ class Session {
       writer.append_step(st);
     }
     if (tr.failed_step >= 0) {
+      if (run.is_reference) failed_refs_.insert(run.run_id);
       writer.finish_failed(tr.error, tr.failed_step);
       std::printf("  %-28s FAILED at step %d: %s\n", run.name.c_str(), tr.failed_step, tr.error.c_str());
       return false;
@@ -446,7 +451,7 @@ class Session {
   std::map<std::string, std::unique_ptr<Backbone>> backbones_;
   std::map<std::string, ReferenceTrace> refs_;
   std::unique_ptr<Evaluator> judge_;
-  std::set<std::string> warmed_, warned_random_;
+  std::set<std::string> warmed_, warned_random_, failed_refs_;
 };
 
 // Removes temporaries left by killed processes (<name>.tmp.<pid> whose pid is gone).

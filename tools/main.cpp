@@ -1,6 +1,9 @@
 // The cachelab command line. Library code throws cachelab::Error; only this file prints
 // errors and picks exit codes (0 ok, 1 some run failed, 2 bad input).
 #include <boost/program_options.hpp>
+#include <hdf5.h>
+
+#include <thread>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -33,7 +36,10 @@ usage:
   cachelab calibrate EXP.yaml [key=value ...] fit the variants' correctors / quantizers, write their files
   cachelab train CFG.yaml [key=value ...]    train a bundled model (resumable)
   cachelab report results/EXPERIMENT         write results/EXPERIMENT/report/index.html
-  cachelab info                              threads, BLAS and LibTorch version
+  cachelab info                              cores, threads, BLAS, LibTorch, HDF5, data folder, bundled weights
+
+environment: CACHELAB_ROOT (project root: configs/, models/weights/; default the source checkout),
+             CACHELAB_DATA (datasets; default <root>/data), CACHELAB_DEBUG=1 (source locations in errors)
 
 options of run/sweep:
 )";
@@ -127,6 +133,22 @@ int run_cli(int argc, char** argv) {
   }
   if (command == "info") {
     std::printf("%s\n", describe(system_info(threads > 0 ? threads : 1)).c_str());
+    unsigned maj = 0, min = 0, rel = 0;
+    H5get_libversion(&maj, &min, &rel);
+    std::printf("cores        %u\nHDF5         %u.%u.%u\n", std::thread::hardware_concurrency(), maj, min, rel);
+    std::printf("project root %s%s\n", project_root().c_str(),
+                std::getenv("CACHELAB_ROOT") ? "  (CACHELAB_ROOT)" : "");
+    const std::string data = default_data_dir();
+    std::printf("data folder  %s%s%s\n", data.c_str(), std::getenv("CACHELAB_DATA") ? "  (CACHELAB_DATA)" : "",
+                std::filesystem::exists(data + "/mnist/t10k-images-idx3-ubyte") ? ""
+                                                                                : "  (MNIST missing: bash tools/fetch_data.sh)");
+    std::printf("bundled weights:\n");
+    for (auto& e : std::filesystem::directory_iterator(project_root() + "/models/weights")) {
+      const auto p = e.path();
+      if (p.extension() != ".safetensors") continue;
+      std::printf("  %-40s %8.1f KB  digest %s\n", p.filename().c_str(), double(std::filesystem::file_size(p)) / 1024,
+                  file_digest(p.string()).c_str());
+    }
     return 0;
   }
   if (command == "calibrate") {
