@@ -35,7 +35,8 @@ usage:
   cachelab validate EXP.yaml [key=value ...] check the config and list the runs, run nothing
   cachelab calibrate EXP.yaml [key=value ...] fit the variants' correctors / quantizers, write their files
   cachelab train CFG.yaml [key=value ...]    train a bundled model (resumable)
-  cachelab report results/EXPERIMENT         write results/EXPERIMENT/report/index.html
+  cachelab report results/EXPERIMENT         write results/EXPERIMENT/report/index.html (--check: gate on claims)
+  cachelab export results/EXPERIMENT         tidy tables: --level run|step|site, --format csv|parquet
   cachelab info                              cores, threads, BLAS, LibTorch, HDF5, data folder, bundled weights
 
 environment: CACHELAB_ROOT (project root: configs/, models/weights/; default the source checkout),
@@ -89,12 +90,16 @@ int run_cli(int argc, char** argv) {
   std::string results = "results";
   std::vector<std::string> only;
   int jobs = 1, index = -1, worker = -1, workers = 1, threads = 0;
+  std::string level = "run", format = "csv", output;
   opts.add_options()("help,h", "this help")("jobs,j", po::value(&jobs), "parallel worker processes (default 1)")(
       "index", po::value(&index), "run only grid point i (a Slurm array task)")(
       "only", po::value(&only), "run only this variant (repeatable)")(
       "threads", po::value(&threads), "intra-op threads (overrides run.threads)")(
       "results", po::value(&results), "results root folder (default results/)")(
-      "force", "redo runs that are already done")("check", "report: exit 1 unless every claim holds")("count", "print the number of runs and exit")(
+      "force", "redo runs that are already done")("check", "report: exit 1 unless every claim holds")(
+      "level", po::value(&level), "export: run | step | site (default run)")(
+      "format", po::value(&format), "export: csv | parquet (default csv)")(
+      "output", po::value(&output), "export: output file (default <folder>/export_<level>.<format>)")("count", "print the number of runs and exit")(
       "markdown", "list: print markdown tables (as in the README)")(
       "worker", po::value(&worker), "(internal) worker index")("workers", po::value(&workers), "(internal)");
   po::options_description hidden;
@@ -207,6 +212,20 @@ int run_cli(int argc, char** argv) {
     split_args(positional, &file, &overrides);
     return train_command(file, overrides);
   }
+  if (command == "export") {
+    CL_CHECK(positional.size() == 1,
+             "usage: cachelab export results/EXPERIMENT [--level run|step|site] [--format csv|parquet] [--output FILE]");
+    CL_CHECK(std::filesystem::is_directory(positional[0]),
+             "`" << positional[0] << "` is not a results folder (run an experiment first)");
+    const std::string tool = project_root() + "/tools/export.py";
+    std::vector<std::string> a = {"/usr/bin/python3", tool, positional[0], "--level", level, "--format", format};
+    if (!output.empty()) a.insert(a.end(), {"--output", output});
+    std::vector<const char*> args;
+    for (auto& s : a) args.push_back(s.c_str());
+    args.push_back(nullptr);
+    execv(args[0], const_cast<char* const*>(args.data()));
+    CL_FAIL("could not start /usr/bin/python3 for the export; run `bash tools/setup.sh` (python3-h5py, pandas)");
+  }
   if (command == "report") {
     CL_CHECK(positional.size() == 1, "usage: cachelab report results/EXPERIMENT [--check]");
     CL_CHECK(std::filesystem::is_directory(positional[0]),
@@ -218,7 +237,8 @@ int run_cli(int argc, char** argv) {
     execv(args[0], const_cast<char* const*>(args.data()));
     CL_FAIL("could not start /usr/bin/python3 for the report; run `bash tools/setup.sh` (python3-h5py, matplotlib)");
   }
-  const std::vector<std::string> commands = {"list", "run", "sweep", "validate", "calibrate", "train", "report", "info"};
+  const std::vector<std::string> commands = {"list",  "run",    "sweep",  "validate", "calibrate",
+                                             "train", "report", "export", "info"};
   CL_FAIL("unknown command `" << command << "`" << did_you_mean(command, commands) << "; see `cachelab --help`");
 }
 

@@ -170,6 +170,18 @@ if /usr/bin/python3 -c "import h5py, matplotlib" 2>/dev/null; then
   done
   grep -q "does not hold" "$res/tiny/report/index.html" && ok "report page written with claims" || bad "report page"
   expect 1 "check: not holding" "report --check fails when a claim does not hold" "$exe" report "$res/tiny" --check
+  # Tidy exports: one row per run / run x step / run x step x site, with the sweep's keys.
+  expect 0 "export: 4 rows" "export --level run" "$exe" export "$res/grid" --level run --output "$tmp/runs.csv"
+  expect 0 "export:" "export --level site" "$exe" export "$res/grid" --level site --output "$tmp/sites.csv"
+  if /usr/bin/python3 - "$tmp/runs.csv" "$tmp/sites.csv" <<'PY'
+import sys, pandas as pd
+runs, sites = pd.read_csv(sys.argv[1]), pd.read_csv(sys.argv[2])
+assert list(runs["variant"]) == ["reference", "cache.interval=2", "cache.interval=3", "cache.interval=4"], list(runs["variant"])
+assert sorted(runs["cache.interval"].dropna().astype(int)) == [2, 3, 4]
+assert {"run_id", "seed", "step", "site", "kind", "decision", "err_ref_rel_l1"} <= set(sites.columns)
+assert len(sites) == 4 * 3 * sites["site"].nunique()
+PY
+  then ok "exports are tidy tables with the swept keys"; else bad "exports"; fi
   # speedup_wall is a measurement: interleaved repetitions on one batch, median and quartiles.
   if /usr/bin/python3 - "$res/tiny" <<'PY'
 import glob, sys, h5py
