@@ -1,6 +1,8 @@
 // Executes an experiment: references first, then every run, one run file each;
 // resumes (skips runs whose file says done), splits work over parallel processes.
 #pragma once
+#include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -19,6 +21,28 @@ struct SweepOptions {
   std::vector<std::string> only;  // run only these variant names
   std::string exe;          // path of the cachelab binary (to start workers)
   std::vector<std::string> cli_overrides;
+};
+
+// One process's runs of an experiment: built backbones, loaded references, the judge
+// (framework/session.cpp). The sweep logic (framework/sweep.cpp) drives it.
+class RunSession {
+ public:
+  RunSession(const ExperimentSpec& spec, const SweepOptions& options);
+  ~RunSession();
+  const std::string& dir() const;  // <results_root>/<experiment>
+  std::string system_line() const;  // threads, BLAS, LibTorch (+ a slow-BLAS warning)
+  // Builds a run's components and binds them to the backbone's sites (fails early).
+  void prepare(const RunSpec& run);
+  // Runs (or skips, when its file says done) one run; true when done afterwards.
+  bool execute(const RunSpec& run);
+  // Makes sure the reference `run` is measured against is available (runs it if needed).
+  void reference(const RunSpec& run);
+  // Calibrates the run's components unless their files are in `written`.
+  bool calibrate(const RunSpec& run, std::set<std::string>& written);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 // Returns the process exit code: 0 when every run asked for is done, 1 otherwise.
