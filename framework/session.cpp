@@ -2,13 +2,8 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <spawn.h>
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -17,12 +12,10 @@
 #include <map>
 #include <memory>
 #include <set>
-#include <thread>
 
 #include <c10/core/InferenceMode.h>
 
 #include "framework/error.h"
-#include "framework/interrupt.h"
 #include "framework/recorder.h"
 #include "framework/registries.h"
 #include "framework/runner.h"
@@ -32,8 +25,6 @@
 #include "framework/paths.h"
 #include "framework/pipeline.h"
 #include "framework/metric.h"
-
-extern char** environ;
 
 namespace cachelab {
 namespace fs = std::filesystem;
