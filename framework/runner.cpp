@@ -107,8 +107,8 @@ StepRecord empty_record(size_t P) {
 // FLOPs of what really ran, records decisions, drift and error on the probe samples.
 class Driver final : public Hooks, public StepDriver {
  public:
-  Driver(const RunParts& parts, const RunOptions& run, RunContext& ctx, Ops& ops, int64_t batch_index)
-      : parts_(parts), run_(run), ctx_(ctx), ops_(ops), sites_(parts.backbone->sites()), prev_(sites_.size()),
+  Driver(const RunParts& parts, const RunOptions& run, Ops& ops, int64_t batch_index)
+      : parts_(parts), run_(run), ops_(ops), sites_(parts.backbone->sites()), prev_(sites_.size()),
         decisions_(sites_.size(), uint8_t(Decision::Skipped)) {
     gen_ = at::detail::createCPUGenerator(uint64_t(run.seed) * 1000003ull + uint64_t(batch_index));
     options_ = at::TensorOptions().device(at::Device(run.device)).dtype(scalar_type(run.dtype));
@@ -265,7 +265,6 @@ class Driver final : public Hooks, public StepDriver {
 
   const RunParts& parts_;
   const RunOptions& run_;
-  RunContext& ctx_;
   Ops& ops_;
   const std::vector<Site>& sites_;
   std::vector<Probe> prev_;
@@ -392,7 +391,7 @@ Trajectory run_trajectory(const RunParts& parts, const RunOptions& run, const Re
     Ops& ops = parts.ops ? *parts.ops : dense;
     ops.begin_run(bb.linears(), &ctx);
     if (first) traj.extras = ctx.extras();
-    Driver driver(parts, run, ctx, ops, bi);
+    Driver driver(parts, run, ops, bi);
     RecordingDriver rd(driver, traj, ctx, first, ref, capture, sites.size(), bb.linears().size());
     rd.progress = &progress;
     rd.batch = bi;

@@ -399,8 +399,8 @@ class Session {
     in.data_dir = default_data_dir();
     for (auto& entry : cfg.find("metrics") ? cfg.find("metrics")->seq : std::vector<ConfigNode>{}) {
       const ConfigNode spec = metric_spec(entry);
-      if (metric_needs_judge(spec)) in.judge = judge();
       auto metric = metrics().build(spec);
+      if (metric->needs_judge()) in.judge = judge();
       for (auto& [k, v] : metric->compute(in)) summary[k] = v;
     }
     writer.set_summary(summary);

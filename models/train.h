@@ -50,10 +50,3 @@ struct TrainOptions {
 void train_dit(const DitOptions& model, const TrainOptions& train, const std::string& config_yaml);
 
 }  // namespace cachelab
-
-namespace cachelab {
-// `cachelab train CFG.yaml [key=value ...]`: a training config has `model: dit` with
-// `backbone:` and `train:` maps, `model: lenet` with a `train:` map, or `model: l2c` (a
-// Learning-to-Cache router, caches/l2c_train.h) with `backbone:`, `sampler:` and `train:`.
-int train_command(const std::string& file, const std::vector<std::string>& overrides);
-}  // namespace cachelab

@@ -19,7 +19,7 @@
 #include "framework/system_info.h"
 #include "tools/components.h"
 #include "framework/paths.h"
-#include "models/train.h"
+#include "tools/train_command.h"
 
 namespace po = boost::program_options;
 using namespace cachelab;

@@ -1,3 +1,6 @@
+#include "tools/train_command.h"
+
+#include <algorithm>
 #include <cstdio>
 
 #include "caches/l2c_train.h"
