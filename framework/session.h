@@ -14,6 +14,7 @@ struct SweepOptions {
   std::string results_root = "results";  // run files go to <results_root>/<experiment>/
   int jobs = 1;             // parallel worker processes (the cores are split between them)
   int index = -1;           // run only grid point i (a Slurm array task); -1 = all
+  int reference = -1;       // run only reference i and no variant (a --slurm references task); -1 = off
   int worker = -1;          // internal: this process is worker k of `workers`
   int workers = 1;
   int threads = 0;          // > 0 overrides run.threads

@@ -139,6 +139,7 @@ int execute_experiment(const ExperimentSpec& spec, const SweepOptions& o) {
   }
   std::vector<size_t> chosen;
   for (size_t i = 0; i < spec.runs.size(); ++i) {
+    if (o.reference >= 0) break;  // a references task of --slurm runs no variant
     if (o.index >= 0 && int(i) != o.index) continue;
     if (!selected_by(spec.runs[i].name, o.only)) continue;
     if (o.worker >= 0 && int(i % o.workers) != o.worker) continue;
@@ -147,6 +148,9 @@ int execute_experiment(const ExperimentSpec& spec, const SweepOptions& o) {
   CL_CHECK(o.index < int(spec.runs.size()),
            "--index " << o.index << " is out of range: the experiment has " << spec.runs.size() << " runs (0.."
                       << spec.runs.size() - 1 << ")");
+  CL_CHECK(o.reference < int(spec.references.size()),
+           "--reference " << o.reference << " is out of range: the experiment has " << spec.references.size()
+                          << " references");
   RunSession session(spec, o);
   check_writable(session.dir());
   // One results folder per experiment file: two files with the same `name:` would mix runs.
@@ -157,7 +161,8 @@ int execute_experiment(const ExperimentSpec& spec, const SweepOptions& o) {
                               << "` (both are named `" << spec.name
                               << "`); give one a different `name:` or use --results DIR");
   for (size_t i : chosen) session.prepare(spec.runs[i]);
-  if (spec.runs.empty())
+  if (o.reference >= 0) session.prepare(spec.references[size_t(o.reference)]);
+  else if (spec.runs.empty())
     for (auto& r : spec.references) session.prepare(r);
   const bool is_worker = o.worker >= 0;
   if (!is_worker) {
@@ -178,6 +183,7 @@ int execute_experiment(const ExperimentSpec& spec, const SweepOptions& o) {
       bool needed = false;
       for (size_t i : chosen) needed |= spec.runs[i].reference_id == r.run_id;
       needed |= spec.runs.empty();  // an experiment of references only
+      if (o.reference >= 0) needed = r.run_id == spec.references[size_t(o.reference)].run_id;
       if (!needed) continue;
       try {
         failures += !session.execute(r);

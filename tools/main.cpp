@@ -16,6 +16,7 @@
 #include "framework/experiment.h"
 #include "framework/registries.h"
 #include "framework/session.h"
+#include "framework/slurm.h"
 #include "framework/system_info.h"
 #include "tools/components.h"
 #include "framework/paths.h"
@@ -32,6 +33,7 @@ usage:
   cachelab list                              every registered component, its keys and defaults
   cachelab run EXP.yaml [key=value ...]      run an experiment (reference + variants)
   cachelab sweep EXP.yaml [key=value ...]    the same, with --jobs N / --index i for clusters
+  cachelab sweep EXP.yaml --slurm [...]      submit to Slurm as job arrays (references first); --collect: index + what is missing
   cachelab validate EXP.yaml [key=value ...] check the config and list the runs, run nothing
   cachelab calibrate EXP.yaml [key=value ...] fit the variants' correctors / quantizers, write their files
   cachelab train CFG.yaml [key=value ...]    train a bundled model (resumable)
@@ -89,7 +91,8 @@ int run_cli(int argc, char** argv) {
   po::options_description opts;
   std::string results = "results";
   std::vector<std::string> only;
-  int jobs = 1, index = -1, worker = -1, workers = 1, threads = 0;
+  int jobs = 1, index = -1, worker = -1, workers = 1, threads = 0, reference = -1;
+  SlurmOptions slurm;
   std::string level = "run", format = "csv", output;
   opts.add_options()("help,h", "this help")("jobs,j", po::value(&jobs), "parallel worker processes (default 1)")(
       "index", po::value(&index), "run only grid point i (a Slurm array task)")(
@@ -101,6 +104,14 @@ int run_cli(int argc, char** argv) {
       "format", po::value(&format), "export: csv | parquet (default csv)")(
       "output", po::value(&output), "export: output file (default <folder>/export_<level>.<format>)")("count", "print the number of runs and exit")(
       "markdown", "list: print markdown tables (as in the README)")(
+      "slurm", "sweep: submit as Slurm job arrays (the references first, then the runs after them)")(
+      "partition", po::value(&slurm.partition), "--slurm: partition")("time", po::value(&slurm.time), "--slurm: time limit per task")(
+      "cpus-per-task", po::value(&slurm.cpus_per_task), "--slurm: cores per task (also its --threads)")(
+      "mem", po::value(&slurm.mem), "--slurm: memory per task (e.g. 4G)")(
+      "sbatch-arg", po::value(&slurm.sbatch_args), "--slurm: one more #SBATCH line, e.g. --sbatch-arg=--account=A (repeatable)")(
+      "dry-run", "--slurm: print the scripts, submit nothing")(
+      "collect", "sweep: write index.csv from the finished runs, list the rest; exit 0 all done, 1 some failed, 4 some missing or in progress")(
+      "reference", po::value(&reference), "run only reference i (a --slurm references task)")(
       "worker", po::value(&worker), "(internal) worker index")("workers", po::value(&workers), "(internal)");
   po::options_description hidden;
   std::string command;
@@ -120,6 +131,10 @@ int run_cli(int argc, char** argv) {
   CL_CHECK(!vm.count("jobs") || jobs >= 1, "--jobs " << jobs << ": give at least 1 worker process");
   CL_CHECK(!vm.count("index") || index >= 0, "--index " << index << ": grid points are numbered from 0");
   CL_CHECK(!vm.count("threads") || threads >= 1, "--threads " << threads << ": give at least 1 thread");
+  CL_CHECK(!vm.count("reference") || reference >= 0, "--reference " << reference << ": references are numbered from 0");
+  CL_CHECK(!vm.count("reference") || !vm.count("index"), "give --index or --reference, not both");
+  CL_CHECK(!vm.count("cpus-per-task") || slurm.cpus_per_task >= 1, "--cpus-per-task " << slurm.cpus_per_task << ": give at least 1");
+  slurm.dry_run = vm.count("dry-run") > 0;
   if (vm.count("help") || command.empty() || command == "help") {
     std::cout << kUsage << opts << "\n";
     return command.empty() && !vm.count("help") ? 2 : 0;
@@ -204,6 +219,12 @@ int run_cli(int argc, char** argv) {
     so.only = only;
     so.exe = self_exe(argv[0]);
     so.cli_overrides = overrides;
+    so.reference = reference;
+    if (vm.count("slurm") || vm.count("collect")) {
+      CL_CHECK(command == "sweep", "--slurm and --collect go with `cachelab sweep`");
+      CL_CHECK(!(vm.count("slurm") && vm.count("collect")), "give --slurm or --collect, not both");
+      return vm.count("slurm") ? submit_slurm(spec, so, slurm) : collect_experiment(spec, so);
+    }
     return execute_experiment(spec, so);
   }
   if (command == "train") {
