@@ -213,6 +213,9 @@ int submit_slurm(const ExperimentSpec& spec, const SweepOptions& o, const SlurmO
     write_text(sdir + "/references.sbatch", plan.references_script);
     ref_job = sbatch(sdir + "/references.sbatch", "");
   }
+  if (!plan.runs.empty() && plan.runs.back() >= 1001)
+    std::fprintf(stderr, "warning: array index %zu: a cluster with Slurm's default MaxArraySize (1001) refuses "
+                         "indices above 1000; split the sweep with --only if sbatch does\n", plan.runs.back());
   if (!plan.runs.empty()) {
     write_text(sdir + "/runs.sbatch", plan.runs_script);
     run_job = sbatch(sdir + "/runs.sbatch", ref_job);

@@ -223,6 +223,8 @@ int run_cli(int argc, char** argv) {
     if (vm.count("slurm") || vm.count("collect")) {
       CL_CHECK(command == "sweep", "--slurm and --collect go with `cachelab sweep`");
       CL_CHECK(!(vm.count("slurm") && vm.count("collect")), "give --slurm or --collect, not both");
+      CL_CHECK(!vm.count("index") && !vm.count("reference") && !vm.count("jobs"),
+               "--index, --reference and --jobs are for one process; --slurm makes one array task per run");
       return vm.count("slurm") ? submit_slurm(spec, so, slurm) : collect_experiment(spec, so);
     }
     return execute_experiment(spec, so);

@@ -18,6 +18,7 @@ pkgs=(
   libopenblas0-openmp
   python3-h5py python3-numpy python3-matplotlib python3-pandas
   dataset-fashion-mnist nlohmann-json3-dev
+  slurm-wlm munge  # tests/tools/test_slurm.sh starts a one-node Slurm
 )
 missing=()
 for p in "${pkgs[@]}"; do
