@@ -26,35 +26,40 @@ fi
 tmp=$(mktemp -d /tmp/cachelab_slurm.XXXXXX)
 chmod 755 "$tmp"
 export SLURM_CONF=$tmp/slurm.conf
-started=0
+# The daemons run in the foreground as this script's background jobs, so their pids are
+# known from the start and the trap can always stop exactly them.
+pids=() stopped=()
 shutdown() {
-  if [ $started -eq 1 ]; then
-    scontrol shutdown >/dev/null 2>&1
-    for f in slurmctld.pid slurmd.pid munged.pid; do
-      [ -s "$tmp/$f" ] || continue
-      pid=$(cat "$tmp/$f")
-      [ $f = munged.pid ] && kill "$pid" 2>/dev/null
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-      kill -0 "$pid" 2>/dev/null && kill "$pid" 2>/dev/null
-    done
-    started=0
-  fi
+  [ ${#pids[@]} -gt 0 ] || return 0
+  scontrol shutdown >/dev/null 2>&1
+  for _ in $(seq 50); do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ $alive -eq 0 ] && break
+    sleep 0.2
+  done
+  # What `scontrol shutdown` did not stop (munged, or daemons that never came up).
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
+  stopped=("${pids[@]}")
+  pids=()
 }
 cleanup() { shutdown; rm -rf "$tmp"; }
 trap cleanup EXIT
 # The daemons' own words, when something about them goes wrong.
-daemon_logs() { tail -n 15 "$tmp"/log/*.log 2>/dev/null; }
+daemon_logs() { tail -n 15 "$tmp"/log/* 2>/dev/null; }
 
 # --- the daemons --------------------------------------------------------------------------
 mkdir -p "$tmp"/{munge,state,spool,log,exp}
 chmod 700 "$tmp/munge"
 head -c 1024 /dev/urandom >"$tmp/munge/munge.key"
 chmod 400 "$tmp/munge/munge.key"
-# munged is started by this script, so the trap stops it (pid file below).
-munged --force --key-file="$tmp/munge/munge.key" --socket="$tmp/munge/munge.sock" \
+munged --foreground --force --key-file="$tmp/munge/munge.key" --socket="$tmp/munge/munge.sock" \
   --pid-file="$tmp/munged.pid" --log-file="$tmp/log/munged.log" --seed-file="$tmp/munge/seed" \
-  || skip "munged did not start: $(tail -n 5 "$tmp/log/munged.log" 2>/dev/null)"
-started=1
+  >"$tmp/log/munged.out" 2>&1 &
+pids+=($!)
+for _ in $(seq 25); do [ -S "$tmp/munge/munge.sock" ] && break; sleep 0.2; done
+[ -S "$tmp/munge/munge.sock" ] || skip "munged did not start: $(tail -n 5 "$tmp"/log/munged.*)"
 host=$(hostname -s)
 user=$(id -un)
 port=$((20000 + RANDOM % 20000))
@@ -90,8 +95,10 @@ MinJobAge=600
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=1000 State=UNKNOWN
 PartitionName=test Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
-slurmctld -f "$SLURM_CONF" || skip "slurmctld did not start: $(daemon_logs)"
-slurmd -f "$SLURM_CONF" || skip "slurmd did not start: $(daemon_logs)"
+slurmctld -D -f "$SLURM_CONF" >"$tmp/log/slurmctld.out" 2>&1 &
+pids+=($!)
+slurmd -D -f "$SLURM_CONF" >"$tmp/log/slurmd.out" 2>&1 &
+pids+=($!)
 for _ in $(seq 60); do
   state=$(sinfo -h -o %T 2>/dev/null)
   [ "$state" = idle ] && break
@@ -213,9 +220,6 @@ nlogs=$(ls "$dir"/slurm/logs/ | wc -l)
 [ "$nlogs" -eq 7 ] && ok "7 task logs (2 references + 4 runs + 1 resubmitted)" || bad "task logs: $(ls "$dir/slurm/logs")"
 
 shutdown
-sleep 0.5
-for f in slurmctld.pid slurmd.pid munged.pid; do
-  [ -s "$tmp/$f" ] && kill -0 "$(cat "$tmp/$f")" 2>/dev/null && bad "$f: still running after shutdown"
-done
+for pid in "${stopped[@]}"; do kill -0 "$pid" 2>/dev/null && bad "daemon $pid still running after shutdown"; done
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
