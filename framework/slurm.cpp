@@ -76,6 +76,9 @@ std::string script(const ExperimentSpec& spec, const SweepOptions& o, const Slur
 // Runs argv (PATH lookup), returns its exit code and stdout + stderr in *out; 127 when it
 // could not be started.
 int run_capture(const std::vector<std::string>& args, std::string* out) {
+  std::vector<char*> argv;  // built before fork: the child only calls async-signal-safe functions
+  for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
   int fd[2];
   CL_CHECK(pipe(fd) == 0, "cannot create a pipe to run " << args[0]);
   const pid_t pid = fork();
@@ -85,9 +88,6 @@ int run_capture(const std::vector<std::string>& args, std::string* out) {
     dup2(fd[1], 2);
     close(fd[0]);
     close(fd[1]);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
     execvp(argv[0], argv.data());
     _exit(127);
   }
@@ -114,10 +114,14 @@ std::string sbatch(const std::string& script_path, const std::string& dependency
                       "slurm-client); --dry-run prints the scripts without them");
   while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
   CL_CHECK(rc == 0, "sbatch refused " << script_path << " (exit " << rc << "): " << out);
-  const std::string id = out.substr(out.rfind('\n') == std::string::npos ? 0 : out.rfind('\n') + 1);
-  const std::string job = id.substr(0, id.find(';'));
-  CL_CHECK(!job.empty() && job.find_first_not_of("0123456789") == std::string::npos,
-           "sbatch printed `" << out << "`, not a job id");
+  // The job id is the line that is only digits (";cluster" may follow); warnings are not.
+  std::istringstream lines(out);
+  std::string line, job;
+  while (std::getline(lines, line)) {
+    const std::string id = line.substr(0, line.find(';'));
+    if (!id.empty() && id.find_first_not_of("0123456789") == std::string::npos) job = id;
+  }
+  CL_CHECK(!job.empty(), "sbatch printed `" << out << "`, not a job id");
   return job;
 }
 

@@ -126,6 +126,28 @@ BOOST_AUTO_TEST_CASE(submit_without_sbatch_fails_clearly_and_dry_run_writes_noth
   const std::string path = std::getenv("PATH") ? std::getenv("PATH") : "";
   setenv("PATH", (f.d.path + "/nothing_here").c_str(), 1);
   cachelab::testing::check_error([&] { submit_slurm(f.spec, f.o, s); }, {"`sbatch` was not found", "--dry-run"});
+  // A stand-in sbatch that logs its arguments, prints a warning and then a job id.
+  const std::string bin = f.d.path + "/bin", calls = f.d.path + "/calls.txt";
+  fs::create_directories(bin);
+  std::ofstream(bin + "/sbatch") << "#!/bin/sh\necho \"$@\" >> " << calls
+                                 << "\necho 'sbatch: warning: a warning'\nn=$(wc -l < " << calls
+                                 << ")\necho \"$((41 + n));cluster\"\n";
+  fs::permissions(bin + "/sbatch", fs::perms::owner_all);
+  setenv("PATH", (bin + ":" + path).c_str(), 1);
+  BOOST_CHECK_EQUAL(submit_slurm(f.spec, f.o, s), 0);
+  std::ifstream in(calls);
+  std::string refs, runs;
+  std::getline(in, refs);
+  std::getline(in, runs);
+  BOOST_CHECK_EQUAL(refs, "--parsable " + f.dir + "/slurm/references.sbatch");
+  BOOST_CHECK_EQUAL(runs, "--parsable --dependency=afterany:42 " + f.dir + "/slurm/runs.sbatch");
+  BOOST_CHECK(fs::is_directory(f.dir + "/slurm/logs"));
+  std::ifstream log(f.dir + "/slurm/submissions.txt");
+  const std::string logged((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  BOOST_CHECK_MESSAGE(logged.find("references 42 [0] runs 43 [0-1]") != std::string::npos, logged);
+  // sbatch refusing: its message in the error.
+  std::ofstream(bin + "/sbatch") << "#!/bin/sh\necho 'sbatch: error: invalid partition specified: gpu'\nexit 1\n";
+  cachelab::testing::check_error([&] { submit_slurm(f.spec, f.o, s); }, {"sbatch refused", "invalid partition"});
   setenv("PATH", path.c_str(), 1);
 }
 
