@@ -259,9 +259,10 @@ const char* run_state_name(RunState s) {
 }
 
 RunState run_state(const std::string& dir, const std::string& run_id) {
+  // A finished file says done or failed; any other status (an interrupted run) is redone.
   if (auto info = read_run_info(dir + "/" + run_id + ".h5"))
-    return info->status == "done" ? RunState::Done : info->status == "failed" ? RunState::Failed
-                                                                               : RunState::InProgress;
+    if (info->status == "done" || info->status == "failed")
+      return info->status == "done" ? RunState::Done : RunState::Failed;
   std::error_code ec;
   const std::string prefix = run_id + ".";
   for (auto& e : fs::directory_iterator(dir, ec)) {
@@ -295,10 +296,12 @@ int collect_experiment(const ExperimentSpec& spec, const SweepOptions& o) {
     ++count[int(st)];
     if (st == RunState::Done) continue;
     std::string why;
+    auto info = exists ? read_run_info(dir + "/" + r->run_id + ".h5") : std::nullopt;
     if (st == RunState::Failed) {
-      auto info = read_run_info(dir + "/" + r->run_id + ".h5");
       why = info->failed_step >= 0 ? " at step " + std::to_string(info->failed_step) : "";
       why += ": " + info->error;
+    } else if (info) {
+      why = " (its file says `" + info->status + "`)";
     }
     std::printf("  %-28s %-24s %s%s\n", r->name.c_str(), r->run_id.c_str(), run_state_name(st), why.c_str());
   }

@@ -50,8 +50,8 @@ std::string array_ranges(const std::vector<size_t>& indices);
 // The state of one run as its results folder shows it.
 enum class RunState { Done, Failed, InProgress, Missing };
 const char* run_state_name(RunState s);
-// Done / Failed from the run file; InProgress when a temporary or lock file of the run
-// exists (<run_id>.h5.tmp.*, <run_id>.lock, ...: written by a live task, or left by a killed
+// Done / Failed from the run file (a file with another status, e.g. an interrupted run, counts
+// as not there); InProgress when a temporary or lock file of the run exists (<run_id>.h5.tmp.*, <run_id>.lock, ...: written by a live task, or left by a killed
 // one until the next sweep in that folder cleans it); Missing otherwise.
 RunState run_state(const std::string& dir, const std::string& run_id);
 

@@ -110,6 +110,17 @@ BOOST_AUTO_TEST_CASE(a_submission_asks_only_for_what_is_not_done) {
   fs::remove_all(f.dir + "/.cache");
   BOOST_CHECK_EQUAL(array_ranges(plan_slurm(f.spec, f.o, s).references), "0");
 
+  // An experiment of references only (no variant, no cache): one task per reference.
+  std::string refs_only = kExperiment;
+  refs_only = refs_only.substr(0, refs_only.find("variants:"));
+  refs_only.replace(refs_only.find("WEIGHTS"), 7, f.d.path + "/w.safetensors");
+  refs_only += "sweep: {seed: [0, 1, 2]}\n";
+  const ExperimentSpec grid = load_experiment(f.d.file("r.yaml", refs_only), {});
+  BOOST_REQUIRE_EQUAL(grid.references.size(), 3u);
+  const SlurmPlan rp = plan_slurm(grid, f.o, s);
+  BOOST_CHECK_EQUAL(array_ranges(rp.references), "0-2");
+  BOOST_CHECK(rp.runs.empty() && rp.runs_script.empty());
+
   // --force would redo finished runs in every resubmission: refused.
   SweepOptions force = f.o;
   force.force = true;

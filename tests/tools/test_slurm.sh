@@ -163,7 +163,11 @@ grep -q "afterany:$ref_job" <<<"$dep" && ok "the runs wait for the references ($
 cancelled=0
 for _ in $(seq 600); do
   if compgen -G "$dir/$slow_id.h5.tmp*" >/dev/null; then
+    live=$("$exe" sweep "$exp" --results "$res" --collect 2>&1)
+    rc=$?
     scancel "${run_job}_${slow_index}" && cancelled=1
+    [ $rc -eq 4 ] && grep -Eq "$slow_id +in progress" <<<"$live" && ok "--collect while it runs: in progress, exit 4" \
+      || bad "--collect while slow runs (exit $rc): $live"
     break
   fi
   sleep 0.2
@@ -173,7 +177,11 @@ done
 wait_queue 120 || bad "first submission still queued after 120 s: $(squeue)"
 state=$(scontrol show job "${run_job}_${slow_index}" 2>/dev/null | grep -o "JobState=[A-Z]*")
 [ "$state" = "JobState=CANCELLED" ] && ok "the cancelled task ended as $state" || bad "cancelled task state: $state"
-[ ! -f "$dir/$slow_id.h5" ] && ok "the cancelled run left no run file" || bad "cancelled run has a file"
+st=$(/usr/bin/python3 -c "
+import h5py
+s = h5py.File('$dir/$slow_id.h5', 'r').attrs['status']
+print(s.decode() if isinstance(s, bytes) else s)" 2>/dev/null)
+[ "$st" != done ] && ok "the cancelled run is not done (run file status: ${st:-no file})" || bad "cancelled run is done"
 echo "[slurm test] the cancelled task's log ends:"
 tail -n 3 "$dir"/slurm/logs/cl-tinyslurm-runs_"${run_job}_${slow_index}".out | sed 's/^/    /'
 
