@@ -135,6 +135,8 @@ int run_cli(int argc, char** argv) {
   CL_CHECK(!vm.count("reference") || !vm.count("index"), "give --index or --reference, not both");
   CL_CHECK(!vm.count("cpus-per-task") || slurm.cpus_per_task >= 1, "--cpus-per-task " << slurm.cpus_per_task << ": give at least 1");
   slurm.dry_run = vm.count("dry-run") > 0;
+  for (const char* k : {"partition", "time", "cpus-per-task", "mem", "sbatch-arg", "dry-run"})
+    CL_CHECK(!vm.count(k) || vm.count("slurm"), "--" << k << " goes with `cachelab sweep EXP --slurm`");
   if (vm.count("help") || command.empty() || command == "help") {
     std::cout << kUsage << opts << "\n";
     return command.empty() && !vm.count("help") ? 2 : 0;

@@ -16,6 +16,16 @@ skip() {
   exit 77
 }
 
+# Misuse is refused (exit 2) before anything is submitted; no daemon needed.
+cd "$(dirname "$0")/../.."
+for bad_args in "sweep experiments/quickstart.yaml --dry-run" "run experiments/quickstart.yaml --slurm" \
+  "sweep experiments/quickstart.yaml --slurm --index 1" "sweep experiments/quickstart.yaml --slurm --collect"; do
+  # shellcheck disable=SC2086
+  msg=$("$exe" $bad_args 2>&1)
+  rc=$?
+  [ $rc -eq 2 ] && grep -q "slurm" <<<"$msg" && ok "refused: cachelab $bad_args" || bad "cachelab $bad_args (exit $rc): $msg"
+done
+
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
   [ "$(id -u)" -eq 0 ] || skip "slurmctld/slurmd/munged are not installed and this is not root (bash tools/setup.sh)"
   echo "[slurm test] installing slurm-wlm and munge"
@@ -110,7 +120,6 @@ echo "[slurm test] slurmctld + slurmd up on $host (ports $port, $((port + 1))), 
 # --- the sweep ----------------------------------------------------------------------------
 # 2 references (two sampler step counts) and 4 runs; `slow` times itself many times, so it
 # is still running when it is cancelled.
-cd "$(dirname "$0")/../.."
 export OMP_WAIT_POLICY=PASSIVE
 cat >"$tmp/exp/tinyslurm.yaml" <<'YAML'
 name: tinyslurm
