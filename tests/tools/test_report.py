@@ -1,5 +1,6 @@
 """Claim verdicts of tools/report.py: a measured quantity with a spread decides only when
-the ranges do not overlap. Run by CTest with /usr/bin/python3."""
+the ranges do not overlap; a variant swept over seeds is judged by its mean and spread
+across seeds. Run by CTest with /usr/bin/python3."""
 import os
 import sys
 
@@ -7,8 +8,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tools"))
 import report  # noqa: E402
 
 
-def run(**summary):
-    return {"attrs": {"status": "done"}, "summary": summary}
+def run(status="done", **summary):
+    return {"attrs": {"status": status}, "summary": summary}
 
 
 def verdict(claim, runs):
@@ -30,11 +31,42 @@ cases = [
     ({"left": "a", "metric": "psnr", "op": ">", "right": "b"}, "holds"),  # no spread: plain comparison
     ({"left": "a", "metric": "fid", "op": ">", "value": 1}, "cannot be evaluated"),
 ]
+# Sweeps over seeds: `x` stands for x[seed=0], x[seed=1], x[seed=2] (mean, +- one std).
+seeds = {
+    "a[seed=0]": run(psnr=30.0), "a[seed=1]": run(psnr=31.0), "a[seed=2]": run(psnr=32.0),  # 31 +- 1
+    "b[seed=0]": run(psnr=26.0), "b[seed=1]": run(psnr=27.0), "b[seed=2]": run(psnr=28.0),  # 27 +- 1
+    "c[seed=0]": run(psnr=29.0), "c[seed=1]": run(psnr=31.0), "c[seed=2]": run(psnr=33.0),  # 31 +- 2
+    "d[seed=0]": run(psnr=35.0), "d[seed=1]": run("failed"),
+    "g[cache.interval=2,seed=0]": run(psnr=30.0), "g[cache.interval=2,seed=1]": run(psnr=30.5),
+    "g[cache.interval=3,seed=0]": run(psnr=28.0), "g[cache.interval=3,seed=1]": run(psnr=28.5),
+}
+seed_cases = [
+    ({"left": "a", "metric": "psnr", "op": ">", "right": "b"}, "holds"),            # [30, 32] vs [26, 28]
+    ({"left": "b", "metric": "psnr", "op": ">", "right": "a"}, "does not hold"),
+    ({"left": "a", "metric": "psnr", "op": ">", "right": "c"}, "inconclusive"),     # spreads overlap
+    ({"left": "a", "metric": "psnr", "op": ">", "value": 29.5}, "holds"),
+    ({"left": "a", "metric": "psnr", "op": ">", "value": 31.5}, "inconclusive"),    # mean below, spread above
+    ({"left": "a[seed=1]", "metric": "psnr", "op": ">", "value": 30.9}, "holds"),  # one run, by its full name
+    ({"left": "d", "metric": "psnr", "op": ">", "value": 1}, "cannot be evaluated"),  # a seed failed
+    ({"left": "g", "metric": "psnr", "op": ">", "value": 1}, "cannot be evaluated"),  # spans other swept keys
+    ({"left": "g[cache.interval=2]", "metric": "psnr", "op": ">", "right": "g[cache.interval=3]"}, "holds"),
+]
 failed = 0
-for claim, want in cases:
-    got = verdict(claim, runs)
+for name, want in [("fora_n2[seed=1]", "fora_n2"), ("fora[cache.interval=2,seed=1]", "fora[cache.interval=2]"),
+                   ("fora[seed=0,cache.layers=[attn, mlp]]", "fora[cache.layers=[attn, mlp]]"),
+                   ("cache.interval=2,seed=1", "cache.interval=2"), ("fora_n2", "fora_n2"),
+                   ("reference[seed=3]", "reference")]:
+    got = report.without_seed(name)
+    failed += got != want
+    print(("ok  " if got == want else "FAIL") + f" without_seed({name}) = {got} (want {want})")
+agg = report.aggregate(seeds, ["a[seed=0]", "a[seed=1]", "a[seed=2]"], "psnr")
+ok = agg["n"] == 3 and abs(agg["mean"] - 31.0) < 1e-12 and abs(agg["lo"] - 30.0) < 1e-12 and abs(agg["hi"] - 32.0) < 1e-12
+failed += not ok
+print(("ok  " if ok else "FAIL") + f" aggregate over 3 seeds: {agg}")
+for claim, want, on in [(c, w, runs) for c, w in cases] + [(c, w, seeds) for c, w in seed_cases]:
+    got = verdict(claim, on)
     ok = got == want
     failed += not ok
     print(("ok  " if ok else "FAIL") + f" {claim} -> {got} (want {want})")
-print(f"report: {len(cases) - failed} passed, {failed} failed")
+print(f"report: {failed} failed")
 sys.exit(1 if failed else 0)
