@@ -3,11 +3,13 @@
 #include <boost/program_options.hpp>
 #include <hdf5.h>
 
+#include <algorithm>
 #include <thread>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <unistd.h>
 
 #include "framework/config.h"
@@ -42,8 +44,57 @@ usage:
 environment: CACHELAB_ROOT (project root: configs/, models/weights/; default the source checkout),
              CACHELAB_DATA (datasets; default <root>/data), CACHELAB_DEBUG=1 (source locations in errors)
 
-options of run/sweep:
+options (`cachelab COMMAND --help` shows one command's own):
 )";
+
+// Each command's usage line and the options it reads (shown by `cachelab COMMAND --help`).
+struct CommandHelp {
+  const char* usage;
+  std::vector<std::string> options;
+};
+const std::map<std::string, CommandHelp>& command_help() {
+  static const std::map<std::string, CommandHelp> help = {
+      {"list", {"cachelab list [--markdown]\n  every registered component, its config keys and defaults", {"markdown"}}},
+      {"run",
+       {"cachelab run EXP.yaml [key=value ...]\n  run an experiment: its references, then every variant x sweep point "
+        "(finished runs are skipped)",
+        {"jobs", "index", "only", "threads", "results", "force", "count"}}},
+      {"sweep",
+       {"cachelab sweep EXP.yaml [key=value ...]\n  the same as run; --index i runs one grid point (a cluster array "
+        "task), --jobs N runs N worker processes",
+        {"jobs", "index", "only", "threads", "results", "force", "count"}}},
+      {"validate",
+       {"cachelab validate EXP.yaml [key=value ...]\n  check the config, the files it reads and the cost, list the "
+        "runs; run nothing",
+        {"only", "threads", "results", "count"}}},
+      {"calibrate",
+       {"cachelab calibrate EXP.yaml [key=value ...]\n  fit the variants' correctors / quantizers and write their files",
+        {"only", "threads", "results"}}},
+      {"train", {"cachelab train CFG.yaml [key=value ...]\n  train a bundled model (resumable)", {}}},
+      {"report",
+       {"cachelab report results/EXPERIMENT [--check]\n  write results/EXPERIMENT/report/index.html and its "
+        "figures; print every claim's verdict",
+        {"check"}}},
+      {"export",
+       {"cachelab export results/EXPERIMENT [--level run|step|site] [--format csv|parquet] [--output FILE]\n  tidy "
+        "long-format tables of the experiment's runs",
+        {"level", "format", "output"}}},
+      {"info", {"cachelab info [--threads N]\n  cores, threads, BLAS, LibTorch, HDF5, data folder, bundled weights",
+                {"threads"}}},
+  };
+  return help;
+}
+
+// `cachelab COMMAND --help`: its usage and only the options it reads.
+void print_command_help(const std::string& command, const po::options_description& visible) {
+  const CommandHelp& h = command_help().at(command);
+  po::options_description own("options");
+  for (auto& opt : visible.options())
+    if (opt->long_name() == "help" ||
+        std::find(h.options.begin(), h.options.end(), opt->long_name()) != h.options.end())
+      own.add(opt);
+  std::cout << "usage: " << h.usage << "\n\n" << own << "\n";
+}
 
 template <class Reg>
 void list_registry(const Reg& reg, bool markdown) {
@@ -100,12 +151,12 @@ int run_cli(int argc, char** argv) {
       "level", po::value(&level), "export: run | step | site (default run)")(
       "format", po::value(&format), "export: csv | parquet (default csv)")(
       "output", po::value(&output), "export: output file (default <folder>/export_<level>.<format>)")("count", "print the number of runs and exit")(
-      "markdown", "list: print markdown tables (as in the README)")(
-      "worker", po::value(&worker), "(internal) worker index")("workers", po::value(&workers), "(internal)");
-  po::options_description hidden;
+      "markdown", "list: print markdown tables (as in the README)");
+  po::options_description hidden;  // parsed, never shown
   std::string command;
   std::vector<std::string> positional;
-  hidden.add_options()("command", po::value(&command))("args", po::value(&positional));
+  hidden.add_options()("command", po::value(&command))("args", po::value(&positional))(
+      "worker", po::value(&worker), "(internal) worker index")("workers", po::value(&workers), "(internal)");
   po::options_description all;
   all.add(opts).add(hidden);
   po::positional_options_description pos;
@@ -120,6 +171,14 @@ int run_cli(int argc, char** argv) {
   CL_CHECK(!vm.count("jobs") || jobs >= 1, "--jobs " << jobs << ": give at least 1 worker process");
   CL_CHECK(!vm.count("index") || index >= 0, "--index " << index << ": grid points are numbered from 0");
   CL_CHECK(!vm.count("threads") || threads >= 1, "--threads " << threads << ": give at least 1 thread");
+  if (command == "help" && !positional.empty() && command_help().count(positional[0])) {
+    print_command_help(positional[0], opts);  // `cachelab help run`
+    return 0;
+  }
+  if (vm.count("help") && command_help().count(command)) {
+    print_command_help(command, opts);
+    return 0;
+  }
   if (vm.count("help") || command.empty() || command == "help") {
     std::cout << kUsage << opts << "\n";
     return command.empty() && !vm.count("help") ? 2 : 0;

@@ -290,7 +290,8 @@ def build_figures(runs, names, groups, out):
         add(True, "Feature drift of the reference", "drift.png",
             "How much each site's output moves from one step to the next in the uncached run: where it moves little, "
             "a cache loses little. White: exactly 0; grey: not measured (step 0).")
-    rasters = {g: runs[first[g]]["h5"]["sites/decision"][:] for g in variants if "sites/decision" in runs[first[g]]["h5"]}
+    rasters = {g: runs[first[g]]["h5"]["sites/decision"][:] for g in variants
+               if "sites/decision" in runs[first[g]]["h5"] and runs[first[g]]["h5"]["sites/decision"].shape[1] == len(sites)}
     add(figs.plot_decisions(rasters, sites, os.path.join(out, "decisions.png")),
         "Cache decisions", "decisions.png", "Per step and site (first seed of each variant, at most 10 variants): "
         "computed, reused, predicted, or skipped because an enclosing site was not computed.")
@@ -403,7 +404,7 @@ def table_html(runs, names):
 def settings_html(runs, names):
     """The run settings in the header: samples, steps, guidance, model and its weights digest
     (every distinct value when runs differ)."""
-    def values(get):
+    def values(get, missing="?"):
         seen = []
         for n in names:
             try:
@@ -412,7 +413,7 @@ def settings_html(runs, names):
                 v = None
             if v is not None and v not in seen:
                 seen.append(v)
-        return ", ".join(str(v) for v in seen) or "?"
+        return ", ".join(str(v) for v in seen) or missing
 
     cfg = lambda r: r.get("config") or {}  # noqa: E731
     items = [
@@ -421,7 +422,7 @@ def settings_html(runs, names):
         ("guidance scale", values(lambda r: cfg(r)["run"]["cfg_scale"])),
         ("seeds", values(lambda r: int(r["attrs"]["seed"]))),
         ("model", values(lambda r: f"{cfg(r)['backbone']['type']} ({cfg(r)['backbone'].get('weights') or 'random'})")),
-        ("weights digest", values(lambda r: weights_digest(r))),
+        ("weights digest", values(lambda r: weights_digest(r), "not recorded (run files before input_files)")),
     ]
     return " | ".join(f"{k}: <b>{html.escape(v)}</b>" for k, v in items)
 

@@ -2,6 +2,7 @@
 loaded runs and returns whether it drew anything. Sizes are bounded: every figure stays
 under ~1,600 px tall and keeps axis labels at 7 pt or more (readable at 110 dpi)."""
 import math
+import os
 
 import matplotlib
 
@@ -46,9 +47,35 @@ class Style:
             self.marker.setdefault(g, "o")
 
 
+def overlapping_texts(fig):
+    """Pairs of drawn, non-empty texts (tick labels, titles, axis and legend labels) whose
+    boxes overlap by more than 1 px."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ticks, drawn = set(), []
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                ticks.update((id(tick.label1), id(tick.label2)))
+            for tick in axis._update_ticks():  # only the ticks inside the view are drawn
+                drawn += [tick.label1, tick.label2]
+    texts = drawn + [t for t in fig.findobj(matplotlib.text.Text) if id(t) not in ticks]
+    boxes = []
+    for t in texts:
+        if not t.get_visible() or not t.get_text().strip() or t.figure is None:
+            continue
+        bb = t.get_window_extent(renderer)
+        if bb.width > 0 and bb.height > 0:
+            boxes.append((t.get_text(), bb.padded(-1.0)))
+    return [(a, b) for i, (a, ba) in enumerate(boxes) for b, bb in boxes[i + 1:] if ba.overlaps(bb)]
+
+
 def save(fig, path):
     w, h = fig.get_size_inches()
     assert h <= MAX_HEIGHT_IN + 0.01, f"figure {path} is {h:.1f} in tall"
+    if os.environ.get("CACHELAB_REPORT_STRICT"):  # tests: labels must not overlap
+        clash = overlapping_texts(fig)
+        assert not clash, f"{os.path.basename(path)}: overlapping labels {clash[:5]}"
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
 
@@ -98,7 +125,8 @@ def plot_speed_quality(agg, groups, style, path):
     fig, axes = plt.subplots(1, len(metrics), figsize=(6.2 * len(metrics) + 2.5, 4.6), squeeze=False)
     for ax, m in zip(axes[0], metrics):
         pts, names = [], []
-        finite = [agg[g][m]["mean"] for g in shown if agg[g].get(m) and math.isfinite(agg[g][m]["mean"])]
+        finite = [v for g in shown if agg[g].get(m) for v in (agg[g][m]["lo"], agg[g][m]["mean"], agg[g][m]["hi"])
+                  if math.isfinite(v)]
         top = (max(finite) + 0.08 * (max(finite) - min(finite) + 1.0)) if finite else 1.0
         inf_drawn = False
         for g in shown:
@@ -109,7 +137,7 @@ def plot_speed_quality(agg, groups, style, path):
             y = q["mean"]
             if math.isinf(y):
                 ax.scatter([sf["mean"]], [top], marker="^", s=70, color=style.color[g], edgecolors="black",
-                           linewidths=0.6, zorder=3)
+                           linewidths=0.6, zorder=3, label=f"{g} (n={q['n']}): {m.upper()} {figs_fmt(y)}")
                 inf_drawn = True
                 pts.append((sf["mean"], math.inf if y > 0 else -math.inf))
                 names.append(g)
@@ -130,7 +158,7 @@ def plot_speed_quality(agg, groups, style, path):
         fx = [pts[i][0] for i in front]
         fy = [top if math.isinf(pts[i][1]) else pts[i][1] for i in front]
         if len(front) > 1:
-            ax.step(fx, fy, where="post" if not higher else "pre", color="black", ls="--", lw=0.9, zorder=1,
+            ax.step(fx, fy, where="pre", color="black", ls="--", lw=0.9, zorder=1,
                     label="Pareto front (FLOPs)")
         ax.scatter(fx, fy, s=190, facecolors="none", edgecolors="black", linewidths=1.2, zorder=4,
                    label=None if len(front) > 1 else "Pareto front (FLOPs)")
@@ -149,6 +177,10 @@ def plot_speed_quality(agg, groups, style, path):
     return True
 
 
+def figs_fmt(v):
+    return ("inf" if v > 0 else "-inf") if math.isinf(v) else f"{v:.4g}"
+
+
 def plot_step_cost(series, groups, path):
     """Per-step wall time (ms) and FLOPs per variant group (mean over seeds), as two heat maps
     (rows the variants, columns the steps): a per-step line per variant overlaps into noise
@@ -158,7 +190,7 @@ def plot_step_cost(series, groups, path):
         return False
     steps = max(len(series[g].get("wall_ms", series[g].get("flops"))) for g in shown)
     height = min((MAX_HEIGHT_IN - 1.5) / 2, 0.28 * len(shown) + 0.6)
-    fig, axes = plt.subplots(2, 1, figsize=(12, 2 * height + 1.5), sharex=True, gridspec_kw={"hspace": 0.25})
+    fig, axes = plt.subplots(2, 1, figsize=(12, 2 * height + 1.5), sharex=True, gridspec_kw={"hspace": 0.3})
     for ax, key, label, scale in ((axes[0], "wall_ms", "wall time per step (ms, all batches)", 1.0),
                                   (axes[1], "flops", "FLOPs per step (GFLOP, all batches)", 1e9)):
         data = np.full((len(shown), steps), np.nan)
@@ -169,8 +201,8 @@ def plot_step_cost(series, groups, path):
         cmap.set_bad("#cbd5e0")
         im = ax.imshow(np.ma.masked_invalid(data), aspect="auto", cmap=cmap, vmin=0, interpolation="nearest")
         set_row_labels(ax, shown, height)
-        cb = fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01)
-        cb.set_label(label, fontsize=LABEL_PT)
+        fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01)
+        ax.set_title(label, fontsize=9, loc="left")
         ax.tick_params(axis="x", labelsize=LABEL_PT)
     axes[1].set_xlabel("sampling step")
     save(fig, path)
@@ -253,7 +285,7 @@ def plot_site_error(site_err, sites, groups, path):
 def plot_drift(names, rel, cos, path):
     """The reference's feature drift: per step and site, how much the output moves."""
     height = min(MAX_HEIGHT_IN - 1.0, 0.2 * len(names) + 1.0)
-    fig, axes = plt.subplots(1, 2, figsize=(13, height + 1.0))
+    fig, axes = plt.subplots(1, 2, figsize=(14, height + 1.0), constrained_layout=True)
     for ax, data, title in ((axes[0], rel, "relative L1 change vs previous step"),
                             (axes[1], 1.0 - cos, "1 - cosine similarity vs previous step")):
         norm = log_norm(data)

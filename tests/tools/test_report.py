@@ -68,5 +68,19 @@ for claim, want, on in [(c, w, runs) for c, w in cases] + [(c, w, seeds) for c, 
     ok = got == want
     failed += not ok
     print(("ok  " if ok else "FAIL") + f" {claim} -> {got} (want {want})")
+# The label-overlap check the figures run under CACHELAB_REPORT_STRICT (the render test).
+import matplotlib.pyplot as plt  # noqa: E402
+import report_figures  # noqa: E402
+
+fig, ax = plt.subplots(figsize=(4, 3))
+ax.set_title("a title")
+clean = report_figures.overlapping_texts(fig)
+ax.text(0.5, 0.5, "first label", transform=ax.transAxes)
+ax.text(0.52, 0.5, "second label", transform=ax.transAxes)
+clash = report_figures.overlapping_texts(fig)
+plt.close(fig)
+ok = clean == [] and ("first label", "second label") in clash
+failed += not ok
+print(("ok  " if ok else "FAIL") + f" overlap check: clean figure {clean}, overlapping texts {clash}")
 print(f"report: {failed} failed")
 sys.exit(1 if failed else 0)
