@@ -46,8 +46,8 @@ def current_run_ids(folder):
     path = os.path.join(folder, "index.csv")
     if not os.path.exists(path):
         return None
-    with open(path) as fh:
-        return {line.split(",", 1)[0] for line in fh.read().splitlines()[1:] if line}
+    with open(path) as fh:  # a dict keeps the index's order (the experiment's)
+        return {line.split(",", 1)[0]: i for i, line in enumerate(fh.read().splitlines()[1:]) if line}
 
 
 def load_runs(folder):
@@ -65,7 +65,7 @@ def load_runs(folder):
         except OSError:
             continue
         attrs = {k: (text(v) if isinstance(v, (bytes, str)) else v) for k, v in f.attrs.items()}
-        run = {"file": name, "attrs": attrs, "h5": f,
+        run = {"file": name, "attrs": attrs, "h5": f, "order": current.get(name[:-3], 0) if current else 0,
                "summary": {k: float(v) for k, v in f["summary"].attrs.items()} if "summary" in f else {}}
         try:
             run["config"] = yaml.safe_load(attrs.get("config_yaml", "")) or {}
@@ -213,6 +213,10 @@ def describe(a):
 
 
 def ordered(runs, exp):
+    """Run names in experiment order: as index.csv lists them, else references first, then
+    the variants as the experiment file names them."""
+    if any(r["order"] for r in runs.values()):
+        return sorted(runs, key=lambda n: runs[n]["order"])
     names = [n for n in runs if is_ref(runs[n])]
     names += [v for v in exp["variants"] if v in runs and not is_ref(runs[v])]
     names += [v for v in runs if v not in names]
@@ -367,9 +371,10 @@ def sample_rows(runs, first, groups):
 def cell(a, std=True):
     if a is None:
         return "-"
-    if a["n"] > 1 and std:
-        sd = float(np.std(a["values"], ddof=1)) if all(math.isfinite(v) for v in a["values"]) else float("nan")
-        return f"{fmt(a['mean'])} &plusmn; {fmt(sd)}"
+    if a["n"] > 1 and std and all(math.isfinite(v) for v in a["values"]):
+        return f"{fmt(a['mean'])} &plusmn; {fmt(float(np.std(a['values'], ddof=1)))}"
+    if a["n"] > 1 and not all(math.isfinite(v) for v in a["values"]):  # e.g. PSNR inf for some seeds
+        return " / ".join(fmt(v) for v in a["values"])
     return fmt(a["mean"])
 
 
