@@ -82,5 +82,12 @@ plt.close(fig)
 ok = clean == [] and ("first label", "second label") in clash
 failed += not ok
 print(("ok  " if ok else "FAIL") + f" overlap check: clean figure {clean}, overlapping texts {clash}")
+# The Pareto front of the speed-vs-quality figure (speedup up; quality up, or down for FID).
+pts = [(1.0, 40.0), (2.0, 36.0), (3.0, 33.0), (2.5, 30.0), (1.5, 35.0), (3.0, 31.0), (0.9, float("inf"))]
+front_up = report_figures.pareto_front(pts, True)
+front_down = report_figures.pareto_front([(1.0, 60.0), (2.0, 58.0), (3.0, 63.0), (2.5, 59.0), (1.5, 61.0)], False)
+ok = front_up == [6, 0, 1, 2] and front_down == [1, 3, 2]
+failed += not ok
+print(("ok  " if ok else "FAIL") + f" Pareto fronts {front_up} (want [6, 0, 1, 2]), {front_down} (want [1, 3, 2])")
 print(f"report: {failed} failed")
 sys.exit(1 if failed else 0)
