@@ -172,6 +172,24 @@ Resolved resolve_run(const ConfigNode& cfg) {
 
 }  // namespace
 
+std::string without_seed(const std::string& name) {
+  const auto open = name.find('[');
+  const bool bracket = open != std::string::npos && name.back() == ']';
+  const std::string head = bracket ? name.substr(0, open) : "";
+  const std::string point = bracket ? name.substr(open + 1, name.size() - open - 2) : name;
+  std::string kept;
+  size_t start = 0;
+  while (start <= point.size()) {  // the point is `key=value,key=value`; seeds are plain integers
+    size_t end = point.find(',', start);
+    if (end == std::string::npos) end = point.size();
+    const std::string item = point.substr(start, end - start);
+    if (item.rfind("seed=", 0) != 0) kept += (kept.empty() ? "" : ",") + item;
+    start = end + 1;
+  }
+  if (!bracket) return kept;
+  return kept.empty() ? head : head + "[" + kept + "]";
+}
+
 bool selected_by(const std::string& name, const std::vector<std::string>& only) {
   if (only.empty()) return true;
   const std::string base = name.substr(0, name.find('['));
@@ -280,6 +298,7 @@ ExperimentSpec load_experiment(const std::string& file, const std::vector<std::s
       }
       Resolved r = resolve_run(run.config);
       run.resolved_yaml = r.yaml;
+      run.files = r.files;
       // A run's identity: its resolved config, the files it reads, the schema version.
       run.run_id = sanitize(name) + "-" + short_hash(r.yaml + "|" + r.files + "|" + std::to_string(run_schema_version()));
       CL_CHECK(ids.insert(run.run_id).second, "two runs of `" << file << "` have the same id " << run.run_id);
@@ -294,7 +313,9 @@ ExperimentSpec load_experiment(const std::string& file, const std::vector<std::s
         ref.config.erase("cache");
         ref.config.erase("ops");
         ref.overrides = "(reference of " + name + ")";
-        ref.resolved_yaml = resolve_run(ref.config).yaml;
+        const Resolved rr = resolve_run(ref.config);
+        ref.resolved_yaml = rr.yaml;
+        ref.files = rr.files;
         ref.run_id = ref.reference_id = refid;
         refs.emplace(r.reference_key, ref);
         spec.references.push_back(ref);
@@ -313,8 +334,14 @@ ExperimentSpec load_experiment(const std::string& file, const std::vector<std::s
   nlohmann::json claims = nlohmann::json::array();
   if (const ConfigNode* c = root.find("claims")) {
     CL_CHECK(c->is_seq(), c->where() << ": `claims` must be a list");
+    // A claim names one run, or a variant across the seeds of a sweep over `seed` (the report
+    // aggregates them): `fora_n2` stands for `fora_n2[seed=0]`, `fora_n2[seed=1]`, ...
     std::vector<std::string> names = {"reference"};
-    for (auto& r : spec.runs) names.push_back(r.name);
+    for (auto& r : spec.runs) {
+      names.push_back(r.name);
+      const std::string across = without_seed(r.name);
+      if (!across.empty() && std::find(names.begin(), names.end(), across) == names.end()) names.push_back(across);
+    }
     for (auto& item : c->seq) {
       auto cl = read_options<ClaimOptions>(item, "claim");
       auto check_variant = [&](const std::string& v, const char* key) {

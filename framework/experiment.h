@@ -27,6 +27,7 @@ struct RunSpec {
   std::string resolved_yaml;   // every component's options with defaults written out
   std::string run_id;          // stable: sanitized name + hash of the overrides
   std::string reference_id;    // run id of the reference this run is measured against
+  std::string files;           // "path=digest;..." of the files it reads (weights, calibrations)
   bool is_reference = false;
 };
 
@@ -47,6 +48,11 @@ ExperimentSpec load_experiment(const std::string& file, const std::vector<std::s
 bool selected_by(const std::string& name, const std::vector<std::string>& only);
 // Checks that every --only value names a variant of the experiment (else an error listing them).
 void check_only(const ExperimentSpec& spec, const std::vector<std::string>& only);
+
+// A run's name without the `seed=` entry of its sweep point: `fora_n2[seed=1]` -> `fora_n2`,
+// `fora[cache.interval=2,seed=1]` -> `fora[cache.interval=2]`, `cache.interval=2,seed=1` ->
+// `cache.interval=2` (what a claim names to mean the variant across seeds).
+std::string without_seed(const std::string& name);
 
 // A `metrics:` list entry as a component map: `psnr` -> {type: psnr}.
 ConfigNode metric_spec(const ConfigNode& entry);

@@ -11,6 +11,8 @@
 #include <set>
 #include <sstream>
 
+#include <yaml-cpp/yaml.h>
+
 #include "framework/error.h"
 
 namespace cachelab {
@@ -207,6 +209,7 @@ RunWriter::RunWriter(const std::string& final_path, const RunMeta& m, const Site
   attr_string(f, "variant", m.variant);
   attr_string(f, "overrides", m.overrides);
   attr_string(f, "config_yaml", m.config_yaml);
+  attr_string(f, "input_files", m.input_files);
   attr_string(f, "git_sha", m.git_sha);
   attr_int(f, "git_dirty", m.git_dirty);
   attr_string(f, "created_utc", m.created_utc);
@@ -367,11 +370,16 @@ std::optional<RunInfo> read_run_info(const std::string& path) {
   info.variant = read_attr_string(f, "variant").value_or("");
   info.overrides = read_attr_string(f, "overrides").value_or("");
   info.error = read_attr_string(f, "error").value_or("");
-  if (H5Aexists(f, "failed_step") > 0) {
-    hid_t a = H5Aopen(f, "failed_step", H5P_DEFAULT);
-    H5Aread(a, H5T_NATIVE_INT64, &info.failed_step);
-    H5Aclose(a);
-  }
+  info.reference_run = read_attr_string(f, "reference_run").value_or("");
+  info.config_yaml = read_attr_string(f, "config_yaml").value_or("");
+  int64_t is_ref = 0;
+  for (auto [name, out] : {std::pair{"failed_step", &info.failed_step}, {"seed", &info.seed}, {"is_reference", &is_ref}})
+    if (H5Aexists(f, name) > 0) {
+      hid_t a = H5Aopen(f, name, H5P_DEFAULT);
+      H5Aread(a, H5T_NATIVE_INT64, out);
+      H5Aclose(a);
+    }
+  info.is_reference = is_ref != 0;
   if (H5Lexists(f, "summary", H5P_DEFAULT) > 0) {
     hid_t g = H5Gopen2(f, "summary", H5P_DEFAULT);
     hsize_t idx = 0;
@@ -383,6 +391,60 @@ std::optional<RunInfo> read_run_info(const std::string& path) {
 }
 
 int run_schema_version() { return kSchemaVersion; }
+
+namespace {
+
+// The keys of the experiment's `sweep:` map, in order ("seed" left out: it has its own column).
+std::vector<std::string> swept_keys(const std::string& dir) {
+  const std::string path = dir + "/.experiment.h5";
+  if (!fs::exists(path) || H5Fis_hdf5(path.c_str()) <= 0) return {};
+  hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (f < 0) return {};
+  const std::string yaml = read_attr_string(f, "config_yaml").value_or("");
+  H5Fclose(f);
+  std::vector<std::string> keys;
+  try {
+    const YAML::Node sweep = YAML::Load(yaml)["sweep"];
+    if (sweep && sweep.IsMap())
+      for (auto it : sweep)
+        if (it.first.as<std::string>() != "seed") keys.push_back(it.first.as<std::string>());
+  } catch (const YAML::Exception&) {
+  }
+  return keys;
+}
+
+// The value at a dotted key of a resolved config: a scalar as written, a map or list in flow
+// style, "" when absent (e.g. `cache.interval` of a reference).
+std::string config_value(const YAML::Node& config, const std::string& dotted) {
+  YAML::Node node;
+  node.reset(config);  // reset, not assignment: assigning a YAML::Node rewrites the node it refers to
+  std::stringstream parts(dotted);
+  for (std::string part; std::getline(parts, part, '.');) {
+    const YAML::Node& at = node;  // const lookups add no entries
+    if (at.IsMap() && at[part]) node.reset(at[part]);
+    else if (at.IsSequence() && !part.empty() && part.find_first_not_of("0123456789") == std::string::npos &&
+             std::stoul(part) < at.size())
+      node.reset(at[std::stoul(part)]);
+    else return "";
+  }
+  if (!node.IsDefined() || node.IsNull()) return "";
+  if (node.IsScalar()) return node.Scalar();
+  YAML::Emitter out;
+  out << YAML::Flow << node;
+  return out.c_str();
+}
+
+// `reference[<point>]` from a reference's overrides `(reference of <first run using it>)`, as
+// the report names it (the point inside [] of that run, or its whole name outside a sweep).
+std::string reference_name(const std::string& overrides) {
+  std::string of = overrides;
+  if (of.rfind("(reference of ", 0) == 0 && of.back() == ')') of = of.substr(14, of.size() - 15);
+  const auto open = of.find('[');
+  if (open != std::string::npos && of.back() == ']') of = of.substr(open + 1, of.size() - open - 2);
+  return "reference[" + of + "]";
+}
+
+}  // namespace
 
 int write_index_csv(const std::string& dir, const std::vector<std::string>& run_ids) {
   std::vector<RunInfo> runs;
@@ -410,11 +472,26 @@ int write_index_csv(const std::string& dir, const std::vector<std::string>& run_
   {
     std::ofstream out(tmp);
     CL_CHECK(out.good(), "cannot write the sweep index in `" << dir << "`");
-    out << "run_id,variant,status,failed_step,error,overrides";
+    const std::vector<std::string> swept = swept_keys(dir);
+    out << "run_id,run,variant,is_reference,reference_run,seed";
+    for (auto& k : swept) out << "," << csv_field(k);
+    out << ",status,failed_step,error,overrides";
     for (auto& k : keys) out << "," << k;
     out << "\n";
+    // One reference is named plainly (as claims name it); several by their sweep point.
+    const bool one_reference = std::count_if(runs.begin(), runs.end(), [](auto& r) { return r.is_reference; }) == 1;
     for (auto& r : runs) {
-      out << csv_field(r.run_id) << "," << csv_field(r.variant) << "," << r.status << ","
+      const std::string run =
+          !r.is_reference ? r.variant : one_reference ? std::string("reference") : reference_name(r.overrides);
+      out << csv_field(r.run_id) << "," << csv_field(run) << "," << csv_field(run.substr(0, run.find('['))) << ","
+          << int(r.is_reference) << "," << csv_field(r.reference_run) << "," << r.seed;
+      YAML::Node config;
+      try {
+        config = YAML::Load(r.config_yaml);
+      } catch (const YAML::Exception&) {
+      }
+      for (auto& k : swept) out << "," << csv_field(config_value(config, k));
+      out << "," << r.status << ","
           << (r.status == "failed" && r.failed_step >= 0 ? std::to_string(r.failed_step) : "") << ","
           << csv_field(r.error) << "," << csv_field(r.overrides);
       for (auto& k : keys) out << "," << (r.summary.count(k) ? csv_number(r.summary.at(k)) : "");

@@ -14,6 +14,7 @@ struct RunMeta {
   std::string run_id, experiment, variant, overrides, config_yaml, git_sha, created_utc, host, blas, torch_version,
       reference_run;
   std::string warnings;  // what the user should know about this run (e.g. a random-weight model)
+  std::string input_files;  // "path=digest;..." of the files the run read (weights, calibrations)
   bool git_dirty = false, is_reference = false;
   int threads = 1;
   int64_t seed = 0;
@@ -77,8 +78,9 @@ class RunWriter {
 };
 
 struct RunInfo {
-  std::string path, run_id, variant, status, overrides, error;
-  int64_t failed_step = -1;
+  std::string path, run_id, variant, status, overrides, error, reference_run, config_yaml;
+  int64_t failed_step = -1, seed = 0;
+  bool is_reference = false;
   std::map<std::string, double> summary;
 };
 // nullopt when missing, unreadable, truncated or not a run file.
@@ -87,7 +89,11 @@ std::optional<RunInfo> read_run_info(const std::string& path);
 // The run file schema version this build writes (part of every run's identity).
 int run_schema_version();
 
-// Rewrites <dir>/index.csv from the run files in <dir> (atomically). With `run_ids`, only
+// Rewrites <dir>/index.csv from the run files in <dir> (atomically). Columns: run_id, run (the
+// run's name with its sweep point), variant (without it), is_reference, reference_run, seed,
+// one column per key of the experiment's `sweep:` (from <dir>/.experiment.h5; the value in
+// the run's resolved config), status, failed_step, error, overrides, then every summary
+// value. tools/export.py takes its identity columns from here. With `run_ids`, only
 // those runs, in that order (the experiment's runs as it is now; files of runs from an
 // earlier version of the experiment stay on disk but leave the index). Returns the number
 // of run files left out.

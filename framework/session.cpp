@@ -290,6 +290,7 @@ class Session {
     meta.variant = run.name;
     meta.overrides = run.overrides;
     meta.config_yaml = run.resolved_yaml;
+    meta.input_files = run.files;
     meta.git_sha = info_.git_sha;
     meta.git_dirty = info_.git_dirty;
     meta.created_utc = utc_now_iso();

@@ -4,10 +4,11 @@
     cachelab export results/EXP --level run|step|site [--format csv|parquet] [--output FILE]
 
 One row per run (`run`), per run x step (`step`) or per run x step x site (`site`). Every
-row names the run: run_id, variant (without its sweep point), seed, reference_run, status,
-and one column per swept key (`sweep:` of the experiment, e.g. `cache.interval`), read
-from the run's resolved config. Only the experiment's current runs (those in index.csv),
-in experiment order. Writes <folder>/export_<level>.csv unless --output is given.
+row names the run with the identity columns of index.csv (which cachelab writes): run_id,
+run (with its sweep point), variant (without it), is_reference, reference_run, seed, one
+column per swept key (`sweep:` of the experiment, e.g. `cache.interval`) and status. Only
+the experiment's current runs (those in index.csv), in experiment order. Writes
+<folder>/export_<level>.csv unless --output is given.
 """
 import os
 import sys
@@ -15,42 +16,21 @@ import sys
 import h5py
 import numpy as np
 import pandas as pd
-import yaml
 
 
 def text(v):
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def lookup(config, dotted):
-    """The value at a dotted key of a resolved config, or None."""
-    node = config
-    for part in dotted.split("."):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return None
-    return node if not isinstance(node, (dict, list)) else yaml.safe_dump(node, default_flow_style=True).strip()
+IDENTITY = ["run_id", "run", "variant", "is_reference", "reference_run", "seed"]
 
 
-def run_columns(f, swept):
-    attrs = {k: f.attrs[k] for k in f.attrs}
-    config = yaml.safe_load(text(attrs.get("config_yaml", ""))) or {}
-    variant = text(attrs.get("variant", ""))
-    row = {
-        "run_id": text(attrs.get("run_id", "")),
-        "variant": variant.split("[")[0],
-        "run": variant,
-        "is_reference": int(attrs.get("is_reference", 0)),
-        "reference_run": text(attrs.get("reference_run", "")),
-        "status": text(attrs.get("status", "")),
-        "seed": int(attrs.get("seed", 0)),
-    }
-    for key in swept:
-        row[key] = lookup(config, key)
-    return row
+def identity_columns(index, swept):
+    """Each run's identity row from index.csv, which cachelab writes (framework/recorder.cpp,
+    write_index_csv): run_id, run, variant, is_reference, reference_run, seed, the swept keys
+    and status. One source for both tables, so they always agree."""
+    cols = IDENTITY + [k for k in swept if k in index.columns] + ["status"]
+    return {row["run_id"]: {k: row[k] for k in cols} for _, row in index[cols].iterrows()}
 
 
 def main(argv):
@@ -71,20 +51,24 @@ def main(argv):
     if not os.path.exists(index):
         print(f"error: {folder} has no index.csv: run the experiment first", file=sys.stderr)
         return 2
-    ids = list(pd.read_csv(index)["run_id"])
-    swept = []
-    exp_path = os.path.join(folder, ".experiment.h5")
-    if os.path.exists(exp_path):
-        with h5py.File(exp_path, "r") as e:
-            exp_cfg = yaml.safe_load(text(e.attrs.get("config_yaml", ""))) or {}
-        swept = list((exp_cfg.get("sweep") or {}).keys())
+    table = pd.read_csv(index, dtype={"run": str, "variant": str, "reference_run": str}, keep_default_na=False,
+                        na_values={"seed": [""]})
+    if not set(IDENTITY) <= set(table.columns):
+        print(f"error: {index} was written by an older cachelab (no {', '.join(IDENTITY)} columns): "
+              "re-run the experiment (finished runs are skipped) to rewrite it", file=sys.stderr)
+        return 2
+    first_summary = list(table.columns).index("overrides") + 1 if "overrides" in table.columns else len(table.columns)
+    swept = [c for c in table.columns[len(IDENTITY):first_summary] if c not in ("status", "failed_step", "error",
+                                                                              "overrides")]
+    ids = list(table["run_id"])
+    identity = identity_columns(table, swept)
     frames = []
     for run_id in ids:
         path = os.path.join(folder, run_id + ".h5")
         if not os.path.exists(path):
             continue
         with h5py.File(path, "r") as f:
-            base = run_columns(f, swept)
+            base = identity[run_id]
             if level == "run":
                 summary = {k: float(v) for k, v in f["summary"].attrs.items()} if "summary" in f else {}
                 frames.append(pd.DataFrame([{**base, **summary}]))

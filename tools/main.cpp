@@ -3,11 +3,13 @@
 #include <boost/program_options.hpp>
 #include <hdf5.h>
 
+#include <algorithm>
 #include <thread>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <unistd.h>
 
 #include "framework/config.h"
@@ -44,8 +46,58 @@ usage:
 environment: CACHELAB_ROOT (project root: configs/, models/weights/; default the source checkout),
              CACHELAB_DATA (datasets; default <root>/data), CACHELAB_DEBUG=1 (source locations in errors)
 
-options of run/sweep:
+options (`cachelab COMMAND --help` shows one command's own):
 )";
+
+// Each command's usage line and the options it reads (shown by `cachelab COMMAND --help`).
+struct CommandHelp {
+  const char* usage;
+  std::vector<std::string> options;
+};
+const std::map<std::string, CommandHelp>& command_help() {
+  static const std::map<std::string, CommandHelp> help = {
+      {"list", {"cachelab list [--markdown]\n  every registered component, its config keys and defaults", {"markdown"}}},
+      {"run",
+       {"cachelab run EXP.yaml [key=value ...]\n  run an experiment: its references, then every variant x sweep point "
+        "(finished runs are skipped)",
+        {"jobs", "index", "only", "threads", "results", "force", "count"}}},
+      {"sweep",
+       {"cachelab sweep EXP.yaml [key=value ...]\n  the same as run; --index i runs one grid point (a cluster array "
+        "task), --jobs N runs N worker processes",
+        {"jobs", "index", "only", "threads", "results", "force", "count", "slurm", "partition", "time",
+         "cpus-per-task", "mem", "sbatch-arg", "dry-run", "collect", "reference"}}},
+      {"validate",
+       {"cachelab validate EXP.yaml [key=value ...]\n  check the config, the files it reads and the cost, list the "
+        "runs; run nothing",
+        {"only", "threads", "results", "count"}}},
+      {"calibrate",
+       {"cachelab calibrate EXP.yaml [key=value ...]\n  fit the variants' correctors / quantizers and write their files",
+        {"only", "threads", "results"}}},
+      {"train", {"cachelab train CFG.yaml [key=value ...]\n  train a bundled model (resumable)", {}}},
+      {"report",
+       {"cachelab report results/EXPERIMENT [--check]\n  write results/EXPERIMENT/report/index.html and its "
+        "figures; print every claim's verdict",
+        {"check"}}},
+      {"export",
+       {"cachelab export results/EXPERIMENT [--level run|step|site] [--format csv|parquet] [--output FILE]\n  tidy "
+        "long-format tables of the experiment's runs",
+        {"level", "format", "output"}}},
+      {"info", {"cachelab info [--threads N]\n  cores, threads, BLAS, LibTorch, HDF5, data folder, bundled weights",
+                {"threads"}}},
+  };
+  return help;
+}
+
+// `cachelab COMMAND --help`: its usage and only the options it reads.
+void print_command_help(const std::string& command, const po::options_description& visible) {
+  const CommandHelp& h = command_help().at(command);
+  po::options_description own("options");
+  for (auto& opt : visible.options())
+    if (opt->long_name() == "help" ||
+        std::find(h.options.begin(), h.options.end(), opt->long_name()) != h.options.end())
+      own.add(opt);
+  std::cout << "usage: " << h.usage << "\n\n" << own << "\n";
+}
 
 template <class Reg>
 void list_registry(const Reg& reg, bool markdown) {
@@ -111,12 +163,12 @@ int run_cli(int argc, char** argv) {
       "sbatch-arg", po::value(&slurm.sbatch_args), "--slurm: one more #SBATCH line, e.g. --sbatch-arg=--account=A (repeatable)")(
       "dry-run", "--slurm: print the scripts, submit nothing")(
       "collect", "sweep: write index.csv from the finished runs, list the rest; exit 0 all done, 1 some failed, 4 some missing or in progress")(
-      "reference", po::value(&reference), "run only reference i (a --slurm references task)")(
-      "worker", po::value(&worker), "(internal) worker index")("workers", po::value(&workers), "(internal)");
-  po::options_description hidden;
+      "reference", po::value(&reference), "run only reference i (a --slurm references task)");
+  po::options_description hidden;  // parsed, never shown
   std::string command;
   std::vector<std::string> positional;
-  hidden.add_options()("command", po::value(&command))("args", po::value(&positional));
+  hidden.add_options()("command", po::value(&command))("args", po::value(&positional))(
+      "worker", po::value(&worker), "(internal) worker index")("workers", po::value(&workers), "(internal)");
   po::options_description all;
   all.add(opts).add(hidden);
   po::positional_options_description pos;
@@ -137,6 +189,14 @@ int run_cli(int argc, char** argv) {
   slurm.dry_run = vm.count("dry-run") > 0;
   for (const char* k : {"partition", "time", "cpus-per-task", "mem", "sbatch-arg", "dry-run"})
     CL_CHECK(!vm.count(k) || vm.count("slurm"), "--" << k << " goes with `cachelab sweep EXP --slurm`");
+  if (command == "help" && !positional.empty() && command_help().count(positional[0])) {
+    print_command_help(positional[0], opts);  // `cachelab help run`
+    return 0;
+  }
+  if (vm.count("help") && command_help().count(command)) {
+    print_command_help(command, opts);
+    return 0;
+  }
   if (vm.count("help") || command.empty() || command == "help") {
     std::cout << kUsage << opts << "\n";
     return command.empty() && !vm.count("help") ? 2 : 0;

@@ -1,7 +1,11 @@
 #!/usr/bin/python3
 """Report of one experiment folder: reads only its HDF5 files, writes report/index.html + PNGs.
 
-usage: /usr/bin/python3 tools/report.py results/<experiment> [--claims-only]
+usage: /usr/bin/python3 tools/report.py results/<experiment> [--claims-only] [--check]
+
+With a sweep over `seed`, runs that differ only in their seed form one variant group
+(`fora_n2[seed=0]`, `fora_n2[seed=1]` -> `fora_n2`): claims, the table and the figures
+use the group's mean and its spread across seeds.
 """
 import html
 import json
@@ -10,21 +14,31 @@ import os
 import sys
 
 import h5py
-import matplotlib
+import numpy as np
+import yaml
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import report_figures as figs  # noqa: E402
 
-DECISIONS = ["compute", "reuse", "predict", "skipped"]
-DECISION_COLORS = ["#2b6cb0", "#f6ad55", "#68d391", "#e2e8f0"]
 TABLE_KEYS = ["speedup_flops", "speedup_wall", "psnr", "ssim", "mse", "fid", "fid_ref", "accuracy", "token_match",
               "reuse_fraction", "final_err_rel_l1", "wall_s"]
 OPS = {">": lambda a, b: a > b, "<": lambda a, b: a < b, ">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b}
+FID_MIN_SAMPLES = 1000  # below this, FID is dominated by its small-sample bias
 
 
 def text(v):
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def without_seed(name):
+    """A run name without the `seed=` entry of its sweep point (as framework/experiment.cpp):
+    `fora_n2[seed=1]` -> `fora_n2`, `fora[cache.interval=2,seed=1]` -> `fora[cache.interval=2]`."""
+    bracket = "[" in name and name.endswith("]")
+    head, point = (name[:name.index("[")], name[name.index("[") + 1:-1]) if bracket else ("", name)
+    kept = ",".join(item for item in point.split(",") if not item.startswith("seed="))
+    if not bracket:
+        return kept
+    return f"{head}[{kept}]" if kept else head
 
 
 def current_run_ids(folder):
@@ -32,12 +46,12 @@ def current_run_ids(folder):
     path = os.path.join(folder, "index.csv")
     if not os.path.exists(path):
         return None
-    with open(path) as fh:
-        return {line.split(",", 1)[0] for line in fh.read().splitlines()[1:] if line}
+    with open(path) as fh:  # a dict keeps the index's order (the experiment's)
+        return {line.split(",", 1)[0]: i for i, line in enumerate(fh.read().splitlines()[1:]) if line}
 
 
 def load_runs(folder):
-    """Run files by variant name (a done run wins over a failed one). Files of runs from an
+    """Run files by run name (a done run wins over a failed one). Files of runs from an
     earlier version of the experiment (not in index.csv) are left out."""
     runs = {}
     current = current_run_ids(folder)
@@ -51,8 +65,12 @@ def load_runs(folder):
         except OSError:
             continue
         attrs = {k: (text(v) if isinstance(v, (bytes, str)) else v) for k, v in f.attrs.items()}
-        run = {"file": name, "attrs": attrs, "h5": f,
+        run = {"file": name, "attrs": attrs, "h5": f, "order": current.get(name[:-3], 0) if current else 0,
                "summary": {k: float(v) for k, v in f["summary"].attrs.items()} if "summary" in f else {}}
+        try:
+            run["config"] = yaml.safe_load(attrs.get("config_yaml", "")) or {}
+        except yaml.YAMLError:
+            run["config"] = {}
         variant = reference_label(attrs) if is_ref(run) else attrs.get("variant", name)
         old = runs.get(variant)
         if old is None or (old["attrs"].get("status") != "done" and attrs.get("status") == "done"):
@@ -72,6 +90,21 @@ def reference_label(attrs):
     of = attrs.get("overrides", "").removeprefix("(reference of ").removesuffix(")")
     point = of[of.index("[") + 1:-1] if "[" in of and of.endswith("]") else of
     return f"reference[{point}]"
+
+
+def method_of(run):
+    """What a variant does, for colour families: its cache type, else its ops layer type."""
+    if is_ref(run):
+        return "reference"
+    cache = (run.get("config") or {}).get("cache") or {}
+    if cache.get("type", "none") != "none":
+        return str(cache["type"])
+    ops = (run.get("config") or {}).get("ops")
+    if isinstance(ops, dict) and ops.get("type"):
+        return str(ops["type"])
+    if isinstance(ops, list) and ops and isinstance(ops[0], dict):
+        return str(ops[0].get("type", "ops"))
+    return "none"
 
 
 def load_experiment(folder):
@@ -94,208 +127,339 @@ def fmt(v):
     return f"{v:.4g}"
 
 
-def spread(run, metric, value):
-    """(low, high) of a metric measured with a spread (its _q25/_q75), else (value, value)."""
-    if run is None:
-        return value, value
-    s = run["summary"]
-    if metric + "_q25" in s and metric + "_q75" in s:
-        return s[metric + "_q25"], s[metric + "_q75"]
-    return value, value
+def members(runs, name):
+    """The runs a claim or group name stands for: the run of that exact name, else every run
+    that differs from it only in its seed."""
+    if name in runs:
+        return [name]
+    return [n for n in runs if without_seed(n) == name]
+
+
+def aggregate(runs, names, metric):
+    """A metric over runs (the seeds of a variant): dict(mean, lo, hi, n) or None when no
+    done run has it. One run: its value and its own spread (metric_q25 / _q75, e.g. the
+    interleaved timing repetitions of speedup_wall). Several: the mean, and the wider of one
+    standard deviation across seeds and the mean of the runs' own quartiles."""
+    vals, q25, q75 = [], [], []
+    for n in names:
+        s = runs[n]["summary"]
+        if runs[n]["attrs"].get("status") != "done" or metric not in s:
+            continue
+        vals.append(s[metric])
+        q25.append(s.get(metric + "_q25", s[metric]))
+        q75.append(s.get(metric + "_q75", s[metric]))
+    if not vals:
+        return None
+    v = np.array(vals, dtype=float)
+    if len(v) == 1 or not np.all(np.isfinite(v)):
+        return {"mean": float(v.mean()), "lo": float(np.min(q25)), "hi": float(np.max(q75)), "n": len(v), "values": vals}
+    mean, sd = float(v.mean()), float(v.std(ddof=1))
+    return {"mean": mean, "lo": min(mean - sd, float(np.mean(q25))), "hi": max(mean + sd, float(np.mean(q75))),
+            "n": len(v), "values": vals}
 
 
 def evaluate_claims(claims, runs):
-    """Each claim -> (verdict, sentence); verdict in holds / does not hold / inconclusive / cannot be evaluated."""
+    """Each claim -> (verdict, label, sentence); verdict in holds / does not hold / inconclusive /
+    cannot be evaluated. A side names one run or a variant across seeds (mean and spread). With a
+    spread on either side, the claim decides only when the ranges do not overlap."""
     out = []
     for c in claims:
         metric, op, left = c.get("metric"), c.get("op"), c.get("left")
         label = c.get("text") or f"{metric}({left}) {op} " + (f"{metric}({c['right']})" if "right" in c else fmt(c.get("value")))
 
         def side(variant):
-            run = runs.get(variant)
-            if run is None:
+            names = members(runs, variant)
+            if not names:
                 return None, f"no run of `{variant}`"
-            if run["attrs"].get("status") != "done":
-                return None, f"`{variant}` {run['attrs'].get('status')}"
-            if metric not in run["summary"]:
+            bad = [n for n in names if runs[n]["attrs"].get("status") != "done"]
+            if bad:
+                return None, f"`{bad[0]}` {runs[bad[0]]['attrs'].get('status')}"
+            a = aggregate(runs, names, metric)
+            if a is None:
                 return None, f"`{variant}` has no metric `{metric}`"
-            return run["summary"][metric], None
+            return a, None
 
         lv, err = side(left)
         if "right" in c:
             rv, err2 = side(c["right"])
             rlabel = f"{metric}({c['right']})"
         else:
-            rv, err2, rlabel = float(c.get("value")), None, "value"
+            value = float(c.get("value"))
+            rv, err2, rlabel = {"mean": value, "lo": value, "hi": value, "n": 0}, None, "value"
         err = err or err2
         if err or op not in OPS:
             out.append(("cannot be evaluated", label, f"cannot be evaluated: {err or 'unknown op ' + str(op)}"))
             continue
-        verdict = "holds" if OPS[op](lv, rv) else "does not hold"
-        # A measured quantity with a spread (speedup_wall: interquartile range of interleaved
-        # repetitions) decides only when the ranges do not overlap.
-        lo_l, hi_l = spread(runs.get(left), metric, lv)
-        lo_r, hi_r = spread(runs.get(c.get("right")), metric, rv) if "right" in c else (rv, rv)
-        if (lo_l, hi_l, lo_r, hi_r) != (lv, lv, rv, rv):
-            if OPS[op](lo_l, hi_r) and OPS[op](hi_l, lo_r):
+        verdict = "holds" if OPS[op](lv["mean"], rv["mean"]) else "does not hold"
+        if (lv["lo"], lv["hi"], rv["lo"], rv["hi"]) != (lv["mean"], lv["mean"], rv["mean"], rv["mean"]):
+            if OPS[op](lv["lo"], rv["hi"]) and OPS[op](lv["hi"], rv["lo"]):
                 verdict = "holds"
-            elif not OPS[op](hi_l, lo_r) and not OPS[op](lo_l, hi_r):
+            elif not OPS[op](lv["hi"], rv["lo"]) and not OPS[op](lv["lo"], rv["hi"]):
                 verdict = "does not hold"
             else:
                 verdict = "inconclusive"
-        rng = f" [{fmt(lo_l)}, {fmt(hi_l)}]" if (lo_l, hi_l) != (lv, lv) else ""
-        out.append((verdict, label, f"{metric}({left}) = {fmt(lv)}{rng} {op} {rlabel} = {fmt(rv)}: {verdict}"))
+        out.append((verdict, label, f"{metric}({left}) = {describe(lv)} {op} {rlabel} = {describe(rv)}: {verdict}"))
     return out
 
 
+def describe(a):
+    """`30.1 [29.5, 30.7] (mean of 3 seeds)`, `2.0 [1.9, 2.1]`, or a plain value."""
+    s = fmt(a["mean"])
+    if (a["lo"], a["hi"]) != (a["mean"], a["mean"]):
+        s += f" [{fmt(a['lo'])}, {fmt(a['hi'])}]"
+    if a.get("n", 1) > 1:
+        s += f" (mean of {a['n']} seeds)"
+    return s
+
+
 def ordered(runs, exp):
+    """Run names in experiment order: as index.csv lists them, else references first, then
+    the variants as the experiment file names them."""
+    if any(r["order"] for r in runs.values()):
+        return sorted(runs, key=lambda n: runs[n]["order"])
     names = [n for n in runs if is_ref(runs[n])]
     names += [v for v in exp["variants"] if v in runs and not is_ref(runs[v])]
     names += [v for v in runs if v not in names]
     return names
 
 
-def plot_speed_quality(runs, names, path):
-    metrics = [m for m in ("psnr", "fid") if any(m in runs[n]["summary"] for n in names)]
-    if not metrics:
-        return False
-    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.5), squeeze=False)
-    for ax, m in zip(axes[0], metrics):
-        for i, n in enumerate(names):
-            s = runs[n]["summary"]
-            if m not in s or not math.isfinite(s[m]):
-                continue
-            color = f"C{i % 10}"
-            sf, sw = s.get("speedup_flops", 1.0), s.get("speedup_wall", 1.0)
-            ax.plot([sf, sw], [s[m], s[m]], color=color, lw=0.8)
-            ax.scatter([sf], [s[m]], color=color, s=40, label=n)
-            ax.scatter([sw], [s[m]], facecolors="none", edgecolors=color, s=40)
-            ax.annotate(n, (sf, s[m]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ax.set_xlabel("speedup vs reference (filled: FLOPs, hollow: wall clock)")
-        ax.set_ylabel(m.upper() + (" (dB, vs reference samples)" if m == "psnr" else " (lower is better)"))
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+def group_names(runs, names):
+    """Variant groups (run names without their seed) in experiment order -> member runs."""
+    groups = {}
+    for n in names:
+        groups.setdefault(without_seed(n) or n, []).append(n)
+    return groups
 
 
-def site_names(run):
+def done(runs, names):
+    return [n for n in names if runs[n]["attrs"].get("status") == "done"]
+
+
+def stack(runs, names, dataset):
+    """The dataset of each done run, stacked over runs when the shapes agree, else None."""
+    arrs = [runs[n]["h5"][dataset][:] for n in done(runs, names) if dataset in runs[n]["h5"]]
+    if not arrs or any(a.shape != arrs[0].shape for a in arrs):
+        return None
+    return np.stack(arrs).astype(float)
+
+
+def build_figures(runs, names, groups, out):
+    """Every figure of the report: [(title, png, caption)]."""
+    method = {g: method_of(runs[m[0]]) for g, m in groups.items()}
+    style = figs.Style(list(groups), method)
+    variants = [g for g in groups if not is_ref(runs[groups[g][0]]) and done(runs, groups[g])]
+    agg = {g: {k: aggregate(runs, groups[g], k) for k in ("speedup_flops", "speedup_wall", "psnr", "fid", "ssim",
+                                                          "accuracy", "token_match")} for g in variants}
+    series = {}
+    for g, m in groups.items():
+        s = {}
+        for key, ds in (("wall_ms", "steps/wall_ms"), ("flops", "steps/flops"), ("err", "steps/err_ref_rel_l1")):
+            a = stack(runs, m, ds)
+            if a is not None:
+                s[key] = a if key == "err" else np.nanmean(a, axis=0)
+        series[g] = s
+    figures = []
+
+    def add(ok, title, png, caption):
+        if ok:
+            figures.append((title, png, caption))
+
+    add(figs.plot_speed_quality(agg, variants, style, os.path.join(out, "speed_quality.png")),
+        "Speed vs quality", "speed_quality.png",
+        "Each variant at its FLOPs speedup (filled) and wall-clock speedup (hollow) against the uncached reference; "
+        "with several seeds the mean, error bars one standard deviation across seeds (n = seeds). Circled points "
+        "and the dashed line: the Pareto front over FLOPs speedup and quality. Colour families group the methods.")
+    add(figs.plot_step_cost(series, [g for g in groups if done(runs, groups[g])], os.path.join(out, "step_cost.png")),
+        "Cost per step", "step_cost.png", "Wall time and analytic FLOPs of each sampling step, per variant (mean "
+        "over seeds); grey where a run has no such step.")
+    add(figs.plot_errors(series, variants, style, os.path.join(out, "errors.png")),
+        "Error vs step", "errors.png", "Relative L1 distance of each variant's sample x_t to the reference's after "
+        "every step: mean over seeds, shaded from the lowest to the highest seed.")
+    first = {g: done(runs, groups[g])[0] for g in groups if done(runs, groups[g])}
+    sites = figs_sites(runs, first)
+    site_err = {}
+    for g in variants:
+        a = stack(runs, groups[g], "sites/err_ref_rel_l1")
+        if a is not None and sites and a.shape[-1] == len(sites):
+            with np.errstate(all="ignore"):
+                site_err[g] = np.nanmean(np.nanmean(a, axis=1), axis=0) if np.isfinite(a).any() else a[0, 0] * np.nan
+    add(figs.plot_site_error(site_err, sites, variants, os.path.join(out, "site_error.png")),
+        "Per-site error vs reference", "site_error.png",
+        "Mean over steps (and seeds) of each site output's relative L1 distance to the reference run's output at "
+        "the same step and site (measured on the probe samples). White: exactly 0; grey: never measured.")
+    ref = next((runs[first[g]] for g in groups if is_ref(runs[groups[g][0]]) and g in first), None)
+    if ref is not None and "sites/drift_rel_l1" in ref["h5"]:
+        figs.plot_drift(figs_site_names(ref), ref["h5"]["sites/drift_rel_l1"][:], ref["h5"]["sites/drift_cos"][:],
+                        os.path.join(out, "drift.png"))
+        add(True, "Feature drift of the reference", "drift.png",
+            "How much each site's output moves from one step to the next in the uncached run: where it moves little, "
+            "a cache loses little. White: exactly 0; grey: not measured (step 0).")
+    rasters = {g: runs[first[g]]["h5"]["sites/decision"][:] for g in variants
+               if "sites/decision" in runs[first[g]]["h5"] and runs[first[g]]["h5"]["sites/decision"].shape[1] == len(sites)}
+    add(figs.plot_decisions(rasters, sites, os.path.join(out, "decisions.png")),
+        "Cache decisions", "decisions.png", "Per step and site (first seed of each variant, at most 10 variants): "
+        "computed, reused, predicted, or skipped because an enclosing site was not computed.")
+    add(figs.plot_signals(threshold_signals(runs, first, variants), style, os.path.join(out, "signals.png")),
+        "Threshold policies: signal vs threshold", "signals.png",
+        "For each variant whose policy compares a signal with a threshold (first seed): the signal per step at the "
+        "site that decides, and the threshold; filled where the site was computed, open where the cache was used.")
+    strips, diffs = sample_rows(runs, first, groups)
+    add(figs.plot_strips(strips, os.path.join(out, "samples.png")), "Samples", "samples.png",
+        "Final samples for the same seeds and classes (first seed of each variant): the reference row, then each "
+        "variant.")
+    add(figs.plot_strips(diffs, os.path.join(out, "differences.png"), diff=True), "Difference to the reference",
+        "differences.png", "Each variant's final samples minus the reference's (same seeds and classes), on one "
+        "symmetric colour scale: red above, blue below, white equal.")
+    return figures
+
+
+def figs_site_names(run):
     return [text(n) for n in run["h5"]["sites/names"][:]]
 
 
-def plot_drift(run, path):
-    f = run["h5"]
-    names = site_names(run)
-    rel = f["sites/drift_rel_l1"][:]
-    cos = 1.0 - f["sites/drift_cos"][:]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 0.22 * len(names) + 2))
-    for ax, data, title in ((axes[0], rel, "relative L1 change vs previous step"),
-                            (axes[1], cos, "1 - cosine similarity vs previous step")):
-        d = np.ma.masked_invalid(data.T)
-        im = ax.imshow(d, aspect="auto", cmap="magma", interpolation="nearest",
-                       norm=matplotlib.colors.LogNorm(vmin=max(np.nanmin(data[data > 0]) if np.any(data > 0) else 1e-6, 1e-6),
-                                                      vmax=max(np.nanmax(data), 1e-5)) if np.any(data > 0) else None)
-        ax.set_yticks(range(len(names)))
-        ax.set_yticklabels(names, fontsize=6)
-        ax.set_xlabel("sampling step")
-        ax.set_title(title, fontsize=9)
-        fig.colorbar(im, ax=ax, fraction=0.03)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def figs_sites(runs, first):
+    for n in first.values():
+        if "sites/names" in runs[n]["h5"]:
+            return figs_site_names(runs[n])
+    return []
 
 
-def plot_decisions(runs, names, path):
-    shown = [n for n in names if not is_ref(runs[n]) and "sites/decision" in runs[n]["h5"]]
-    if not shown:
-        return False
-    cmap = matplotlib.colors.ListedColormap(DECISION_COLORS)
-    sites = site_names(runs[shown[0]])
-    fig, axes = plt.subplots(len(shown), 1, figsize=(11, (0.16 * len(sites) + 0.8) * len(shown) + 0.6), squeeze=False)
-    for ax, n in zip(axes[:, 0], shown):
-        dec = runs[n]["h5"]["sites/decision"][:]
-        ax.imshow(dec.T, aspect="auto", cmap=cmap, vmin=-0.5, vmax=3.5, interpolation="nearest")
-        ax.set_yticks(range(len(sites)))
-        ax.set_yticklabels(sites, fontsize=5)
-        ax.set_title(n, fontsize=9, loc="left")
-    axes[-1, 0].set_xlabel("sampling step")
-    handles = [matplotlib.patches.Patch(color=c, label=l) for c, l in zip(DECISION_COLORS, DECISIONS)]
-    fig.legend(handles=handles, loc="upper right", ncol=4, fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 0.98))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
-def plot_errors(runs, names, path):
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    drawn = False
-    for i, n in enumerate(names):
-        if is_ref(runs[n]):
+def threshold_signals(runs, first, variants):
+    """{group: {signal [T], decision [T], threshold, site}} for variants whose cache has a
+    `threshold` key: the site whose signal is logged most often."""
+    out = {}
+    for g in variants:
+        run = runs[first[g]]
+        threshold = ((run.get("config") or {}).get("cache") or {}).get("threshold")
+        if not isinstance(threshold, (int, float)) or "sites/signal" not in run["h5"]:
             continue
-        e = runs[n]["h5"]["steps/err_ref_rel_l1"][:]
-        if len(e) and np.any(e > 0):
-            ax.plot(np.arange(len(e)), np.where(e > 0, e, np.nan), label=n, color=f"C{i % 10}")
-            drawn = True
-    if not drawn:
-        plt.close(fig)
-        return False
-    ax.set_yscale("log")
-    ax.set_xlabel("sampling step")
-    ax.set_ylabel("relative L1 distance of x_t to the reference")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+        sig = run["h5"]["sites/signal"][:]
+        counts = np.isfinite(sig).sum(axis=0)
+        if not counts.any():
+            continue
+        p = int(np.argmax(counts))
+        out[g] = {"signal": sig[:, p], "decision": run["h5"]["sites/decision"][:, p], "threshold": float(threshold),
+                  "site": figs_site_names(run)[p]}
+    return out
 
 
-def sample_strip(x):
-    """Images [N, C, H, W] side by side (channel 0), or the first video's frames [N, F, C, H, W];
-    None for samples that are no pictures (token ids [N, L])."""
-    if x.ndim == 4:
-        return np.concatenate([img[0] for img in x], axis=1) if len(x) else np.zeros((8, 8))
-    if x.ndim == 5 and len(x):
-        return np.concatenate([frame[0] for frame in x[0]], axis=1)
-    return None
+def sample_rows(runs, first, groups):
+    """(sample strips, difference strips): the reference, then each variant's first seed."""
+    strips, diffs = [], []
+    ref_done = False
+    for g, n in first.items():
+        h5 = runs[n]["h5"]
+        if is_ref(runs[n]):
+            if not ref_done and "samples/x" in h5:
+                strips.append((g, figs.sample_strip(h5["samples/x"][:8])))
+                ref_done = True
+            continue
+        if "samples/x" not in h5:
+            continue
+        x = h5["samples/x"][:8]
+        if not ref_done and "samples/reference" in h5:  # the reference file is absent: use its copy
+            strips.insert(0, ("reference", figs.sample_strip(h5["samples/reference"][:8])))
+            ref_done = True
+        strips.append((g, figs.sample_strip(x)))
+        if "samples/reference" in h5 and h5["samples/reference"].shape[0] >= x.shape[0]:
+            r = h5["samples/reference"][:x.shape[0]]
+            if r.shape == x.shape:
+                diffs.append((g, figs.sample_strip(x - r)))
+    return strips, diffs
 
 
-def plot_samples(runs, names, path, count=8):
+def cell(a, std=True):
+    if a is None:
+        return "-"
+    if a["n"] > 1 and std and all(math.isfinite(v) for v in a["values"]):
+        return f"{fmt(a['mean'])} &plusmn; {fmt(float(np.std(a['values'], ddof=1)))}"
+    if a["n"] > 1 and not all(math.isfinite(v) for v in a["values"]):  # e.g. PSNR inf for some seeds
+        return " / ".join(fmt(v) for v in a["values"])
+    return fmt(a["mean"])
+
+
+def aggregate_table(runs, groups):
+    """One row per variant group: seeds, status count, every metric as mean ± std across seeds."""
+    keys = [k for k in TABLE_KEYS if any(k in runs[n]["summary"] for m in groups.values() for n in m)]
+    head = "".join(f"<th>{k}</th>" for k in ["variant", "method", "runs"] + keys)
     rows = []
-    if not any(is_ref(runs[n]) for n in names):  # the reference file is absent: use a copy
-        ref = next((runs[n] for n in names if "samples/reference" in runs[n]["h5"]), None)
-        if ref is not None:
-            rows.append(("reference", ref["h5"]["samples/reference"][:count]))
-    rows += [(n, runs[n]["h5"]["samples/x"][:count]) for n in names if "samples/x" in runs[n]["h5"]]
-    rows = [(n, strip) for n, strip in ((n, sample_strip(x)) for n, x in rows) if strip is not None]
-    if not rows:
-        return False
-    fig, axes = plt.subplots(len(rows), 1, figsize=(count * 0.9 + 1.5, 1.0 * len(rows) + 0.3), squeeze=False)
-    for ax, (n, strip) in zip(axes[:, 0], rows):
-        ax.imshow(strip, cmap="gray", vmin=-1, vmax=1)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_ylabel(n, rotation=0, ha="right", va="center", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    for g, m in groups.items():
+        ok = done(runs, m)
+        status = f"{len(ok)} done" + (f", {len(m) - len(ok)} not" if len(ok) < len(m) else "")
+        cells = "".join(f"<td>{cell(aggregate(runs, m, k))}</td>" for k in keys)
+        rows.append(f"<tr><td>{html.escape(g)}</td><td>{html.escape(method_of(runs[m[0]]))}</td>"
+                    f"<td>{status}</td>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
 def table_html(runs, names):
     keys = [k for k in TABLE_KEYS if any(k in runs[n]["summary"] for n in names)]
-    head = "".join(f"<th>{k}</th>" for k in ["variant", "status"] + keys)
+    head = "".join(f"<th>{k}</th>" for k in ["run", "status"] + keys)
     rows = []
     for n in names:
         a, s = runs[n]["attrs"], runs[n]["summary"]
-        status = a.get("status", "?")
+        status = html.escape(str(a.get("status", "?")))
         if status == "failed":
             status = f"failed at step {a.get('failed_step')}: {html.escape(str(a.get('error', '')))}"
         cells = "".join(f"<td>{fmt(s.get(k))}</td>" for k in keys)
         rows.append(f"<tr><td>{html.escape(n)}</td><td>{status}</td>{cells}</tr>")
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def settings_html(runs, names):
+    """The run settings in the header: samples, steps, guidance, model and its weights digest
+    (every distinct value when runs differ)."""
+    def values(get, missing="?"):
+        seen = []
+        for n in names:
+            try:
+                v = get(runs[n])
+            except (KeyError, TypeError, AttributeError):
+                v = None
+            if v is not None and v not in seen:
+                seen.append(v)
+        return ", ".join(str(v) for v in seen) or missing
+
+    cfg = lambda r: r.get("config") or {}  # noqa: E731
+    items = [
+        ("samples", values(lambda r: cfg(r)["run"]["samples"])),
+        ("sampler", values(lambda r: f"{cfg(r)['sampler']['type']}, {cfg(r)['sampler']['steps']} steps")),
+        ("guidance scale", values(lambda r: cfg(r)["run"]["cfg_scale"])),
+        ("seeds", values(lambda r: int(r["attrs"]["seed"]))),
+        ("model", values(lambda r: f"{cfg(r)['backbone']['type']} ({cfg(r)['backbone'].get('weights') or 'random'})")),
+        ("weights digest", values(lambda r: weights_digest(r), "not recorded (run files before input_files)")),
+    ]
+    return " | ".join(f"{k}: <b>{html.escape(v)}</b>" for k, v in items)
+
+
+def weights_digest(run):
+    """The digest of the backbone weights the run read (its `input_files` attr), else None."""
+    weights = ((run.get("config") or {}).get("backbone") or {}).get("weights")
+    for item in str(run["attrs"].get("input_files", "")).split(";"):
+        path, _, digest = item.rpartition("=")
+        if weights and path == weights:
+            return digest
+    return None
+
+
+def warnings_html(runs, names):
+    notes = []
+    fid = [n for n in names if "fid" in runs[n]["summary"]]
+    small = sorted({int(((runs[n].get("config") or {}).get("run") or {}).get("samples", 0)) for n in fid})
+    if small and small[0] < FID_MIN_SAMPLES:
+        notes.append(f"FID is computed on {', '.join(str(s) for s in small)} samples, fewer than "
+                     f"{FID_MIN_SAMPLES:,}: at this size it is dominated by its small-sample bias; compare FID "
+                     "values only between runs of the same sample count.")
+    if any(runs[n]["summary"].get("timing_shared_cores", 0) for n in names):
+        notes.append("These runs were made by several worker processes at once (--jobs): their wall-clock "
+                     "timings shared the cores.")
+    sus = [n for n in names if runs[n]["summary"].get("speedup_wall_suspect", 0)]
+    if sus:
+        notes.append("Wall-clock speedup above the FLOPs speedup (suspect unless explained, e.g. int8 "
+                     "multiply-adds are cheaper than fp32 ones): " + ", ".join(html.escape(n) for n in sus) + ".")
+    warned = sorted({str(runs[n]["attrs"].get("warnings")) for n in names if runs[n]["attrs"].get("warnings")})
+    notes += [html.escape(w) for w in warned]
+    return "".join(f"<p class='warn'><b>Warning:</b> {t}</p>" for t in notes)
 
 
 def main(argv):
@@ -314,60 +478,38 @@ def main(argv):
         return 1
     out = os.path.join(folder, "report")
     os.makedirs(out, exist_ok=True)
+    for old in os.listdir(out):  # figures of an earlier report that this one may not draw
+        if old.endswith(".png"):
+            os.remove(os.path.join(out, old))
     names = ordered(runs, exp)
+    groups = group_names(runs, names)
+    figures = build_figures(runs, names, groups, out)
     any_run = runs[names[0]]["attrs"]
-    figures = []
-    if plot_speed_quality(runs, names, os.path.join(out, "speed_quality.png")):
-        figures.append(("Speed vs quality", "speed_quality.png",
-                        "Each variant at its FLOPs speedup (filled) and wall-clock speedup (hollow), both measured "
-                        "against the uncached reference; PSNR against the reference samples, FID against the real data."))
-    first_ref = next((runs[n] for n in names if is_ref(runs[n])), None)
-    if first_ref is not None and "sites/drift_rel_l1" in first_ref["h5"]:
-        plot_drift(first_ref, os.path.join(out, "drift.png"))
-        figures.append(("Feature drift of the reference", "drift.png",
-                        "How much each site's output moves from one step to the next in the uncached run: where "
-                        "it moves little, a cache loses little."))
-    if plot_decisions(runs, names, os.path.join(out, "decisions.png")):
-        figures.append(("Cache decisions", "decisions.png", "Per step and site: computed, reused, predicted, or skipped "
-                        "because an enclosing site was not computed."))
-    if plot_errors(runs, names, os.path.join(out, "errors.png")):
-        figures.append(("Error vs step", "errors.png", "Relative L1 distance of each variant's sample to the "
-                        "reference sample after every step."))
-    if plot_samples(runs, names, os.path.join(out, "samples.png")):
-        figures.append(("Samples", "samples.png", "Final samples for the same seeds and classes: the reference row, "
-                        "then each variant."))
     claim_rows = "".join(
         f"<li class='{'ok' if v == 'holds' else 'no' if v == 'does not hold' else 'na'}'><b>{html.escape(label)}</b>"
         f"<br>{html.escape(sentence)}</li>" for v, label, sentence in claims) or "<li>(no claims stated)</li>"
     context = " | ".join(f"{k}: {html.escape(str(any_run.get(k, '?')))}"
                          for k in ("git_sha", "host", "threads", "blas", "torch_version", "created_utc"))
-    body = "".join(f"<h2>{t}</h2><p class='cap'>{c}</p><img src='{p}'>" for t, p, c in figures)
+    body = "".join(f"<h2>{t}</h2><p class='cap'>{c}</p><img src='{p}' alt='{html.escape(t)}'>"
+                   for t, p, c in figures)
+    per_run = (f"<details><summary>Every run ({len(names)})</summary>{table_html(runs, names)}</details>"
+               if len(names) > len(groups) else "")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>cachelab: {html.escape(exp['experiment'])}</title>
-<style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}} img{{max-width:100%}}
+<style>body{{font-family:sans-serif;max-width:1400px;margin:2em auto;color:#222}} img{{max-width:100%}}
 table{{border-collapse:collapse;font-size:13px}} td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
 td:first-child{{text-align:left}} .cap{{color:#555;font-size:13px}} .ctx{{color:#666;font-size:12px}}
+.warn{{background:#fffaf0;border-left:4px solid #dd6b20;padding:4px 8px;font-size:13px}}
 li.ok{{color:#276749}} li.no{{color:#c53030}} li.na{{color:#975a16}} li{{margin-bottom:.5em}}</style></head><body>
-<h1>{html.escape(exp['experiment'])}</h1><p class="ctx">{context}</p>{timing_note(runs, names)}
+<h1>{html.escape(exp['experiment'])}</h1><p>{settings_html(runs, names)}</p><p class="ctx">{context}</p>
+{warnings_html(runs, names)}
 <h2>Claims</h2><ul>{claim_rows}</ul>
-<h2>Results</h2>{table_html(runs, names)}
+<h2>Results per variant</h2><p class='cap'>Mean &plusmn; standard deviation across seeds where a variant ran with
+several seeds.</p>{aggregate_table(runs, groups)}{per_run}
 {body}</body></html>"""
     with open(os.path.join(out, "index.html"), "w") as fh:
         fh.write(page)
     print(f"report: {os.path.join(out, 'index.html')}")
     return check_status(claims, argv)
-
-
-def timing_note(runs, names):
-    """Warnings about how wall-clock speedups were measured."""
-    notes = []
-    if any(runs[n]["summary"].get("timing_shared_cores", 0) for n in names):
-        notes.append("These runs were made by several worker processes at once (--jobs): their wall-clock "
-                     "timings shared the cores.")
-    sus = [n for n in names if runs[n]["summary"].get("speedup_wall_suspect", 0)]
-    if sus:
-        notes.append("Wall-clock speedup above the FLOPs speedup (suspect unless explained, e.g. int8 "
-                     "multiply-adds are cheaper than fp32 ones): " + ", ".join(html.escape(n) for n in sus) + ".")
-    return "".join(f"<p class='cap'><b>Note:</b> {t}</p>" for t in notes)
 
 
 def check_status(claims, argv):

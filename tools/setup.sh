@@ -16,9 +16,10 @@ pkgs=(
   libtorch-dev libyaml-cpp-dev libeigen3-dev libhdf5-dev
   libboost-program-options-dev libboost-test-dev
   libopenblas0-openmp
-  python3-h5py python3-numpy python3-matplotlib python3-pandas
+  python3-h5py python3-numpy python3-matplotlib python3-pandas python3-yaml
   dataset-fashion-mnist nlohmann-json3-dev
   slurm-wlm munge  # tests/tools/test_slurm.sh starts a one-node Slurm
+  chromium  # tests/tools/test_report_render.sh renders the report in headless Chromium
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,5 +1,6 @@
 """Claim verdicts of tools/report.py: a measured quantity with a spread decides only when
-the ranges do not overlap. Run by CTest with /usr/bin/python3."""
+the ranges do not overlap; a variant swept over seeds is judged by its mean and spread
+across seeds. Run by CTest with /usr/bin/python3."""
 import os
 import sys
 
@@ -7,8 +8,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tools"))
 import report  # noqa: E402
 
 
-def run(**summary):
-    return {"attrs": {"status": "done"}, "summary": summary}
+def run(status="done", **summary):
+    return {"attrs": {"status": status}, "summary": summary}
 
 
 def verdict(claim, runs):
@@ -30,11 +31,63 @@ cases = [
     ({"left": "a", "metric": "psnr", "op": ">", "right": "b"}, "holds"),  # no spread: plain comparison
     ({"left": "a", "metric": "fid", "op": ">", "value": 1}, "cannot be evaluated"),
 ]
+# Sweeps over seeds: `x` stands for x[seed=0], x[seed=1], x[seed=2] (mean, +- one std).
+seeds = {
+    "a[seed=0]": run(psnr=30.0), "a[seed=1]": run(psnr=31.0), "a[seed=2]": run(psnr=32.0),  # 31 +- 1
+    "b[seed=0]": run(psnr=26.0), "b[seed=1]": run(psnr=27.0), "b[seed=2]": run(psnr=28.0),  # 27 +- 1
+    "c[seed=0]": run(psnr=29.0), "c[seed=1]": run(psnr=31.0), "c[seed=2]": run(psnr=33.0),  # 31 +- 2
+    "d[seed=0]": run(psnr=35.0), "d[seed=1]": run("failed"),
+    "g[cache.interval=2,seed=0]": run(psnr=30.0), "g[cache.interval=2,seed=1]": run(psnr=30.5),
+    "g[cache.interval=3,seed=0]": run(psnr=28.0), "g[cache.interval=3,seed=1]": run(psnr=28.5),
+}
+seed_cases = [
+    ({"left": "a", "metric": "psnr", "op": ">", "right": "b"}, "holds"),            # [30, 32] vs [26, 28]
+    ({"left": "b", "metric": "psnr", "op": ">", "right": "a"}, "does not hold"),
+    ({"left": "a", "metric": "psnr", "op": ">", "right": "c"}, "inconclusive"),     # spreads overlap
+    ({"left": "a", "metric": "psnr", "op": ">", "value": 29.5}, "holds"),
+    ({"left": "a", "metric": "psnr", "op": ">", "value": 31.5}, "inconclusive"),    # mean below, spread above
+    ({"left": "a[seed=1]", "metric": "psnr", "op": ">", "value": 30.9}, "holds"),  # one run, by its full name
+    ({"left": "d", "metric": "psnr", "op": ">", "value": 1}, "cannot be evaluated"),  # a seed failed
+    ({"left": "g", "metric": "psnr", "op": ">", "value": 1}, "cannot be evaluated"),  # spans other swept keys
+    ({"left": "g[cache.interval=2]", "metric": "psnr", "op": ">", "right": "g[cache.interval=3]"}, "holds"),
+]
 failed = 0
-for claim, want in cases:
-    got = verdict(claim, runs)
+for name, want in [("fora_n2[seed=1]", "fora_n2"), ("fora[cache.interval=2,seed=1]", "fora[cache.interval=2]"),
+                   ("fora[seed=0,cache.layers=[attn, mlp]]", "fora[cache.layers=[attn, mlp]]"),
+                   ("cache.interval=2,seed=1", "cache.interval=2"), ("fora_n2", "fora_n2"),
+                   ("reference[seed=3]", "reference")]:
+    got = report.without_seed(name)
+    failed += got != want
+    print(("ok  " if got == want else "FAIL") + f" without_seed({name}) = {got} (want {want})")
+agg = report.aggregate(seeds, ["a[seed=0]", "a[seed=1]", "a[seed=2]"], "psnr")
+ok = agg["n"] == 3 and abs(agg["mean"] - 31.0) < 1e-12 and abs(agg["lo"] - 30.0) < 1e-12 and abs(agg["hi"] - 32.0) < 1e-12
+failed += not ok
+print(("ok  " if ok else "FAIL") + f" aggregate over 3 seeds: {agg}")
+for claim, want, on in [(c, w, runs) for c, w in cases] + [(c, w, seeds) for c, w in seed_cases]:
+    got = verdict(claim, on)
     ok = got == want
     failed += not ok
     print(("ok  " if ok else "FAIL") + f" {claim} -> {got} (want {want})")
-print(f"report: {len(cases) - failed} passed, {failed} failed")
+# The label-overlap check the figures run under CACHELAB_REPORT_STRICT (the render test).
+import matplotlib.pyplot as plt  # noqa: E402
+import report_figures  # noqa: E402
+
+fig, ax = plt.subplots(figsize=(4, 3))
+ax.set_title("a title")
+clean = report_figures.overlapping_texts(fig)
+ax.text(0.5, 0.5, "first label", transform=ax.transAxes)
+ax.text(0.52, 0.5, "second label", transform=ax.transAxes)
+clash = report_figures.overlapping_texts(fig)
+plt.close(fig)
+ok = clean == [] and ("first label", "second label") in clash
+failed += not ok
+print(("ok  " if ok else "FAIL") + f" overlap check: clean figure {clean}, overlapping texts {clash}")
+# The Pareto front of the speed-vs-quality figure (speedup up; quality up, or down for FID).
+pts = [(1.0, 40.0), (2.0, 36.0), (3.0, 33.0), (2.5, 30.0), (1.5, 35.0), (3.0, 31.0), (0.9, float("inf"))]
+front_up = report_figures.pareto_front(pts, True)
+front_down = report_figures.pareto_front([(1.0, 60.0), (2.0, 58.0), (3.0, 63.0), (2.5, 59.0), (1.5, 61.0)], False)
+ok = front_up == [6, 0, 1, 2] and front_down == [1, 3, 2]
+failed += not ok
+print(("ok  " if ok else "FAIL") + f" Pareto fronts {front_up} (want [6, 0, 1, 2]), {front_down} (want [1, 3, 2])")
+print(f"report: {failed} failed")
 sys.exit(1 if failed else 0)
