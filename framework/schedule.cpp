@@ -144,6 +144,39 @@ double grouping_cost(const std::vector<std::vector<double>>& dist, const std::ve
   return c;
 }
 
+namespace {
+std::vector<int> greedy(const std::vector<std::vector<double>>& dist, double threshold) {
+  std::vector<int> starts = {0};
+  for (int u = 1; u < int(dist.size()); ++u)
+    if (!(dist[size_t(starts.back())][size_t(u)] <= threshold)) starts.push_back(u);
+  return starts;
+}
+}  // namespace
+
+std::vector<int> profiled_starts(const std::vector<std::vector<double>>& dist, int computes, double* threshold) {
+  const int T = int(dist.size());
+  CL_CHECK(computes >= 1 && computes <= T, "profiled schedule: computes = " << computes << " must be in [1, " << T << "]");
+  // The step count computed falls as the threshold grows; find the least threshold whose
+  // count is <= computes. Upper bound: the largest finite distance.
+  double lo = 0, hi = 0;
+  for (auto& row : dist)
+    for (double d : row)
+      if (std::isfinite(d)) hi = std::max(hi, d);
+  if (int(greedy(dist, lo).size()) <= computes) hi = lo;
+  for (int it = 0; it < 200 && hi > lo; ++it) {
+    const double mid = 0.5 * (lo + hi);
+    if (int(greedy(dist, mid).size()) <= computes) hi = mid;
+    else lo = mid;
+    if (hi - lo <= 1e-12 * std::max(1.0, hi)) break;
+  }
+  auto starts = greedy(dist, hi);
+  CL_CHECK(int(starts.size()) <= computes,
+           "profiled schedule: no threshold computes at most " << computes << " steps (the distances are not finite "
+                                                               "over long enough lags; use --cost feature)");
+  if (threshold) *threshold = hi;
+  return starts;
+}
+
 std::vector<int> uniform_starts(int steps, int groups) {
   CL_CHECK(groups >= 1 && groups <= steps, "uniform schedule: computes = " << groups << " must be in [1, " << steps << "]");
   std::vector<int> s;

@@ -42,6 +42,12 @@ std::vector<int> dp_group_starts(const std::vector<std::vector<double>>& dist, i
 // The cost of a given grouping under the same objective (for comparisons).
 double grouping_cost(const std::vector<std::vector<double>>& dist, const std::vector<int>& starts);
 
+// ERTACache-style profiled selection: walk the steps; step u reuses the last computed
+// step j while dist[j][u] <= threshold, else computes. The threshold is searched
+// (bisection) for the least one that computes at most `computes` steps. Returns the
+// computed steps (always starting with 0) and sets *threshold.
+std::vector<int> profiled_starts(const std::vector<std::vector<double>>& dist, int computes, double* threshold);
+
 // `groups` starts spread evenly over T steps: round(i T / groups).
 std::vector<int> uniform_starts(int steps, int groups);
 

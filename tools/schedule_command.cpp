@@ -130,7 +130,7 @@ int schedule_command(int argc, char** argv) {
       "cachelab schedule PROFILE.h5 --computes K --output FILE.yaml: a cache schedule (which steps compute) for a "
       "`schedule` policy, built from a profile");
   opts.add_options()("help,h", "this help")("method", po::value(&method)->default_value("dp"),
-                                            "dp (CacheQuant's dynamic programme) | uniform")(
+                                            "dp (CacheQuant's dynamic programme) | uniform | profiled (greedy threshold on the profiled distance)")(
       "computes", po::value(&computes), "K: steps that compute (the budget); the others reuse")(
       "min-len", po::value(&min_len)->default_value(1), "dp: shortest run of steps sharing one computation")(
       "max-len", po::value(&max_len), "dp: longest run (default: no bound for --cost feature, lags + 1 for output)")(
@@ -144,7 +144,8 @@ int schedule_command(int argc, char** argv) {
     return 0;
   }
   CL_CHECK(pos.size() == 1, "usage: cachelab schedule PROFILE.h5 --computes K --output FILE.yaml [--method dp]");
-  CL_CHECK(method == "dp" || method == "uniform", "--method " << method << ": give dp or uniform");
+  CL_CHECK(method == "dp" || method == "uniform" || method == "profiled",
+           "--method " << method << ": give dp, uniform or profiled");
   CL_CHECK(cost == "feature" || cost == "output", "--cost " << cost << ": give feature or output");
   CL_CHECK(!output.empty(), "--output: name the schedule file to write (e.g. schedules/dp-k17.yaml)");
   const Profile p = read_profile(pos[0]);
@@ -160,12 +161,17 @@ int schedule_command(int argc, char** argv) {
   s.profile = pos[0];
   std::vector<int> starts;
   if (method == "dp") starts = dp_group_starts(dist, computes, min_len, max_len, &s.objective);
-  else starts = uniform_starts(T, computes), s.objective = grouping_cost(dist, starts);
+  else if (method == "profiled") {
+    double threshold = 0;
+    starts = profiled_starts(dist, computes, &threshold);
+    s.objective = grouping_cost(dist, starts);
+    std::printf("[cachelab] profiled: reuse while the distance to the last computed step is <= %.4g\n", threshold);
+  } else starts = uniform_starts(T, computes), s.objective = grouping_cost(dist, starts);
   s.compute = compute_from_starts(T, starts);
   save_schedule(s, output);
   const double uniform = grouping_cost(dist, uniform_starts(T, computes));
   std::printf("[cachelab] wrote %s: %s, %d of %d steps compute; objective %.4g (uniform spacing: %.4g)\n",
-              output.c_str(), method.c_str(), computes, T, s.objective, uniform);
+              output.c_str(), method.c_str(), s.computes(), T, s.objective, uniform);
   std::printf("  compute at steps:");
   for (int x : starts) std::printf(" %d", x);
   std::printf("\n");

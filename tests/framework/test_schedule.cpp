@@ -67,6 +67,29 @@ BOOST_AUTO_TEST_CASE(dp_grouping_matches_brute_force) {
   BOOST_CHECK_GT(cases, 100);
 }
 
+BOOST_AUTO_TEST_CASE(profiled_selection_meets_its_budget_and_never_beats_the_dp) {
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  const int T = 30;
+  std::vector<std::vector<double>> d(T, std::vector<double>(T, 0.0));
+  for (int j = 0; j < T; ++j)
+    for (int k = j + 1; k < T; ++k) d[size_t(j)][size_t(k)] = (k - j) * (0.2 + u(rng)) * (j < 10 ? 0.3 : 1.0);
+  for (int K : {3, 8, 15, 30}) {
+    double thr = 0;
+    auto starts = profiled_starts(d, K, &thr);
+    BOOST_CHECK_LE(int(starts.size()), K);
+    BOOST_CHECK_EQUAL(starts[0], 0);
+    // Every reused step is within the threshold of its computed step.
+    for (size_t g = 0; g < starts.size(); ++g)
+      for (int x = starts[g] + 1; x < (g + 1 < starts.size() ? starts[g + 1] : T); ++x)
+        BOOST_CHECK_LE(d[size_t(starts[g])][size_t(x)], thr);
+    // The DP with the same number of runs is optimal, so never worse.
+    double dp = 0;
+    dp_group_starts(d, int(starts.size()), 1, T, &dp);
+    BOOST_CHECK_LE(dp, grouping_cost(d, starts) + 1e-12);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(uniform_starts_are_evenly_spread_and_compute_vectors_count_them) {
   auto s = uniform_starts(50, 17);
   BOOST_REQUIRE_EQUAL(s.size(), 17u);
