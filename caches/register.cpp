@@ -5,6 +5,7 @@
 #include "caches/kv_cache.h"
 #include "caches/l2c.h"
 #include "caches/none.h"
+#include "caches/schedule.h"
 #include "caches/taylorseer.h"
 #include "caches/teacache.h"
 #include "caches/toca.h"
@@ -23,6 +24,8 @@ void register_caches() {
   r.add<TeaCachePolicy, TeaCacheOptions>(
       "teacache", "TeaCache: skip the body while block 0's accumulated modulated-input change is small", __FILE__);
   r.add<TocaPolicy, TocaOptions>("toca", "ToCa: recompute a scored fraction of tokens, full refresh every N", __FILE__);
+  r.add<CacheSchedulePolicy, CacheScheduleOptions>(
+      "schedule", "a static schedule from a file (`cachelab schedule`: DP, uniform) or inline: which steps compute", __FILE__);
   r.add<DecCorrector, DecOptions>("dec", "DEC: per-channel affine correction of any policy's stand-ins", __FILE__);
   ops_layers().add<PrefixKvCache, PrefixKvOptions>(
       "prefix_kv", "Fast-dLLM block-wise prefix K/V cache for masked-diffusion LMs (mdlm)", __FILE__);

@@ -29,6 +29,9 @@ class RunContext {
   int steps = 0;        // flat step count
   int inner_steps = 0;  // denoising steps per outer iteration
   bool recording = true;  // false for batches after the first (extras are not stored)
+  // file_digest of the backbone's weights ("" for a random model): files fitted on one
+  // model (schedules, calibrations) check it.
+  std::string backbone_digest;
 
   // Returns the extra's id (its index in the step's extra vectors). Declaring the same
   // name twice returns the same id.

@@ -386,6 +386,7 @@ Trajectory run_trajectory(const RunParts& parts, const RunOptions& run, const Re
     ctx.steps = T;
     ctx.inner_steps = pipe.inner_steps(parts.sampler);
     ctx.recording = first;
+    ctx.backbone_digest = parts.backbone_digest;
     for (auto* l : parts.layers) l->begin_run(ctx);
     DenseOps dense;
     Ops& ops = parts.ops ? *parts.ops : dense;

@@ -40,6 +40,7 @@ struct RunParts {
   const Guidance* guidance = nullptr;
   std::vector<SiteLayer*> layers;         // outermost first (the recorder is added by the runner)
   Ops* ops = nullptr;                     // the ops chain; null = dense
+  std::string backbone_digest;            // file_digest of the weights (RunContext::backbone_digest)
 };
 
 // Runs all batches. `ref` (may be null) is what errors are measured against; `capture`

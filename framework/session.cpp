@@ -50,8 +50,10 @@ struct BuiltRun {
   std::unique_ptr<SiteLayer> cache;
   std::unique_ptr<Ops> ops;  // the chain's outermost; null = dense
   RunOptions run;
+  std::string backbone_digest;  // of the weights file ("" for a random model)
   RunParts parts(Backbone& bb) const {
     RunParts rp;
+    rp.backbone_digest = backbone_digest;
     rp.backbone = &bb;
     rp.pipeline = pipeline.get();
     rp.sampler = sampler.get();
@@ -102,6 +104,7 @@ class Session {
     ctx.linears = &bb.linears();
     ctx.steps = parts.pipeline->num_steps(parts.sampler.get());
     ctx.inner_steps = parts.pipeline->inner_steps(parts.sampler.get());
+    ctx.backbone_digest = parts.backbone_digest;
     parts.cache->begin_run(ctx);
     if (parts.ops) parts.ops->begin_run(bb.linears(), &ctx);
     if (parts.run.cfg_scale != 1.0) {
@@ -145,6 +148,20 @@ class Session {
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), parts.run.samples);
     std::fflush(stdout);
     return true;
+  }
+
+  // Runs `run` once (its first `samples` samples in one batch when > 0) with `outer`
+  // stacked outside its layers; nothing is written (profiling).
+  void observe(const RunSpec& run, SiteLayer& outer, int samples) {
+    Backbone& bb = backbone(*run.config.find("backbone"), run_options(run.config));
+    BuiltRun parts = build(run, bb);
+    if (samples > 0) parts.run.samples = parts.run.batch = samples;
+    at::set_num_threads(parts.run.threads);
+    c10::InferenceMode guard;
+    RunParts rp = parts.parts(bb);
+    rp.layers.insert(rp.layers.begin(), &outer);
+    Trajectory tr = run_trajectory(rp, parts.run, nullptr, nullptr);
+    CL_CHECK(tr.failed_step < 0, "`" << run.name << "` failed at step " << tr.failed_step << ": " << tr.error);
   }
 
   const ReferenceTrace& reference(const RunSpec& run) {
@@ -204,6 +221,8 @@ class Session {
     BuiltRun p;
     p.run = run_options(cfg);
     if (o_.threads > 0) p.run.threads = o_.threads;
+    if (const ConfigNode* w = cfg.find("backbone")->find("weights"); w && w->is_scalar() && !w->scalar.empty())
+      p.backbone_digest = file_digest(resolve_path(w->scalar));
     BuildContext ctx;
     ctx.sites = &bb.sites();
     ctx.taps = &bb.taps();
@@ -440,5 +459,6 @@ void RunSession::prepare(const RunSpec& run) { impl_->s.prepare(run); }
 bool RunSession::execute(const RunSpec& run) { return impl_->s.execute(run); }
 void RunSession::reference(const RunSpec& run) { impl_->s.reference(run); }
 bool RunSession::calibrate(const RunSpec& run, std::set<std::string>& written) { return impl_->s.calibrate(run, written); }
+void RunSession::observe(const RunSpec& run, SiteLayer& outer, int samples) { impl_->s.observe(run, outer, samples); }
 
 }  // namespace cachelab

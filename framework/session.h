@@ -10,6 +10,8 @@
 
 namespace cachelab {
 
+class SiteLayer;
+
 struct SweepOptions {
   std::string results_root = "results";  // run files go to <results_root>/<experiment>/
   int jobs = 1;             // parallel worker processes (the cores are split between them)
@@ -40,6 +42,9 @@ class RunSession {
   void reference(const RunSpec& run);
   // Calibrates the run's components unless their files are in `written`.
   bool calibrate(const RunSpec& run, std::set<std::string>& written);
+  // Runs `run` (its first `samples` samples, in one batch, when > 0) with `outer` stacked
+  // outside its layers, writing nothing: what `cachelab profile` observes through.
+  void observe(const RunSpec& run, SiteLayer& outer, int samples);
 
  private:
   struct Impl;

@@ -22,6 +22,7 @@
 #include "framework/system_info.h"
 #include "tools/components.h"
 #include "framework/paths.h"
+#include "tools/schedule_command.h"
 #include "tools/train_command.h"
 
 namespace po = boost::program_options;
@@ -39,6 +40,8 @@ usage:
   cachelab validate EXP.yaml [key=value ...] check the config and list the runs, run nothing
   cachelab calibrate EXP.yaml [key=value ...] fit the variants' correctors / quantizers, write their files
   cachelab train CFG.yaml [key=value ...]    train a bundled model (resumable)
+  cachelab profile EXP.yaml [key=value ...]  drift and reuse error per step and site of the reference (--help)
+  cachelab schedule PROFILE.h5 --computes K --output F   a cache schedule from a profile (--method dp|uniform)
   cachelab report results/EXPERIMENT         write results/EXPERIMENT/report/index.html (--check: gate on claims)
   cachelab export results/EXPERIMENT         tidy tables: --level run|step|site, --format csv|parquet
   cachelab info                              cores, threads, BLAS, LibTorch, HDF5, data folder, bundled weights
@@ -140,6 +143,9 @@ std::string self_exe(const char* argv0) {
 
 int run_cli(int argc, char** argv) {
   register_components();
+  // Subcommands with their own options.
+  if (argc > 1 && (std::string(argv[1]) == "profile" || std::string(argv[1]) == "schedule"))
+    return schedule_commands(argc, argv);
   po::options_description opts;
   std::string results = "results";
   std::vector<std::string> only;
@@ -323,7 +329,7 @@ int run_cli(int argc, char** argv) {
     CL_FAIL("could not start /usr/bin/python3 for the report; run `bash tools/setup.sh` (python3-h5py, matplotlib)");
   }
   const std::vector<std::string> commands = {"list",  "run",    "sweep",  "validate", "calibrate",
-                                             "train", "report", "export", "info"};
+                                             "train", "report", "export", "info", "profile", "schedule"};
   CL_FAIL("unknown command `" << command << "`" << did_you_mean(command, commands) << "; see `cachelab --help`");
 }
 

@@ -19,7 +19,7 @@ BOOST_AUTO_TEST_CASE(census_every_expected_component_is_registered) {
     return std::set<std::string>(v.begin(), v.end());
   };
   const std::set<std::string> bb = {"dit", "tiny_mdlm", "tiny_video"}, sm = {"ddim", "ddpm", "euler_flow"},
-                              ca = {"none", "fora", "fbcache", "taylorseer", "teacache", "toca", "dec", "l2c"},
+                              ca = {"none", "fora", "fbcache", "taylorseer", "teacache", "toca", "dec", "l2c", "schedule"},
                               me = {"mse", "psnr", "ssim", "fid", "accuracy", "token_match"},
                               pi = {"image", "mdlm", "video"}, gu = {"cfg"}, op = {"prefix_kv", "rolling_kv", "w8a8"};
   for (auto& n : bb) BOOST_CHECK_MESSAGE(names(backbones()).count(n), "backbone " << n);
@@ -38,6 +38,7 @@ BOOST_AUTO_TEST_CASE(census_every_expected_component_is_registered) {
 // Components that need keys (a nested policy, a file) round-trip from these examples.
 const std::map<std::string, std::string> kExamples = {
     {"dec", "type: dec\ninner: {type: fora, interval: 2}\ntable: results/calib/t.safetensors\n"},
+    {"schedule", "type: schedule\ncompute: [1, 0, 1]\n"},
 };
 
 template <class Reg>

@@ -1,0 +1,59 @@
+#include "caches/schedule.h"
+
+#include <ATen/ATen.h>
+
+#include "framework/error.h"
+#include "framework/paths.h"
+
+namespace cachelab {
+
+std::string CacheScheduleOptions::resolve(const std::string& path) { return resolve_path(path); }
+
+CacheSchedulePolicy::CacheSchedulePolicy(const CacheScheduleOptions& o) : o_(o) {
+  if (!o_.file.empty()) {
+    schedule_ = load_schedule(CacheScheduleOptions::resolve(o_.file));
+  } else {
+    schedule_.method = "inline";
+    schedule_.steps = int(o_.compute.size());
+    for (int x : o_.compute) schedule_.compute.push_back(uint8_t(x));
+  }
+}
+
+void CacheSchedulePolicy::begin_run(RunContext& ctx) {
+  const auto& sites = *ctx.sites;
+  const std::string src = o_.file.empty() ? std::string("the inline `compute`") : "schedule file " + o_.file;
+  CL_CHECK(schedule_.steps == ctx.steps, "schedule: " << src << " is for " << schedule_.steps << " steps but this run has "
+                                                      << ctx.steps << "; make one for this sampler");
+  CL_CHECK(schedule_.backbone_digest.empty() || ctx.backbone_digest.empty() ||
+               schedule_.backbone_digest == ctx.backbone_digest,
+           "schedule: " << src << " was made from a profile of weights with digest " << schedule_.backbone_digest
+                        << " but this backbone's weights have digest " << ctx.backbone_digest
+                        << "; profile this backbone again (`cachelab profile`)");
+  column_.assign(sites.size(), -1);
+  cache_.assign(sites.size(), at::Tensor());
+  int driven = 0;
+  for (size_t i = 0; i < sites.size(); ++i)
+    for (auto& l : o_.layers)
+      if (sites[i].kind == site_kind_from_name(l)) column_[i] = driven++;
+  CL_CHECK(driven > 0, "schedule: no site of this backbone has a kind in `layers`");
+  CL_CHECK(schedule_.mask.empty() || int(schedule_.mask[0].size()) == driven,
+           "schedule: " << src << " has a mask over " << schedule_.mask[0].size() << " sites but `layers` selects "
+                        << driven << " sites of this backbone");
+}
+
+Tensors CacheSchedulePolicy::at(SiteCall& call, const Next& next) {
+  const size_t s = size_t(call.site);
+  const int col = column_[s];
+  bool compute = col < 0 || !cache_[s].defined() || schedule_.compute[size_t(step_)];
+  if (col >= 0 && !schedule_.mask.empty() && cache_[s].defined())
+    compute = schedule_.mask[size_t(step_)][size_t(col)] != 0;
+  if (!compute) {
+    call.log->decision = Decision::Reuse;
+    return {cache_[s]};
+  }
+  Tensors out = next(call);
+  if (col >= 0) cache_[s] = out[0];
+  return out;
+}
+
+}  // namespace cachelab

@@ -1,0 +1,58 @@
+// A static cache schedule as data: the cached sites (selected by kind, as FORA) compute
+// at the steps a schedule marks and reuse their last computed output at the others. The
+// schedule comes from a file (`cachelab schedule` writes them from a profile: CacheQuant's
+// dynamic programme, uniform spacing, ERTACache-style profiling) or inline.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "framework/layer.h"
+#include "framework/schedule.h"
+
+namespace cachelab {
+
+struct CacheScheduleOptions {
+  std::string file;                                   // a schedule file (framework/schedule.h)
+  std::vector<int> compute;                           // or inline: per step 1 = compute, 0 = reuse
+  std::vector<std::string> layers = {"attn", "mlp"};  // site kinds the schedule drives
+  template <class V>
+  void fields(V& v) {
+    v("file", file, "schedule file written by `cachelab schedule` (exclusive with compute)");
+    v("compute", compute, "inline per-step schedule: 1 = compute, 0 = reuse (exclusive with file)");
+    v("layers", layers, "site kinds the schedule drives (attn, mlp, block, branch)");
+  }
+  template <class C>
+  void check(C& c) const {
+    c.require(file.empty() != compute.empty(), "file", "give exactly one of `file` and `compute`");
+    for (int x : compute) c.require(x == 0 || x == 1, "compute", "every entry must be 0 or 1");
+    c.require(!layers.empty(), "layers", "must name at least one site kind");
+    c.each_one_of("layers", layers, {"attn", "mlp", "block", "branch", "body"});
+    if (!file.empty()) {
+      std::string why;
+      try {
+        load_schedule(resolve(file));
+      } catch (const std::exception& e) {
+        why = e.what();
+      }
+      c.require(why.empty(), "file", why);
+    }
+  }
+  static std::string resolve(const std::string& path);
+};
+
+class CacheSchedulePolicy final : public CachePolicy {
+ public:
+  explicit CacheSchedulePolicy(const CacheScheduleOptions& o);
+  void begin_run(RunContext& ctx) override;
+  void begin_step(const StepIndex& step) override { step_ = step.index; }
+  Tensors at(SiteCall& call, const Next& next) override;
+
+ private:
+  CacheScheduleOptions o_;
+  Schedule schedule_;
+  std::vector<int> column_;        // per site: its column in the schedule's mask, -1 = not driven
+  std::vector<at::Tensor> cache_;  // per site: last computed output
+  int step_ = 0;
+};
+
+}  // namespace cachelab

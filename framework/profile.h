@@ -1,0 +1,48 @@
+// Profiling a backbone's uncached trajectory (`cachelab profile`): for every step and
+// site, how far its output drifts from the previous step, and the reuse error -- the
+// error at the model output if that site alone reused its output from k steps before
+// (k = 0..lags; lag 0 reuses its own value and must give zero error). Schedules
+// (framework/schedule.h) are built from it. The file schema is in results/README.md.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace cachelab {
+
+struct ExperimentSpec;
+struct SweepOptions;
+
+struct ProfileOptions {
+  int lags = 3;                     // reuse error for lags 0..lags
+  int samples = 4;                  // samples profiled (one batch)
+  std::vector<std::string> kinds;   // site kinds profiled; empty = every site but the model
+  bool pairwise = true;             // the [S, T, T] distance between any two steps' site outputs
+  std::string output;               // default <results>/<experiment>/profiles/<reference>.h5
+};
+
+// A profile, as stored. NaN where a value does not exist (drift at step 0, a lag before
+// step 0). Errors are relative L2: ||a - b|| / ||b|| over the whole batch.
+struct Profile {
+  std::string experiment, reference_run, backbone_digest, config_yaml;
+  int samples = 0, lags = 0;
+  std::vector<int64_t> t;                        // [T] model timestep
+  std::vector<std::string> site_names, site_kinds;
+  std::vector<int> site_index, site_block;       // [S] index in the backbone's site table, block
+  std::vector<double> output_norm;               // [T] L2 norm of the model output
+  std::vector<std::vector<double>> drift_cos, drift_rel_l1;  // [T][S] vs the previous step
+  std::vector<std::vector<std::vector<double>>> reuse_output;  // [T][S][lags+1] at the model output
+  std::vector<std::vector<std::vector<double>>> reuse_site;    // [T][S][lags+1] at the site's output
+  std::vector<std::vector<std::vector<double>>> pairwise;      // [S][T][T] site output distance (or empty)
+  int steps() const { return int(t.size()); }
+};
+
+void write_profile(const Profile& p, const std::string& path);
+Profile read_profile(const std::string& path);
+
+// Profiles the reference of each selected run of the experiment (one file per distinct
+// reference); returns the files written.
+std::vector<std::string> profile_experiment(const ExperimentSpec& spec, const SweepOptions& sweep,
+                                            const ProfileOptions& options);
+
+}  // namespace cachelab

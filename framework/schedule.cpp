@@ -1,0 +1,196 @@
+#include "framework/schedule.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+
+#include "framework/error.h"
+
+namespace cachelab {
+
+int Schedule::computes() const { return int(std::count(compute.begin(), compute.end(), uint8_t(1))); }
+
+namespace {
+
+std::vector<uint8_t> flags(const YAML::Node& n, const std::string& where) {
+  CL_CHECK(n.IsSequence(), where << " must be a list of 0 / 1");
+  std::vector<uint8_t> out;
+  for (const auto& v : n) {
+    int x = -1;
+    try {
+      x = v.as<int>();
+    } catch (const YAML::Exception&) {
+    }
+    CL_CHECK(x == 0 || x == 1, where << " holds `" << v.as<std::string>("?") << "`; each entry must be 0 or 1");
+    out.push_back(uint8_t(x));
+  }
+  return out;
+}
+
+}  // namespace
+
+Schedule load_schedule(const std::string& path) {
+  CL_CHECK(std::filesystem::exists(path),
+           "schedule file " << path << " does not exist; make one with `cachelab schedule PROFILE.h5 --method dp "
+                               "--computes K --output "
+                            << path << "` (README, \"Schedules\")");
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::Exception& e) {
+    CL_FAIL(path << ": not a readable schedule file: " << e.what());
+  }
+  Schedule s;
+  CL_CHECK(root["steps"] && root["compute"], path << ": a schedule file needs `steps` and `compute`");
+  s.method = root["method"] ? root["method"].as<std::string>() : "";
+  s.steps = root["steps"].as<int>();
+  s.compute = flags(root["compute"], path + ": `compute`");
+  CL_CHECK(int(s.compute.size()) == s.steps,
+           path << ": `compute` has " << s.compute.size() << " entries for steps: " << s.steps);
+  if (root["mask"]) {
+    CL_CHECK(root["mask"].IsSequence() && int(root["mask"].size()) == s.steps,
+             path << ": `mask` must be a list of " << s.steps << " per-step lists");
+    for (size_t t = 0; t < root["mask"].size(); ++t)
+      s.mask.push_back(flags(root["mask"][t], path + ": `mask[" + std::to_string(t) + "]`"));
+    for (auto& row : s.mask)
+      CL_CHECK(row.size() == s.mask[0].size(), path << ": every row of `mask` must have the same length");
+  }
+  if (root["backbone_digest"]) s.backbone_digest = root["backbone_digest"].as<std::string>();
+  if (root["profile"]) s.profile = root["profile"].as<std::string>();
+  if (root["objective"]) s.objective = root["objective"].as<double>();
+  return s;
+}
+
+void save_schedule(const Schedule& s, const std::string& path) {
+  YAML::Emitter e;
+  e << YAML::Comment("cache schedule written by `cachelab schedule`; a `schedule` policy follows it");
+  e << YAML::BeginMap;
+  e << YAML::Key << "method" << YAML::Value << s.method;
+  e << YAML::Key << "steps" << YAML::Value << s.steps;
+  e << YAML::Key << "computes" << YAML::Value << s.computes();
+  e << YAML::Key << "objective" << YAML::Value << s.objective;
+  e << YAML::Key << "backbone_digest" << YAML::Value << s.backbone_digest;
+  e << YAML::Key << "profile" << YAML::Value << s.profile;
+  auto row = [&](const std::vector<uint8_t>& v) {
+    e << YAML::Flow << YAML::BeginSeq;
+    for (auto x : v) e << int(x);
+    e << YAML::EndSeq;
+  };
+  e << YAML::Key << "compute" << YAML::Value;
+  row(s.compute);
+  if (!s.mask.empty()) {
+    e << YAML::Key << "mask" << YAML::Value << YAML::BeginSeq;
+    for (auto& r : s.mask) row(r);
+    e << YAML::EndSeq;
+  }
+  e << YAML::EndMap;
+  const auto parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent);
+  std::ofstream f(path);
+  f << e.c_str() << "\n";
+  CL_CHECK(f.good(), "cannot write the schedule file " << path);
+}
+
+std::vector<int> dp_group_starts(const std::vector<std::vector<double>>& dist, int groups, int min_len, int max_len,
+                                 double* objective) {
+  const int T = int(dist.size());
+  CL_CHECK(T > 0, "dp schedule: no steps");
+  CL_CHECK(groups >= 1 && groups <= T, "dp schedule: groups = " << groups << " must be in [1, " << T << "]");
+  CL_CHECK(min_len >= 1 && max_len >= min_len, "dp schedule: need 1 <= min_len <= max_len");
+  // run_cost(j, e): cost of the run [j, e] (inclusive), as a prefix sum over e per start j.
+  std::vector<std::vector<double>> run_cost(size_t(T), std::vector<double>(size_t(T), 0.0));
+  for (int j = 0; j < T; ++j) {
+    CL_CHECK(int(dist[size_t(j)].size()) == T, "dp schedule: the distance matrix must be T x T");
+    for (int e = j + 1; e < T; ++e) run_cost[size_t(j)][size_t(e)] = run_cost[size_t(j)][size_t(e - 1)] + dist[size_t(j)][size_t(e)];
+  }
+  const double inf = std::numeric_limits<double>::infinity();
+  // best[k][i]: least cost of covering steps 0..i-1 with k runs; from[k][i]: start of the last run.
+  std::vector<std::vector<double>> best(size_t(groups + 1), std::vector<double>(size_t(T + 1), inf));
+  std::vector<std::vector<int>> from(size_t(groups + 1), std::vector<int>(size_t(T + 1), -1));
+  best[0][0] = 0;
+  for (int k = 1; k <= groups; ++k)
+    for (int i = 1; i <= T; ++i)
+      for (int len = min_len; len <= std::min(max_len, i); ++len) {
+        const int j = i - len;
+        const double prev = best[size_t(k - 1)][size_t(j)];
+        if (prev == inf) continue;
+        const double c = prev + run_cost[size_t(j)][size_t(i - 1)];
+        if (c < best[size_t(k)][size_t(i)]) best[size_t(k)][size_t(i)] = c, from[size_t(k)][size_t(i)] = j;
+      }
+  CL_CHECK(best[size_t(groups)][size_t(T)] < inf, "dp schedule: " << T << " steps cannot be split into " << groups
+                                                                  << " runs of length " << min_len << ".." << max_len);
+  std::vector<int> starts;
+  for (int k = groups, i = T; k > 0; --k) {
+    const int j = from[size_t(k)][size_t(i)];
+    starts.push_back(j);
+    i = j;
+  }
+  std::reverse(starts.begin(), starts.end());
+  if (objective) *objective = best[size_t(groups)][size_t(T)];
+  return starts;
+}
+
+double grouping_cost(const std::vector<std::vector<double>>& dist, const std::vector<int>& starts) {
+  const int T = int(dist.size());
+  double c = 0;
+  for (size_t g = 0; g < starts.size(); ++g) {
+    const int j = starts[g], end = g + 1 < starts.size() ? starts[g + 1] : T;
+    for (int u = j + 1; u < end; ++u) c += dist[size_t(j)][size_t(u)];
+  }
+  return c;
+}
+
+namespace {
+std::vector<int> greedy(const std::vector<std::vector<double>>& dist, double threshold) {
+  std::vector<int> starts = {0};
+  for (int u = 1; u < int(dist.size()); ++u)
+    if (!(dist[size_t(starts.back())][size_t(u)] <= threshold)) starts.push_back(u);
+  return starts;
+}
+}  // namespace
+
+std::vector<int> profiled_starts(const std::vector<std::vector<double>>& dist, int computes, double* threshold) {
+  const int T = int(dist.size());
+  CL_CHECK(computes >= 1 && computes <= T, "profiled schedule: computes = " << computes << " must be in [1, " << T << "]");
+  // The step count computed falls as the threshold grows; find the least threshold whose
+  // count is <= computes. Upper bound: the largest finite distance.
+  double lo = 0, hi = 0;
+  for (auto& row : dist)
+    for (double d : row)
+      if (std::isfinite(d)) hi = std::max(hi, d);
+  if (int(greedy(dist, lo).size()) <= computes) hi = lo;
+  for (int it = 0; it < 200 && hi > lo; ++it) {
+    const double mid = 0.5 * (lo + hi);
+    if (int(greedy(dist, mid).size()) <= computes) hi = mid;
+    else lo = mid;
+    if (hi - lo <= 1e-12 * std::max(1.0, hi)) break;
+  }
+  auto starts = greedy(dist, hi);
+  CL_CHECK(int(starts.size()) <= computes,
+           "profiled schedule: no threshold computes at most " << computes << " steps (the distances are not finite "
+                                                               "over long enough lags; use --cost feature)");
+  if (threshold) *threshold = hi;
+  return starts;
+}
+
+std::vector<int> uniform_starts(int steps, int groups) {
+  CL_CHECK(groups >= 1 && groups <= steps, "uniform schedule: computes = " << groups << " must be in [1, " << steps << "]");
+  std::vector<int> s;
+  for (int i = 0; i < groups; ++i) s.push_back(int(std::lround(double(i) * steps / groups)));
+  return s;
+}
+
+std::vector<uint8_t> compute_from_starts(int steps, const std::vector<int>& starts) {
+  std::vector<uint8_t> c(size_t(steps), 0);
+  for (int s : starts) {
+    CL_CHECK(s >= 0 && s < steps, "schedule: start " << s << " is outside 0.." << steps - 1);
+    c[size_t(s)] = 1;
+  }
+  return c;
+}
+
+}  // namespace cachelab

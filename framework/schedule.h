@@ -1,0 +1,57 @@
+// Cache schedules: which steps (and which sites) compute, as data a `schedule` policy
+// follows, and the optimisers that produce them from a profile. Torch-free.
+//
+// A schedule file is YAML (schedules/*.yaml), written by `cachelab schedule`:
+//   method: dp | uniform | profiled     how it was made
+//   steps: 50                           T, the denoising steps it is for
+//   compute: [1, 0, 0, 1, ...]          per step: 1 = the cached sites compute, 0 = reuse
+//   mask: [[1, 0, ...], ...]            optional [T][S]: per step and cached site (site order)
+//   backbone_digest: 16 hex digits      of the weights the profile was taken on ("" = any)
+//   profile, objective, computes, ...   provenance (ignored when read)
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace cachelab {
+
+struct Schedule {
+  std::string method;
+  int steps = 0;
+  std::vector<uint8_t> compute;             // [T]
+  std::vector<std::vector<uint8_t>> mask;   // [T][S] or empty
+  std::string backbone_digest;
+  std::string profile;                      // the profile file it was built from
+  double objective = 0;                     // the optimiser's objective at its optimum
+  int computes() const;                     // steps with compute = 1
+};
+
+// Reads a schedule file; errors name the file and what is wrong.
+Schedule load_schedule(const std::string& path);
+void save_schedule(const Schedule& s, const std::string& path);
+
+// Contiguous grouping of T steps (CacheQuant's dynamic-programming schedule): split steps
+// 0..T-1 into `groups` runs; the first step of a run computes, the others reuse it. The
+// cost of a run [j, e] is sum_{u=j+1..e} dist[j][u] (dist[j][u]: the error of reusing
+// step j's features at step u > j; entries with u <= j are ignored). Run lengths are in
+// [min_len, max_len]. Exact, O(groups T^2). Returns the first step of every run (starts
+// with 0) and sets *objective; throws if no grouping meets the bounds.
+std::vector<int> dp_group_starts(const std::vector<std::vector<double>>& dist, int groups, int min_len, int max_len,
+                                 double* objective = nullptr);
+
+// The cost of a given grouping under the same objective (for comparisons).
+double grouping_cost(const std::vector<std::vector<double>>& dist, const std::vector<int>& starts);
+
+// ERTACache-style profiled selection: walk the steps; step u reuses the last computed
+// step j while dist[j][u] <= threshold, else computes. The threshold is searched
+// (bisection) for the least one that computes at most `computes` steps. Returns the
+// computed steps (always starting with 0) and sets *threshold.
+std::vector<int> profiled_starts(const std::vector<std::vector<double>>& dist, int computes, double* threshold);
+
+// `groups` starts spread evenly over T steps: round(i T / groups).
+std::vector<int> uniform_starts(int steps, int groups);
+
+// [T] compute vector from run starts.
+std::vector<uint8_t> compute_from_starts(int steps, const std::vector<int>& starts);
+
+}  // namespace cachelab

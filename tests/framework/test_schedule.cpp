@@ -1,0 +1,166 @@
+// Schedules and profiles: the DP schedule is optimal (checked against brute force), a
+// schedule file round-trips and a bad one is refused, a profile's lag-0 reuse error is zero.
+#include <ATen/ATen.h>
+
+#include <boost/test/unit_test.hpp>
+#include <cmath>
+#include <random>
+
+#include "framework/profile.h"
+#include "framework/schedule.h"
+#include "framework/session.h"
+#include "tests/test_util.h"
+
+using namespace cachelab;
+
+namespace {
+
+// Every grouping of T steps into `groups` runs with lengths in [lo, hi]: the least cost.
+double brute_force(const std::vector<std::vector<double>>& d, int groups, int lo, int hi) {
+  const int T = int(d.size());
+  double best = INFINITY;
+  // Choose groups-1 interior starts among 1..T-1 by bitmask.
+  for (uint32_t mask = 0; mask < (1u << (T - 1)); ++mask) {
+    if (__builtin_popcount(mask) != groups - 1) continue;
+    std::vector<int> starts = {0};
+    for (int i = 1; i < T; ++i)
+      if (mask & (1u << (i - 1))) starts.push_back(i);
+    bool ok = true;
+    for (size_t g = 0; g < starts.size(); ++g) {
+      const int len = (g + 1 < starts.size() ? starts[g + 1] : T) - starts[g];
+      ok = ok && len >= lo && len <= hi;
+    }
+    if (ok) best = std::min(best, grouping_cost(d, starts));
+  }
+  return best;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(schedule)
+
+BOOST_AUTO_TEST_CASE(dp_grouping_matches_brute_force) {
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  int cases = 0;
+  for (int T = 1; T <= 11; ++T) {
+    // Distances that grow with the gap (as feature drift does), plus noise.
+    std::vector<std::vector<double>> d(size_t(T), std::vector<double>(size_t(T), 0.0));
+    for (int j = 0; j < T; ++j)
+      for (int k = j + 1; k < T; ++k) d[size_t(j)][size_t(k)] = (k - j) * u(rng) + u(rng);
+    for (int groups = 1; groups <= T; ++groups)
+      for (auto [lo, hi] : {std::pair{1, T}, std::pair{2, 3}, std::pair{1, 2}}) {
+        const double want = brute_force(d, groups, lo, hi);
+        if (!std::isfinite(want)) {
+          BOOST_CHECK_THROW(dp_group_starts(d, groups, lo, hi), Error);
+          continue;
+        }
+        double got = 0;
+        auto starts = dp_group_starts(d, groups, lo, hi, &got);
+        BOOST_REQUIRE_EQUAL(int(starts.size()), groups);
+        BOOST_CHECK_EQUAL(starts[0], 0);
+        BOOST_CHECK_CLOSE(got + 1e-12, want + 1e-12, 1e-9);
+        BOOST_CHECK_CLOSE(grouping_cost(d, starts) + 1e-12, got + 1e-12, 1e-9);
+        ++cases;
+      }
+  }
+  BOOST_CHECK_GT(cases, 100);
+}
+
+BOOST_AUTO_TEST_CASE(profiled_selection_meets_its_budget_and_never_beats_the_dp) {
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  const int T = 30;
+  std::vector<std::vector<double>> d(T, std::vector<double>(T, 0.0));
+  for (int j = 0; j < T; ++j)
+    for (int k = j + 1; k < T; ++k) d[size_t(j)][size_t(k)] = (k - j) * (0.2 + u(rng)) * (j < 10 ? 0.3 : 1.0);
+  for (int K : {3, 8, 15, 30}) {
+    double thr = 0;
+    auto starts = profiled_starts(d, K, &thr);
+    BOOST_CHECK_LE(int(starts.size()), K);
+    BOOST_CHECK_EQUAL(starts[0], 0);
+    // Every reused step is within the threshold of its computed step.
+    for (size_t g = 0; g < starts.size(); ++g)
+      for (int x = starts[g] + 1; x < (g + 1 < starts.size() ? starts[g + 1] : T); ++x)
+        BOOST_CHECK_LE(d[size_t(starts[g])][size_t(x)], thr);
+    // The DP with the same number of runs is optimal, so never worse.
+    double dp = 0;
+    dp_group_starts(d, int(starts.size()), 1, T, &dp);
+    BOOST_CHECK_LE(dp, grouping_cost(d, starts) + 1e-12);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(uniform_starts_are_evenly_spread_and_compute_vectors_count_them) {
+  auto s = uniform_starts(50, 17);
+  BOOST_REQUIRE_EQUAL(s.size(), 17u);
+  BOOST_CHECK_EQUAL(s[0], 0);
+  for (size_t i = 1; i < s.size(); ++i) BOOST_CHECK(s[i] - s[i - 1] == 2 || s[i] - s[i - 1] == 3 || s[i] - s[i - 1] == 4);
+  auto c = compute_from_starts(50, s);
+  BOOST_CHECK_EQUAL(std::count(c.begin(), c.end(), 1), 17);
+}
+
+BOOST_AUTO_TEST_CASE(schedule_files_round_trip_and_bad_ones_are_refused) {
+  cachelab::testing::TempDir d;
+  Schedule s;
+  s.method = "dp";
+  s.steps = 6;
+  s.compute = {1, 0, 0, 1, 0, 1};
+  s.mask = {{1, 1}, {0, 1}, {0, 0}, {1, 1}, {0, 0}, {1, 0}};
+  s.backbone_digest = "0123456789abcdef";
+  s.objective = 0.25;
+  save_schedule(s, d.path + "/s.yaml");
+  auto r = load_schedule(d.path + "/s.yaml");
+  BOOST_CHECK_EQUAL(r.method, "dp");
+  BOOST_CHECK(r.compute == s.compute);
+  BOOST_CHECK(r.mask == s.mask);
+  BOOST_CHECK_EQUAL(r.backbone_digest, s.backbone_digest);
+  BOOST_CHECK_EQUAL(r.computes(), 3);
+  cachelab::testing::check_error([&] { load_schedule(d.path + "/missing.yaml"); }, {"does not exist", "cachelab schedule"});
+  d.file("bad.yaml", "steps: 3\ncompute: [1, 2, 0]\n");
+  cachelab::testing::check_error([&] { load_schedule(d.path + "/bad.yaml"); }, {"bad.yaml", "0 or 1"});
+  d.file("short.yaml", "steps: 4\ncompute: [1, 0, 0]\n");
+  cachelab::testing::check_error([&] { load_schedule(d.path + "/short.yaml"); }, {"3 entries", "steps: 4"});
+}
+
+BOOST_AUTO_TEST_CASE(profile_reuse_error_is_zero_at_lag_zero_and_grows_with_lag) {
+  cachelab::testing::TempDir d;
+  Dit m(cachelab::testing::tiny_dit_options());
+  cachelab::testing::randomize(m);
+  m.save(d.path + "/w.safetensors", {});
+  const std::string file = d.file(
+      "e.yaml", "name: p\nbackbone: {type: dit, input_size: 8, patch_size: 2, hidden_size: 32, depth: 4, num_heads: 2, "
+                "weights: " + d.path + "/w.safetensors}\nsampler: {type: ddim, steps: 8}\nrun: {samples: 2, batch: 2}\n"
+                "variants:\n  fora: {cache: {type: fora, interval: 2}}\n");
+  auto spec = load_experiment(file, {});
+  SweepOptions so;
+  so.results_root = d.path + "/results";
+  ProfileOptions po;
+  po.lags = 2;
+  po.samples = 2;
+  auto files = profile_experiment(spec, so, po);
+  BOOST_REQUIRE_EQUAL(files.size(), 1u);
+  Profile p = read_profile(files[0]);
+  BOOST_REQUIRE_EQUAL(p.steps(), 8);
+  BOOST_CHECK_EQUAL(p.site_names.size(), 1u + 4u * 3u);  // body + 4 x (block, attn, mlp)
+  BOOST_CHECK_EQUAL(p.backbone_digest.size(), 16u);
+  double lag1 = 0, lag2 = 0;
+  int n = 0;
+  for (int t = 0; t < 8; ++t)
+    for (size_t s = 0; s < p.site_names.size(); ++s) {
+      // Lag 0 substitutes the site's own value: the model output is unchanged, exactly.
+      BOOST_CHECK_EQUAL(p.reuse_output[size_t(t)][s][0], 0.0);
+      BOOST_CHECK_EQUAL(p.reuse_site[size_t(t)][s][0], 0.0);
+      BOOST_CHECK(std::isnan(p.reuse_output[0][s][1]));  // nothing before step 0
+      if (t >= 2) {
+        BOOST_CHECK(std::isfinite(p.reuse_output[size_t(t)][s][1]) && p.reuse_output[size_t(t)][s][1] > 0);
+        lag1 += p.reuse_site[size_t(t)][s][1], lag2 += p.reuse_site[size_t(t)][s][2], ++n;
+      }
+      // The pairwise table agrees with the lag-1 site error (to half precision).
+      if (t >= 1)
+        BOOST_CHECK_CLOSE(p.pairwise[s][size_t(t - 1)][size_t(t)], p.reuse_site[size_t(t)][s][1], 1.0);
+    }
+  BOOST_CHECK_GT(n, 0);
+  BOOST_CHECK_GT(lag2, lag1);  // older values are further away on average
+}
+
+BOOST_AUTO_TEST_SUITE_END()

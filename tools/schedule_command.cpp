@@ -1,0 +1,188 @@
+// `cachelab profile` and `cachelab schedule`: profile a reference trajectory, then build
+// cache schedules from the profile (framework/profile.h, framework/schedule.h).
+#include "tools/schedule_command.h"
+
+#include <boost/program_options.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <limits>
+#include <sstream>
+
+#include "framework/error.h"
+#include "framework/experiment.h"
+#include "framework/profile.h"
+#include "framework/schedule.h"
+#include "framework/site.h"
+#include "framework/session.h"
+
+namespace po = boost::program_options;
+
+namespace cachelab {
+namespace {
+
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+po::variables_map parse(int argc, char** argv, const po::options_description& opts, std::vector<std::string>& pos,
+                        const char* usage) {
+  po::options_description all;
+  po::options_description hidden;
+  hidden.add_options()("args", po::value(&pos));
+  all.add(opts).add(hidden);
+  po::positional_options_description p;
+  p.add("args", -1);
+  po::variables_map vm;
+  try {
+    // argv[1] is the subcommand.
+    po::store(po::command_line_parser(argc - 1, argv + 1).options(all).positional(p).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    CL_FAIL(e.what() << " (see `" << usage << " --help`)");
+  }
+  return vm;
+}
+
+int profile_command(int argc, char** argv) {
+  ProfileOptions o;
+  std::string kinds, results = "results";
+  std::vector<std::string> only, pos;
+  int threads = 0;
+  po::options_description opts(
+      "cachelab profile EXP.yaml [key=value ...]: profile the uncached reference trajectory of the experiment "
+      "(drift and reuse error per step and site) into an HDF5 file");
+  opts.add_options()("help,h", "this help")("lags", po::value(&o.lags)->default_value(3),
+                                            "reuse error for lags 0..N steps")(
+      "samples", po::value(&o.samples)->default_value(4), "samples profiled (one batch)")(
+      "kinds", po::value(&kinds), "site kinds profiled, comma-separated (default: every site but the model)")(
+      "no-pairwise", "skip the [site, step, step] distance table (saves memory on long trajectories)")(
+      "only", po::value(&only), "profile the reference of this variant (repeatable)")(
+      "output", po::value(&o.output), "output file (default <results>/<experiment>/profiles/<reference>.h5)")(
+      "results", po::value(&results), "results root folder (default results/)")(
+      "threads", po::value(&threads), "intra-op threads (overrides run.threads)");
+  auto vm = parse(argc, argv, opts, pos, "cachelab profile");
+  if (vm.count("help")) {
+    std::cout << opts << "\n";
+    return 0;
+  }
+  CL_CHECK(o.lags >= 0 && o.lags <= 50, "--lags " << o.lags << ": give 0..50");
+  CL_CHECK(o.samples >= 1, "--samples " << o.samples << ": give at least 1");
+  CL_CHECK(!vm.count("threads") || threads >= 1, "--threads " << threads << ": give at least 1 thread");
+  o.kinds = split_commas(kinds);
+  for (auto& k : o.kinds) site_kind_from_name(k);  // an unknown kind fails here, naming the kinds
+  o.pairwise = !vm.count("no-pairwise");
+  std::string file;
+  std::vector<std::string> overrides;
+  for (auto& a : pos) (a.find('=') != std::string::npos ? overrides.push_back(a) : void(file = a));
+  CL_CHECK(!file.empty(), "usage: cachelab profile EXP.yaml [key=value ...] [--lags N] [--samples N] [--output F]");
+  ExperimentSpec spec = load_experiment(file, overrides);
+  check_only(spec, only);
+  SweepOptions so;
+  so.results_root = results;
+  so.threads = threads;
+  so.only = only;
+  profile_experiment(spec, so, o);
+  return 0;
+}
+
+// dist[j][u]: the error of reusing step j's features at step u > j, from the profile.
+std::vector<std::vector<double>> reuse_distance(const Profile& p, const std::vector<std::string>& kinds,
+                                                const std::string& cost) {
+  const int T = p.steps();
+  std::vector<size_t> cols;
+  for (size_t s = 0; s < p.site_kinds.size(); ++s)
+    for (auto& k : kinds)
+      if (p.site_kinds[s] == k) cols.push_back(s);
+  CL_CHECK(!cols.empty(), "schedule: the profile has no site of kind " << kinds[0] << " (it has "
+                                                                       << (p.site_kinds.empty() ? "none" : p.site_kinds[0])
+                                                                       << ", ...); see --kinds");
+  const double inf = std::numeric_limits<double>::infinity();
+  std::vector<std::vector<double>> d(size_t(T), std::vector<double>(size_t(T), inf));
+  CL_CHECK(cost == "output" || !p.pairwise.empty(),
+           "schedule: --cost feature needs the pairwise table; profile without --no-pairwise or use --cost output");
+  for (int j = 0; j < T; ++j)
+    for (int u = j + 1; u < T; ++u) {
+      double sum = 0;
+      bool ok = true;
+      for (size_t s : cols) {
+        double v = std::nan("");
+        if (cost == "feature") v = p.pairwise[s][size_t(j)][size_t(u)];
+        else if (u - j <= p.lags) v = p.reuse_output[size_t(u)][s][size_t(u - j)];
+        ok = ok && std::isfinite(v);
+        sum += v;
+      }
+      if (ok) d[size_t(j)][size_t(u)] = sum / double(cols.size());
+    }
+  return d;
+}
+
+int schedule_command(int argc, char** argv) {
+  std::string method = "dp", kinds = "attn,mlp", cost = "feature", output;
+  int computes = 0, min_len = 1, max_len = 0;
+  std::vector<std::string> pos;
+  po::options_description opts(
+      "cachelab schedule PROFILE.h5 --computes K --output FILE.yaml: a cache schedule (which steps compute) for a "
+      "`schedule` policy, built from a profile");
+  opts.add_options()("help,h", "this help")("method", po::value(&method)->default_value("dp"),
+                                            "dp (CacheQuant's dynamic programme) | uniform | profiled (greedy threshold on the profiled distance)")(
+      "computes", po::value(&computes), "K: steps that compute (the budget); the others reuse")(
+      "min-len", po::value(&min_len)->default_value(1), "dp: shortest run of steps sharing one computation")(
+      "max-len", po::value(&max_len), "dp: longest run (default: no bound for --cost feature, lags + 1 for output)")(
+      "kinds", po::value(&kinds)->default_value("attn,mlp"), "site kinds whose reuse error is summed")(
+      "cost", po::value(&cost)->default_value("feature"),
+      "feature: the sites' output distance to the run's first step | output: the model-output reuse error")(
+      "output", po::value(&output), "the schedule file to write (YAML)");
+  auto vm = parse(argc, argv, opts, pos, "cachelab schedule");
+  if (vm.count("help")) {
+    std::cout << opts << "\n";
+    return 0;
+  }
+  CL_CHECK(pos.size() == 1, "usage: cachelab schedule PROFILE.h5 --computes K --output FILE.yaml [--method dp]");
+  CL_CHECK(method == "dp" || method == "uniform" || method == "profiled",
+           "--method " << method << ": give dp, uniform or profiled");
+  CL_CHECK(cost == "feature" || cost == "output", "--cost " << cost << ": give feature or output");
+  CL_CHECK(!output.empty(), "--output: name the schedule file to write (e.g. schedules/dp-k17.yaml)");
+  const Profile p = read_profile(pos[0]);
+  const int T = p.steps();
+  CL_CHECK(computes >= 1 && computes <= T, "--computes " << computes << ": give 1.." << T << " (the profile has " << T
+                                                         << " steps)");
+  const auto dist = reuse_distance(p, split_commas(kinds), cost);
+  if (!vm.count("max-len")) max_len = cost == "output" ? p.lags + 1 : T;
+  Schedule s;
+  s.method = method;
+  s.steps = T;
+  s.backbone_digest = p.backbone_digest;
+  s.profile = pos[0];
+  std::vector<int> starts;
+  if (method == "dp") starts = dp_group_starts(dist, computes, min_len, max_len, &s.objective);
+  else if (method == "profiled") {
+    double threshold = 0;
+    starts = profiled_starts(dist, computes, &threshold);
+    s.objective = grouping_cost(dist, starts);
+    std::printf("[cachelab] profiled: reuse while the distance to the last computed step is <= %.4g\n", threshold);
+  } else starts = uniform_starts(T, computes), s.objective = grouping_cost(dist, starts);
+  s.compute = compute_from_starts(T, starts);
+  save_schedule(s, output);
+  const double uniform = grouping_cost(dist, uniform_starts(T, computes));
+  std::printf("[cachelab] wrote %s: %s, %d of %d steps compute; objective %.4g (uniform spacing: %.4g)\n",
+              output.c_str(), method.c_str(), s.computes(), T, s.objective, uniform);
+  std::printf("  compute at steps:");
+  for (int x : starts) std::printf(" %d", x);
+  std::printf("\n");
+  return 0;
+}
+
+}  // namespace
+
+int schedule_commands(int argc, char** argv) {
+  const std::string cmd = argv[1];
+  return cmd == "profile" ? profile_command(argc, argv) : schedule_command(argc, argv);
+}
+
+}  // namespace cachelab
