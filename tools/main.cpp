@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <signal.h>
 #include <unistd.h>
 
 #include "framework/config.h"
@@ -90,13 +91,16 @@ int run_cli(int argc, char** argv) {
   std::string results = "results";
   std::vector<std::string> only;
   int jobs = 1, index = -1, worker = -1, workers = 1, threads = 0;
+  double max_hours = 24;
   std::string level = "run", format = "csv", output;
   opts.add_options()("help,h", "this help")("jobs,j", po::value(&jobs), "parallel worker processes (default 1)")(
       "index", po::value(&index), "run only grid point i (a Slurm array task)")(
       "only", po::value(&only), "run only this variant (repeatable)")(
       "threads", po::value(&threads), "intra-op threads (overrides run.threads)")(
       "results", po::value(&results), "results root folder (default results/)")(
-      "force", "redo runs that are already done")("check", "report: exit 1 unless every claim holds")(
+      "force", "redo runs that are already done")(
+      "max-hours", po::value(&max_hours), "run/validate: refuse a sweep estimated longer (default 24; 0 = no limit)")(
+      "allow-long", "run/validate: accept a sweep however long it is estimated to take")("check", "report: exit 1 unless every claim holds")(
       "level", po::value(&level), "export: run | step | site (default run)")(
       "format", po::value(&format), "export: csv | parquet (default csv)")(
       "output", po::value(&output), "export: output file (default <folder>/export_<level>.<format>)")("count", "print the number of runs and exit")(
@@ -147,6 +151,16 @@ int run_cli(int argc, char** argv) {
     std::printf("data folder  %s%s%s\n", data.c_str(), std::getenv("CACHELAB_DATA") ? "  (CACHELAB_DATA)" : "",
                 std::filesystem::exists(data + "/mnist/t10k-images-idx3-ubyte") ? ""
                                                                                 : "  (MNIST missing: bash tools/fetch_data.sh)");
+    // Reference trajectories cached for the variants of unfinished experiments.
+    double cache_bytes = 0;
+    int cache_files = 0;
+    const std::string results_dir = resolve_path(results);
+    std::error_code ec;
+    for (auto& exp : std::filesystem::directory_iterator(results_dir, ec))
+      for (auto& f : std::filesystem::directory_iterator(exp.path() / ".cache", ec))
+        if (f.is_regular_file()) cache_bytes += double(f.file_size()), ++cache_files;
+    std::printf("ref. caches  %s/*/.cache: %d file(s), %.1f MB (each removed once every run measured against it is "
+                "done; safe to delete)\n", results_dir.c_str(), cache_files, cache_bytes / 1e6);
     std::printf("bundled weights:\n");
     for (auto& e : std::filesystem::directory_iterator(project_root() + "/models/weights")) {
       const auto p = e.path();
@@ -186,6 +200,8 @@ int run_cli(int argc, char** argv) {
       SweepOptions so;
       so.results_root = results;
       so.threads = threads;
+      so.only = only;
+      so.max_hours = vm.count("allow-long") ? 0 : max_hours;
       preflight_experiment(spec, so);
       std::printf("%s: ok -- %zu run(s), %zu reference(s)\n", file.c_str(), spec.runs.size(), spec.references.size());
       for (size_t i = 0; i < spec.runs.size(); ++i)
@@ -202,6 +218,7 @@ int run_cli(int argc, char** argv) {
     so.threads = threads;
     so.force = vm.count("force") > 0;
     so.only = only;
+    so.max_hours = vm.count("allow-long") ? 0 : max_hours;
     so.exe = self_exe(argv[0]);
     so.cli_overrides = overrides;
     return execute_experiment(spec, so);
@@ -248,6 +265,9 @@ int main(int argc, char** argv) {
   // Line-buffered output: a log redirected to a file (a Slurm job's) keeps every finished line.
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   cachelab::install_interrupt_handlers();
+  // A file-size limit (ulimit -f) fails the write with EFBIG, reported as a clean error,
+  // instead of killing the process.
+  signal(SIGXFSZ, SIG_IGN);
   try {
     return run_cli(argc, argv);
   } catch (const Error& e) {
