@@ -41,7 +41,8 @@ usage:
   cachelab info                              cores, threads, BLAS, LibTorch, HDF5, data folder, bundled weights
 
 environment: CACHELAB_ROOT (project root: configs/, models/weights/; default the source checkout),
-             CACHELAB_DATA (datasets; default <root>/data), CACHELAB_DEBUG=1 (source locations in errors)
+             CACHELAB_DATA (datasets; default <root>/data), CACHELAB_DEBUG=1 (source locations in errors),
+             CACHELAB_LEASE_S (run lock lease, default 300), CACHELAB_KEEP_CACHE=1 (keep reference caches)
 
 options of run/sweep:
 )";
@@ -262,6 +263,9 @@ int run_cli(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // HDF5 closes what is still open at exit; after a write failed (a full disk) that close
+  // crashes inside the library. cachelab closes its files itself.
+  H5dont_atexit();
   // Line-buffered output: a log redirected to a file (a Slurm job's) keeps every finished line.
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   cachelab::install_interrupt_handlers();
