@@ -104,6 +104,7 @@ void attr_int(hid_t loc, const char* name, int64_t value) {
 
 void attr_strings(hid_t loc, const char* name, const std::vector<std::string>& values) {
   drop_attr(loc, name);
+  if (values.empty()) return;  // HDF5 has no empty simple dataspace: readers take a missing one as empty
   hid_t type = string_type();
   hsize_t n = values.size();
   hid_t space = H5Screate_simple(1, &n, nullptr);

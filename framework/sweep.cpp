@@ -279,14 +279,19 @@ int execute_experiment(const ExperimentSpec& spec, const SweepOptions& o) {
     remove_dead_temporaries(session.dir());
     remove_dead_temporaries(session.dir() + "/.cache");
     std::printf("%s\n", session.system_line().c_str());
-    check_resources(session, spec, o, chosen);
+    std::printf("[cachelab] experiment `%s`: %zu run(s) + %zu reference(s) -> %s\n", spec.name.c_str(), chosen.size(),
+                spec.references.size(), session.dir().c_str());
+    try {
+      check_resources(session, spec, o, chosen);
+    } catch (const Error&) {
+      if (interrupted()) return stop_interrupted(session.dir(), spec);  // stopped while measuring
+      throw;
+    }
     write_experiment_file(session.dir(), spec.name, spec.config_yaml, [&] {
       std::vector<std::string> v;
       for (auto& r : spec.runs) v.push_back(r.name);
       return v;
     }(), spec.claims_json, source);
-    std::printf("[cachelab] experiment `%s`: %zu run(s) + %zu reference(s) -> %s\n", spec.name.c_str(), chosen.size(),
-                spec.references.size(), session.dir().c_str());
   }
   int failures = 0;
   // One attempt at a run: a run whose lock (or whose reference's) another process holds is
