@@ -391,7 +391,10 @@ void clear_out_of_space() {
 
 double free_bytes(const std::string& path) {
   struct statvfs s;
-  if (::statvfs(path.c_str(), &s) != 0) return -1;
+  fs::path p = fs::absolute(path);
+  std::error_code ec;
+  while (!fs::exists(p, ec) && p.has_parent_path() && p != p.parent_path()) p = p.parent_path();  // not created yet
+  if (::statvfs(p.c_str(), &s) != 0) return -1;
   return double(s.f_bavail) * double(s.f_frsize);
 }
 
