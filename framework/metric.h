@@ -35,6 +35,11 @@ class Metric {
   virtual std::vector<std::pair<std::string, double>> compute(const MetricInputs& in) = 0;
   // Whether compute() reads MetricInputs::judge (the session loads it before any run).
   virtual bool needs_judge() const { return false; }
+  // Files compute() will read under `data_dir` (checked before anything runs).
+  virtual std::vector<std::string> files(const std::string& data_dir) const {
+    (void)data_dir;
+    return {};
+  }
 };
 
 }  // namespace cachelab

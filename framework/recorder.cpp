@@ -4,8 +4,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -14,6 +17,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "framework/error.h"
+#include "framework/lock.h"
 
 namespace cachelab {
 namespace fs = std::filesystem;
@@ -23,10 +27,45 @@ namespace {
 constexpr int kSchemaVersion = 2;
 constexpr hsize_t kStepChunk = 16;
 
-// HDF5 prints its own error stack by default; cachelab reports errors itself.
+// The first HDF5 call that failed since the last check, with the errno of the system call
+// behind it (the file driver writes "errno = N" into its error message).
+struct H5Failure {
+  bool failed = false;
+  int err = 0;
+};
+thread_local H5Failure g_h5;
+
+herr_t find_errno(unsigned, const H5E_error2_t* e, void*) {
+  const char* at = e && e->desc ? std::strstr(e->desc, "errno = ") : nullptr;
+  if (at && g_h5.err == 0) g_h5.err = std::atoi(at + 8);
+  return 0;
+}
+
+herr_t on_h5_error(hid_t stack, void*) {
+  if (g_h5.failed) return 0;
+  const int sys = errno;
+  g_h5.failed = true;
+  g_h5.err = 0;
+  H5Ewalk2(stack, H5E_WALK_DOWNWARD, find_errno, nullptr);
+  if (g_h5.err == 0) g_h5.err = sys == ENOSPC || sys == EFBIG || sys == EDQUOT ? sys : 0;
+  return 0;
+}
+
+// HDF5 prints its own error stack by default; cachelab reports errors itself (check_h5).
 void quiet_hdf5() {
-  static bool done = false;
-  if (!done) H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr), done = true;
+  static thread_local bool done = false;
+  if (!done) H5Eset_auto2(H5E_DEFAULT, on_h5_error, nullptr), done = true;
+}
+
+void reset_h5() { g_h5 = H5Failure(); }
+
+// Throws (naming the file and the reason: a full disk, a file-size limit) when an HDF5
+// call failed since reset_h5(): a write that fails must not leave a run file that looks fine.
+void check_h5(const std::string& path, const char* what) {
+  if (!g_h5.failed) return;
+  const int err = g_h5.err;
+  reset_h5();
+  fail_write(path, what, err);
 }
 
 hid_t string_type() {
@@ -67,6 +106,7 @@ void attr_int(hid_t loc, const char* name, int64_t value) {
 
 void attr_strings(hid_t loc, const char* name, const std::vector<std::string>& values) {
   drop_attr(loc, name);
+  if (values.empty()) return;  // HDF5 has no empty simple dataspace: readers take a missing one as empty
   hid_t type = string_type();
   hsize_t n = values.size();
   hid_t space = H5Screate_simple(1, &n, nullptr);
@@ -189,19 +229,35 @@ void write_strings(hid_t f, const char* name, const std::vector<std::string>& va
   H5Dclose(d), H5Sclose(space), H5Tclose(type);
 }
 
+bool out_of_space_error(int err) { return err == ENOSPC || err == EFBIG || err == EDQUOT; }
+
+// Renames a small HDF5 file written whole into place, or removes it and throws when any
+// write into it failed.
+void finish_small_file(const std::string& tmp, const std::string& path) {
+  std::error_code ec;
+  if (g_h5.failed) {
+    fs::remove(tmp, ec);
+    check_h5(path, "writing");
+  }
+  fs::rename(tmp, path, ec);
+  CL_CHECK(!ec, "cannot rename `" << tmp << "` to `" << path << "`: " << ec.message());
+}
+
 }  // namespace
 
 RunWriter::RunWriter(const std::string& final_path, const RunMeta& m, const SiteTable& sites)
     : final_path_(final_path),
-      tmp_path_(final_path + ".tmp." + std::to_string(getpid())),
+      tmp_path_(temp_path(final_path)),
       sites_(sites.names.size()),
       linears_(sites.linears.size()) {
   quiet_hdf5();
+  reset_h5();
   std::error_code ec;
   fs::create_directories(fs::path(final_path).parent_path(), ec);
   if (ec) open_fail(final_path);
   hid_t f = H5Fcreate(tmp_path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  if (f < 0) open_fail(final_path);
+  if (f < 0 && !out_of_space_error(g_h5.err)) open_fail(final_path);
+  check_h5(final_path, "creating the run file");
   file_ = f;
   attr_int(f, "schema_version", kSchemaVersion);
   attr_string(f, "run_id", m.run_id);
@@ -265,6 +321,7 @@ RunWriter::RunWriter(const std::string& final_path, const RunMeta& m, const Site
   if (sites.kind.size() == sites_) describe(f, "sites/kind", "structural kind of each site", "name");
   if (sites.block.size() == sites_) describe(f, "sites/block", "block (layer) index, -1 outside the stack", "index");
   if (sites.stream.size() == sites_) describe(f, "sites/stream", "0 main (image) stream, 1 second stream", "index");
+  check_h5(final_path_, "writing the run's header");
 }
 
 void RunWriter::set_extras(const std::vector<ExtraInfo>& extras) {
@@ -277,14 +334,15 @@ void RunWriter::set_extras(const std::vector<ExtraInfo>& extras) {
     create_steps_dataset(f, name.c_str(), H5T_IEEE_F64LE, e.per_linear ? linears_ : sites_);
     describe(f, name.c_str(), e.meaning, e.unit);
   }
+  check_h5(final_path_, "declaring extra arrays");
 }
 
 RunWriter::~RunWriter() {
-  if (!finished_ && file_ >= 0) {
-    H5Fclose(hid_t(file_));
-    std::error_code ec;
-    fs::remove(tmp_path_, ec);
-  }
+  if (finished_) return;
+  if (file_ >= 0) H5Fclose(hid_t(file_));
+  reset_h5();
+  std::error_code ec;
+  fs::remove(tmp_path_, ec);
 }
 
 void RunWriter::append_step(const StepRecord& s) {
@@ -292,6 +350,7 @@ void RunWriter::append_step(const StepRecord& s) {
                s.drift_rel_l1.size() == sites_ && s.err_ref.size() == sites_,
            "step record has the wrong number of sites (" << s.decision.size() << ", expected " << sites_ << ")");
   hid_t f = hid_t(file_);
+  reset_h5();
   append_row(f, "steps/t", H5T_NATIVE_INT64, &s.t, steps_, 0);
   append_row(f, "steps/wall_ms", H5T_NATIVE_DOUBLE, &s.wall_ms, steps_, 0);
   append_row(f, "steps/flops", H5T_NATIVE_DOUBLE, &s.flops, steps_, 0);
@@ -309,27 +368,36 @@ void RunWriter::append_step(const StepRecord& s) {
     const std::string name = std::string(e.per_linear ? "linears" : "sites") + "/extra/" + e.name;
     append_row(f, name.c_str(), H5T_NATIVE_DOUBLE, row.data(), steps_, n);
   }
+  check_h5(final_path_, "writing a step");
   ++steps_;
 }
 
 void RunWriter::write_float_array(const std::string& name, const std::vector<float>& data,
                                   const std::vector<int64_t>& dims) {
   std::vector<hsize_t> d(dims.begin(), dims.end());
+  reset_h5();
   write_array(hid_t(file_), name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, data.data(), d);
+  check_h5(final_path_, ("writing " + name).c_str());
 }
 
 void RunWriter::write_int64_array(const std::string& name, const std::vector<int64_t>& data) {
+  reset_h5();
   write_array(hid_t(file_), name, H5T_STD_I64LE, H5T_NATIVE_INT64, data.data(), {data.size()});
+  check_h5(final_path_, ("writing " + name).c_str());
 }
 
 void RunWriter::write_double_array(const std::string& name, const std::vector<double>& data) {
+  reset_h5();
   write_array(hid_t(file_), name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, data.data(), {data.size()});
+  check_h5(final_path_, ("writing " + name).c_str());
 }
 
 void RunWriter::set_summary(const std::map<std::string, double>& values) {
+  reset_h5();
   hid_t g = H5Gopen2(hid_t(file_), "summary", H5P_DEFAULT);
   for (auto& [k, v] : values) attr_double(g, k.c_str(), v);
   H5Gclose(g);
+  check_h5(final_path_, "writing the summary");
 }
 
 void RunWriter::finish(const std::string& status) {
@@ -338,6 +406,8 @@ void RunWriter::finish(const std::string& status) {
   H5Fflush(f, H5F_SCOPE_GLOBAL);
   H5Fclose(f);
   file_ = -1;
+  // Buffered data reaches the disk at the latest here: a failure leaves no renamed file.
+  check_h5(final_path_, "finishing the run file");
   finished_ = true;
   std::error_code ec;
   fs::rename(tmp_path_, final_path_, ec);
@@ -347,6 +417,7 @@ void RunWriter::finish(const std::string& status) {
 void RunWriter::finish_done() { finish("done"); }
 
 void RunWriter::finish_failed(const std::string& error, int failed_step) {
+  reset_h5();
   attr_string(hid_t(file_), "error", error);
   attr_int(hid_t(file_), "failed_step", failed_step);
   finish("failed");
@@ -468,7 +539,7 @@ int write_index_csv(const std::string& dir, const std::vector<std::string>& run_
   std::sort(runs.begin(), runs.end(), [&](auto& a, auto& b) {
     return run_ids.empty() ? a.run_id < b.run_id : order(a) < order(b);
   });
-  const std::string tmp = dir + "/index.csv.tmp." + std::to_string(getpid());
+  const std::string tmp = temp_path(dir + "/index.csv");
   {
     std::ofstream out(tmp);
     CL_CHECK(out.good(), "cannot write the sweep index in `" << dir << "`");
@@ -497,6 +568,14 @@ int write_index_csv(const std::string& dir, const std::vector<std::string>& run_
       for (auto& k : keys) out << "," << (r.summary.count(k) ? csv_number(r.summary.at(k)) : "");
       out << "\n";
     }
+    errno = 0;
+    out.close();
+    if (!out) {
+      const int err = errno;
+      std::error_code ec;
+      fs::remove(tmp, ec);
+      fail_write(dir + "/index.csv", "writing the index", err);
+    }
   }
   fs::rename(tmp, dir + "/index.csv");
   return left_out;
@@ -505,14 +584,15 @@ int write_index_csv(const std::string& dir, const std::vector<std::string>& run_
 void write_columns_h5(const std::string& path, const std::vector<std::pair<std::string, std::vector<double>>>& columns,
                       const std::map<std::string, std::string>& attrs) {
   quiet_hdf5();
-  const std::string tmp = path + ".tmp." + std::to_string(getpid());
+  const std::string tmp = temp_path(path);
+  reset_h5();
   hid_t f = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  if (f < 0) open_fail(path);
+  if (f < 0 && !out_of_space_error(g_h5.err)) open_fail(path);
   for (auto& [k, v] : attrs) attr_string(f, k.c_str(), v);
   for (auto& [name, data] : columns)
     write_array(f, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, data.data(), {data.size()});
-  H5Fclose(f);
-  fs::rename(tmp, path);
+  if (f >= 0) H5Fclose(f);
+  finish_small_file(tmp, path);
 }
 
 void write_experiment_file(const std::string& dir, const std::string& experiment, const std::string& config_yaml,
@@ -520,17 +600,18 @@ void write_experiment_file(const std::string& dir, const std::string& experiment
                            const std::string& source_file) {
   quiet_hdf5();
   fs::create_directories(dir);
-  const std::string path = dir + "/.experiment.h5", tmp = path + ".tmp." + std::to_string(getpid());
+  const std::string path = dir + "/.experiment.h5", tmp = temp_path(path);
+  reset_h5();
   hid_t f = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  if (f < 0) open_fail(path);
+  if (f < 0 && !out_of_space_error(g_h5.err)) open_fail(path);
   attr_int(f, "schema_version", kSchemaVersion);
   attr_string(f, "experiment", experiment);
   attr_string(f, "config_yaml", config_yaml);
   attr_strings(f, "variants", variants);
   attr_string(f, "claims_json", claims_json);
   attr_string(f, "source_file", source_file);
-  H5Fclose(f);
-  fs::rename(tmp, path);
+  if (f >= 0) H5Fclose(f);
+  finish_small_file(tmp, path);
 }
 
 std::string experiment_source(const std::string& dir) {

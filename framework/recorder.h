@@ -1,6 +1,7 @@
 // The HDF5 run file (schema in results/README.md) and the sweep index. Torch-free.
-// One writer per file; crash-safe: the file is written as <path>.tmp.<pid> and renamed when
-// finished, and a writer destroyed unfinished removes its .tmp.
+// One writer per file; crash-safe: the file is written as a temporary (framework/lock.h:
+// temp_path) and renamed when finished, and a writer destroyed unfinished removes it. A
+// failed write throws naming the file and the reason (a full disk).
 #pragma once
 #include <cstdint>
 #include <map>
@@ -50,7 +51,7 @@ struct StepRecord {
 
 class RunWriter {
  public:
-  // Creates <final_path>.tmp with status=running; throws naming the folder if unwritable.
+  // Creates the temporary with status=running; throws naming the folder if unwritable.
   RunWriter(const std::string& final_path, const RunMeta& meta, const SiteTable& sites);
   ~RunWriter();
   RunWriter(const RunWriter&) = delete;

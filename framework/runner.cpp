@@ -2,16 +2,23 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
+#include <fcntl.h>
 #include <torch/serialize.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <limits>
+#include <ostream>
+#include <streambuf>
 
 #include "framework/error.h"
 #include "framework/interrupt.h"
+#include "framework/lock.h"
 #include "framework/paths.h"
 
 namespace cachelab {
@@ -354,6 +361,52 @@ class RecordingDriver final : public StepDriver {
   int index_ = 0;
 };
 
+// An output stream onto a file descriptor that remembers why a write failed (torch::save
+// only says that it failed, with a stack trace).
+class FdBuf final : public std::streambuf {
+ public:
+  explicit FdBuf(int fd) : fd_(fd) { setp(buf_, buf_ + sizeof buf_); }
+  int error() const { return err_; }
+
+ protected:
+  int sync() override { return drain() ? 0 : -1; }
+  int_type overflow(int_type c) override {
+    if (!drain()) return traits_type::eof();
+    if (!traits_type::eq_int_type(c, traits_type::eof())) *pptr() = char(c), pbump(1);
+    return traits_type::not_eof(c);
+  }
+  std::streamsize xsputn(const char* s, std::streamsize n) override {
+    if (n <= epptr() - pptr()) {
+      std::memcpy(pptr(), s, size_t(n));
+      pbump(int(n));
+      return n;
+    }
+    return drain() && write_all(s, size_t(n)) ? n : 0;
+  }
+
+ private:
+  bool write_all(const char* p, size_t n) {
+    while (n > 0) {
+      const ssize_t w = ::write(fd_, p, n);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        err_ = w < 0 ? errno : ENOSPC;
+        return false;
+      }
+      p += w, n -= size_t(w);
+    }
+    return true;
+  }
+  bool drain() {
+    const bool ok = err_ == 0 && write_all(pbase(), size_t(pptr() - pbase()));
+    setp(buf_, buf_ + sizeof buf_);
+    return ok;
+  }
+  int fd_;
+  int err_ = 0;
+  char buf_[1 << 16];
+};
+
 }  // namespace
 
 Trajectory run_trajectory(const RunParts& parts, const RunOptions& run, const ReferenceTrace* ref,
@@ -433,11 +486,29 @@ void save_reference(const ReferenceTrace& trace, const std::string& path) {
   for (auto& x : trace.x_after_step) flat.push_back(x);
   for (auto& row : trace.probe)
     for (auto& p : row) flat.push_back(p.defined() ? p : at::empty({0}));
-  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
   // A unique temporary name: parallel tasks (a Slurm array) may save the same reference.
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  torch::save(flat, tmp);
-  std::filesystem::rename(tmp, path);
+  const std::string tmp = temp_path(path);
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) fail_write(path, "creating the reference cache", errno);
+  FdBuf buf(fd);
+  bool ok = true;
+  try {
+    std::ostream os(&buf);
+    torch::save(flat, os);
+    os.flush();
+    ok = bool(os) && buf.error() == 0;
+  } catch (const std::exception&) {
+    ok = false;
+  }
+  int err = buf.error();
+  if (::close(fd) != 0 && ok) ok = false, err = errno;
+  if (ok) std::filesystem::rename(tmp, path, ec);
+  if (!ok || ec) {
+    ::unlink(tmp.c_str());
+    fail_write(path, "saving the reference trajectory", ok ? ec.value() : err);
+  }
 }
 
 bool load_reference(ReferenceTrace& trace, const std::string& path) {

@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -16,6 +17,8 @@
 #include <c10/core/InferenceMode.h>
 
 #include "framework/error.h"
+#include "framework/interrupt.h"
+#include "framework/lock.h"
 #include "framework/recorder.h"
 #include "framework/registries.h"
 #include "framework/runner.h"
@@ -64,6 +67,17 @@ struct BuiltRun {
   }
 };
 
+// What one sample of a reference costs (preflight), from a one-sample trajectory.
+struct UnitCost {
+  double flops = 0, seconds = 0;  // per sample, whole trajectory
+  double sample_bytes = 0;        // one final sample
+  double xstep_bytes = 0;         // one sample after every step (the reference's x_after_step)
+  double probe_bytes = 0;         // one sample's site outputs at every step (the reference's probe)
+  double site_out_bytes = 0;      // one sample's site outputs in one step
+  double weights_bytes = 0;
+  double steps = 0, sites = 0;
+};
+
 std::vector<float> to_floats(const at::Tensor& t) {
   auto c = t.contiguous().to(at::kFloat);
   return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
@@ -79,17 +93,43 @@ class Session {
   const std::string& dir() const { return dir_; }
   const SystemInfo& info() const { return info_; }
 
-  // Runs (or skips) one run; returns true when its file says done afterwards.
-  bool execute(const RunSpec& run, bool quiet_skip = false) {
+  // Runs (or skips) one run under its lock (see RunSession::execute).
+  RunOutcome execute(const RunSpec& run, bool after_wait) {
     const std::string path = dir_ + "/" + run.run_id + ".h5";
-    if (!o_.force) {
+    // --force redoes a done run, but not one another process finished while this one waited.
+    auto finished = [&] {
       auto existing = read_run_info(path);
-      if (existing && existing->status == "done") {
-        if (!quiet_skip) std::printf("  %-28s skipped (done: %s)\n", run.name.c_str(), run.run_id.c_str());
+      if (!existing || (o_.force && !after_wait)) return false;
+      if (existing->status == "done") {
+        std::printf("  %-28s skipped (done%s: %s)\n", run.name.c_str(), after_wait ? " by another process" : "",
+                    run.run_id.c_str());
         return true;
       }
+      return false;
+    };
+    if (finished()) return RunOutcome::Done;
+    if (after_wait)
+      if (auto existing = read_run_info(path); existing && existing->status == "failed" && written_since_start(path)) {
+        std::printf("  %-28s FAILED in another process: %s\n", run.name.c_str(), existing->error.c_str());
+        return RunOutcome::Failed;
+      }
+    std::string holder;
+    auto lock = RunLock::try_acquire(dir_ + "/" + run.run_id + ".lock", &holder);
+    if (!lock) {
+      if (!after_wait) std::printf("  %-28s in progress elsewhere (%s)\n", run.name.c_str(), holder.c_str());
+      return RunOutcome::Busy;
     }
-    return run_now(run, path);
+    if (finished()) return RunOutcome::Done;  // finished by the lock's last holder
+    try {
+      const RunOutcome r = run_now(run, path);
+      if (r == RunOutcome::Busy && !after_wait)
+        std::printf("  %-28s waits for its reference, in progress elsewhere\n", run.name.c_str());
+      return r;
+    } catch (const Error& e) {
+      // The run keeps a file saying why it failed (its row in the index), if one can be written.
+      if (!interrupted()) record_failure(run, path, e.what());
+      throw;
+    }
   }
 
   // Builds what a run needs (weights, judge) so that bad files fail before anything runs.
@@ -117,8 +157,14 @@ class Session {
       }
     }
     if (const ConfigNode* m = run.config.find("metrics"))
-      for (auto& entry : m->seq)
-        if (metric_needs_judge(metric_spec(entry))) judge();
+      for (auto& entry : m->seq) {
+        auto metric = metrics().build(metric_spec(entry));
+        for (auto& f : metric->files(default_data_dir()))
+          CL_CHECK(fs::exists(f), entry.where() << ": metric `" << metric_spec(entry).find("type")->scalar
+                                                << "` reads `" << f << "`, which is missing: run `bash "
+                                                   "tools/fetch_data.sh` or point CACHELAB_DATA at the data");
+        if (metric->needs_judge()) judge();
+      }
   }
 
   // Runs `run` with its calibrators observing, then writes what they fitted.
@@ -164,27 +210,75 @@ class Session {
     CL_CHECK(tr.failed_step < 0, "`" << run.name << "` failed at step " << tr.failed_step << ": " << tr.error);
   }
 
-  const ReferenceTrace& reference(const RunSpec& run) {
+  // Preflight: what `run` costs at most, scaled from a one-sample dense trajectory of its
+  // backbone and schedule (timed after a warm-up, once per distinct backbone and schedule).
+  RunCost cost(const RunSpec& run) {
+    const ConfigNode& cfg = run.config;
+    RunOptions ro = run_options(cfg);
+    if (o_.threads > 0) ro.threads = o_.threads;
+    std::string key = ro.device + "|" + ro.dtype + "|" + std::to_string(ro.cfg_scale) + "|" + std::to_string(ro.threads);
+    for (const char* k : {"backbone", "sampler", "pipeline", "guidance"})
+      if (const ConfigNode* n = cfg.find(k)) key += "|" + to_yaml(*n);
+    auto it = unit_costs_.find(key);
+    if (it == unit_costs_.end()) it = unit_costs_.emplace(key, measure_unit(run)).first;
+    const UnitCost& u = it->second;
+    const double N = ro.samples, B = std::min(ro.batch, ro.samples);
+    RunCost c;
+    c.flops = N * u.flops;
+    c.seconds = N * u.seconds;
+    if (!run.is_reference && ro.timing_reps > 0)
+      c.seconds += 2.0 * ro.timing_reps * std::min(double(ro.timing_samples), B) * u.seconds;
+    // The batches' outputs and their concatenation; activations: every site's output for one
+    // batch (guidance doubles it), three times over for a cache's copies and a layer's temporaries.
+    const double guided = ro.cfg_scale != 1.0 ? 2.0 : 1.0;
+    c.memory_bytes = 2 * N * u.sample_bytes + 3 * guided * B * u.site_out_bytes;
+    // The probe holds the first probe_samples rows of each site's output (both halves under guidance).
+    c.reference_bytes =
+        N * u.sample_bytes + B * u.xstep_bytes + std::min(double(ro.probe_samples), guided * B) * u.probe_bytes;
+    c.weights_bytes = u.weights_bytes;
+    c.file_bytes = 2 * std::min(double(ro.save_samples), N) * u.sample_bytes + u.steps * u.sites * 8 * 6 + 65536;
+    return c;
+  }
+
+  // The reference `run` is measured against: loaded from the cache, else run (under its
+  // lock); null when another process holds that lock.
+  const ReferenceTrace* reference(const RunSpec& run) {
     auto it = refs_.find(run.reference_id);
-    if (it != refs_.end()) return it->second;
+    if (it != refs_.end()) return &it->second;
     // A reference that failed is not run again for every variant that needs it.
     CL_CHECK(!failed_refs_.count(run.reference_id),
              "its reference " << run.reference_id << " failed earlier in this process; see its run file");
     const std::string cache = dir_ + "/.cache/" + run.reference_id + ".pt";
     ReferenceTrace trace;
-    if (load_reference(trace, cache)) return refs_.emplace(run.reference_id, std::move(trace)).first->second;
+    if (load_reference(trace, cache)) return &refs_.emplace(run.reference_id, std::move(trace)).first->second;
     for (auto& r : spec_.references)
       if (r.run_id == run.reference_id) {
-        run_now(r, dir_ + "/" + r.run_id + ".h5");
+        auto lock = RunLock::try_acquire(dir_ + "/" + r.run_id + ".lock");
+        if (!lock) return nullptr;
+        if (load_reference(trace, cache))  // saved by the lock's last holder
+          return &refs_.emplace(run.reference_id, std::move(trace)).first->second;
+        const std::string path = dir_ + "/" + r.run_id + ".h5";
+        if (auto done = read_run_info(path); done && done->status == "done") {
+          // Its cache was pruned (every run was done then): the same seed gives the same
+          // trajectory, so it is computed again for the cache only; its run file stays.
+          recapture(r, cache);
+          return &refs_.at(r.run_id);
+        }
+        run_now(r, path);
         auto found = refs_.find(run.reference_id);
         if (found == refs_.end()) failed_refs_.insert(run.reference_id);
         CL_CHECK(found != refs_.end(), "the reference run " << r.run_id << " failed; see its run file");
-        return found->second;
+        return &found->second;
       }
     CL_FAIL("no reference " << run.reference_id << " in the experiment");
   }
 
  private:
+  bool written_since_start(const std::string& path) const {
+    std::error_code ec;
+    const auto t = fs::last_write_time(path, ec);
+    return !ec && t >= started_;
+  }
   static RunOptions run_options(const ConfigNode& cfg) {
     RunOptions ro = read_checked<RunOptions>(cfg.find("run") ? *cfg.find("run") : ConfigNode::make_map("run"), "run");
     ro.seed = cfg.find("seed") ? std::stoll(cfg.find("seed")->scalar) : 0;
@@ -253,6 +347,11 @@ class Session {
     const std::string key = std::to_string(reinterpret_cast<uintptr_t>(&bb)) + "/" + std::to_string(b) + "/" +
                             std::to_string(ro.cfg_scale != 1.0);
     if (!warmed_.insert(key).second) return;
+    guided_evals(bb, p, b, 2);
+  }
+  // `passes` guided evaluations of a batch of b; returns the fastest one's seconds.
+  double guided_evals(Backbone& bb, const BuiltRun& p, int64_t b, int passes) {
+    const RunOptions& ro = p.run;
     c10::InferenceMode guard;
     PassThroughHooks hooks(bb.linears());
     const auto opts = at::TensorOptions().device(at::Device(ro.device)).dtype(dtype_of(ro.dtype));
@@ -260,11 +359,74 @@ class Session {
     if (cond.labels.defined()) cond.labels = cond.labels.to(opts.device());
     auto x = bb.example_input(b, opts);
     auto t = at::full({b}, 500.0, opts.dtype(at::kFloat));
-    for (int i = 0; i < 2; ++i) p.guidance->eval(bb, x, t, cond, ro.cfg_scale, hooks);
+    double best = 1e300;
+    for (int i = 0; i < passes; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      p.guidance->eval(bb, x, t, cond, ro.cfg_scale, hooks);
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return best;
   }
   Evaluator* judge() {
     if (!judge_ && !spec_.judge.is_null()) judge_ = evaluators().build(spec_.judge);
     return judge_.get();
+  }
+
+  void recapture(const RunSpec& ref, const std::string& cache) {
+    Backbone& bb = backbone(*ref.config.find("backbone"), run_options(ref.config));
+    BuiltRun parts = build(ref, bb);
+    at::set_num_threads(parts.run.threads);
+    warm_up(bb, parts);
+    RunParts rp = parts.parts(bb);
+    ReferenceTrace capture;
+    Trajectory tr = run_trajectory(rp, parts.run, nullptr, &capture);
+    CL_CHECK(tr.failed_step < 0, "the reference run " << ref.run_id << " failed when computed again: " << tr.error);
+    save_reference(capture, cache);
+    refs_.emplace(ref.run_id, std::move(capture));
+    std::printf("  %-28s trajectory computed again for its cache (its run file is kept)\n", ref.name.c_str());
+  }
+
+  UnitCost measure_unit(const RunSpec& run) {
+    RunSpec dense = run;
+    dense.is_reference = true;
+    Backbone& bb = backbone(*run.config.find("backbone"), run_options(run.config));
+    BuiltRun parts = build(dense, bb);
+    parts.run.samples = parts.run.batch = 1;
+    parts.run.probe_samples = 1;
+    at::set_num_threads(parts.run.threads);
+    warm_up(bb, parts);
+    RunParts rp = parts.parts(bb);
+    ReferenceTrace cap;
+    const auto t0 = std::chrono::steady_clock::now();
+    Trajectory tr = run_trajectory(rp, parts.run, nullptr, &cap);
+    UnitCost u;
+    u.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    u.flops = tr.flops;
+    // A sample costs less in a full batch (larger GEMMs): scale by one evaluation at the run's
+    // batch (at most 16) against one at a single sample, never below a twentieth.
+    const int64_t b = std::min<int64_t>({int64_t(run_options(run.config).batch), int64_t(run_options(run.config).samples), 16});
+    if (b > 1) {
+      BuiltRun wide = build(dense, bb);
+      wide.run.samples = wide.run.batch = int(b);
+      warm_up(bb, wide);
+      const double one = guided_evals(bb, parts, 1, 2), many = guided_evals(bb, wide, b, 2);
+      if (one > 0) u.seconds *= std::clamp(many / (double(b) * one), 0.05, 1.0);
+    }
+    // As stored: floating tensors as float32.
+    auto bytes = [](const at::Tensor& t) {
+      return t.defined() ? double(t.numel()) * (t.is_floating_point() ? 4.0 : double(t.element_size())) : 0.0;
+    };
+    double numel = 1;
+    for (int64_t d : bb.sample_shape()) numel *= double(d);
+    u.sample_bytes = tr.samples.defined() ? bytes(tr.samples) : numel * 4;
+    for (auto& x : cap.x_after_step) u.xstep_bytes += bytes(x);
+    for (auto& row : cap.probe)
+      for (auto& p : row) u.probe_bytes += bytes(p);
+    u.steps = double(cap.probe.size());
+    u.sites = double(bb.sites().size());
+    u.site_out_bytes = u.steps > 0 ? u.probe_bytes / u.steps : 0;
+    for (auto& nt : bb.named_tensors()) u.weights_bytes += double(nt.second.numel()) * double(nt.second.element_size());
+    return u;
   }
 
   // speedup_wall as a measurement: the reference and the variant run in turn on one batch,
@@ -292,17 +454,8 @@ class Session {
     return {t_ref, t_var};
   }
 
-  bool run_now(const RunSpec& run, const std::string& path) {
+  RunMeta meta_of(const RunSpec& run, const RunOptions& ro) {
     const ConfigNode& cfg = run.config;
-    Backbone& bb = backbone(*cfg.find("backbone"), run_options(cfg));
-    BuiltRun parts = build(run, bb);
-    const RunOptions& ro = parts.run;
-    at::set_num_threads(ro.threads);
-
-    warm_up(bb, parts);
-    const ReferenceTrace* ref = run.is_reference ? nullptr : &reference(run);
-    ReferenceTrace capture;
-
     RunMeta meta;
     meta.run_id = run.run_id;
     meta.experiment = spec_.name;
@@ -321,6 +474,9 @@ class Session {
     meta.is_reference = run.is_reference;
     meta.reference_run = run.reference_id;
     meta.warnings = random_weights_warning(*cfg.find("backbone"));
+    return meta;
+  }
+  static SiteTable table_of(Backbone& bb) {
     SiteTable table;
     for (auto& s : bb.sites()) {
       table.names.push_back(s.name);
@@ -331,7 +487,34 @@ class Session {
       table.stream.push_back(s.stream);
     }
     for (auto& l : bb.linears()) table.linears.push_back(l.name);
-    RunWriter writer(path, meta, table);
+    return table;
+  }
+
+  // A run that threw: its file says failed and why (a full disk may refuse even this).
+  void record_failure(const RunSpec& run, const std::string& path, const std::string& reason) {
+    try {
+      const ConfigNode& cfg = run.config;
+      Backbone& bb = backbone(*cfg.find("backbone"), run_options(cfg));
+      RunOptions ro = run_options(cfg);
+      if (o_.threads > 0) ro.threads = o_.threads;
+      RunWriter writer(path, meta_of(run, ro), table_of(bb));
+      writer.finish_failed(reason, -1);
+    } catch (const std::exception&) {
+    }
+  }
+
+  RunOutcome run_now(const RunSpec& run, const std::string& path) {
+    const ConfigNode& cfg = run.config;
+    Backbone& bb = backbone(*cfg.find("backbone"), run_options(cfg));
+    BuiltRun parts = build(run, bb);
+    const RunOptions& ro = parts.run;
+    at::set_num_threads(ro.threads);
+
+    warm_up(bb, parts);
+    const ReferenceTrace* ref = run.is_reference ? nullptr : reference(run);
+    if (!run.is_reference && !ref) return RunOutcome::Busy;
+    ReferenceTrace capture;
+    RunWriter writer(path, meta_of(run, ro), table_of(bb));
 
     const auto t0 = std::chrono::steady_clock::now();
     RunParts rp = parts.parts(bb);
@@ -353,7 +536,7 @@ class Session {
       if (run.is_reference) failed_refs_.insert(run.run_id);
       writer.finish_failed(tr.error, tr.failed_step);
       std::printf("  %-28s FAILED at step %d: %s\n", run.name.c_str(), tr.failed_step, tr.error.c_str());
-      return false;
+      return RunOutcome::Failed;
     }
     if (run.is_reference) {
       save_reference(capture, dir_ + "/.cache/" + run.run_id + ".pt");
@@ -432,7 +615,7 @@ class Session {
       if (summary.count(k)) std::printf("  %s %.4g", k, summary[k]);
     std::printf("\n");
     std::fflush(stdout);
-    return true;
+    return RunOutcome::Done;
   }
 
   const ExperimentSpec& spec_;
@@ -443,6 +626,8 @@ class Session {
   std::map<std::string, ReferenceTrace> refs_;
   std::unique_ptr<Evaluator> judge_;
   std::set<std::string> warmed_, warned_random_, failed_refs_;
+  fs::file_time_type started_ = fs::file_time_type::clock::now();
+  std::map<std::string, UnitCost> unit_costs_;
 };
 
 }  // namespace
@@ -456,8 +641,9 @@ RunSession::~RunSession() = default;
 const std::string& RunSession::dir() const { return impl_->s.dir(); }
 std::string RunSession::system_line() const { return describe(impl_->s.info()); }
 void RunSession::prepare(const RunSpec& run) { impl_->s.prepare(run); }
-bool RunSession::execute(const RunSpec& run) { return impl_->s.execute(run); }
-void RunSession::reference(const RunSpec& run) { impl_->s.reference(run); }
+RunOutcome RunSession::execute(const RunSpec& run, bool after_wait) { return impl_->s.execute(run, after_wait); }
+bool RunSession::reference(const RunSpec& run) { return impl_->s.reference(run) != nullptr; }
+RunCost RunSession::cost(const RunSpec& run) { return impl_->s.cost(run); }
 bool RunSession::calibrate(const RunSpec& run, std::set<std::string>& written) { return impl_->s.calibrate(run, written); }
 void RunSession::observe(const RunSpec& run, SiteLayer& outer, int samples) { impl_->s.observe(run, outer, samples); }
 

@@ -21,9 +21,25 @@ struct SweepOptions {
   int workers = 1;
   int threads = 0;          // > 0 overrides run.threads
   bool force = false;       // redo runs that are already done
+  double max_hours = 24;    // preflight refuses a process's share of the sweep estimated longer (0 = no limit)
   std::vector<std::string> only;  // run only these variant names
   std::string exe;          // path of the cachelab binary (to start workers)
   std::vector<std::string> cli_overrides;
+};
+
+// What a run did: finished (done now or before), failed, or left to the process that
+// holds its lock (or its reference's).
+enum class RunOutcome { Done, Failed, Busy };
+
+// What one run will cost at most, from a one-sample reference trajectory timed on this
+// machine (preflight). Caching variants cost less.
+struct RunCost {
+  double flops = 0;            // FLOPs of the run's samples, every site computed
+  double seconds = 0;          // at the measured speed, the timing repetitions included
+  double memory_bytes = 0;     // the run's samples (batches and their concatenation) and activations
+  double reference_bytes = 0;  // its reference's trajectory (kept in memory, and on disk in .cache/)
+  double weights_bytes = 0;    // the backbone's parameters
+  double file_bytes = 0;       // its run file
 };
 
 // One process's runs of an experiment: built backbones, loaded references, the judge
@@ -36,10 +52,15 @@ class RunSession {
   std::string system_line() const;  // threads, BLAS, LibTorch (+ a slow-BLAS warning)
   // Builds a run's components and binds them to the backbone's sites (fails early).
   void prepare(const RunSpec& run);
-  // Runs (or skips, when its file says done) one run; true when done afterwards.
-  bool execute(const RunSpec& run);
-  // Makes sure the reference `run` is measured against is available (runs it if needed).
-  void reference(const RunSpec& run);
+  // Runs (or skips, when its file says done) one run under its lock. `after_wait`: the run
+  // was busy before; a file another process finished meanwhile (done or failed) is taken
+  // as it is, even with --force.
+  RunOutcome execute(const RunSpec& run, bool after_wait = false);
+  // Makes sure the reference `run` is measured against is available (runs it if needed);
+  // false when another process holds it.
+  bool reference(const RunSpec& run);
+  // Preflight: what `run` will cost (measured once per backbone and schedule).
+  RunCost cost(const RunSpec& run);
   // Calibrates the run's components unless their files are in `written`.
   bool calibrate(const RunSpec& run, std::set<std::string>& written);
   // Runs `run` (its first `samples` samples, in one batch, when > 0) with `outer` stacked

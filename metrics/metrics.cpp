@@ -64,6 +64,12 @@ std::vector<std::pair<std::string, double>> FidMetric::compute(const MetricInput
           {"fid_ref", frechet_distance(gen.mu, gen.cov, ref.mu, ref.cov)}};
 }
 
+std::vector<std::string> FidMetric::files(const std::string& data_dir) const {
+  // The real statistics' split, as load_idx_dataset names its files.
+  const std::string prefix = data_dir + "/" + o_.dataset + "/" + (o_.split == "train" ? "train" : "t10k");
+  return {prefix + "-images-idx3-ubyte", prefix + "-labels-idx1-ubyte"};
+}
+
 std::vector<std::pair<std::string, double>> AccuracyMetric::compute(const MetricInputs& in) {
   Evaluator& judge = need_judge(in, "accuracy");
   // One pass of the judge: the overall agreement is the per-class one weighted by class counts.

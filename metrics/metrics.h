@@ -55,6 +55,7 @@ class FidMetric final : public Metric {
   bool needs_judge() const override { return true; }
   explicit FidMetric(const FidOptions& o) : o_(o) {}
   std::vector<std::pair<std::string, double>> compute(const MetricInputs& in) override;
+  std::vector<std::string> files(const std::string& data_dir) const override;
 
  private:
   FidOptions o_;

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -9,6 +10,7 @@
 #include <set>
 
 #include "framework/error.h"
+#include "framework/lock.h"
 
 namespace cachelab {
 namespace {
@@ -117,7 +119,8 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
   }
   std::string h = header.dump();
   while ((h.size() + 8) % 8) h += ' ';  // align the data to 8 bytes, as the format recommends
-  const std::string tmp = path + ".tmp";
+  // A unique temporary (tasks on other nodes may write the same file); see framework/lock.h.
+  const std::string tmp = temp_path(path);
   {
     auto parent = std::filesystem::path(path).parent_path();
     if (!parent.empty()) std::filesystem::create_directories(parent);
@@ -127,7 +130,14 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
     for (int i = 0; i < 8; ++i) out.put(char((n >> (8 * i)) & 0xff));
     out.write(h.data(), std::streamsize(h.size()));
     for (auto& c : blobs) out.write(static_cast<const char*>(c.data_ptr()), c.numel() * c.element_size());
-    CL_CHECK(out.good(), "failed writing `" << tmp << "` (disk full?)");
+    errno = 0;
+    out.close();  // buffered bytes reach the disk here: check after it
+    if (!out) {
+      const int err = errno;
+      std::error_code ec;
+      std::filesystem::remove(tmp, ec);
+      fail_write(path, "writing tensors", err);
+    }
   }
   std::filesystem::rename(tmp, path);
 }

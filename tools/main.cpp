@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <signal.h>
 #include <unistd.h>
 
 #include "framework/config.h"
@@ -47,7 +48,8 @@ usage:
   cachelab info                              cores, threads, BLAS, LibTorch, HDF5, data folder, bundled weights
 
 environment: CACHELAB_ROOT (project root: configs/, models/weights/; default the source checkout),
-             CACHELAB_DATA (datasets; default <root>/data), CACHELAB_DEBUG=1 (source locations in errors)
+             CACHELAB_DATA (datasets; default <root>/data), CACHELAB_DEBUG=1 (source locations in errors),
+             CACHELAB_LEASE_S (run lock lease, default 300), CACHELAB_KEEP_CACHE=1 (keep reference caches)
 
 options (`cachelab COMMAND --help` shows one command's own):
 )";
@@ -63,16 +65,16 @@ const std::map<std::string, CommandHelp>& command_help() {
       {"run",
        {"cachelab run EXP.yaml [key=value ...]\n  run an experiment: its references, then every variant x sweep point "
         "(finished runs are skipped)",
-        {"jobs", "index", "only", "threads", "results", "force", "count"}}},
+        {"jobs", "index", "only", "threads", "results", "force", "count", "max-hours", "allow-long"}}},
       {"sweep",
        {"cachelab sweep EXP.yaml [key=value ...]\n  the same as run; --index i runs one grid point (a cluster array "
         "task), --jobs N runs N worker processes",
-        {"jobs", "index", "only", "threads", "results", "force", "count", "slurm", "partition", "time",
+        {"jobs", "index", "only", "threads", "results", "force", "count", "max-hours", "allow-long", "slurm", "partition", "time",
          "cpus-per-task", "mem", "sbatch-arg", "dry-run", "collect", "reference"}}},
       {"validate",
        {"cachelab validate EXP.yaml [key=value ...]\n  check the config, the files it reads and the cost, list the "
         "runs; run nothing",
-        {"only", "threads", "results", "count"}}},
+        {"only", "threads", "results", "count", "max-hours", "allow-long"}}},
       {"calibrate",
        {"cachelab calibrate EXP.yaml [key=value ...]\n  fit the variants' correctors / quantizers and write their files",
         {"only", "threads", "results"}}},
@@ -86,7 +88,7 @@ const std::map<std::string, CommandHelp>& command_help() {
         "long-format tables of the experiment's runs",
         {"level", "format", "output"}}},
       {"info", {"cachelab info [--threads N]\n  cores, threads, BLAS, LibTorch, HDF5, data folder, bundled weights",
-                {"threads"}}},
+                {"threads", "results"}}},
   };
   return help;
 }
@@ -151,13 +153,16 @@ int run_cli(int argc, char** argv) {
   std::vector<std::string> only;
   int jobs = 1, index = -1, worker = -1, workers = 1, threads = 0, reference = -1;
   SlurmOptions slurm;
+  double max_hours = 24;
   std::string level = "run", format = "csv", output;
   opts.add_options()("help,h", "this help")("jobs,j", po::value(&jobs), "parallel worker processes (default 1)")(
       "index", po::value(&index), "run only grid point i (a Slurm array task)")(
       "only", po::value(&only), "run only this variant (repeatable)")(
       "threads", po::value(&threads), "intra-op threads (overrides run.threads)")(
       "results", po::value(&results), "results root folder (default results/)")(
-      "force", "redo runs that are already done")("check", "report: exit 1 unless every claim holds")(
+      "force", "redo runs that are already done")(
+      "max-hours", po::value(&max_hours), "run/validate: refuse a sweep estimated longer (default 24; 0 = no limit)")(
+      "allow-long", "run/validate: accept a sweep however long it is estimated to take")("check", "report: exit 1 unless every claim holds")(
       "level", po::value(&level), "export: run | step | site (default run)")(
       "format", po::value(&format), "export: csv | parquet (default csv)")(
       "output", po::value(&output), "export: output file (default <folder>/export_<level>.<format>)")("count", "print the number of runs and exit")(
@@ -230,6 +235,16 @@ int run_cli(int argc, char** argv) {
     std::printf("data folder  %s%s%s\n", data.c_str(), std::getenv("CACHELAB_DATA") ? "  (CACHELAB_DATA)" : "",
                 std::filesystem::exists(data + "/mnist/t10k-images-idx3-ubyte") ? ""
                                                                                 : "  (MNIST missing: bash tools/fetch_data.sh)");
+    // Reference trajectories cached for the variants of unfinished experiments.
+    double cache_bytes = 0;
+    int cache_files = 0;
+    const std::string results_dir = resolve_path(results);
+    std::error_code ec;
+    for (auto& exp : std::filesystem::directory_iterator(results_dir, ec))
+      for (auto& f : std::filesystem::directory_iterator(exp.path() / ".cache", ec))
+        if (f.is_regular_file()) cache_bytes += double(f.file_size()), ++cache_files;
+    std::printf("ref. caches  %s/*/.cache: %d file(s), %.1f MB (each removed once every run measured against it is "
+                "done; safe to delete)\n", results_dir.c_str(), cache_files, cache_bytes / 1e6);
     std::printf("bundled weights:\n");
     for (auto& e : std::filesystem::directory_iterator(project_root() + "/models/weights")) {
       const auto p = e.path();
@@ -269,6 +284,8 @@ int run_cli(int argc, char** argv) {
       SweepOptions so;
       so.results_root = results;
       so.threads = threads;
+      so.only = only;
+      so.max_hours = vm.count("allow-long") ? 0 : max_hours;
       preflight_experiment(spec, so);
       std::printf("%s: ok -- %zu run(s), %zu reference(s)\n", file.c_str(), spec.runs.size(), spec.references.size());
       for (size_t i = 0; i < spec.runs.size(); ++i)
@@ -285,6 +302,7 @@ int run_cli(int argc, char** argv) {
     so.threads = threads;
     so.force = vm.count("force") > 0;
     so.only = only;
+    so.max_hours = vm.count("allow-long") ? 0 : max_hours;
     so.exe = self_exe(argv[0]);
     so.cli_overrides = overrides;
     so.reference = reference;
@@ -336,9 +354,15 @@ int run_cli(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // HDF5 closes what is still open at exit; after a write failed (a full disk) that close
+  // crashes inside the library. cachelab closes its files itself.
+  H5dont_atexit();
   // Line-buffered output: a log redirected to a file (a Slurm job's) keeps every finished line.
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   cachelab::install_interrupt_handlers();
+  // A file-size limit (ulimit -f) fails the write with EFBIG, reported as a clean error,
+  // instead of killing the process.
+  signal(SIGXFSZ, SIG_IGN);
   try {
     return run_cli(argc, argv);
   } catch (const Error& e) {
