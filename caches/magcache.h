@@ -28,7 +28,7 @@ struct MagCacheOptions {
   std::vector<double> ratios;      // per-step ratios given inline (when `calibration` is "")
   template <class V>
   void fields(V& v) {
-    v("threshold", threshold, "skip while the accumulated error sum |1 - prod gamma| stays <= this");
+    v("threshold", threshold, "skip while the accumulated error, the sum of abs(1 - prod gamma), stays <= this");
     v("max_skip", max_skip, "K: at most this many consecutive skipped steps");
     v("retention_ratio", retention_ratio, "fraction of the first steps always computed");
     v("calibration", calibration, "file of per-step magnitude ratios written by `cachelab calibrate`");

@@ -19,6 +19,7 @@
 #include "caches/zeus.h"
 #include "framework/config.h"
 #include "framework/registries.h"
+#include "metrics/functional.h"
 #include "tests/caches/fixture.h"
 
 using namespace cachelab;
@@ -435,6 +436,37 @@ BOOST_FIXTURE_TEST_CASE(the_searched_threshold_reaches_the_requested_flops_speed
   BOOST_CHECK_CLOSE(again.threshold(), s.threshold(), 1e-6);
   BOOST_CHECK_GE(ref_traj.flops / t.flops, o.value);
   BOOST_CHECK_GT(count(t, site("blocks.1"), Decision::Reuse), 0);
+}
+
+BOOST_FIXTURE_TEST_CASE(a_psnr_target_keeps_the_fastest_threshold_that_reaches_it, Fixture) {
+  // The PSNR at the fastest end of the interval, then a target 3 dB above it: threshold 0
+  // (everything computed, PSNR inf) reaches it, the fastest end does not.
+  const char* inner = "type: dbcache\nfront_blocks: 1\nback_blocks: 0\nwarmup_steps: 1\n";
+  DbCacheOptions fast;
+  fast.threshold = 2.0, fast.front_blocks = 1, fast.back_blocks = 0, fast.warmup_steps = 1;
+  DbCachePolicy fastest(fast);
+  const double psnr_fast = psnr(with(fastest).samples, ref.samples);
+  BOOST_REQUIRE(std::isfinite(psnr_fast));
+  TempDir dir;
+  ThresholdSearchOptions o;
+  o.inner.node = parse_config_string(inner, "t");
+  o.target = "psnr", o.value = psnr_fast + 3.0, o.lo = 0.0, o.hi = 2.0, o.grid = 4, o.refine = 3;
+  o.file = dir.file("psnr.txt");
+  BuildContext bc;
+  ThresholdSearch s(o, bc);
+  s.start_calibration();
+  for (bool more = true; more;) {
+    auto t = with(s);
+    more = s.another_run(t.flops, t.samples);
+  }
+  const std::string msg = s.finish_calibration();
+  BOOST_TEST_MESSAGE(msg);
+  BOOST_REQUIRE(msg.find("NOT reached") == std::string::npos);
+  ThresholdSearch again(o, bc);
+  auto t = with(again);
+  BOOST_CHECK_GE(psnr(t.samples, ref.samples), o.value);
+  BOOST_TEST_MESSAGE("psnr target " << o.value << " dB: threshold " << s.threshold() << ", speedup "
+                                    << ref_traj.flops / t.flops);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
