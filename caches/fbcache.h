@@ -1,14 +1,7 @@
-// First-Block Cache (ParaAttention's FBCache; cache-dit's DBCache with Fn/Bn): the
-// first `front_blocks` blocks always run. Their residual r = out - in is compared with
-// r at the last step where the middle blocks ran:
-//     signal = mean|r - r_prev| / mean|r_prev|.
-// When signal < threshold (after the warm-up, within the caps) the middle blocks are
-// skipped and the cached middle residual (middle out - middle in, from the last computed
-// step) is added to the current middle input; the last `back_blocks` blocks always run.
+// First-Block Cache (ParaAttention's FBCache): DBCache (caches/dbcache.h) with Fn = 1
+// compute block in front, Bn = 0 behind, and ParaAttention's defaults.
 #pragma once
-#include <vector>
-
-#include "framework/layer.h"
+#include "caches/dbcache.h"
 
 namespace cachelab {
 
@@ -37,24 +30,17 @@ struct FbCacheOptions {
     c.require(front_blocks >= 1, "front_blocks", "must be >= 1 (the signal is the front blocks' residual)");
     c.require(back_blocks >= 0, "back_blocks", "must be >= 0");
   }
+  DbCacheOptions as_dbcache() const {
+    DbCacheOptions d;
+    d.threshold = threshold, d.warmup_steps = warmup_steps, d.max_consecutive = max_consecutive;
+    d.max_cached_steps = max_cached_steps, d.front_blocks = front_blocks, d.back_blocks = back_blocks;
+    return d;
+  }
 };
 
-class FbCachePolicy final : public CachePolicy {
+class FbCachePolicy final : public DbCachePolicy {
  public:
-  explicit FbCachePolicy(const FbCacheOptions& o) : o_(o) {}
-  void begin_run(RunContext& ctx) override;
-  void begin_step(const StepIndex& step) override;
-  Tensors at(SiteCall& call, const Next& next) override;
-
- private:
-  FbCacheOptions o_;
-  std::vector<int> block_of_;  // per site: block index of a main-stream block site, else -1
-  int depth_ = 0, first_mid_ = 0, last_mid_ = 0;
-  int step_ = 0, consecutive_ = 0, cached_total_ = 0;
-  bool reuse_this_step_ = false;
-  double signal_ = kNoSignal;
-  at::Tensor front_in_, front_res_, front_res_prev_;  // front residual now / at last computed step
-  at::Tensor mid_in_, mid_res_;                       // middle input now, cached middle residual
+  explicit FbCachePolicy(const FbCacheOptions& o) : DbCachePolicy(o.as_dbcache()) {}
 };
 
 }  // namespace cachelab

@@ -1,14 +1,21 @@
 // Every cache policy, one line each.
+#include "caches/cg_taylor.h"
+#include "caches/dbcache.h"
 #include "caches/dec.h"
+#include "caches/delta_dit.h"
 #include "caches/fbcache.h"
 #include "caches/fora.h"
 #include "caches/kv_cache.h"
 #include "caches/l2c.h"
+#include "caches/magcache.h"
 #include "caches/none.h"
 #include "caches/schedule.h"
+#include "caches/scm.h"
 #include "caches/taylorseer.h"
 #include "caches/teacache.h"
+#include "caches/threshold_search.h"
 #include "caches/toca.h"
+#include "caches/zeus.h"
 #include "framework/registries.h"
 
 namespace cachelab {
@@ -31,6 +38,20 @@ void register_caches() {
       "prefix_kv", "Fast-dLLM block-wise prefix K/V cache for masked-diffusion LMs (mdlm)", __FILE__);
   ops_layers().add<RollingKvCache, RollingKvOptions>(
       "rolling_kv", "AR video: K/V of finished frames kept, attention over a window of past frames", __FILE__);
+  r.add<DbCachePolicy, DbCacheOptions>(
+      "dbcache", "DBCache: Fn front blocks decide, the middle is skipped while their residual barely changes, Bn back blocks run", __FILE__);
+  r.add<DeltaDitPolicy, DeltaDitOptions>(
+      "delta_dit", "Delta-DiT: cached deviation of a block range, rear blocks early, front blocks late", __FILE__);
+  r.add<MagCachePolicy, MagCacheOptions>(
+      "magcache", "MagCache: skip the body while calibrated residual-magnitude ratios keep the accumulated error small", __FILE__);
+  r.add<ZeusPolicy, ZeusOptions>(
+      "zeus", "ZEUS: skip the denoiser on a modular pattern, second-order extrapolation interleaved with reuse", __FILE__);
+  r.add<CgTaylorPolicy, CgTaylorOptions>(
+      "cg_taylor", "confidence-gated Taylor: forecast the last block while the first block's forecast holds", __FILE__);
+  r.add<ScmPolicy, ScmOptions>(
+      "scm", "step computation mask: a static per-step mask (presets), alone or around a dynamic policy", __FILE__);
+  r.add<ThresholdSearch, ThresholdSearchOptions>(
+      "threshold_search", "any threshold policy at the threshold `cachelab calibrate` found for a speedup or PSNR", __FILE__);
   r.add<L2cRouter, L2cOptions>("l2c", "Learning-to-Cache: a trained router per (step, block, attn/mlp) picks the sub-layers to reuse", __FILE__);
 }
 

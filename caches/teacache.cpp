@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "caches/calibration.h"
 #include "framework/error.h"
 #include "framework/paths.h"
 #include "metrics/functional.h"
@@ -39,15 +40,12 @@ void TeaCachePolicy::start_calibration() {
 std::string TeaCachePolicy::finish_calibration() {
   calibrating_ = false;
   coef_ = polyfit(fit_x_, fit_y_, o_.fit_degree);
-  const std::string path = resolve_path(o_.calibration);
-  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
-  std::ofstream f(path);
-  CL_CHECK(f.good(), "teacache: cannot write `" << path << "`");
   std::ostringstream os;
   os.precision(17);
   for (double c : coef_) os << c << " ";
-  f << "# teacache coefficients, highest degree first: residual change ~ poly(modulated-input change)\n"
-    << os.str() << "\n";
+  const std::string path = write_calibration_file(
+      o_.calibration, "teacache coefficients, highest degree first: residual change ~ poly(modulated-input change)",
+      digest_, os.str());
   loaded_ = true;
   std::ostringstream msg;
   msg << "teacache: fitted a degree-" << o_.fit_degree << " polynomial on " << fit_x_.size() << " steps -> " << path;
@@ -66,14 +64,11 @@ void TeaCachePolicy::begin_run(RunContext& ctx) {
   step_ = 0;
   accumulated_ = 0;
   prev_input_ = residual_ = prev_residual_ = at::Tensor();
+  if (!o_.calibration.empty() && digest_.empty()) digest_ = backbone_digest(ctx);
   if (!o_.calibration.empty() && !calibrating_ && !loaded_) {
     const std::string path = resolve_path(o_.calibration);
-    std::ifstream f(path);
-    CL_CHECK(f.good(), "teacache: no fitted coefficients at `" << path
-                                                               << "`; fit them with `cachelab calibrate EXP.yaml`");
-    std::string line, text;
-    while (std::getline(f, line))
-      if (!line.empty() && line[0] != '#') text += line + " ";
+    std::string text;
+    for (auto& line : read_calibration_file(o_.calibration, digest_, "teacache")) text += line + " ";
     std::istringstream in(text);
     coef_.clear();
     for (double c; in >> c;) coef_.push_back(c);

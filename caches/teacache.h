@@ -13,7 +13,8 @@
 // every step and records, per step, the input change d_t and the change of the body's
 // residual (out - in) e_t; a least-squares polynomial of degree `fit_degree` e ~ poly(d)
 // (numpy.polyfit's convention) is written to the file, which later runs read in place of
-// `coefficients`. The threshold is then in units of the residual's relative change.
+// `coefficients`; the file carries the backbone's digest (another backbone's file is an
+// error). The threshold is then in units of the residual's relative change.
 #pragma once
 #include <string>
 #include <vector>
@@ -63,6 +64,7 @@ class TeaCachePolicy final : public CachePolicy, public Calibrator {
  private:
   TeaCacheOptions o_;
   std::vector<double> coef_;
+  std::string digest_;  // the backbone's (calibration files carry it)
   bool calibrating_ = false, loaded_ = false;
   double raw_ = kNoSignal;
   std::vector<double> fit_x_, fit_y_;

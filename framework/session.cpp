@@ -28,6 +28,7 @@
 #include "framework/paths.h"
 #include "framework/pipeline.h"
 #include "framework/metric.h"
+#include "framework/multi_run.h"
 
 namespace cachelab {
 namespace fs = std::filesystem;
@@ -189,6 +190,14 @@ class Session {
     const auto t0 = std::chrono::steady_clock::now();
     Trajectory tr = run_trajectory(rp, parts.run, nullptr, nullptr);
     CL_CHECK(tr.failed_step < 0, "calibration run of `" << run.name << "` failed: " << tr.error);
+    for (bool more = true; more;) {  // a searching calibrator asks for more runs
+      more = false;
+      for (auto* c : cals)
+        if (auto* m = dynamic_cast<MultiRunCalibrator*>(c)) more = m->another_run(tr.flops, tr.samples) || more;
+      if (!more) break;
+      tr = run_trajectory(rp, parts.run, nullptr, nullptr);
+      CL_CHECK(tr.failed_step < 0, "calibration run of `" << run.name << "` failed: " << tr.error);
+    }
     for (auto* c : cals)
       std::printf("  %-28s %s (%.1fs, %d samples)\n", run.name.c_str(), c->finish_calibration().c_str(),
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), parts.run.samples);

@@ -19,7 +19,9 @@ BOOST_AUTO_TEST_CASE(census_every_expected_component_is_registered) {
     return std::set<std::string>(v.begin(), v.end());
   };
   const std::set<std::string> bb = {"dit", "tiny_mdlm", "tiny_video"}, sm = {"ddim", "ddpm", "euler_flow"},
-                              ca = {"none", "fora", "fbcache", "taylorseer", "teacache", "toca", "dec", "l2c", "schedule"},
+                              ca = {"none", "fora", "fbcache", "taylorseer", "teacache", "toca", "dec", "l2c",
+                                    "dbcache", "delta_dit", "magcache", "zeus", "cg_taylor", "scm", "threshold_search",
+                                    "schedule"},
                               me = {"mse", "psnr", "ssim", "fid", "accuracy", "token_match"},
                               pi = {"image", "mdlm", "video"}, gu = {"cfg"}, op = {"prefix_kv", "rolling_kv", "w8a8"};
   for (auto& n : bb) BOOST_CHECK_MESSAGE(names(backbones()).count(n), "backbone " << n);
@@ -39,6 +41,10 @@ BOOST_AUTO_TEST_CASE(census_every_expected_component_is_registered) {
 const std::map<std::string, std::string> kExamples = {
     {"dec", "type: dec\ninner: {type: fora, interval: 2}\ntable: results/calib/t.safetensors\n"},
     {"schedule", "type: schedule\ncompute: [1, 0, 1]\n"},
+    {"magcache", "type: magcache\ncalibration: results/calib/m.txt\n"},
+    {"scm", "type: scm\npreset: fast\ninner: {type: fbcache, threshold: 0.2}\n"},
+    {"threshold_search",
+     "type: threshold_search\ninner: {type: dbcache}\ntarget: psnr\nvalue: 30\nfile: results/calib/s.txt\n"},
 };
 
 template <class Reg>

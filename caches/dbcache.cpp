@@ -1,4 +1,4 @@
-#include "caches/fbcache.h"
+#include "caches/dbcache.h"
 
 #include <ATen/ATen.h>
 
@@ -9,7 +9,7 @@
 
 namespace cachelab {
 
-void FbCachePolicy::begin_run(RunContext& ctx) {
+void DbCachePolicy::begin_run(RunContext& ctx) {
   const auto& sites = *ctx.sites;
   block_of_.assign(sites.size(), -1);
   depth_ = 0;
@@ -20,20 +20,20 @@ void FbCachePolicy::begin_run(RunContext& ctx) {
     }
   first_mid_ = o_.front_blocks;
   last_mid_ = depth_ - 1 - o_.back_blocks;
-  CL_CHECK(first_mid_ <= last_mid_, "fbcache: front_blocks (" << o_.front_blocks << ") + back_blocks ("
+  CL_CHECK(first_mid_ <= last_mid_, "dbcache: front_blocks (" << o_.front_blocks << ") + back_blocks ("
                                                               << o_.back_blocks << ") leave no block to cache in a "
                                                               << depth_ << "-block backbone");
   step_ = consecutive_ = cached_total_ = 0;
   front_in_ = front_res_ = front_res_prev_ = mid_in_ = mid_res_ = at::Tensor();
 }
 
-void FbCachePolicy::begin_step(const StepIndex& step) {
+void DbCachePolicy::begin_step(const StepIndex& step) {
   step_ = step.index;
   reuse_this_step_ = false;
   signal_ = kNoSignal;
 }
 
-Tensors FbCachePolicy::at(SiteCall& call, const Next& next) {
+Tensors DbCachePolicy::at(SiteCall& call, const Next& next) {
   const int b = block_of_[size_t(call.site)];
   const at::Tensor& input = call.inputs[0];
   if (b >= first_mid_ && b <= last_mid_) {

@@ -1,0 +1,90 @@
+#include "caches/calibration.h"
+
+#include <ATen/ATen.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "framework/error.h"
+#include "framework/ops.h"
+#include "framework/paths.h"
+
+namespace cachelab {
+namespace {
+
+struct Fnv {
+  uint64_t h = 1469598103934665603ull;
+  void bytes(const void* p, size_t n) {
+    auto* c = static_cast<const unsigned char*>(p);
+    for (size_t i = 0; i < n; ++i) h = (h ^ c[i]) * 1099511628211ull;
+  }
+  void str(const std::string& s) { bytes(s.data(), s.size() + 1); }
+  void tensor(const at::Tensor& t) {
+    if (!t.defined()) return str("<none>");
+    auto c = t.detach().to(at::kCPU, at::kFloat).contiguous();
+    bytes(c.data_ptr<float>(), size_t(c.numel()) * sizeof(float));
+  }
+};
+
+}  // namespace
+
+std::string backbone_digest(const RunContext& ctx) {
+  Fnv f;
+  if (ctx.sites)
+    for (auto& s : *ctx.sites) {
+      f.str(s.name);
+      const int tags[3] = {int(s.kind), s.block, s.stream};
+      f.bytes(tags, sizeof tags);
+    }
+  if (ctx.linears)
+    for (auto& l : *ctx.linears) {
+      f.str(l.name);
+      f.tensor(l.weight);
+      f.tensor(l.bias);
+    }
+  char out[17];
+  std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(f.h));
+  return out;
+}
+
+std::string write_calibration_file(const std::string& path, const std::string& header, const std::string& digest,
+                                   const std::string& payload) {
+  const std::string p = resolve_path(path);
+  const auto parent = std::filesystem::path(p).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent);
+  std::ofstream f(p);
+  CL_CHECK(f.good(), "cannot write the calibration file `" << p << "`");
+  std::istringstream h(header);
+  for (std::string line; std::getline(h, line);) f << "# " << line << "\n";
+  f << "backbone_digest: " << digest << "\n" << payload;
+  if (!payload.empty() && payload.back() != '\n') f << "\n";
+  CL_CHECK(f.good(), "writing the calibration file `" << p << "` failed");
+  return p;
+}
+
+std::vector<std::string> read_calibration_file(const std::string& path, const std::string& digest,
+                                               const std::string& who) {
+  const std::string p = resolve_path(path);
+  std::ifstream f(p);
+  CL_CHECK(f.good(), who << ": no calibration file at `" << p << "`; fit it with `cachelab calibrate EXP.yaml`");
+  std::vector<std::string> payload;
+  std::string found;
+  for (std::string line; std::getline(f, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    if (line.rfind("backbone_digest:", 0) == 0) {
+      std::istringstream in(line.substr(16));
+      in >> found;
+      continue;
+    }
+    payload.push_back(line);
+  }
+  CL_CHECK(!found.empty(), who << ": `" << p << "` carries no backbone digest (an older file); re-run "
+                                  "`cachelab calibrate EXP.yaml` to refit it");
+  CL_CHECK(found == digest, who << ": `" << p << "` was fitted on another backbone (digest " << found
+                                << ", this one is " << digest << "); re-run `cachelab calibrate EXP.yaml`");
+  return payload;
+}
+
+}  // namespace cachelab

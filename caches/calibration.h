@@ -1,0 +1,32 @@
+// Calibration files of cache policies (TeaCache's coefficients, MagCache's ratios, a
+// searched threshold): small text files that carry the digest of the backbone they were
+// fitted on, so that a file fitted on one model is never silently used with another.
+//
+//   # <what the file is>
+//   backbone_digest: 0123456789abcdef
+//   <payload lines; `#` starts a comment>
+#pragma once
+#include <string>
+#include <vector>
+
+#include "framework/layer.h"
+
+namespace cachelab {
+
+// 16 hex digits identifying a backbone: a 64-bit FNV-1a hash of its site table (names,
+// kinds, blocks) and of every linear layer's weights and biases (as float32 on the CPU),
+// so it changes with the architecture or the weights, not with the device.
+std::string backbone_digest(const RunContext& ctx);
+
+// Writes `header` (comment lines), the digest and `payload` to `path` (resolved against
+// the project root; folders created). Returns the resolved path.
+std::string write_calibration_file(const std::string& path, const std::string& header, const std::string& digest,
+                                   const std::string& payload);
+
+// Reads a calibration file: its payload lines (comments and the digest line dropped).
+// Throws, naming `who`, when the file is missing, has no digest, or its digest differs
+// from `digest` (the file was fitted on another backbone: re-run `cachelab calibrate`).
+std::vector<std::string> read_calibration_file(const std::string& path, const std::string& digest,
+                                               const std::string& who);
+
+}  // namespace cachelab
