@@ -1,10 +1,14 @@
 // Every cache policy, one line each.
 #include "caches/dec.h"
+#include "caches/delta_cache.h"
 #include "caches/fbcache.h"
+#include "caches/foca.h"
 #include "caches/fora.h"
 #include "caches/kv_cache.h"
 #include "caches/l2c.h"
 #include "caches/none.h"
+#include "caches/pab.h"
+#include "caches/ras.h"
 #include "caches/taylorseer.h"
 #include "caches/teacache.h"
 #include "caches/toca.h"
@@ -28,6 +32,10 @@ void register_caches() {
       "prefix_kv", "Fast-dLLM block-wise prefix K/V cache for masked-diffusion LMs (mdlm)", __FILE__);
   ops_layers().add<RollingKvCache, RollingKvOptions>(
       "rolling_kv", "AR video: K/V of finished frames kept, attention over a window of past frames", __FILE__);
+  r.add<FocaPolicy, FocaOptions>("foca", "FoCa: forecast sub-layer outputs with a BDF2 slope and a Heun calibration, compute every N-th step", __FILE__);
+  r.add<PabPolicy, PabOptions>("pab", "Pyramid Attention Broadcast: reuse attention outputs over a timestep window, a range per attention type", __FILE__);
+  r.add<RasPolicy, RasOptions>("ras", "RAS: update only the tokens in focus, the rest keep the previous noise estimate", __FILE__);
+  r.add<DeltaCachePolicy, DeltaCacheOptions>("delta_cache", "Temporal Delta Cache: skip blocks whose residual (out - in) is stable, add the cached residual", __FILE__);
   r.add<L2cRouter, L2cOptions>("l2c", "Learning-to-Cache: a trained router per (step, block, attn/mlp) picks the sub-layers to reuse", __FILE__);
 }
 
