@@ -315,6 +315,9 @@ ExperimentSpec load_experiment(const std::string& file, const std::vector<std::s
     CL_CHECK(c->is_seq(), c->where() << ": `claims` must be a list");
     std::vector<std::string> names = {"reference"};
     for (auto& r : spec.runs) names.push_back(r.name);
+    // A swept variant is also named by its plain name: the claim is about all its points.
+    for (auto& [vname, vover] : variants)
+      if (std::find(names.begin(), names.end(), vname) == names.end()) names.push_back(vname);
     for (auto& item : c->seq) {
       auto cl = read_options<ClaimOptions>(item, "claim");
       auto check_variant = [&](const std::string& v, const char* key) {
