@@ -26,7 +26,12 @@ void DeltaCachePolicy::begin_run(RunContext& ctx) {
   }
   CL_CHECK(matched > 0, "delta_cache: no block site left to cache (this backbone has no site of kind block, or "
                         "front_blocks + back_blocks cover them all)");
-  step_ = 0;
+  step_ = outer_ = 0;
+}
+
+void DeltaCachePolicy::begin_step(const StepIndex& step) {
+  if (step.outer != outer_) state_.assign(state_.size(), State()), outer_ = step.outer;
+  step_ = step.inner;
 }
 
 Tensors DeltaCachePolicy::at(SiteCall& call, const Next& next) {

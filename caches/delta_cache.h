@@ -44,7 +44,9 @@ class DeltaCachePolicy final : public CachePolicy {
  public:
   explicit DeltaCachePolicy(const DeltaCacheOptions& o) : o_(o) {}
   void begin_run(RunContext& ctx) override;
-  void begin_step(const StepIndex& step) override { step_ = step.index; }
+  // Steps count within an outer iteration; a new one (a chunk of a sequence pipeline)
+  // starts with nothing cached.
+  void begin_step(const StepIndex& step) override;
   Tensors at(SiteCall& call, const Next& next) override;
 
  private:
@@ -56,7 +58,7 @@ class DeltaCachePolicy final : public CachePolicy {
   DeltaCacheOptions o_;
   std::vector<bool> selected_;
   std::vector<State> state_;
-  int step_ = 0;
+  int step_ = 0, outer_ = 0;
 };
 
 }  // namespace cachelab

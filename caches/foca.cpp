@@ -36,6 +36,11 @@ at::Tensor FocaPolicy::forecast(const History& h, double s, const std::string& f
   return h.values.back() + (h.slope + slope_s) * (delta / 2);
 }
 
+void FocaPolicy::begin_step(const StepIndex& step) {
+  if (step.outer != outer_) history_.assign(history_.size(), History()), outer_ = step.outer;
+  step_ = step.inner;
+}
+
 void FocaPolicy::begin_run(RunContext& ctx) {
   const auto& sites = *ctx.sites;
   selected_.assign(sites.size(), false);
@@ -45,7 +50,7 @@ void FocaPolicy::begin_run(RunContext& ctx) {
     for (auto& l : o_.layers)
       if (sites[i].kind == site_kind_from_name(l)) selected_[i] = true, ++matched;
   CL_CHECK(matched > 0, "foca: no site of this backbone has a kind in `layers`");
-  step_ = 0;
+  step_ = outer_ = 0;
 }
 
 Tensors FocaPolicy::at(SiteCall& call, const Next& next) {

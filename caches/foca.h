@@ -46,7 +46,9 @@ class FocaPolicy final : public CachePolicy {
  public:
   explicit FocaPolicy(const FocaOptions& o) : o_(o) {}
   void begin_run(RunContext& ctx) override;
-  void begin_step(const StepIndex& step) override { step_ = step.index; }
+  // Steps count within an outer iteration (a chunk of a sequence pipeline is a new
+  // trajectory: the histories start again).
+  void begin_step(const StepIndex& step) override;
   Tensors at(SiteCall& call, const Next& next) override;
 
   // The history of one site: computed points, oldest first (at most 3), and the slope
@@ -65,7 +67,7 @@ class FocaPolicy final : public CachePolicy {
   FocaOptions o_;
   std::vector<bool> selected_;
   std::vector<History> history_;
-  int step_ = 0;
+  int step_ = 0, outer_ = 0;
 };
 
 }  // namespace cachelab

@@ -24,7 +24,12 @@ void PabPolicy::begin_run(RunContext& ctx) {
   }
   CL_CHECK(matched > 0, "pab: no site is broadcast (no attention or MLP site of this backbone belongs to a group "
                         "whose range is above 1)");
-  step_ = 0;
+  step_ = outer_ = 0;
+}
+
+void PabPolicy::begin_step(const StepIndex& step) {
+  if (step.outer != outer_) cache_.assign(cache_.size(), at::Tensor()), outer_ = step.outer;
+  step_ = step.inner, t_ = step.timestep;
 }
 
 Tensors PabPolicy::at(SiteCall& call, const Next& next) {

@@ -53,7 +53,8 @@ class PabPolicy final : public CachePolicy {
  public:
   explicit PabPolicy(const PabOptions& o) : o_(o) {}
   void begin_run(RunContext& ctx) override;
-  void begin_step(const StepIndex& step) override { step_ = step.index, t_ = step.timestep; }
+  // A new outer iteration (a chunk of a sequence pipeline) starts with nothing cached.
+  void begin_step(const StepIndex& step) override;
   Tensors at(SiteCall& call, const Next& next) override;
 
  private:
@@ -66,7 +67,7 @@ class PabPolicy final : public CachePolicy {
   std::vector<Group> groups_;
   std::vector<at::Tensor> cache_;  // per site: last computed output
   std::vector<int> computed_at_;   // per site: step of that computation
-  int step_ = 0;
+  int step_ = 0, outer_ = 0;
   int64_t t_ = 0;
 };
 

@@ -27,10 +27,10 @@ void RasPolicy::begin_run(RunContext& ctx) {
   CL_CHECK(matched > 0, "ras: no site of this backbone has a kind in `layers`");
   fraction_extra_ = ctx.declare_site_extra("computed_token_fraction", "ratio",
                                            "fraction of the site's tokens computed at this step (toca, ras)");
-  steps_ = ctx.steps;
+  steps_ = ctx.inner_steps > 0 ? ctx.inner_steps : ctx.steps;
   noise_ = active_ = dropped_ = at::Tensor();
   tokens_ = 0;
-  step_ = 0;
+  step_ = outer_ = 0;
   ras_now_ = false;
 }
 
@@ -41,7 +41,12 @@ bool RasPolicy::ras_step(int step) const {
 }
 
 void RasPolicy::begin_step(const StepIndex& step) {
-  step_ = step.index;
+  if (step.outer != outer_) {  // a new trajectory (a chunk of a sequence pipeline)
+    cache_.assign(cache_.size(), at::Tensor());
+    noise_ = active_ = dropped_ = at::Tensor();
+    outer_ = step.outer;
+  }
+  step_ = step.inner;
   ras_now_ = ras_step(step_) && active_.defined() && noise_.defined();
 }
 

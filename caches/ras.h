@@ -82,7 +82,7 @@ class RasPolicy final : public CachePolicy {
   at::Tensor active_;              // int64 [R] tokens updated at this step; undefined = all
   at::Tensor dropped_;             // float [N] times each token was left out
   int64_t tokens_ = 0;
-  int step_ = 0, steps_ = 0, model_site_ = -1, fraction_extra_ = -1;
+  int step_ = 0, outer_ = 0, steps_ = 0, model_site_ = -1, fraction_extra_ = -1;
   bool ras_now_ = false;
 };
 

@@ -6,6 +6,7 @@
 #include <boost/test/unit_test.hpp>
 #include <cmath>
 #include <functional>
+#include <tuple>
 
 #include "caches/delta_cache.h"
 #include "caches/foca.h"
@@ -13,6 +14,8 @@
 #include "caches/pab.h"
 #include "caches/ras.h"
 #include "caches/taylorseer.h"
+#include "models/tiny_video.h"
+#include "models/video_pipeline.h"
 #include "tests/caches/fixture.h"
 
 using namespace cachelab;
@@ -36,8 +39,8 @@ struct Harness {
     ctx.inner_steps = steps;
   }
   void begin(SiteLayer& layer, int index, int64_t timestep = 0) {
-    step.index = index;
-    step.count = ctx.steps;
+    step.index = step.inner = index;
+    step.count = step.inner_count = ctx.steps;
     step.timestep = timestep;
     layer.begin_step(step);
   }
@@ -366,6 +369,60 @@ BOOST_FIXTURE_TEST_CASE(stable_blocks_are_skipped_with_finite_signal_within_the_
   }
   BOOST_CHECK_GT(reused, 0);
   BOOST_CHECK_LT(t.flops, ref_traj.flops);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// The methods select sites by tags, so they run on the frame-causal video transformer too
+// (3 chunks of 2 frames, 4 steps each): each reuses or forecasts there, and every chunk
+// (a new trajectory) starts by computing.
+BOOST_AUTO_TEST_SUITE(zoo_b_on_video)
+
+BOOST_AUTO_TEST_CASE(foca_pab_and_delta_cache_hit_on_tiny_video_and_ras_refuses_its_attention) {
+  TinyVideo model{TinyVideoOptions{}};
+  cachelab::testing::randomize(model, 3, 0.1);
+  VideoPipeline pipe{[] {
+    VideoPipelineOptions o;
+    o.num_chunks = 3;
+    o.frames_per_chunk = 2;
+    o.steps = 4;
+    return o;
+  }()};
+  RunOptions run;
+  run.samples = run.batch = run.probe_samples = 2;
+  run.cfg_scale = 1;
+  auto go = [&](SiteLayer& layer) {
+    RunParts parts;
+    parts.backbone = &model;
+    parts.pipeline = &pipe;
+    parts.layers = {&layer};
+    return run_trajectory(parts, run, nullptr, nullptr);
+  };
+  FocaOptions fo;
+  fo.interval = 2, fo.warmup_steps = 0;
+  FocaPolicy foca(fo);
+  PabOptions po;
+  po.spatial_timesteps = {0, 1000};
+  PabPolicy pab(po);
+  DeltaCacheOptions dopt;
+  dopt.threshold = 1e9, dopt.warmup_steps = 1, dopt.max_consecutive = 1;
+  DeltaCachePolicy delta(dopt);
+  const int attn = find_site(model.sites(), "layers.1.attn"), block = find_site(model.sites(), "layers.1");
+  for (auto [layer, site, name] : {std::tuple<SiteLayer*, int, const char*>{&foca, attn, "foca"},
+                                   {&pab, attn, "pab"}, {&delta, block, "delta_cache"}}) {
+    auto t = go(*layer);
+    BOOST_REQUIRE_EQUAL(t.steps.size(), size_t(12));
+    int hits = 0;
+    for (size_t i = 0; i < t.steps.size(); ++i) {
+      const auto d = t.steps[i].decision[size_t(site)];
+      if (i % 4 == 0) BOOST_CHECK_MESSAGE(d == uint8_t(Decision::Compute), name << " at the first step of chunk " << i / 4);
+      hits += d == uint8_t(Decision::Reuse) || d == uint8_t(Decision::Predict);
+    }
+    BOOST_CHECK_MESSAGE(hits >= 3, name << " hits " << hits << " times");
+    BOOST_CHECK_MESSAGE(at::isfinite(t.samples).all().item<bool>(), name);
+  }
+  RasPolicy ras{RasOptions{}};
+  cachelab::testing::check_error([&] { go(ras); }, {"ras: site", "does not accept a token subset"});
 }
 
 BOOST_AUTO_TEST_SUITE_END()
