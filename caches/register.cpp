@@ -3,7 +3,9 @@
 #include "caches/dbcache.h"
 #include "caches/dec.h"
 #include "caches/delta_dit.h"
+#include "caches/delta_cache.h"
 #include "caches/fbcache.h"
+#include "caches/foca.h"
 #include "caches/fora.h"
 #include "caches/kv_cache.h"
 #include "caches/l2c.h"
@@ -11,6 +13,8 @@
 #include "caches/none.h"
 #include "caches/schedule.h"
 #include "caches/scm.h"
+#include "caches/pab.h"
+#include "caches/ras.h"
 #include "caches/taylorseer.h"
 #include "caches/teacache.h"
 #include "caches/threshold_search.h"
@@ -52,6 +56,10 @@ void register_caches() {
       "scm", "step computation mask: a static per-step mask (presets), alone or around a dynamic policy", __FILE__);
   r.add<ThresholdSearch, ThresholdSearchOptions>(
       "threshold_search", "any threshold policy at the threshold `cachelab calibrate` found for a speedup or PSNR", __FILE__);
+  r.add<FocaPolicy, FocaOptions>("foca", "FoCa: forecast sub-layer outputs with a BDF2 slope and a Heun calibration, compute every N-th step", __FILE__);
+  r.add<PabPolicy, PabOptions>("pab", "Pyramid Attention Broadcast: reuse attention outputs over a timestep window, a range per attention type", __FILE__);
+  r.add<RasPolicy, RasOptions>("ras", "RAS: update only the tokens in focus, the rest keep the previous noise estimate", __FILE__);
+  r.add<DeltaCachePolicy, DeltaCacheOptions>("delta_cache", "Temporal Delta Cache: skip blocks whose residual (out - in) is stable, add the cached residual", __FILE__);
   r.add<L2cRouter, L2cOptions>("l2c", "Learning-to-Cache: a trained router per (step, block, attn/mlp) picks the sub-layers to reuse", __FILE__);
 }
 
