@@ -1,5 +1,6 @@
 // Every cache policy, one line each.
 #include "caches/dec.h"
+#include "caches/deepcache.h"
 #include "caches/fbcache.h"
 #include "caches/fora.h"
 #include "caches/kv_cache.h"
@@ -23,6 +24,8 @@ void register_caches() {
   r.add<TeaCachePolicy, TeaCacheOptions>(
       "teacache", "TeaCache: skip the body while block 0's accumulated modulated-input change is small", __FILE__);
   r.add<TocaPolicy, TocaOptions>("toca", "ToCa: recompute a scored fraction of tokens, full refresh every N", __FILE__);
+  r.add<DeepCachePolicy, DeepCacheOptions>(
+      "deepcache", "DeepCache: reuse a U-Net's deep branch below a skip, recompute the shallow path", __FILE__);
   r.add<DecCorrector, DecOptions>("dec", "DEC: per-channel affine correction of any policy's stand-ins", __FILE__);
   ops_layers().add<PrefixKvCache, PrefixKvOptions>(
       "prefix_kv", "Fast-dLLM block-wise prefix K/V cache for masked-diffusion LMs (mdlm)", __FILE__);
