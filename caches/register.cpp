@@ -4,6 +4,7 @@
 #include "caches/dec.h"
 #include "caches/delta_dit.h"
 #include "caches/delta_cache.h"
+#include "caches/deepcache.h"
 #include "caches/fbcache.h"
 #include "caches/foca.h"
 #include "caches/fora.h"
@@ -37,6 +38,8 @@ void register_caches() {
   r.add<TocaPolicy, TocaOptions>("toca", "ToCa: recompute a scored fraction of tokens, full refresh every N", __FILE__);
   r.add<CacheSchedulePolicy, CacheScheduleOptions>(
       "schedule", "a static schedule from a file (`cachelab schedule`: DP, uniform) or inline: which steps compute", __FILE__);
+  r.add<DeepCachePolicy, DeepCacheOptions>(
+      "deepcache", "DeepCache: reuse a U-Net's deep branch below a skip, recompute the shallow path", __FILE__);
   r.add<DecCorrector, DecOptions>("dec", "DEC: per-channel affine correction of any policy's stand-ins", __FILE__);
   ops_layers().add<PrefixKvCache, PrefixKvOptions>(
       "prefix_kv", "Fast-dLLM block-wise prefix K/V cache for masked-diffusion LMs (mdlm)", __FILE__);

@@ -7,12 +7,14 @@
 #include "models/samplers.h"
 #include "models/tiny_mdlm.h"
 #include "models/tiny_video.h"
+#include "models/unet.h"
 #include "models/video_pipeline.h"
 
 namespace cachelab {
 
 void register_models() {
   backbones().add<Dit, DitOptions>("dit", "class-conditional DiT with adaLN-Zero (reference parameter names)", __FILE__);
+  backbones().add<Unet, UnetOptions>("unet", "class-conditional U-Net (skip connections; DeepCache branch sites)", __FILE__);
   samplers().add<DdimSampler, DdimOptions>("ddim", "DDIM over evenly spaced timesteps (eta = 0: deterministic)", __FILE__);
   samplers().add<EulerFlowSampler, EulerFlowOptions>("euler_flow", "rectified flow, Euler steps on a predicted velocity", __FILE__);
   samplers().add<DdpmSampler, DdpmOptions>("ddpm", "ancestral DDPM over a respaced schedule", __FILE__);

@@ -36,14 +36,38 @@ void write_loss_curve(const std::string& ckpt, const std::string& config_yaml) {
 
 void train_dit(const DitOptions& model_opts, const TrainOptions& o, const std::string& config_yaml) {
   CL_CHECK(model_opts.class_dropout_prob > 0, "training needs class_dropout_prob > 0 for guidance");
+  DitOptions mo = model_opts;
+  mo.weights = "";
+  Dit model(mo);
+  char summary[160];
+  std::snprintf(summary, sizeof summary, "DiT: %lld parameters, %d blocks, hidden %d, patch %d",
+                (long long)model.num_parameters(), mo.depth, mo.hidden_size, mo.patch_size);
+  train_diffusion(model, mo.class_dropout_prob, "cachelab dit", summary, o, config_yaml);
+}
+
+void train_unet(const UnetOptions& model_opts, const TrainOptions& o, const std::string& config_yaml) {
+  CL_CHECK(model_opts.class_dropout_prob > 0, "training needs class_dropout_prob > 0 for guidance");
+  UnetOptions mo = model_opts;
+  mo.weights = "";
+  Unet model(mo);
+  std::string mult;
+  for (int m : mo.channel_mult) mult += (mult.empty() ? "" : ",") + std::to_string(m);
+  char summary[160];
+  std::snprintf(summary, sizeof summary, "U-Net: %lld parameters, %d levels, channels %d x [%s], %d res blocks",
+                (long long)model.num_parameters(), model.levels(), mo.channels, mult.c_str(), mo.res_blocks);
+  train_diffusion(model, mo.class_dropout_prob, "cachelab unet", summary, o, config_yaml);
+}
+
+void train_diffusion(Backbone& model, double class_dropout_prob, const std::string& format,
+                     const std::string& summary, const TrainOptions& o, const std::string& config_yaml) {
+  CL_CHECK(class_dropout_prob > 0, "training needs class_dropout_prob > 0 for guidance");
   at::set_num_threads(o.threads);
   torch::manual_seed(o.seed);
   const std::string ckpt = resolve_path(o.checkpoint_dir), out = resolve_path(o.output);
   fs::create_directories(ckpt);
+  const int num_classes = model.num_classes();
+  const int input_size = int(model.sample_shape().at(1));
 
-  DitOptions mo = model_opts;
-  mo.weights = "";
-  Dit model(mo);
   auto params = model.trainable_parameters();
   std::vector<std::pair<std::string, at::Tensor>> named;
   for (auto& kv : model.named_tensors()) named.push_back(kv);
@@ -75,15 +99,13 @@ void train_dit(const DitOptions& model_opts, const TrainOptions& o, const std::s
   } else {
     std::printf("[train] starting a new run in %s\n", ckpt.c_str());
   }
-  std::printf("[train] DiT: %lld parameters, %d blocks, hidden %d, patch %d; batch %d, lr %g, %d threads\n",
-              (long long)model.num_parameters(), mo.depth, mo.hidden_size, mo.patch_size, o.batch_size, o.lr,
-              o.threads);
+  std::printf("[train] %s; batch %d, lr %g, %d threads\n", summary.c_str(), o.batch_size, o.lr, o.threads);
   if (step >= o.steps) {
     std::printf("[train] already at step %d of %d: nothing to do\n", step, o.steps);
     return;
   }
 
-  ImageDataset data = load_idx_dataset(default_data_dir(), o.dataset, "train", mo.input_size);
+  ImageDataset data = load_idx_dataset(default_data_dir(), o.dataset, "train", input_size);
   const int64_t n = data.images.size(0);
   NoiseSchedule sched = NoiseSchedule::linear();
   // The random stream depends on the step so that a resumed run draws fresh batches.
@@ -103,7 +125,7 @@ void train_dit(const DitOptions& model_opts, const TrainOptions& o, const std::s
     torch::save(opt, opt_ckpt + ".tmp");
     fs::rename(opt_ckpt + ".tmp", opt_ckpt);
     write_safetensors(out, ema_named,
-                      {{"step", std::to_string(step)}, {"format", "cachelab dit"}, {"config_yaml", config_yaml}});
+                      {{"step", std::to_string(step)}, {"format", format}, {"config_yaml", config_yaml}});
     loss_log.flush();
     write_loss_curve(ckpt, config_yaml);
   };
@@ -112,8 +134,8 @@ void train_dit(const DitOptions& model_opts, const TrainOptions& o, const std::s
     auto idx = at::randint(n, {o.batch_size}, gen, at::kLong);
     auto x0 = data.images.index_select(0, idx);
     auto y = data.labels.index_select(0, idx);
-    auto drop = at::rand({o.batch_size}, gen) < model_opts.class_dropout_prob;
-    y = at::where(drop, at::full_like(y, mo.num_classes), y);
+    auto drop = at::rand({o.batch_size}, gen) < class_dropout_prob;
+    y = at::where(drop, at::full_like(y, num_classes), y);
     auto t = at::randint(sched.num_train_steps, {o.batch_size}, gen, at::kLong);
     auto noise = at::randn(x0.sizes(), gen);
     auto xt = sched.q_sample(x0, t, noise);

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "models/dit.h"
+#include "models/unet.h"
 
 namespace cachelab {
 
@@ -45,8 +46,16 @@ struct TrainOptions {
   }
 };
 
-// Trains (or resumes) a DiT; prints progress; writes checkpoints, the EMA weights and
-// the loss curve (<checkpoint_dir>/loss.csv and train_log.h5).
+// Trains (or resumes) a class-conditional image backbone on the DDPM objective with label
+// dropout `class_dropout_prob` (the null label is num_classes()); prints progress; writes
+// checkpoints, the EMA weights (metadata: step, format, config_yaml) and the loss curve
+// (<checkpoint_dir>/loss.csv and train_log.h5). `model` must be freshly initialised
+// (random weights); `summary` is the progress line's description of it.
+void train_diffusion(Backbone& model, double class_dropout_prob, const std::string& format,
+                     const std::string& summary, const TrainOptions& train, const std::string& config_yaml);
+
+// The bundled backbones' trainers (random init, then train_diffusion).
 void train_dit(const DitOptions& model, const TrainOptions& train, const std::string& config_yaml);
+void train_unet(const UnetOptions& model, const TrainOptions& train, const std::string& config_yaml);
 
 }  // namespace cachelab

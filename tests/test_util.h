@@ -13,6 +13,7 @@
 #include "framework/runner.h"
 #include "models/dit.h"
 #include "models/image_pipeline.h"
+#include "models/unet.h"
 
 namespace cachelab::testing {
 
@@ -47,6 +48,17 @@ inline DitOptions tiny_dit_options() {
   o.hidden_size = 32;
   o.depth = 4;
   o.num_heads = 2;
+  return o;
+}
+// A small U-Net: 8x8 images, widths 8, 16, 16 at 8, 4, 2 pixels (two branch sites).
+inline UnetOptions tiny_unet_options() {
+  UnetOptions o;
+  o.input_size = 8;
+  o.channels = 8;
+  o.channel_mult = {1, 2, 2};
+  o.groups = 4;
+  o.attention_heads = 2;
+  o.emb_dim = 16;
   return o;
 }
 inline void randomize(Backbone& b, uint64_t seed = 1, double std = 0.08) {

@@ -39,6 +39,16 @@ int train_command(const std::string& file, const std::vector<std::string>& overr
     train_dit(mo, to, to_yaml(root));
     return 0;
   }
+  if (model->scalar == "unet") {
+    CL_CHECK(root.find("backbone"), file << ": `model: unet` needs a `backbone:` map (the U-Net's keys)");
+    ConfigNode bb = *root.find("backbone");
+    bb.erase("type");
+    auto mo = read_checked<UnetOptions>(bb, "backbone `unet`");
+    auto to = read_options<TrainOptions>(train, "train");
+    std::printf("%s\n", describe(system_info(to.threads)).c_str());
+    train_unet(mo, to, to_yaml(root));
+    return 0;
+  }
   if (model->scalar == "lenet") {
     auto to = read_options<LenetTrainOptions>(train, "train");
     std::printf("%s\n", describe(system_info(to.threads)).c_str());
@@ -58,7 +68,7 @@ int train_command(const std::string& file, const std::vector<std::string>& overr
     return 0;
   }
   CL_FAIL(model->where() << ": unknown model `" << model->scalar << "`"
-                         << did_you_mean(model->scalar, {"dit", "lenet", "l2c"}) << "; valid: dit, lenet, l2c");
+                         << did_you_mean(model->scalar, {"dit", "unet", "lenet", "l2c"}) << "; valid: dit, unet, lenet, l2c");
 }
 
 }  // namespace cachelab
