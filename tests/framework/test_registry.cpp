@@ -18,7 +18,7 @@ BOOST_AUTO_TEST_CASE(census_every_expected_component_is_registered) {
     auto v = reg.names();
     return std::set<std::string>(v.begin(), v.end());
   };
-  const std::set<std::string> bb = {"dit", "tiny_mdlm", "tiny_video"}, sm = {"ddim", "ddpm", "euler_flow"},
+  const std::set<std::string> bb = {"dit", "tiny_mdlm", "tiny_video"}, sm = {"ddim", "ddpm", "euler_flow", "heun_flow"},
                               ca = {"none", "fora", "fbcache", "taylorseer", "teacache", "toca", "dec", "l2c"},
                               me = {"mse", "psnr", "ssim", "fid", "accuracy", "token_match"},
                               pi = {"image", "mdlm", "video"}, gu = {"cfg"}, op = {"prefix_kv", "rolling_kv", "w8a8"};
