@@ -132,7 +132,8 @@ BOOST_AUTO_TEST_CASE(heun_flow_is_exact_for_a_velocity_linear_in_t) {
 }
 
 // On a smooth field, dx/dt = cos(t) x (solution x(0) = x(1) exp(-sin 1)), Heun beats Euler at
-// equal steps and their errors shrink as h^2 and h: observed orders log2(e(N) / e(2N)).
+// equal steps (measured here: 0.30x Euler's error at 5 steps, 0.14x at 10) and at equal
+// evaluations, and their errors shrink as h^2 and h: observed orders log2(e(N) / e(2N)).
 BOOST_AUTO_TEST_CASE(heun_flow_is_second_order_and_euler_first_order) {
   auto x1 = at::randn({3, 1, 4, 4}, at::kDouble);
   auto exact = x1 * std::exp(-std::sin(1.0));
@@ -146,8 +147,10 @@ BOOST_AUTO_TEST_CASE(heun_flow_is_second_order_and_euler_first_order) {
     e.steps = n;
     eh.push_back(err(HeunFlowSampler(h)));
     ee.push_back(err(EulerFlowSampler(e)));
-    BOOST_CHECK_LT(eh.back(), 0.1 * ee.back());
+    BOOST_CHECK_LT(eh.back(), 0.5 * ee.back());
   }
+  // Also at equal model evaluations (Heun n steps against Euler 2n).
+  for (int k = 0; k + 1 < 3; ++k) BOOST_CHECK_LT(eh[k], ee[k + 1]);
   for (int k = 0; k + 1 < 3; ++k) {
     const double heun_order = std::log2(eh[k] / eh[k + 1]), euler_order = std::log2(ee[k] / ee[k + 1]);
     BOOST_TEST_MESSAGE("orders: heun " << heun_order << ", euler " << euler_order);
