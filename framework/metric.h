@@ -18,6 +18,9 @@ class Evaluator {
   virtual at::Tensor features(const at::Tensor& images) = 0;  // [N, F]
   // Agreement with `labels` within each class (NaN for a class absent from `labels`).
   virtual std::vector<double> class_accuracy(const at::Tensor& images, const at::Tensor& labels) = 0;
+  // The data set the judge was trained on (mnist, fashion-mnist), "" when unknown: metrics
+  // that compare with real data check it.
+  virtual std::string dataset() const { return ""; }
 };
 
 struct MetricInputs {

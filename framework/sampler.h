@@ -17,8 +17,9 @@ struct NoiseSchedule {
   at::Tensor q_sample(const at::Tensor& x0, const at::Tensor& t, const at::Tensor& noise) const;
 };
 
-// A sampler walks a list of model timesteps (descending) and turns the model's
-// epsilon prediction into the next sample.
+// A sampler walks a list of model timesteps (descending), one per model evaluation, and
+// turns the model's output into the next point the model is evaluated at (a second-order
+// sampler such as heun_flow evaluates twice per step: its list has two entries per step).
 class Sampler {
  public:
   virtual ~Sampler() = default;
@@ -31,6 +32,14 @@ class Sampler {
   // model_out: the backbone output at step i (epsilon first C channels, optional
   // variance channels after). noise: same shape as x, or undefined.
   virtual at::Tensor step(int i, const at::Tensor& x, const at::Tensor& model_out, const at::Tensor& noise) const = 0;
+  // step() for samplers whose evaluations of one step share values (heun_flow keeps the
+  // step's start point and first velocity): `state` is the pipeline's, one per trajectory,
+  // empty at the start. Pipelines call this; the default is step().
+  virtual at::Tensor advance(int i, const at::Tensor& x, const at::Tensor& model_out, const at::Tensor& noise,
+                             std::vector<at::Tensor>& state) const {
+    (void)state;
+    return step(i, x, model_out, noise);
+  }
   virtual const NoiseSchedule& schedule() const = 0;
 };
 

@@ -56,6 +56,10 @@ std::vector<std::pair<std::string, double>> SsimMetric::compute(const MetricInpu
 std::vector<std::pair<std::string, double>> FidMetric::compute(const MetricInputs& in) {
   Evaluator& judge = need_judge(in, "fid");
   CL_CHECK(in.samples.size(0) >= 2, "fid needs at least 2 samples");
+  CL_CHECK(judge.dataset().empty() || judge.dataset() == o_.dataset,
+           "fid: the judge was trained on " << judge.dataset() << " but the real statistics are of " << o_.dataset
+                                            << "; set the metric's dataset: {type: fid, dataset: " << judge.dataset()
+                                            << "}");
   const Stats& real = real_stats(judge, in.data_dir, o_.dataset, o_.split);
   Stats gen, ref;
   feature_statistics(judge.features(in.samples), &gen.mu, &gen.cov);

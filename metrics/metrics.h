@@ -22,7 +22,7 @@ struct FidOptions {
   std::string split = "test";
   template <class V>
   void fields(V& v) {
-    v("dataset", dataset, "data set of the real statistics (mnist | fashion-mnist)");
+    v("dataset", dataset, "data set of the real statistics (mnist | fashion-mnist); must be the judge's");
     v("split", split, "split of the real statistics (test | train)");
   }
 };
@@ -48,7 +48,7 @@ class SsimMetric final : public Metric {
  private:
   RangeOptions o_;
 };
-// Frechet distance on lenet-mnist features: `fid` vs the real data set, `fid_ref` vs the
+// Frechet distance on the judge's (LeNet) features: `fid` vs the real data set, `fid_ref` vs the
 // reference run's samples.
 class FidMetric final : public Metric {
  public:

@@ -10,9 +10,9 @@ void register_metrics() {
   r.add<MseMetric, NoOptions>("mse", "mean squared error of final samples vs the reference samples", __FILE__);
   r.add<PsnrMetric, RangeOptions>("psnr", "PSNR (dB) of final samples vs the reference samples", __FILE__);
   r.add<SsimMetric, RangeOptions>("ssim", "mean SSIM (11x11 Gaussian window) vs the reference samples", __FILE__);
-  r.add<FidMetric, FidOptions>("fid", "Frechet distance on lenet-mnist features: fid (vs real data), fid_ref (vs reference)", __FILE__);
+  r.add<FidMetric, FidOptions>("fid", "Frechet distance on the LeNet judge's features: fid (vs real data), fid_ref (vs reference)", __FILE__);
   r.add<TokenMatchMetric, NoOptions>("token_match", "fraction of tokens (and of whole sequences) equal to the reference's", __FILE__);
-  r.add<AccuracyMetric, NoOptions>("accuracy", "fraction of samples lenet-mnist classifies as the class asked for (+ accuracy_worst_class)", __FILE__);
+  r.add<AccuracyMetric, NoOptions>("accuracy", "fraction of samples the LeNet judge classifies as the class asked for (+ accuracy_worst_class)", __FILE__);
 }
 
 }  // namespace cachelab

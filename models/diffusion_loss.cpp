@@ -87,4 +87,21 @@ DiffusionLoss diffusion_loss(const NoiseSchedule& s, const at::Tensor& model_out
   return out;
 }
 
+at::Tensor flow_interpolate(const at::Tensor& x0, const at::Tensor& noise, const at::Tensor& t) {
+  CL_CHECK(t.dim() == 1 && t.size(0) == x0.size(0), "flow: t must be [B] for x0 of batch " << x0.size(0));
+  std::vector<int64_t> shape(x0.dim(), 1);
+  shape[0] = x0.size(0);
+  auto tb = t.to(x0.scalar_type()).reshape(shape);
+  return (1 - tb) * x0 + tb * noise;
+}
+
+at::Tensor flow_velocity_target(const at::Tensor& x0, const at::Tensor& noise) { return noise - x0; }
+
+at::Tensor flow_loss(const at::Tensor& model_out, const at::Tensor& x0, const at::Tensor& noise) {
+  const int64_t C = x0.size(1);
+  CL_CHECK(model_out.size(1) == C, "flow loss: the model gives " << model_out.size(1) << " channels for " << C
+                                                                 << "-channel data (a flow model has no learned sigma)");
+  return mean_per_sample((model_out - flow_velocity_target(x0, noise)).pow(2));
+}
+
 }  // namespace cachelab

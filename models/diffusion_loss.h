@@ -1,5 +1,6 @@
-// The DDPM training objective: epsilon MSE, plus (for a backbone that learns its variance)
-// the variational bound term of the improved-DDPM "hybrid" loss, as the reference DiT trains.
+// The training objectives: DDPM epsilon MSE, plus (for a backbone that learns its variance)
+// the variational bound term of the improved-DDPM "hybrid" loss, as the reference DiT trains;
+// and rectified flow (velocity MSE along the straight noise-data path).
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -27,5 +28,13 @@ at::Tensor normal_kl(const at::Tensor& mean1, const at::Tensor& logvar1, const a
 // elementwise; the end bins take the tails, so the 256 probabilities sum to one.
 at::Tensor discretized_gaussian_log_likelihood(const at::Tensor& x, const at::Tensor& mean,
                                                const at::Tensor& log_scale);
+
+// Rectified flow, the convention of the euler_flow / heun_flow samplers: t in [0, 1] (1 =
+// pure noise), x_t = (1 - t) x0 + t noise, whose time derivative is the velocity
+// v = noise - x0 that the model predicts. x0, noise: [B, ...]; t: [B] float in [0, 1].
+at::Tensor flow_interpolate(const at::Tensor& x0, const at::Tensor& noise, const at::Tensor& t);
+at::Tensor flow_velocity_target(const at::Tensor& x0, const at::Tensor& noise);
+// [B] mean squared error of the first C channels of model_out against noise - x0.
+at::Tensor flow_loss(const at::Tensor& model_out, const at::Tensor& x0, const at::Tensor& noise);
 
 }  // namespace cachelab

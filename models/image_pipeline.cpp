@@ -29,6 +29,7 @@ at::Tensor ImagePipeline::run(const PipelineInputs& in, StepDriver& driver) cons
   Cond cond = in.cond;
   if (cond.labels.defined()) cond.labels = cond.labels.to(driver.options().device());
   at::Tensor x = driver.randn(shape);
+  std::vector<at::Tensor> state;  // a multi-evaluation sampler's values between evaluations
   for (int i = 0; i < T; ++i) {
     const int64_t ts = sampler.timesteps()[size_t(i)];
     driver.begin_step({i, T, 0, i, T, ts});
@@ -36,7 +37,7 @@ at::Tensor ImagePipeline::run(const PipelineInputs& in, StepDriver& driver) cons
     auto out = in.guidance->eval(bb, x, t, cond, in.run->cfg_scale, driver.hooks());
     at::Tensor noise;
     if (sampler.needs_noise()) noise = driver.randn(x.sizes());
-    x = sampler.step(i, x, out, noise);
+    x = sampler.advance(i, x, out, noise, state);
     if (!driver.end_step(x)) return at::Tensor();
   }
   return x;

@@ -42,11 +42,17 @@ Judge::Judge(const LenetJudgeOptions& o) : Judge() { load(resolve_path(o.weights
 Judge::~Judge() = default;
 
 void Judge::load(const std::string& path) {
-  load_into(impl_->tensors(), path, "cachelab train configs/train/lenet-mnist.yaml");
+  load_into(impl_->tensors(), path,
+            "cachelab train configs/train/lenet-mnist.yaml (configs/train/lenet-fashion.yaml for Fashion-MNIST)");
+  // Files from before the data set was recorded are lenet-mnist's.
+  const auto meta = read_safetensors(path).metadata;
+  auto it = meta.find("dataset");
+  dataset_ = it != meta.end() ? it->second : meta.count("model") && meta.at("model") == "lenet-mnist" ? "mnist" : "";
 }
 
 void Judge::save(const std::string& path, const std::string& note) {
-  write_safetensors(path, impl_->tensors(), {{"model", "lenet-mnist"}, {"note", note}});
+  const std::string model = dataset_ == "fashion-mnist" ? "lenet-fashion" : dataset_.empty() ? "lenet" : "lenet-" + dataset_;
+  write_safetensors(path, impl_->tensors(), {{"model", model}, {"dataset", dataset_}, {"note", note}});
 }
 
 namespace {
@@ -86,6 +92,7 @@ double train_lenet(const LenetTrainOptions& o) {
   auto train = load_idx_dataset(default_data_dir(), o.dataset, "train", 32);
   auto test = load_idx_dataset(default_data_dir(), o.dataset, "test", 32);
   Judge judge;
+  judge.dataset_ = o.dataset;
   auto& net = *judge.impl_;
   torch::optim::Adam opt(net.parameters(), torch::optim::AdamOptions(o.lr));
   auto gen = at::detail::createCPUGenerator(uint64_t(o.seed));

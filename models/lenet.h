@@ -1,5 +1,6 @@
-// lenet-mnist: a small LeNet trained here. It judges class agreement of generated digits
-// and provides the features FID is computed on (the 84-wide penultimate layer).
+// lenet-mnist / lenet-fashion: a small LeNet trained here on MNIST / Fashion-MNIST. It judges
+// class agreement of generated images and provides the features FID is computed on (the
+// 84-wide penultimate layer). The weights file records the data set it was trained on.
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -35,7 +36,7 @@ struct LenetJudgeOptions {
   std::string weights = "models/weights/lenet-mnist.safetensors";  // relative to the project root
   template <class V>
   void fields(V& v) {
-    v("weights", weights, "LeNet weights (relative to the project root)");
+    v("weights", weights, "LeNet weights (relative to the project root): lenet-mnist or lenet-fashion.safetensors");
   }
 };
 
@@ -46,7 +47,8 @@ class Judge final : public Evaluator {
   ~Judge() override;
   // Errors name the file and the command that makes it.
   void load(const std::string& path);
-  void save(const std::string& path, const std::string& note = "");
+  void save(const std::string& path, const std::string& note = "");  // records dataset()
+  std::string dataset() const override { return dataset_; }
   at::Tensor logits(const at::Tensor& images);    // [N, 1, 32, 32] in [-1, 1] -> [N, 10]
   at::Tensor features(const at::Tensor& images) override;  // -> [N, 84]
   double accuracy(const at::Tensor& images, const at::Tensor& labels);  // fraction in [0, 1]
@@ -57,6 +59,7 @@ class Judge final : public Evaluator {
  private:
   friend double train_lenet(const LenetTrainOptions& options);
   std::unique_ptr<Impl> impl_;
+  std::string dataset_;  // from the weights' metadata ("" for a random judge)
 };
 
 // Trains lenet-mnist, prints progress and test accuracy, writes the weights.

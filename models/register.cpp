@@ -17,11 +17,12 @@ void register_models() {
   backbones().add<Unet, UnetOptions>("unet", "class-conditional U-Net (skip connections; DeepCache branch sites)", __FILE__);
   samplers().add<DdimSampler, DdimOptions>("ddim", "DDIM over evenly spaced timesteps (eta = 0: deterministic)", __FILE__);
   samplers().add<EulerFlowSampler, EulerFlowOptions>("euler_flow", "rectified flow, Euler steps on a predicted velocity", __FILE__);
+  samplers().add<HeunFlowSampler, HeunFlowOptions>("heun_flow", "rectified flow, Heun (2nd-order) steps: 2 evaluations per step", __FILE__);
   samplers().add<DdpmSampler, DdpmOptions>("ddpm", "ancestral DDPM over a respaced schedule", __FILE__);
   backbones().add<TinyMdlm, TinyMdlmOptions>("tiny_mdlm", "small bidirectional transformer over tokens (masked-diffusion LM)", __FILE__);
   backbones().add<TinyVideo, TinyVideoOptions>("tiny_video", "small frame-causal transformer over patches of video frames", __FILE__);
   pipelines().add<ImagePipeline, ImagePipelineOptions>("image", "images: x_T ~ N(0, I), one denoiser call per sampler step", __FILE__);
-  evaluators().add<Judge, LenetJudgeOptions>("lenet", "lenet-mnist: class agreement and the FID feature space", __FILE__);
+  evaluators().add<Judge, LenetJudgeOptions>("lenet", "LeNet judge (lenet-mnist or lenet-fashion weights): class agreement and the FID feature space", __FILE__);
   pipelines().add<MdlmPipeline, MdlmPipelineOptions>("mdlm", "masked-diffusion LM: blocks of tokens x denoising steps, low-confidence remasking", __FILE__);
   pipelines().add<VideoPipeline, VideoPipelineOptions>("video", "AR video: chunks of frames x denoising steps, past chunks as context", __FILE__);
   guidances().add<CfgGuidance, CfgGuidanceOptions>("cfg", "classifier-free guidance (scale: run.cfg_scale)", __FILE__);

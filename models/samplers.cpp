@@ -118,4 +118,37 @@ const NoiseSchedule& EulerFlowSampler::schedule() const {
           "and sample with ddim or ddpm");
 }
 
+HeunFlowSampler::HeunFlowSampler(const HeunFlowOptions& o) : o_(o) {
+  CL_CHECK(o.steps >= 1 && o.time_scale >= 1, "heun_flow: steps and time_scale must be >= 1");
+  for (int k = 0; k < o.steps; ++k)
+    for (int j = k; j <= k + 1; ++j) ts_.push_back(int64_t(std::llround((1.0 - double(j) / o.steps) * o.time_scale)));
+}
+
+at::Tensor HeunFlowSampler::step(int, const at::Tensor&, const at::Tensor&, const at::Tensor&) const {
+  CL_FAIL("heun_flow evaluates the model twice per step and keeps the predictor's values: call advance(), "
+          "not step()");
+}
+
+at::Tensor HeunFlowSampler::advance(int i, const at::Tensor& x, const at::Tensor& model_out, const at::Tensor&,
+                                    std::vector<at::Tensor>& state) const {
+  CL_CHECK(i >= 0 && i < int(ts_.size()), "heun_flow: evaluation " << i << " outside [0, " << ts_.size() << ")");
+  const int k = i / 2;
+  const double dt = -1.0 / o_.steps;  // t_{k+1} - t_k
+  auto v = model_out.narrow(1, 0, x.size(1));
+  if (i % 2 == 0) {  // predictor at t_k: remember the start point and its velocity
+    state = {x, v};
+    return x + dt * v;
+  }
+  CL_CHECK(state.size() == 2, "heun_flow: corrector of step " << k << " without its predictor (evaluations must "
+                                                              "run in order on one trajectory)");
+  auto out = state[0] + (0.5 * dt) * (state[1] + v);
+  state.clear();
+  return out;
+}
+
+const NoiseSchedule& HeunFlowSampler::schedule() const {
+  CL_FAIL("heun_flow has no discrete noise schedule (it samples a rectified flow); train with a DDPM objective "
+          "and sample with ddim or ddpm");
+}
+
 }  // namespace cachelab

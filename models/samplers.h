@@ -1,4 +1,4 @@
-// DDIM and DDPM samplers over the DiT linear schedule, and an Euler sampler for flow
+// DDIM and DDPM samplers over the DiT linear schedule, and Euler and Heun samplers for flow
 // matching (options, classes). Prediction types: eps (the DiT's), v (v = sqrt(abar) eps -
 // sqrt(1 - abar) x0) for DDIM/DDPM; the flow sampler reads a velocity v = eps - x0.
 #pragma once
@@ -94,6 +94,43 @@ class EulerFlowSampler final : public Sampler {
 
  private:
   EulerFlowOptions o_;
+  std::vector<int64_t> ts_;
+};
+
+// Rectified-flow Heun sampler (second order, the trapezoid rule with an Euler predictor):
+// the same convention and time grid as euler_flow, two model evaluations per step, so its
+// timesteps() has 2 x steps entries: evaluation 2k at t_k (v1, predictor x' = x + dt v1),
+// evaluation 2k+1 at t_{k+1} on x' (v2, then x <- x + dt (v1 + v2) / 2). Every step is a Heun
+// step, the last one too (a flow model is trained at t = 0, unlike EDM's sigma = 0). Caches
+// see each evaluation as one flat step (StepIndex index = evaluation).
+struct HeunFlowOptions {
+  int steps = 25;
+  int time_scale = 1000;
+  template <class V>
+  void fields(V& v) {
+    v("steps", steps, "number of Heun steps from t = 1 to t = 0 (2 model evaluations each)");
+    v("time_scale", time_scale, "model timestep = round(t x time_scale)");
+  }
+  template <class C>
+  void check(C& c) const {
+    c.require(steps >= 1, "steps", "must be >= 1");
+    c.require(time_scale >= 1, "time_scale", "must be >= 1");
+  }
+};
+
+class HeunFlowSampler final : public Sampler {
+ public:
+  explicit HeunFlowSampler(const HeunFlowOptions& o);
+  const std::vector<int64_t>& timesteps() const override { return ts_; }
+  bool needs_noise() const override { return false; }
+  // Fails: the corrector needs the predictor's values; pipelines call advance().
+  at::Tensor step(int i, const at::Tensor& x, const at::Tensor& model_out, const at::Tensor& noise) const override;
+  at::Tensor advance(int i, const at::Tensor& x, const at::Tensor& model_out, const at::Tensor& noise,
+                     std::vector<at::Tensor>& state) const override;
+  const NoiseSchedule& schedule() const override;
+
+ private:
+  HeunFlowOptions o_;
   std::vector<int64_t> ts_;
 };
 

@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "framework/error.h"
+#include "framework/interrupt.h"
 #include "framework/recorder.h"
 #include "models/diffusion_loss.h"
 #include "models/mnist.h"
@@ -20,7 +21,7 @@ namespace fs = std::filesystem;
 namespace {
 
 // <ckpt>/loss.csv (appended across resumed sittings) -> <ckpt>/train_log.h5.
-void write_loss_curve(const std::string& ckpt, const std::string& config_yaml) {
+void write_loss_curve(const std::string& ckpt, const std::string& config_yaml, const std::string& objective) {
   std::ifstream in(ckpt + "/loss.csv");
   std::vector<double> step, loss, lr;
   std::string line;
@@ -29,13 +30,17 @@ void write_loss_curve(const std::string& ckpt, const std::string& config_yaml) {
     if (std::sscanf(line.c_str(), "%lf,%lf,%lf", &s, &l, &r) == 3) step.push_back(s), loss.push_back(l), lr.push_back(r);
   }
   write_columns_h5(ckpt + "/train_log.h5", {{"step", step}, {"loss", loss}, {"lr", lr}},
-                   {{"config_yaml", config_yaml}, {"objective", "DDPM epsilon MSE (+ improved-DDPM bound term with learn_sigma)"}});
+                   {{"config_yaml", config_yaml},
+                    {"objective", objective == "flow" ? "rectified flow velocity MSE"
+                                                      : "DDPM epsilon MSE (+ improved-DDPM bound term with learn_sigma)"}});
 }
 
 }  // namespace
 
 void train_dit(const DitOptions& model_opts, const TrainOptions& o, const std::string& config_yaml) {
   CL_CHECK(model_opts.class_dropout_prob > 0, "training needs class_dropout_prob > 0 for guidance");
+  CL_CHECK(o.objective != "flow" || !model_opts.learn_sigma,
+           "train.objective flow needs learn_sigma: false (a flow has no variance)");
   DitOptions mo = model_opts;
   mo.weights = "";
   Dit model(mo);
@@ -61,6 +66,10 @@ void train_unet(const UnetOptions& model_opts, const TrainOptions& o, const std:
 void train_diffusion(Backbone& model, double class_dropout_prob, const std::string& format,
                      const std::string& summary, const TrainOptions& o, const std::string& config_yaml) {
   CL_CHECK(class_dropout_prob > 0, "training needs class_dropout_prob > 0 for guidance");
+  CL_CHECK(o.objective == "eps" || o.objective == "flow",
+           "train.objective must be `eps` or `flow`, got `" << o.objective << "`");
+  const bool flow = o.objective == "flow";
+  CL_CHECK(o.time_scale >= 1, "train.time_scale must be >= 1, got " << o.time_scale);
   at::set_num_threads(o.threads);
   torch::manual_seed(o.seed);
   const std::string ckpt = resolve_path(o.checkpoint_dir), out = resolve_path(o.output);
@@ -96,10 +105,16 @@ void train_diffusion(Backbone& model, double class_dropout_prob, const std::stri
     load_into(ema_named, out, "delete " + out + " to start over");
     std::printf("[train] no checkpoint in %s: continuing from the exported EMA weights %s at step %d "
                 "(optimiser state starts afresh)\n", ckpt.c_str(), out.c_str(), step);
+  } else if (!o.init_from.empty()) {
+    const std::string init = resolve_path(o.init_from);
+    load_into(named, init, "train.init_from must be weights of the same architecture");
+    for (size_t i = 0; i < named.size(); ++i) ema[i].copy_(named[i].second.detach());
+    std::printf("[train] starting a new run in %s from the weights %s\n", ckpt.c_str(), init.c_str());
   } else {
     std::printf("[train] starting a new run in %s\n", ckpt.c_str());
   }
-  std::printf("[train] %s; batch %d, lr %g, %d threads\n", summary.c_str(), o.batch_size, o.lr, o.threads);
+  std::printf("[train] %s; batch %d, lr %g, %d threads, objective %s\n", summary.c_str(), o.batch_size, o.lr,
+              o.threads, o.objective.c_str());
   if (step >= o.steps) {
     std::printf("[train] already at step %d of %d: nothing to do\n", step, o.steps);
     return;
@@ -127,7 +142,7 @@ void train_diffusion(Backbone& model, double class_dropout_prob, const std::stri
     write_safetensors(out, ema_named,
                       {{"step", std::to_string(step)}, {"format", format}, {"config_yaml", config_yaml}});
     loss_log.flush();
-    write_loss_curve(ckpt, config_yaml);
+    write_loss_curve(ckpt, config_yaml, o.objective);
   };
 
   while (step < o.steps) {
@@ -136,9 +151,17 @@ void train_diffusion(Backbone& model, double class_dropout_prob, const std::stri
     auto y = data.labels.index_select(0, idx);
     auto drop = at::rand({o.batch_size}, gen) < class_dropout_prob;
     y = at::where(drop, at::full_like(y, num_classes), y);
-    auto t = at::randint(sched.num_train_steps, {o.batch_size}, gen, at::kLong);
+    at::Tensor t, model_t, xt;
     auto noise = at::randn(x0.sizes(), gen);
-    auto xt = sched.q_sample(x0, t, noise);
+    if (flow) {
+      t = at::rand({o.batch_size}, gen);
+      xt = flow_interpolate(x0, noise, t);
+      model_t = t * double(o.time_scale);
+    } else {
+      t = at::randint(sched.num_train_steps, {o.batch_size}, gen, at::kLong);
+      xt = sched.q_sample(x0, t, noise);
+      model_t = t.to(at::kFloat);
+    }
 
     double lr = o.lr * std::min(1.0, double(step + 1) / std::max(1, o.warmup));
     for (int d : o.decay_steps)
@@ -148,8 +171,8 @@ void train_diffusion(Backbone& model, double class_dropout_prob, const std::stri
     PassThroughHooks hooks(model.linears());
     Cond cond;
     cond.labels = y;
-    auto pred = model.forward(xt, t.to(at::kFloat), cond, hooks);
-    auto loss = diffusion_loss(sched, pred, x0, xt, t, noise).total();
+    auto pred = model.forward(xt, model_t, cond, hooks);
+    auto loss = flow ? flow_loss(pred, x0, noise).mean() : diffusion_loss(sched, pred, x0, xt, t, noise).total();
     loss.backward();
     if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(params, o.grad_clip);
     opt.step();
@@ -174,6 +197,12 @@ void train_diffusion(Backbone& model, double class_dropout_prob, const std::stri
       loss_n = 0;
     }
     if (step % o.checkpoint_every == 0 || step == o.steps) save_all();
+    if (interrupted()) {  // SIGINT / SIGTERM: keep this step's state, so a resume continues exactly here
+      if (step % o.checkpoint_every != 0 && step != o.steps) save_all();
+      std::printf("[train] stopped at step %d (checkpoint written); re-run to resume\n", step);
+      std::fflush(stdout);
+      throw_if_interrupted();
+    }
   }
   std::printf("[train] done: %d steps; EMA weights in %s\n", step, out.c_str());
 }

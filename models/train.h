@@ -1,4 +1,4 @@
-// Training of the bundled diffusion backbones (DDPM epsilon objective), resumable.
+// Training of the bundled diffusion backbones (DDPM epsilon or rectified-flow objective), resumable.
 #pragma once
 #include <string>
 #include <vector>
@@ -25,6 +25,12 @@ struct TrainOptions {
   int log_every = 25;             // steps between progress lines
   std::string checkpoint_dir = "checkpoints/dit-mnist";  // relative to the project root
   std::string output = "models/weights/dit-mnist.safetensors";  // EMA weights, exported at every checkpoint
+  // eps: DDPM epsilon MSE over the 1000-step linear schedule (model timestep = integer t).
+  // flow: rectified flow, t ~ U[0, 1], x_t = (1 - t) x0 + t noise, target v = noise - x0,
+  // model timestep = t x time_scale (a float), as euler_flow / heun_flow sample it.
+  std::string objective = "eps";
+  int time_scale = 1000;
+  std::string init_from;  // weights a new run starts from (same architecture); empty = random init
   template <class V>
   void fields(V& v) {
     v("steps", steps, "optimiser steps in total; a resumed run continues to this");
@@ -43,6 +49,9 @@ struct TrainOptions {
     v("log_every", log_every, "steps between progress lines");
     v("checkpoint_dir", checkpoint_dir, "resumable state (relative to the project root)");
     v("output", output, "EMA weights file written at every checkpoint (relative to the project root)");
+    v("objective", objective, "eps (DDPM epsilon MSE) | flow (rectified flow: velocity noise - x0 at t ~ U[0,1])");
+    v("time_scale", time_scale, "flow: model timestep = t x time_scale (match the flow sampler's time_scale)");
+    v("init_from", init_from, "weights a new run starts from (same architecture; empty = random init)");
   }
 };
 

@@ -40,6 +40,7 @@ at::Tensor VideoPipeline::run(const PipelineInputs& in, StepDriver& driver) cons
     cond.chunk = c;
     cond.context = int64_t(c) * o_.frames_per_chunk;
     at::Tensor x = driver.randn(chunk_shape);
+    std::vector<at::Tensor> state;  // a multi-evaluation sampler's values between evaluations
     for (int s = 0; s < S; ++s) {
       const int64_t ts = sampler.timesteps()[size_t(s)];
       driver.begin_step({c * S + s, T, c, s, S, ts});
@@ -47,7 +48,7 @@ at::Tensor VideoPipeline::run(const PipelineInputs& in, StepDriver& driver) cons
       auto eps = bb.forward(video.defined() ? at::cat({video, x}, 1) : x, t, cond, driver.hooks());
       at::Tensor noise;
       if (sampler.needs_noise()) noise = driver.randn(x.sizes());
-      x = sampler.step(s, x, eps, noise);
+      x = sampler.advance(s, x, eps, noise, state);
       if (!driver.end_step(video.defined() ? at::cat({video, x}, 1) : x)) return at::Tensor();
     }
     video = video.defined() ? at::cat({video, x}, 1) : x;

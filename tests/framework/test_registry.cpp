@@ -18,7 +18,7 @@ BOOST_AUTO_TEST_CASE(census_every_expected_component_is_registered) {
     auto v = reg.names();
     return std::set<std::string>(v.begin(), v.end());
   };
-  const std::set<std::string> bb = {"dit", "tiny_mdlm", "tiny_video", "unet"}, sm = {"ddim", "ddpm", "euler_flow"},
+  const std::set<std::string> bb = {"dit", "tiny_mdlm", "tiny_video", "unet"}, sm = {"ddim", "ddpm", "euler_flow", "heun_flow"},
                               ca = {"none", "fora", "fbcache", "taylorseer", "teacache", "toca", "dec", "l2c",
                                     "dbcache", "delta_dit", "magcache", "zeus", "cg_taylor", "scm", "threshold_search",
                                     "schedule", "foca", "pab", "ras", "delta_cache", "deepcache"},
