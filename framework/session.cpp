@@ -22,6 +22,7 @@
 #include "framework/recorder.h"
 #include "framework/registries.h"
 #include "framework/runner.h"
+#include "framework/summary.h"
 #include "framework/system_info.h"
 #include "framework/backbone.h"
 #include "framework/layer.h"
@@ -68,16 +69,6 @@ struct BuiltRun {
   }
 };
 
-// What one sample of a reference costs (preflight), from a one-sample trajectory.
-struct UnitCost {
-  double flops = 0, seconds = 0;  // per sample, whole trajectory
-  double sample_bytes = 0;        // one final sample
-  double xstep_bytes = 0;         // one sample after every step (the reference's x_after_step)
-  double probe_bytes = 0;         // one sample's site outputs at every step (the reference's probe)
-  double site_out_bytes = 0;      // one sample's site outputs in one step
-  double weights_bytes = 0;
-  double steps = 0, sites = 0;
-};
 
 std::vector<float> to_floats(const at::Tensor& t) {
   auto c = t.contiguous().to(at::kFloat);
@@ -230,23 +221,7 @@ class Session {
       if (const ConfigNode* n = cfg.find(k)) key += "|" + to_yaml(*n);
     auto it = unit_costs_.find(key);
     if (it == unit_costs_.end()) it = unit_costs_.emplace(key, measure_unit(run)).first;
-    const UnitCost& u = it->second;
-    const double N = ro.samples, B = std::min(ro.batch, ro.samples);
-    RunCost c;
-    c.flops = N * u.flops;
-    c.seconds = N * u.seconds;
-    if (!run.is_reference && ro.timing_reps > 0)
-      c.seconds += 2.0 * ro.timing_reps * std::min(double(ro.timing_samples), B) * u.seconds;
-    // The batches' outputs and their concatenation; activations: every site's output for one
-    // batch (guidance doubles it), three times over for a cache's copies and a layer's temporaries.
-    const double guided = ro.cfg_scale != 1.0 ? 2.0 : 1.0;
-    c.memory_bytes = 2 * N * u.sample_bytes + 3 * guided * B * u.site_out_bytes;
-    // The probe holds the first probe_samples rows of each site's output (both halves under guidance).
-    c.reference_bytes =
-        N * u.sample_bytes + B * u.xstep_bytes + std::min(double(ro.probe_samples), guided * B) * u.probe_bytes;
-    c.weights_bytes = u.weights_bytes;
-    c.file_bytes = 2 * std::min(double(ro.save_samples), N) * u.sample_bytes + u.steps * u.sites * 8 * 6 + 65536;
-    return c;
+    return scale_cost(it->second, ro, run.is_reference);
   }
 
   // The reference `run` is measured against: loaded from the cache, else run (under its
@@ -571,38 +546,15 @@ class Session {
     summary["ref_flops"] = ref->flops;
     summary["speedup_wall"] = ref->wall_s / tr.wall_s;
     summary["timing_shared_cores"] = o_.workers > 1 ? 1.0 : 0.0;
+    summary["speedup_flops"] = ref->flops / tr.flops;
+    summary["speedup_wall_suspect"] = 0.0;
     if (!run.is_reference && ro.timing_reps > 0) {
       auto [t_ref, t_var] = time_interleaved(run, bb, parts);
-      std::vector<double> ratio;
-      for (size_t i = 0; i < t_ref.size(); ++i) ratio.push_back(t_ref[i] / t_var[i]);
-      auto q = [](std::vector<double> v, double f) {
-        std::sort(v.begin(), v.end());
-        const double pos = f * double(v.size() - 1);
-        const size_t lo = size_t(pos), hi = std::min(v.size() - 1, lo + 1);
-        return v[lo] + (v[hi] - v[lo]) * (pos - double(lo));
-      };
-      summary["speedup_wall"] = q(ratio, 0.5);
-      summary["speedup_wall_q25"] = q(ratio, 0.25);
-      summary["speedup_wall_q75"] = q(ratio, 0.75);
-      summary["speedup_wall_min"] = q(ratio, 0.0);
-      summary["speedup_wall_max"] = q(ratio, 1.0);
-      summary["timing_reps"] = double(ratio.size());
+      add_timing_summary(summary, t_ref, t_var);
       writer.write_double_array("timing/reference_s", t_ref);
       writer.write_double_array("timing/variant_s", t_var);
     }
-    // A wall-clock speedup above the FLOPs speedup is suspect unless explained (int8
-    // multiply-adds are cheaper than fp32 ones; FLOPs count them alike).
-    summary["speedup_wall_suspect"] =
-        summary.count("speedup_wall_q25") && summary["speedup_wall_q25"] > 1.05 * summary["speedup_flops"] ? 1.0 : 0.0;
-    summary["speedup_flops"] = ref->flops / tr.flops;
-    double visited = 0, reused = 0;
-    for (auto& st : tr.steps)
-      for (auto d : st.decision) {
-        if (d == uint8_t(Decision::Skipped)) continue;
-        visited += 1;
-        reused += d == uint8_t(Decision::Reuse) || d == uint8_t(Decision::Predict);
-      }
-    summary["reuse_fraction"] = visited > 0 ? reused / visited : 0;
+    summary["reuse_fraction"] = reuse_fraction(tr.steps);
     summary["final_err_rel_l1"] = tr.steps.empty() ? 0 : tr.steps.back().err_ref_rel_l1;
     MetricInputs in;
     in.samples = tr.samples;

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "framework/cost.h"
 #include "framework/experiment.h"
 
 namespace cachelab {
@@ -33,14 +34,6 @@ enum class RunOutcome { Done, Failed, Busy };
 
 // What one run will cost at most, from a one-sample reference trajectory timed on this
 // machine (preflight). Caching variants cost less.
-struct RunCost {
-  double flops = 0;            // FLOPs of the run's samples, every site computed
-  double seconds = 0;          // at the measured speed, the timing repetitions included
-  double memory_bytes = 0;     // the run's samples (batches and their concatenation) and activations
-  double reference_bytes = 0;  // its reference's trajectory (kept in memory, and on disk in .cache/)
-  double weights_bytes = 0;    // the backbone's parameters
-  double file_bytes = 0;       // its run file
-};
 
 // One process's runs of an experiment: built backbones, loaded references, the judge
 // (framework/session.cpp). The sweep logic (framework/sweep.cpp) drives it.

@@ -21,6 +21,7 @@
 #include "framework/registries.h"
 #include "tools/components.h"
 #include "framework/runner.h"
+#include "framework/summary.h"
 #include "framework/system_info.h"
 #include "framework/paths.h"
 #include "models/image_pipeline.h"
@@ -35,12 +36,6 @@ double seconds(const std::function<void()>& f) {
   auto t0 = std::chrono::steady_clock::now();
   f();
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-double quantile(std::vector<double> v, double q) {
-  std::sort(v.begin(), v.end());
-  const double pos = q * double(v.size() - 1);
-  const size_t lo = size_t(pos), hi = std::min(v.size() - 1, lo + 1);
-  return v[lo] + (v[hi] - v[lo]) * (pos - double(lo));
 }
 double median(std::vector<double> v) { return quantile(std::move(v), 0.5); }
 // "1.234 [1.200, 1.260]": median and interquartile range.
