@@ -10,6 +10,7 @@ use the group's mean and its spread across seeds.
 import html
 import json
 import math
+import re
 import os
 import sys
 
@@ -158,10 +159,34 @@ def aggregate(runs, names, metric):
             "n": len(v), "values": vals}
 
 
+def seed_of(runs, name):
+    """A run's seed: its `seed` attribute, else the `seed=N` of its name (None if neither)."""
+    if "seed" in runs[name]["attrs"]:
+        return str(runs[name]["attrs"]["seed"])
+    m = re.search(r"seed=(-?\d+)", name)
+    return m.group(1) if m else None
+
+
+def paired(runs, left, right, metric, op):
+    """Two variants over the same seeds, a metric without per-run spread: the claim is judged
+    seed by seed (the same noise on both sides): (verdict, wins, n), or None when not paired."""
+    lv = {seed_of(runs, n): runs[n]["summary"][metric] for n in left}
+    rv = {seed_of(runs, n): runs[n]["summary"][metric] for n in right}
+    if len(left) < 2 or None in lv or set(lv) != set(rv) or len(lv) != len(left) or len(rv) != len(right):
+        return None
+    if any(metric + "_q25" in runs[n]["summary"] for n in left + right):
+        return None
+    wins = sum(bool(OPS[op](lv[k], rv[k])) for k in lv)
+    verdict = "holds" if wins == len(lv) else "does not hold" if wins == 0 else "inconclusive"
+    return verdict, wins, len(lv)
+
+
 def evaluate_claims(claims, runs):
     """Each claim -> (verdict, label, sentence); verdict in holds / does not hold / inconclusive /
-    cannot be evaluated. A side names one run or a variant across seeds (mean and spread). With a
-    spread on either side, the claim decides only when the ranges do not overlap."""
+    cannot be evaluated. A side names one run or a variant across seeds (mean and spread). Two
+    variants over the same seeds are compared seed by seed: the claim holds when it holds on every
+    seed, does not hold when it fails on every seed, else is inconclusive. Otherwise, with a spread
+    on either side, the claim decides only when the ranges do not overlap."""
     out = []
     for c in claims:
         metric, op, left = c.get("metric"), c.get("op"), c.get("left")
@@ -177,6 +202,7 @@ def evaluate_claims(claims, runs):
             a = aggregate(runs, names, metric)
             if a is None:
                 return None, f"`{variant}` has no metric `{metric}`"
+            a["names"] = names
             return a, None
 
         lv, err = side(left)
@@ -198,7 +224,11 @@ def evaluate_claims(claims, runs):
                 verdict = "does not hold"
             else:
                 verdict = "inconclusive"
-        out.append((verdict, label, f"{metric}({left}) = {describe(lv)} {op} {rlabel} = {describe(rv)}: {verdict}"))
+        how = ""
+        if "right" in c and (p := paired(runs, lv["names"], rv["names"], metric, op)):
+            verdict, wins, n = p
+            how = f" (paired by seed: {wins} of {n} seeds)"
+        out.append((verdict, label, f"{metric}({left}) = {describe(lv)} {op} {rlabel} = {describe(rv)}: {verdict}{how}"))
     return out
 
 

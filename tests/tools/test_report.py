@@ -1,6 +1,6 @@
 """Claim verdicts of tools/report.py: a measured quantity with a spread decides only when
 the ranges do not overlap; a variant swept over seeds is judged by its mean and spread
-across seeds. Run by CTest with /usr/bin/python3."""
+across seeds, and two variants over the same seeds seed by seed. Run by CTest with /usr/bin/python3."""
 import os
 import sys
 
@@ -37,13 +37,16 @@ seeds = {
     "b[seed=0]": run(psnr=26.0), "b[seed=1]": run(psnr=27.0), "b[seed=2]": run(psnr=28.0),  # 27 +- 1
     "c[seed=0]": run(psnr=29.0), "c[seed=1]": run(psnr=31.0), "c[seed=2]": run(psnr=33.0),  # 31 +- 2
     "d[seed=0]": run(psnr=35.0), "d[seed=1]": run("failed"),
+    "e[seed=0]": run(psnr=30.1), "e[seed=1]": run(psnr=31.1), "e[seed=2]": run(psnr=32.1),  # a + 0.1 on every seed
     "g[cache.interval=2,seed=0]": run(psnr=30.0), "g[cache.interval=2,seed=1]": run(psnr=30.5),
     "g[cache.interval=3,seed=0]": run(psnr=28.0), "g[cache.interval=3,seed=1]": run(psnr=28.5),
 }
 seed_cases = [
     ({"left": "a", "metric": "psnr", "op": ">", "right": "b"}, "holds"),            # [30, 32] vs [26, 28]
     ({"left": "b", "metric": "psnr", "op": ">", "right": "a"}, "does not hold"),
-    ({"left": "a", "metric": "psnr", "op": ">", "right": "c"}, "inconclusive"),     # spreads overlap
+    ({"left": "a", "metric": "psnr", "op": ">", "right": "c"}, "inconclusive"),     # 1 of 3 seeds
+    ({"left": "e", "metric": "psnr", "op": ">", "right": "a"}, "holds"),            # spreads overlap, 3 of 3 seeds
+    ({"left": "a", "metric": "psnr", "op": ">", "right": "e"}, "does not hold"),    # 0 of 3 seeds
     ({"left": "a", "metric": "psnr", "op": ">", "value": 29.5}, "holds"),
     ({"left": "a", "metric": "psnr", "op": ">", "value": 31.5}, "inconclusive"),    # mean below, spread above
     ({"left": "a[seed=1]", "metric": "psnr", "op": ">", "value": 30.9}, "holds"),  # one run, by its full name
