@@ -20,13 +20,7 @@ void CgTaylorPolicy::History::add(double s, const at::Tensor& v, int order, cons
 
 void CgTaylorPolicy::begin_run(RunContext& ctx) {
   const auto& sites = *ctx.sites;
-  block_of_.assign(sites.size(), -1);
-  depth_ = 0;
-  for (size_t i = 0; i < sites.size(); ++i)
-    if (sites[i].kind == SiteKind::Block && sites[i].stream == 0) {
-      block_of_[i] = sites[i].block;
-      depth_ = std::max(depth_, sites[i].block + 1);
-    }
+  depth_ = main_stream_blocks(sites, block_of_);
   CL_CHECK(depth_ >= 2, "cg_taylor: needs a backbone with at least 2 main-stream blocks (kind block), found " << depth_);
   first_ = History(), last_ = History();
   consecutive_ = 0;

@@ -11,13 +11,7 @@ namespace cachelab {
 
 void DbCachePolicy::begin_run(RunContext& ctx) {
   const auto& sites = *ctx.sites;
-  block_of_.assign(sites.size(), -1);
-  depth_ = 0;
-  for (size_t i = 0; i < sites.size(); ++i)
-    if (sites[i].kind == SiteKind::Block && sites[i].stream == 0) {
-      block_of_[i] = sites[i].block;
-      depth_ = std::max(depth_, sites[i].block + 1);
-    }
+  depth_ = main_stream_blocks(sites, block_of_);
   first_mid_ = o_.front_blocks;
   last_mid_ = depth_ - 1 - o_.back_blocks;
   CL_CHECK(first_mid_ <= last_mid_, "dbcache: front_blocks (" << o_.front_blocks << ") + back_blocks ("

@@ -11,13 +11,7 @@ namespace cachelab {
 
 void DeltaDitPolicy::begin_run(RunContext& ctx) {
   const auto& sites = *ctx.sites;
-  block_of_.assign(sites.size(), -1);
-  depth_ = 0;
-  for (size_t i = 0; i < sites.size(); ++i)
-    if (sites[i].kind == SiteKind::Block && sites[i].stream == 0) {
-      block_of_[i] = sites[i].block;
-      depth_ = std::max(depth_, sites[i].block + 1);
-    }
+  depth_ = main_stream_blocks(sites, block_of_);
   CL_CHECK(depth_ > 0, "delta_dit: this backbone has no main-stream site of kind block");
   CL_CHECK(o_.cached_blocks <= depth_, "delta_dit: cached_blocks (" << o_.cached_blocks << ") exceeds the backbone's "
                                                                     << depth_ << " blocks");

@@ -1,5 +1,7 @@
 #include "framework/site.h"
 
+#include <algorithm>
+
 #include <ATen/ATen.h>
 
 #include "framework/error.h"
@@ -54,6 +56,17 @@ int find_site(const std::vector<Site>& sites, const std::string& name) {
   for (size_t i = 0; i < sites.size(); ++i)
     if (sites[i].name == name) return int(i);
   return -1;
+}
+
+int main_stream_blocks(const std::vector<Site>& sites, std::vector<int>& block_of) {
+  block_of.assign(sites.size(), -1);
+  int depth = 0;
+  for (size_t i = 0; i < sites.size(); ++i)
+    if (sites[i].kind == SiteKind::Block && sites[i].stream == 0) {
+      block_of[i] = sites[i].block;
+      depth = std::max(depth, sites[i].block + 1);
+    }
+  return depth;
 }
 
 }  // namespace cachelab

@@ -43,6 +43,10 @@ struct Site {
   double fixed_flops_per_sample = 0.0;  // part of flops_per_sample paid whatever the rows
 };
 
+// The main-stream (stream 0) block sites: block_of[i] is site i's block index when it is a
+// kind-block site of stream 0, else -1. Returns the depth (the highest such index + 1).
+int main_stream_blocks(const std::vector<Site>& sites, std::vector<int>& block_of);
+
 // An observe-only tensor a model exposes (e.g. `blocks.0.modulated_input`).
 struct Tap {
   std::string name;

@@ -143,7 +143,7 @@ BOOST_FIXTURE_TEST_CASE(front_and_back_blocks_always_run_the_middle_is_skipped, 
 BOOST_FIXTURE_TEST_CASE(fbcache_is_the_fn1_bn0_preset, Fixture) {
   FbCacheOptions fo;
   fo.threshold = 0.3;
-  DbCacheOptions d = fo.as_dbcache();
+  const DbCacheOptions& d = fo;
   BOOST_CHECK_EQUAL(d.front_blocks, 1);
   BOOST_CHECK_EQUAL(d.back_blocks, 0);
   FbCachePolicy fb(fo);

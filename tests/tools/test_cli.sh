@@ -5,21 +5,7 @@ set -uo pipefail
 exe=${1:?usage: test_cli.sh path/to/cachelab}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-pass=0 fail=0
-ok() { echo "ok   $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL $1"; fail=$((fail + 1)); }
-# expect CODE "text1|text2" description -- command...
-expect() {
-  local code=$1 pattern=$2 what=$3; shift 3
-  local out rc
-  out=$("$@" 2>&1); rc=$?
-  if [ "$rc" -ne "$code" ]; then bad "$what (exit $rc, wanted $code): $out"; return; fi
-  local IFS='|'
-  for p in $pattern; do
-    grep -qF -- "$p" <<<"$out" || { bad "$what: missing \`$p\` in: $out"; return; }
-  done
-  ok "$what"
-}
+source "$(dirname "$0")/lib.sh"
 
 export OMP_WAIT_POLICY=PASSIVE
 expect 0 "fora|fbcache|dit|ddim|interval" "list shows components and keys" "$exe" list

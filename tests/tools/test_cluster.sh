@@ -14,21 +14,8 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-pass=0 fail=0 skip=0
-ok() { echo "ok   $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL $1"; fail=$((fail + 1)); }
-# expect CODE "text1|text2" description -- command...
-expect() {
-  local code=$1 pattern=$2 what=$3; shift 3
-  local out rc
-  out=$("$@" 2>&1); rc=$?
-  if [ "$rc" -ne "$code" ]; then bad "$what (exit $rc, wanted $code): $out"; return; fi
-  local IFS='|'
-  for p in $pattern; do
-    grep -qF -- "$p" <<<"$out" || { bad "$what: missing \`$p\` in: $out"; return; }
-  done
-  ok "$what"
-}
+source "$(dirname "$0")/lib.sh"
+skip=0
 export OMP_WAIT_POLICY=PASSIVE
 
 # 6 variants x seeds + 2 references, about 1-3 s each here.
@@ -63,12 +50,15 @@ check_once() {
   ok "$what"
 }
 
+# Runs of a second or more each (tiny ones finish before a second process starts).
+slow=(run.samples=32 run.batch=32 sampler.steps=24)
+
 # --- 1. two processes on one results folder
 res="$tmp/two"
-"$exe" run "$tmp/c.yaml" --results "$res" >"$tmp/a.log" 2>&1 &
+"$exe" run "$tmp/c.yaml" "${slow[@]}" --results "$res" >"$tmp/a.log" 2>&1 &
 pa=$!
 pids+=("$pa")
-"$exe" run "$tmp/c.yaml" --results "$res" >"$tmp/b.log" 2>&1 &
+"$exe" run "$tmp/c.yaml" "${slow[@]}" --results "$res" >"$tmp/b.log" 2>&1 &
 pb=$!
 pids+=("$pb")
 wait "$pa"; ra=$?
@@ -93,15 +83,16 @@ wait_for_file() {  # pattern, seconds
   return 1
 }
 res="$tmp/killed"
-"$exe" run "$tmp/c.yaml" --results "$res" >"$tmp/k1.log" 2>&1 &
+# The kill lands while a (slow) run holds its lock.
+"$exe" run "$tmp/c.yaml" "${slow[@]}" --results "$res" >"$tmp/k1.log" 2>&1 &
 pk=$!
 pids+=("$pk")
 if wait_for_file "$res/c/f2_seed_0*.lock" 60; then
-  sleep 0.5
+  sleep 0.2
   kill -9 "$pk"
   wait "$pk" 2>/dev/null
   ls "$res/c" | grep -q "\.lock" && ok "SIGKILL leaves a lock behind" || bad "no lock after SIGKILL: $(ls -a "$res/c")"
-  timeout 120 "$exe" run "$tmp/c.yaml" --results "$res" >"$tmp/k2.log" 2>&1
+  timeout 120 "$exe" run "$tmp/c.yaml" "${slow[@]}" --results "$res" >"$tmp/k2.log" 2>&1
   rc=$?
   [ "$rc" -eq 0 ] && ! grep -q "waiting for" "$tmp/k2.log" \
     && ok "a dead local owner's lock is taken over at once" || bad "takeover after SIGKILL (exit $rc): $(cat "$tmp/k2.log")"

@@ -7,9 +7,7 @@ exe=${1:?usage: test_report_cli.sh path/to/cachelab}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-pass=0 fail=0
-ok() { echo "ok   $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL $1"; fail=$((fail + 1)); }
+source "$(dirname "$0")/lib.sh"
 # has|lacks "text" description -- command...: output contains / does not contain text, exit 0.
 check_out() {
   local mode=$1 pattern=$2 what=$3; shift 3
@@ -78,8 +76,10 @@ PY
 out=$(/usr/bin/python3 "$root/tools/report.py" "$tmp/res/seeds" 2>&1)
 grep -qE "speedup_flops\(fora\[cache.interval=3\]\) = [0-9.]+ (\[.*\] )?\(mean of 2 seeds\) > speedup_flops\(fora\[cache.interval=2\]\) = [0-9.]+ (\[.*\] )?\(mean of 2 seeds\)" <<<"$out" \
   && ok "claims aggregate the seeds of a variant" || bad "claims aggregate the seeds: $out"
-[ "$(grep -c ": holds$" <<<"$out")" -eq 2 ] && ok "claims across seeds hold" \
+[ "$(grep -cE ": holds( \(paired by seed: [0-9]+ of [0-9]+ seeds\))?$" <<<"$out")" -eq 2 ] && ok "claims across seeds hold" \
   || bad "claims across seeds hold: $out"
+grep -qF "holds (paired by seed: 2 of 2 seeds)" <<<"$out" && ok "two variants on the same seeds are compared seed by seed" \
+  || bad "paired comparison: $out"
 grep -q "<td>fora\[cache.interval=2\]</td><td>fora</td><td>2 done</td>" "$tmp/res/seeds/report/index.html" \
   && ok "report table has one row per variant across seeds" || bad "report aggregate table"
 "$exe" export "$tmp/res/seeds" --level step --output "$tmp/steps.csv" >/dev/null 2>&1

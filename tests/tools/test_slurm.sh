@@ -7,9 +7,7 @@
 set -uo pipefail
 exe=${1:?usage: test_slurm.sh path/to/cachelab}
 exe=$(cd "$(dirname "$exe")" && pwd)/$(basename "$exe")
-pass=0 fail=0
-ok() { echo "ok   $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL $1"; fail=$((fail + 1)); }
+source "$(dirname "$0")/lib.sh"
 skip() {
   echo "SKIPPED: the Slurm test did not run: $*" >&2
   echo "SKIPPED: the Slurm test did not run: $*"
