@@ -29,24 +29,27 @@ int train_command(const std::string& file, const std::vector<std::string>& overr
            root.find("sampler")->where() << ": `sampler:` is read by `model: l2c` only");
   const ConfigNode empty = ConfigNode::make_map("train");
   const ConfigNode& train = root.find("train") ? *root.find("train") : empty;
-  if (model->scalar == "dit") {
-    CL_CHECK(root.find("backbone"), file << ": `model: dit` needs a `backbone:` map (the DiT's keys)");
+  // A diffusion backbone's keys (`backbone:` without its type) and the trainer's options.
+  auto backbone_keys = [&](const char* keys) {
+    CL_CHECK(root.find("backbone"),
+             file << ": `model: " << model->scalar << "` needs a `backbone:` map (the " << keys << "'s keys)");
     ConfigNode bb = *root.find("backbone");
     bb.erase("type");
-    auto mo = read_options<DitOptions>(bb, "backbone `dit`");
+    return bb;
+  };
+  auto diffusion_train = [&] {
     auto to = read_options<TrainOptions>(train, "train");
     std::printf("%s\n", describe(system_info(to.threads)).c_str());
-    train_dit(mo, to, to_yaml(root));
+    return to;
+  };
+  if (model->scalar == "dit") {
+    auto mo = read_options<DitOptions>(backbone_keys("DiT"), "backbone `dit`");
+    train_dit(mo, diffusion_train(), to_yaml(root));
     return 0;
   }
   if (model->scalar == "unet") {
-    CL_CHECK(root.find("backbone"), file << ": `model: unet` needs a `backbone:` map (the U-Net's keys)");
-    ConfigNode bb = *root.find("backbone");
-    bb.erase("type");
-    auto mo = read_checked<UnetOptions>(bb, "backbone `unet`");
-    auto to = read_options<TrainOptions>(train, "train");
-    std::printf("%s\n", describe(system_info(to.threads)).c_str());
-    train_unet(mo, to, to_yaml(root));
+    auto mo = read_checked<UnetOptions>(backbone_keys("U-Net"), "backbone `unet`");
+    train_unet(mo, diffusion_train(), to_yaml(root));
     return 0;
   }
   if (model->scalar == "lenet") {
