@@ -23,7 +23,7 @@ BOOST_AUTO_TEST_CASE(census_every_expected_component_is_registered) {
                                     "dbcache", "delta_dit", "magcache", "zeus", "cg_taylor", "scm", "threshold_search",
                                     "schedule", "foca", "pab", "ras", "delta_cache", "deepcache"},
                               me = {"mse", "psnr", "ssim", "fid", "accuracy", "token_match"},
-                              pi = {"image", "mdlm", "video"}, gu = {"cfg"}, op = {"prefix_kv", "rolling_kv", "w8a8"};
+                              pi = {"image", "mdlm", "video"}, gu = {"cfg"}, op = {"prefix_kv", "rolling_kv", "w8a8", "ptq"};
   for (auto& n : bb) BOOST_CHECK_MESSAGE(names(backbones()).count(n), "backbone " << n);
   for (auto& n : sm) BOOST_CHECK_MESSAGE(names(samplers()).count(n), "sampler " << n);
   for (auto& n : pi) BOOST_CHECK_MESSAGE(names(pipelines()).count(n), "pipeline " << n);
