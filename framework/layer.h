@@ -47,6 +47,9 @@ class RunContext {
   // SiteCall (an ops layer); null when this batch is not recorded.
   std::vector<std::vector<double>>* site_extra = nullptr;
   void set_site_extra(int extra, int site, double value);
+  // Mixed precision: per block, the bits a quantizer (ops layer) uses for that block's
+  // linears in the coming calls; 0 or absent = its default. A site layer (`sixbit`) sets it.
+  std::vector<int> block_bits;
 
  private:
   int declare(const std::string& name, const std::string& unit, const std::string& meaning, bool per_linear);

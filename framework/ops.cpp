@@ -6,6 +6,14 @@
 
 namespace cachelab {
 
+bool linear_matches(const LinearRef& l, const std::vector<std::string>& patterns) {
+  for (auto& s : patterns) {
+    if (s == "all") return true;
+    if (s == "blocks" ? l.block >= 0 : l.name.find(s) != std::string::npos) return true;
+  }
+  return false;
+}
+
 void Ops::begin_run(const std::vector<LinearRef>& linears, RunContext* ctx) {
   linears_ = &linears;
   if (inner_) inner_->begin_run(linears, ctx);

@@ -65,6 +65,10 @@ class Ops {
   std::unique_ptr<Ops> inner_;
 };
 
+// Whether a layer-selection list picks linear `l`: `blocks` = every linear inside a block,
+// `all`, or a substring of the checkpoint name (the `layers` key of every quantizer).
+bool linear_matches(const LinearRef& l, const std::vector<std::string>& patterns);
+
 // x W^T + b exactly as torch::nn::Linear computes it.
 at::Tensor dense_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
 

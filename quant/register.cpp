@@ -1,5 +1,6 @@
 // Every quantizer, one line each (ops layers: they replace a backbone's linear layers).
 #include "framework/registries.h"
+#include "quant/ptq.h"
 #include "quant/w8a8.h"
 
 namespace cachelab {
@@ -9,6 +10,8 @@ void register_quant() {
   r.add<W8A8Ops, W8A8Options>(
       "w8a8", "W8A8 post-training quantization of the linears (int8 per-channel weights, calibrated activations)",
       __FILE__);
+  r.add<PtqOps, PtqOptions>(
+      "ptq", "post-training fake quantization of the linears: any bit width, granularity and calibrator", __FILE__);
 }
 
 }  // namespace cachelab

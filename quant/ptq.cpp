@@ -1,0 +1,397 @@
+#include "quant/ptq.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <map>
+#include <sstream>
+
+#include "framework/error.h"
+#include "framework/paths.h"
+#include "models/safetensors.h"
+#include "quant/quantize.h"
+
+namespace cachelab {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr const char* kFormat = "cachelab ptq calibration 1";
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+bool matches_any(const std::string& name, const std::vector<std::string>& subs) {
+  for (auto& s : subs)
+    if (name.find(s) != std::string::npos) return true;
+  return false;
+}
+
+std::string num(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+
+}  // namespace
+
+struct PtqOps::State {
+  struct Obs {
+    double mn = std::numeric_limits<double>::infinity(), mx = -std::numeric_limits<double>::infinity();
+    std::vector<at::Tensor> values;
+  };
+  struct Loaded {
+    at::Tensor range, range_low;  // [G, 2]
+    double temporal_err = kNaN;
+  };
+  struct Layer {
+    bool quant = false, temporal = false;
+    at::Tensor w_hi, w_lo, bias;
+    at::Tensor range, range_low;  // [G, 2] float32 (static per-tensor activations)
+    double err2 = 0, ref2 = 0;
+    int calls = 0, bits_used = 0;
+  };
+  // Calibration.
+  std::vector<std::vector<Obs>> obs;                                 // [linear][group]
+  std::vector<std::vector<std::pair<int, at::Tensor>>> temporal_in;  // [linear] (group, input)
+  int64_t calls = 0;
+  // Loaded or just fitted.
+  std::map<std::string, Loaded> loaded;
+  std::map<std::string, std::string> meta;
+  bool have_file = false;
+  std::vector<Layer> layers;
+  int group = 0;
+  bool record = true;
+  std::string run_digest;  // of the run being calibrated (its context is gone at finish)
+  int run_steps = 0;
+};
+
+PtqOps::PtqOps(const PtqOptions& o) : o_(o), path_(resolve_path(o.calibration)), s_(std::make_unique<State>()) {}
+PtqOps::~PtqOps() = default;
+
+bool PtqOps::needs_calibration() const {
+  return (o_.act_bits < 16 && o_.act_granularity == "tensor") || o_.temporal == "auto";
+}
+
+Calibrator* PtqOps::calibrator() { return needs_calibration() ? this : nullptr; }
+
+std::vector<int> PtqOps::bits() const {
+  std::vector<int> b;
+  for (auto& l : s_->layers) b.push_back(l.quant ? o_.weight_bits : 0);
+  return b;
+}
+
+void PtqOps::begin_run(const std::vector<LinearRef>& linears, RunContext* ctx) {
+  Ops::begin_run(linears, ctx);
+  ctx_ = ctx;
+  int n = 0;
+  std::string names;
+  for (size_t i = 0; i < linears.size(); ++i) {
+    n += linear_matches(linears[i], o_.layers);
+    if (i < 6) names += (i ? ", " : "") + linears[i].name;
+  }
+  CL_CHECK(n > 0, "ptq: `layers` selects none of this backbone's linears (" << names << ", ...); use `blocks`, "
+                                                                             "`all` or substrings of their names");
+  if (observing_) {
+    if (s_->obs.size() != linears.size()) {
+      CL_CHECK(s_->obs.empty(), "ptq: one calibration saw two backbones with different linear tables");
+      s_->obs.assign(linears.size(), std::vector<State::Obs>(size_t(o_.timestep_groups)));
+      s_->temporal_in.assign(linears.size(), {});
+    }
+    s_->run_digest = ctx ? ctx->backbone_digest : "";
+    s_->run_steps = ctx ? ctx->steps : 0;
+    return;
+  }
+  if (ctx) {
+    err_extra_ = ctx->declare_linear_extra(
+        "quant_err_rel", "ratio",
+        "||y_q - y_fp|| / ||y_fp|| of the quantized linear's output on the batch's first sample, over the step's calls");
+    bits_extra_ = ctx->declare_linear_extra("weight_bits", "bits",
+                                            "the weight bit width the linear used in this step (NaN: full precision)");
+  }
+  if (needs_calibration() && !s_->have_file) load();
+  if (s_->have_file) {
+    const std::string digest = ctx ? ctx->backbone_digest : "";
+    const std::string& f = s_->meta["backbone_digest"];
+    CL_CHECK(f == digest, "ptq: `" << path_ << "` was calibrated on weights with digest `" << f << "`, these have `"
+                                   << digest << "`; re-run `cachelab calibrate EXP.yaml`");
+  }
+  prepare(linears);
+}
+
+void PtqOps::load() {
+  CL_CHECK(fs::exists(path_), "ptq: no calibration file at `" << path_ << "` (calibration: " << o_.calibration
+                                                              << ", relative to the project root); make it with "
+                                                                 "`cachelab calibrate EXP.yaml`");
+  SafetensorsFile f = read_safetensors(path_);
+  auto fmt = f.metadata.find("format");
+  CL_CHECK(fmt != f.metadata.end() && fmt->second == kFormat,
+           "ptq: `" << path_ << "` is not a ptq calibration file; make it with `cachelab calibrate EXP.yaml`");
+  // The settings the ranges depend on must be the ones this variant asks for.
+  const std::map<std::string, std::string> want = {{"act_bits", std::to_string(o_.act_bits)},
+                                                   {"act_symmetric", o_.act_symmetric ? "true" : "false"},
+                                                   {"act_calibrator", o_.act_calibrator},
+                                                   {"percentile", num(o_.percentile)},
+                                                   {"timestep_groups", std::to_string(o_.timestep_groups)},
+                                                   {"low_bits", std::to_string(o_.low_bits)}};
+  for (auto& [k, v] : want) {
+    auto it = f.metadata.find(k);
+    CL_CHECK(it != f.metadata.end() && it->second == v,
+             "ptq: `" << path_ << "` was calibrated with " << k << ": "
+                      << (it == f.metadata.end() ? std::string("(none)") : it->second) << ", this variant has " << k
+                      << ": " << v << "; give each setting its own `calibration` file and run `cachelab calibrate`");
+  }
+  s_->loaded.clear();
+  auto strip = [](const std::string& s, const char* suffix) {
+    const size_t n = std::strlen(suffix);
+    return s.size() > n && s.compare(s.size() - n, n, suffix) == 0 ? s.substr(0, s.size() - n) : std::string();
+  };
+  for (auto& [name, t] : f.tensors) {
+    auto v = t.to(at::kFloat).contiguous();
+    if (auto b = strip(name, ".act_range_low"); !b.empty()) s_->loaded[b].range_low = v;
+    else if (auto b2 = strip(name, ".act_range"); !b2.empty()) s_->loaded[b2].range = v;
+    else if (auto b3 = strip(name, ".temporal_err"); !b3.empty()) s_->loaded[b3].temporal_err = v.item<double>();
+  }
+  s_->meta = f.metadata;
+  s_->have_file = true;
+}
+
+void PtqOps::prepare(const std::vector<LinearRef>& linears) {
+  c10::NoGradGuard no_grad;
+  s_->layers.assign(linears.size(), State::Layer());
+  if (ctx_ && s_->have_file) {
+    const int T = std::stoi(s_->meta.count("steps") ? s_->meta["steps"] : "0");
+    CL_CHECK(o_.timestep_groups == 1 || T == ctx_->steps,
+             "ptq: `" << path_ << "` was calibrated on a " << T << "-step trajectory, this run has " << ctx_->steps
+                      << " steps (timestep_groups: " << o_.timestep_groups << " maps steps to ranges); recalibrate");
+  }
+  const QuantSpec wspec{o_.weight_bits, o_.weight_symmetric, o_.weight_calibrator, o_.percentile};
+  for (size_t i = 0; i < linears.size(); ++i) {
+    const LinearRef& l = linears[i];
+    State::Layer& q = s_->layers[i];
+    q.temporal = matches_any(l.name, o_.temporal_layers);
+    if (!linear_matches(l, o_.layers)) continue;
+    const State::Loaded* ld = nullptr;
+    if (s_->have_file) {
+      auto it = s_->loaded.find(l.name);
+      if (it != s_->loaded.end()) ld = &it->second;
+    }
+    if (q.temporal && o_.temporal == "exact") continue;
+    if (q.temporal && o_.temporal == "auto") {
+      CL_CHECK(ld && std::isfinite(ld->temporal_err),
+               "ptq: `" << path_ << "` has no temporal error for `" << l.name << "`; re-run `cachelab calibrate`");
+      if (ld->temporal_err > o_.temporal_tolerance) continue;
+    }
+    q.quant = true;
+    if (o_.act_bits < 16 && o_.act_granularity == "tensor") {
+      CL_CHECK(ld && ld->range.defined(), "ptq: `" << path_ << "` has no activation range for linear `" << l.name
+                                                   << "` (another backbone, or the layer was never called); re-run "
+                                                      "`cachelab calibrate EXP.yaml`");
+      CL_CHECK(ld->range.dim() == 2 && ld->range.size(0) == o_.timestep_groups && ld->range.size(1) == 2,
+               "ptq: `" << path_ << "`: " << l.name << ".act_range must be [" << o_.timestep_groups << ", 2]");
+      q.range = ld->range;
+      q.range_low = ld->range_low.defined() ? ld->range_low : ld->range;
+    }
+    q.w_hi = fake_quantize_weight(l.weight, wspec, o_.weight_granularity, o_.group_size).to(l.weight.dtype());
+    if (o_.low_bits > 0) {
+      QuantSpec lo = wspec;
+      lo.bits = o_.low_bits;
+      q.w_lo = fake_quantize_weight(l.weight, lo, o_.weight_granularity, o_.group_size).to(l.weight.dtype());
+    }
+    q.bias = l.bias;
+  }
+}
+
+void PtqOps::begin_step(const StepIndex& step) {
+  const int T = std::max(step.count, 1);
+  s_->group = std::min(o_.timestep_groups - 1, int(int64_t(step.index) * o_.timestep_groups / T));
+  s_->record = true;
+  if (observing_ && o_.calibration_steps > 0 && o_.calibration_steps < T) {
+    // Steps round(k (T-1) / (n-1)), k = 0..n-1: spread evenly, first and last included.
+    const int n = o_.calibration_steps;
+    s_->record = false;
+    for (int k = 0; k < n && !s_->record; ++k)
+      s_->record = (n == 1 ? 0 : int(std::lround(double(k) * (T - 1) / (n - 1)))) == step.index;
+  }
+  for (auto& q : s_->layers) q.err2 = q.ref2 = 0, q.calls = 0, q.bits_used = 0;
+  Ops::begin_step(step);
+}
+
+void PtqOps::end_step() {
+  if (ctx_ && ctx_->linear_extra && !observing_)
+    for (size_t i = 0; i < s_->layers.size(); ++i) {
+      const auto& q = s_->layers[i];
+      if (!q.quant || q.calls == 0) continue;
+      if (err_extra_ >= 0)
+        ctx_->set_linear_extra(err_extra_, int(i),
+                               q.ref2 > 0 ? std::sqrt(q.err2 / q.ref2)
+                                          : (q.err2 > 0 ? std::numeric_limits<double>::infinity() : 0.0));
+      if (bits_extra_ >= 0) ctx_->set_linear_extra(bits_extra_, int(i), q.bits_used);
+    }
+  Ops::end_step();
+}
+
+at::Tensor PtqOps::quantized(int id, const at::Tensor& x, int bits) {
+  State::Layer& q = s_->layers[size_t(id)];
+  const bool low = o_.low_bits > 0 && bits == o_.low_bits;
+  const int abits = low ? std::min(o_.act_bits, o_.low_bits) : o_.act_bits;
+  at::Tensor xq = x;
+  if (o_.act_bits < 16) {
+    if (o_.act_granularity == "token") {
+      xq = fake_quantize_per_token(x, QuantSpec{abits, o_.act_symmetric, "minmax", 100.0});
+    } else {
+      auto r = (low ? q.range_low : q.range)[s_->group];
+      xq = fake_quantize_range(x, r[0].item<float>(), r[1].item<float>(), abits, o_.act_symmetric);
+    }
+  }
+  return dense_linear(xq, low ? q.w_lo : q.w_hi, q.bias);
+}
+
+at::Tensor PtqOps::linear(int id, const at::Tensor& x) {
+  const size_t i = size_t(id);
+  if (observing_) {
+    if (s_->record) {
+      State::Obs& ob = s_->obs[i][size_t(s_->group)];
+      auto mm = at::aminmax(x);
+      ob.mn = std::min(ob.mn, std::get<0>(mm).item<double>());
+      ob.mx = std::max(ob.mx, std::get<1>(mm).item<double>());
+      auto flat = x.detach().reshape({-1});
+      const int64_t stride = std::max<int64_t>(1, flat.numel() / o_.calibration_values);
+      ob.values.push_back(flat.slice(0, 0, flat.numel(), stride).to(at::kFloat).clone());
+      if (matches_any((*linears_)[i].name, o_.temporal_layers))
+        s_->temporal_in[i].emplace_back(s_->group, x.detach().to(at::kFloat).clone());
+      ++s_->calls;
+    }
+    return Ops::linear(id, x);
+  }
+  State::Layer& q = s_->layers[i];
+  if (!q.quant) return Ops::linear(id, x);
+  int bits = o_.weight_bits;
+  const int block = (*linears_)[i].block;
+  if (o_.low_bits > 0 && ctx_ && block >= 0 && size_t(block) < ctx_->block_bits.size() &&
+      ctx_->block_bits[size_t(block)] > 0)
+    bits = ctx_->block_bits[size_t(block)] <= o_.low_bits ? o_.low_bits : o_.weight_bits;
+  auto y = quantized(id, x, bits);
+  q.bits_used = bits;
+  if (ctx_ && ctx_->linear_extra) {
+    const LinearRef& l = (*linears_)[i];
+    auto ref = dense_linear(x.narrow(0, 0, 1), l.weight, l.bias).to(at::kDouble);
+    auto d = y.narrow(0, 0, 1).to(at::kDouble) - ref;
+    q.err2 += d.pow(2).sum().item<double>();
+    q.ref2 += ref.pow(2).sum().item<double>();
+    ++q.calls;
+  }
+  return y;
+}
+
+void PtqOps::start_calibration() {
+  observing_ = true;
+  s_->obs.clear();
+  s_->temporal_in.clear();
+  s_->calls = 0;
+}
+
+std::string PtqOps::finish_calibration() {
+  CL_CHECK(observing_, "ptq: finish_calibration without start_calibration");
+  CL_CHECK(linears_ && s_->calls > 0, "ptq: the calibration saw no forward pass; run a trajectory between start and finish");
+  c10::NoGradGuard no_grad;
+  const auto& linears = *linears_;
+  const int G = o_.timestep_groups;
+  // The range of one set of observations for `bits`.
+  auto fit = [&](const std::vector<const State::Obs*>& obs, int bits) {
+    std::vector<at::Tensor> parts;
+    double mn = std::numeric_limits<double>::infinity(), mx = -mn;
+    for (auto* ob : obs) {
+      mn = std::min(mn, ob->mn);
+      mx = std::max(mx, ob->mx);
+      parts.insert(parts.end(), ob->values.begin(), ob->values.end());
+    }
+    if (o_.act_calibrator == "minmax" || parts.empty()) return std::make_pair(float(mn), float(mx));
+    parts.push_back(at::tensor({float(mn), float(mx)}));  // the extremes always take part
+    auto r = calibrate_rows(at::cat(parts).view({1, -1}),
+                            QuantSpec{bits, o_.act_symmetric, o_.act_calibrator, o_.percentile});
+    return std::make_pair(r.first.item<float>(), r.second.item<float>());
+  };
+  auto ranges = [&](size_t i, int bits) {
+    std::vector<const State::Obs*> all;
+    for (auto& ob : s_->obs[i])
+      if (!ob.values.empty()) all.push_back(&ob);
+    const auto global = fit(all, bits);
+    auto t = at::empty({G, 2}, at::kFloat);
+    for (int g = 0; g < G; ++g) {
+      const State::Obs& ob = s_->obs[i][size_t(g)];
+      // A group no calibration step fell in (calibration_steps < timestep_groups) takes the global range.
+      const auto r = ob.values.empty() ? global : fit({&ob}, bits);
+      t[g][0] = r.first;
+      t[g][1] = r.second;
+    }
+    return t;
+  };
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  s_->loaded.clear();
+  int fitted = 0;
+  std::ostringstream temporal;
+  for (size_t i = 0; i < linears.size(); ++i) {
+    bool seen = false;
+    for (auto& ob : s_->obs[i]) seen = seen || !ob.values.empty();
+    if (!seen) continue;
+    ++fitted;
+    State::Loaded& ld = s_->loaded[linears[i].name];
+    ld.range = ranges(i, o_.act_bits < 16 ? o_.act_bits : 8);
+    tensors.emplace_back(linears[i].name + ".act_range", ld.range);
+    if (o_.low_bits > 0) {
+      ld.range_low = ranges(i, std::min(o_.act_bits, o_.low_bits));
+      tensors.emplace_back(linears[i].name + ".act_range_low", ld.range_low);
+    }
+    if (s_->temporal_in[i].empty()) continue;
+    // The temporal linear's output error, quantized as this variant would, over every call.
+    const LinearRef& l = linears[i];
+    auto w = fake_quantize_weight(l.weight.to(at::kFloat),
+                                  QuantSpec{o_.weight_bits, o_.weight_symmetric, o_.weight_calibrator, o_.percentile},
+                                  o_.weight_granularity, o_.group_size);
+    auto b = l.bias.defined() ? l.bias.to(at::kFloat) : at::Tensor();
+    double e2 = 0, r2 = 0;
+    for (auto& [g, x] : s_->temporal_in[i]) {
+      at::Tensor xq = x;
+      if (o_.act_bits < 16)
+        xq = o_.act_granularity == "token"
+                 ? fake_quantize_per_token(x, QuantSpec{o_.act_bits, o_.act_symmetric, "minmax", 100.0})
+                 : fake_quantize_range(x, ld.range[g][0].item<float>(), ld.range[g][1].item<float>(), o_.act_bits,
+                                       o_.act_symmetric);
+      auto ref = dense_linear(x, l.weight.to(at::kFloat), b).to(at::kDouble);
+      e2 += (dense_linear(xq, w, b).to(at::kDouble) - ref).pow(2).sum().item<double>();
+      r2 += ref.pow(2).sum().item<double>();
+    }
+    ld.temporal_err = r2 > 0 ? std::sqrt(e2 / r2) : 0.0;
+    tensors.emplace_back(l.name + ".temporal_err", at::tensor({float(ld.temporal_err)}, at::kFloat));
+    temporal << (temporal.tellp() > 0 ? ", " : "") << l.name << " " << ld.temporal_err
+             << (ld.temporal_err > o_.temporal_tolerance ? " (exact under auto)" : "");
+  }
+  s_->meta = {{"format", kFormat},
+              {"backbone_digest", s_->run_digest},
+              {"steps", std::to_string(s_->run_steps)},
+              {"act_bits", std::to_string(o_.act_bits)},
+              {"act_symmetric", o_.act_symmetric ? "true" : "false"},
+              {"act_calibrator", o_.act_calibrator},
+              {"percentile", num(o_.percentile)},
+              {"timestep_groups", std::to_string(o_.timestep_groups)},
+              {"low_bits", std::to_string(o_.low_bits)},
+              {"calibration_steps", std::to_string(o_.calibration_steps)}};
+  std::error_code ec;
+  fs::create_directories(fs::path(path_).parent_path(), ec);
+  write_safetensors(path_, tensors, s_->meta);
+  observing_ = false;
+  s_->have_file = true;
+  s_->obs.clear();
+  s_->temporal_in.clear();
+  std::ostringstream os;
+  os << "ptq: activation ranges of " << fitted << " linears x " << G << " timestep group(s) (" << o_.act_calibrator
+     << ", " << s_->calls << " calls)";
+  if (temporal.tellp() > 0) os << "; temporal errors: " << temporal.str();
+  os << " -> " << path_;
+  return os.str();
+}
+
+}  // namespace cachelab

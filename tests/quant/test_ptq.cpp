@@ -1,0 +1,321 @@
+// Quantization primitives (quant/quantize.h) on known tensors, and the `ptq` ops layer on a
+// small random DiT: calibration records the true ranges, timestep groups partition them,
+// error grows as bits shrink, temporal linears stay exact when asked, stale or mismatched
+// calibration files are refused, and the config validates and round-trips.
+#include <ATen/ATen.h>
+
+#include <boost/test/unit_test.hpp>
+#include <cmath>
+#include <limits>
+
+#include "caches/none.h"
+#include "framework/config.h"
+#include "framework/error.h"
+#include "framework/registries.h"
+#include "framework/runner.h"
+#include "models/safetensors.h"
+#include "models/samplers.h"
+#include "quant/ptq.h"
+#include "quant/quantize.h"
+#include "tests/test_util.h"
+
+using namespace cachelab;
+
+namespace {
+
+double rel(const at::Tensor& a, const at::Tensor& ref) {
+  return ((a.to(at::kDouble) - ref.to(at::kDouble)).norm() / ref.to(at::kDouble).norm()).item<double>();
+}
+
+// Records every linear's input min and max, independently of ptq.
+class RangeOps final : public Ops {
+ public:
+  std::vector<double> lo, hi;
+  at::Tensor linear(int id, const at::Tensor& x) override {
+    if (lo.empty()) {
+      lo.assign(linears_->size(), std::numeric_limits<double>::infinity());
+      hi.assign(linears_->size(), -std::numeric_limits<double>::infinity());
+    }
+    lo[size_t(id)] = std::min(lo[size_t(id)], x.min().item<double>());
+    hi[size_t(id)] = std::max(hi[size_t(id)], x.max().item<double>());
+    return Ops::linear(id, x);
+  }
+};
+
+struct PtqFixture {
+  Dit model{cachelab::testing::tiny_dit_options()};
+  DdimSampler sampler{[] {
+    DdimOptions o;
+    o.steps = 12;
+    return o;
+  }()};
+  RunOptions run;
+  ReferenceTrace ref;
+  Trajectory ref_traj;
+  cachelab::testing::TempDir dir;
+  NoCache none{NoCacheOptions{}};
+  PtqFixture() {
+    cachelab::testing::randomize(model);
+    run.samples = 4;
+    run.batch = 4;
+    run.probe_samples = 2;
+    ref_traj = cachelab::testing::run_image(model, sampler, {&none}, run, nullptr, &ref);
+  }
+  PtqOptions options(const std::string& file = "ptq.safetensors") const {
+    PtqOptions o;
+    o.calibration = dir.path + "/" + file;
+    return o;
+  }
+  Trajectory with(Ops& ops) { return cachelab::testing::run_image(model, sampler, {&none}, run, &ref, nullptr, &ops); }
+  std::string calibrate(PtqOps& ops) {
+    BOOST_REQUIRE(ops.calibrator());
+    ops.calibrator()->start_calibration();
+    with(ops);
+    return ops.calibrator()->finish_calibration();
+  }
+  // The per-step per-linear extra `name` of a trajectory ([T][L]).
+  static std::vector<std::vector<double>> extra(const Trajectory& t, const std::string& name) {
+    int e = -1;
+    for (size_t i = 0; i < t.extras.size(); ++i)
+      if (t.extras[i].name == name && t.extras[i].per_linear) e = int(i);
+    BOOST_REQUIRE_MESSAGE(e >= 0, name << " not declared");
+    std::vector<std::vector<double>> v;
+    for (auto& s : t.steps) v.push_back(s.linear_extra[size_t(e)]);
+    return v;
+  }
+  int linear_id(const std::string& name) {
+    for (size_t i = 0; i < model.linears().size(); ++i)
+      if (model.linears()[i].name == name) return int(i);
+    BOOST_FAIL("no linear " << name);
+    return -1;
+  }
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(quantize_primitives)
+
+BOOST_AUTO_TEST_CASE(known_values_round_half_to_even_on_the_grid) {
+  // 2-bit symmetric: grid {-1, 0, 1} * scale with scale = max|x| / 1.
+  auto x = at::tensor({-1.0f, -0.5f, 0.0f, 0.5f, 1.0f, 0.7f}).view({1, -1});
+  auto q = fake_quantize_rows(x, QuantSpec{2, true, "minmax", 100});
+  auto want = at::tensor({-1.0f, -0.0f, 0.0f, 0.0f, 1.0f, 1.0f}).view({1, -1});
+  BOOST_CHECK(at::equal(q, want));
+  // 8-bit asymmetric on [0, 2.55]: scale 0.01, zero point 0; values on the grid come back.
+  auto y = at::tensor({0.0f, 0.01f, 1.27f, 2.55f}).view({1, -1});
+  auto rq = row_quant(at::zeros({1}), at::full({1}, 2.55f), 8, false);
+  BOOST_CHECK_CLOSE(rq.scale.item<double>(), 0.01, 1e-4);
+  BOOST_CHECK_EQUAL(rq.zero_point.item<double>(), 0.0);
+  BOOST_CHECK_LT((quant_dequant_rows(y, rq) - y).abs().max().item<double>(), 1e-6);
+  // Asymmetric with a negative minimum: zero is exactly representable.
+  auto z = at::tensor({-0.3f, 0.0f, 0.9f}).view({1, -1});
+  BOOST_CHECK_EQUAL(fake_quantize_rows(z, QuantSpec{4, false, "minmax", 100})[0][1].item<float>(), 0.0f);
+  BOOST_CHECK_EQUAL(quant_qmax(4, true), 7);
+  BOOST_CHECK_EQUAL(quant_qmin(4, true), -7);
+  BOOST_CHECK_EQUAL(quant_qmax(6, false), 63);
+}
+
+BOOST_AUTO_TEST_CASE(round_trip_error_is_at_most_half_a_step_for_every_bit_width) {
+  auto gen = at::detail::createCPUGenerator(3);
+  auto x = at::randn({16, 96}, gen) * at::linspace(0.01, 10, 16).unsqueeze(1);
+  for (int bits : {4, 6, 8})
+    for (bool sym : {true, false}) {
+      auto r = calibrate_rows(x, QuantSpec{bits, sym, "minmax", 100});
+      auto q = row_quant(r.first, r.second, bits, sym);
+      auto err = (quant_dequant_rows(x, q) - x).abs();
+      // Every value lies in its row's range, so it is within scale / 2 of a grid point.
+      auto slack = (err - q.scale * 0.5 - q.scale * 1e-5).max().item<double>();
+      BOOST_CHECK_MESSAGE(slack <= 0, bits << " bits, symmetric " << sym << ": error exceeds scale/2 by " << slack);
+      // And not trivially: the error is of the order of the step.
+      BOOST_CHECK_GT((err / q.scale).mean().item<double>(), 0.1);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(mse_clipping_is_never_worse_than_min_max_on_its_objective) {
+  auto gen = at::detail::createCPUGenerator(11);
+  auto x = at::randn({32, 1024}, gen).pow(3);  // heavy tails: clipping the few large values pays at 4 bits
+  for (int bits : {4, 6, 8})
+    for (bool sym : {true, false}) {
+      auto mse = [&](const std::string& cal) {
+        return (fake_quantize_rows(x, QuantSpec{bits, sym, cal, 100}) - x).pow(2).mean(1);
+      };
+      auto e_mse = mse("mse"), e_mm = mse("minmax");
+      BOOST_CHECK_LE((e_mse - e_mm).max().item<double>(), 1e-12);
+      if (bits == 4) BOOST_CHECK_LT(e_mse.sum().item<double>(), 0.9 * e_mm.sum().item<double>());
+    }
+  // percentile 100 is min-max exactly; a lower percentile clips.
+  auto r100 = calibrate_rows(x, QuantSpec{8, false, "percentile", 100});
+  auto rmm = calibrate_rows(x, QuantSpec{8, false, "minmax", 100});
+  BOOST_CHECK(at::equal(r100.first, rmm.first) && at::equal(r100.second, rmm.second));
+  auto r99 = calibrate_rows(x, QuantSpec{8, false, "percentile", 99});
+  BOOST_CHECK((r99.second < rmm.second).all().item<bool>());
+}
+
+BOOST_AUTO_TEST_CASE(finer_weight_granularity_follows_row_scales) {
+  auto gen = at::detail::createCPUGenerator(5);
+  // Rows and column groups on very different scales.
+  auto w = at::randn({8, 64}, gen) * at::logspace(-3, 0, 8).unsqueeze(1) *
+           at::cat({at::ones({32}), at::full({32}, 0.01)}).unsqueeze(0);
+  QuantSpec s{4, true, "minmax", 100};
+  // The mean relative error of every (row, 32-column group) unit.
+  auto unit_err = [&](const std::string& gran) {
+    auto e = (fake_quantize_weight(w, s, gran, 32) - w).view({8, 2, 32}).norm(2, {2});
+    return (e / w.view({8, 2, 32}).norm(2, {2})).mean().item<double>();
+  };
+  const double t = unit_err("tensor"), c = unit_err("channel"), g = unit_err("group");
+  BOOST_TEST_MESSAGE("4-bit weight error: tensor " << t << ", channel " << c << ", group " << g);
+  // Per tensor, the small rows round to zero; per channel, the small half of each row does.
+  BOOST_CHECK_LT(c, t);
+  BOOST_CHECK_LT(g, 0.5 * c);
+  BOOST_CHECK_THROW(fake_quantize_weight(w, s, "group", 48), Error);
+  // Per token: a row of small values keeps its own resolution.
+  auto a = at::cat({at::randn({1, 64}, gen) * 1e-3, at::randn({1, 64}, gen) * 10}).view({2, 1, 64});
+  auto per_token = fake_quantize_per_token(a, QuantSpec{8, false, "minmax", 100});
+  BOOST_CHECK_LT(rel(per_token[0], a[0]), 0.02);
+  auto r = calibrate_rows(a.reshape({1, -1}), QuantSpec{8, false, "minmax", 100});
+  auto per_tensor = fake_quantize_range(a, r.first.item<float>(), r.second.item<float>(), 8, false);
+  BOOST_CHECK_GT(rel(per_tensor[0], a[0]), 0.5);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(ptq_ops)
+
+BOOST_FIXTURE_TEST_CASE(calibration_records_the_true_ranges_and_groups_partition_them, PtqFixture) {
+  PtqOps one(options("g1.safetensors"));
+  calibrate(one);
+  RangeOps truth;
+  with(truth);
+  auto f1 = read_safetensors(dir.path + "/g1.safetensors");
+  int checked = 0;
+  for (auto& [name, t] : f1.tensors) {
+    if (name.find(".act_range") == std::string::npos) continue;
+    const int id = linear_id(name.substr(0, name.find(".act_range")));
+    BOOST_CHECK_CLOSE(t[0][0].item<double>(), truth.lo[size_t(id)], 1e-4);
+    BOOST_CHECK_CLOSE(t[0][1].item<double>(), truth.hi[size_t(id)], 1e-4);
+    ++checked;
+  }
+  BOOST_CHECK_EQUAL(checked, int(model.linears().size()));  // every linear, selected or not
+  PtqOptions o = options("g3.safetensors");
+  o.timestep_groups = 3;
+  PtqOps three(o);
+  calibrate(three);
+  auto f3 = read_safetensors(dir.path + "/g3.safetensors");
+  for (size_t i = 0; i < f3.tensors.size(); ++i) {
+    if (f3.tensors[i].first.find(".act_range") == std::string::npos) continue;
+    auto& g = f3.tensors[i].second;
+    auto& a = f1.tensors[i].second;
+    BOOST_REQUIRE_EQUAL(f3.tensors[i].first, f1.tensors[i].first);
+    BOOST_REQUIRE_EQUAL(g.size(0), 3);
+    BOOST_CHECK_EQUAL(g.select(1, 0).min().item<float>(), a[0][0].item<float>());
+    BOOST_CHECK_EQUAL(g.select(1, 1).max().item<float>(), a[0][1].item<float>());
+  }
+  // The groups really differ (activations drift over the trajectory).
+  auto& qkv = f3.tensors[0].second;
+  BOOST_CHECK_GT((qkv[0] - qkv[2]).abs().max().item<double>(), 1e-4);
+  BOOST_CHECK_EQUAL(f3.metadata.at("steps"), "12");
+}
+
+BOOST_FIXTURE_TEST_CASE(error_grows_as_bits_shrink_and_is_logged_per_linear, PtqFixture) {
+  auto run_bits = [&](int wb, int ab, const std::string& file) {
+    PtqOptions o = options(file);
+    o.weight_bits = wb;
+    o.act_bits = ab;
+    PtqOps ops(o);
+    if (ops.calibrator()) calibrate(ops);
+    auto t = with(ops);
+    auto e = extra(t, "quant_err_rel");
+    auto b = extra(t, "weight_bits");
+    const int fc1 = linear_id("blocks.1.mlp.fc1"), temb = linear_id("t_embedder.mlp.0");
+    for (size_t s = 0; s < e.size(); ++s) {
+      BOOST_CHECK(std::isfinite(e[s][size_t(fc1)]) && e[s][size_t(fc1)] > 0);
+      BOOST_CHECK_EQUAL(b[s][size_t(fc1)], wb);
+      BOOST_CHECK(std::isnan(e[s][size_t(temb)]));  // outside `blocks`: full precision
+    }
+    return rel(t.samples, ref_traj.samples);
+  };
+  const double w8a8 = run_bits(8, 8, "a.safetensors"), w6a6 = run_bits(6, 6, "b.safetensors"),
+               w4a8 = run_bits(4, 8, "c.safetensors");
+  PtqOptions o = options("none.safetensors");
+  o.weight_bits = 4;
+  o.act_bits = 16;
+  PtqOps w4a16(o);
+  BOOST_CHECK(w4a16.calibrator() == nullptr);  // nothing to calibrate: no file is needed
+  const double e4a16 = rel(with(w4a16).samples, ref_traj.samples);
+  BOOST_TEST_MESSAGE("sample error: W8A8 " << w8a8 << ", W6A6 " << w6a6 << ", W4A8 " << w4a8 << ", W4A16 " << e4a16);
+  BOOST_CHECK_GT(w8a8, 1e-5);
+  BOOST_CHECK_LT(w8a8, w6a6);
+  BOOST_CHECK_LT(w8a8, w4a8);
+  BOOST_CHECK_LT(e4a16, w4a8 * 1.5);
+}
+
+BOOST_FIXTURE_TEST_CASE(temporal_linears_stay_exact_when_asked_or_when_auto_finds_them_sensitive, PtqFixture) {
+  auto bits_of = [&](const std::string& temporal, double tol, const std::string& file) {
+    PtqOptions o = options(file);
+    o.layers = {"all"};
+    o.temporal = temporal;
+    o.temporal_tolerance = tol;
+    PtqOps ops(o);
+    std::string summary = calibrate(ops);
+    if (temporal == "auto") BOOST_CHECK(summary.find("temporal errors: t_embedder.mlp.0") != std::string::npos);
+    auto t = with(ops);
+    return extra(t, "weight_bits")[3];
+  };
+  const int t0 = linear_id("t_embedder.mlp.0"), ada = linear_id("blocks.0.adaLN_modulation.1"),
+            fc1 = linear_id("blocks.0.mlp.fc1");
+  auto q = bits_of("quantize", 1, "q.safetensors"), ex = bits_of("exact", 1, "e.safetensors");
+  BOOST_CHECK_EQUAL(q[size_t(t0)], 8);
+  BOOST_CHECK_EQUAL(q[size_t(ada)], 8);
+  BOOST_CHECK(std::isnan(ex[size_t(t0)]) && std::isnan(ex[size_t(ada)]));
+  BOOST_CHECK_EQUAL(ex[size_t(fc1)], 8);
+  auto lax = bits_of("auto", 10.0, "al.safetensors"), strict = bits_of("auto", 1e-9, "as.safetensors");
+  BOOST_CHECK_EQUAL(lax[size_t(t0)], 8);
+  BOOST_CHECK(std::isnan(strict[size_t(t0)]) && std::isnan(strict[size_t(ada)]));
+  BOOST_CHECK_EQUAL(strict[size_t(fc1)], 8);
+}
+
+BOOST_FIXTURE_TEST_CASE(stale_or_mismatched_calibration_files_are_refused, PtqFixture) {
+  auto expect = [&](PtqOps& ops, const std::string& what) {
+    try {
+      with(ops);
+      BOOST_ERROR("no error; expected one about " << what);
+    } catch (const Error& e) {
+      BOOST_CHECK_MESSAGE(std::string(e.what()).find(what) != std::string::npos, e.what());
+    }
+  };
+  PtqOps missing(options("absent.safetensors"));
+  expect(missing, "cachelab calibrate");
+  PtqOps cal(options());
+  calibrate(cal);
+  PtqOptions o = options();
+  o.act_calibrator = "mse";
+  PtqOps other(o);
+  expect(other, "act_calibrator");
+  auto f = read_safetensors(dir.path + "/ptq.safetensors");
+  f.metadata["backbone_digest"] = "0123456789abcdef";
+  write_safetensors(dir.path + "/ptq.safetensors", f.tensors, f.metadata);
+  PtqOps moved(options());
+  expect(moved, "digest");
+}
+
+BOOST_AUTO_TEST_CASE(config_validates_and_round_trips) {
+  auto bad = [](const std::string& yaml, const std::string& key) {
+    cachelab::testing::check_error(
+        [&] { ops_layers().resolve(parse_config_string("type: ptq\n" + yaml, "exp.yaml")); }, {key});
+  };
+  bad("weight_bits: 5\n", "weight_bits");
+  bad("act_bits: 12\n", "act_bits");
+  bad("act_granularity: token\nact_calibrator: mse\n", "act_calibrator");
+  bad("weight_granularity: row\n", "weight_granularity");
+  bad("low_bits: 8\n", "low_bits");
+  bad("percentile: 40\n", "percentile");
+  auto node = ops_layers().resolve(parse_config_string(
+      "type: ptq\nweight_bits: 4\nweight_granularity: group\ngroup_size: 16\nact_calibrator: mse\ntimestep_groups: 5\n",
+      "exp.yaml"));
+  auto again = ops_layers().resolve(parse_config_string(to_yaml(node), "again.yaml"));
+  BOOST_CHECK_EQUAL(to_yaml(again), to_yaml(node));
+  BOOST_CHECK_EQUAL(node.find("group_size")->scalar, "16");
+  BOOST_CHECK_EQUAL(node.find("temporal")->scalar, "quantize");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
