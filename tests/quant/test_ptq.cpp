@@ -17,6 +17,7 @@
 #include "models/samplers.h"
 #include "quant/ptq.h"
 #include "quant/quantize.h"
+#include "quant/sixbit.h"
 #include "tests/test_util.h"
 
 using namespace cachelab;
@@ -298,6 +299,57 @@ BOOST_FIXTURE_TEST_CASE(stale_or_mismatched_calibration_files_are_refused, PtqFi
   expect(moved, "digest");
 }
 
+BOOST_AUTO_TEST_CASE(sixbit_gives_the_most_stable_blocks_low_bits) {
+  const double nan = std::nan("");
+  auto low = SixBitPolicy::allocate({0.3, 0.1, nan, 0.2}, 2);
+  BOOST_CHECK((low == std::vector<bool>{false, true, false, true}));
+  low = SixBitPolicy::allocate({nan, nan, nan, nan}, 1);  // nothing measured: the deepest block
+  BOOST_CHECK((low == std::vector<bool>{false, false, false, true}));
+  low = SixBitPolicy::allocate({0.3, 0.1, 0.5, 0.2}, 0);
+  BOOST_CHECK((low == std::vector<bool>{false, false, false, false}));
+}
+
+BOOST_FIXTURE_TEST_CASE(sixbit_meets_its_budget_exactly_and_follows_its_predictor, PtqFixture) {
+  PtqOptions po = options("mixed.safetensors");
+  po.low_bits = 4;
+  PtqOps ops(po);
+  calibrate(ops);
+  SixBitOptions so;
+  so.budget_bits = 6;  // 4 blocks of the tiny DiT: 2 low per step
+  SixBitPolicy six(so, BuildContext{});
+  auto t = cachelab::testing::run_image(model, sampler, {&six}, run, &ref, nullptr, &ops);
+  auto bits = extra(t, "weight_bits");
+  int diff_e = -1;
+  for (size_t i = 0; i < t.extras.size(); ++i)
+    if (t.extras[i].name == "inout_diff") diff_e = int(i);
+  BOOST_REQUIRE(diff_e >= 0);
+  std::vector<int> block_site(4, -1);
+  for (size_t s = 0; s < model.sites().size(); ++s)
+    if (model.sites()[s].kind == SiteKind::Block) block_site[size_t(model.sites()[s].block)] = int(s);
+  for (size_t s = 0; s < t.steps.size(); ++s) {
+    std::vector<double> block_bits(4, 0.0);
+    for (size_t l = 0; l < model.linears().size(); ++l) {
+      const int b = model.linears()[l].block;
+      if (b < 0) continue;
+      if (block_bits[size_t(b)] == 0) block_bits[size_t(b)] = bits[s][l];
+      BOOST_CHECK_EQUAL(bits[s][l], block_bits[size_t(b)]);  // one precision per block
+    }
+    const double mean = (block_bits[0] + block_bits[1] + block_bits[2] + block_bits[3]) / 4;
+    BOOST_CHECK_EQUAL(mean, 6.0);
+    if (s == 0) continue;
+    // The low blocks are the two whose input-output difference was smallest one step before.
+    std::vector<double> prev;
+    for (int b = 0; b < 4; ++b) prev.push_back(t.steps[s - 1].site_extra[size_t(diff_e)][size_t(block_site[size_t(b)])]);
+    auto want = SixBitPolicy::allocate(prev, 2);
+    for (int b = 0; b < 4; ++b) BOOST_CHECK_EQUAL(block_bits[size_t(b)] == 4, bool(want[size_t(b)]));
+  }
+  SixBitOptions odd = so;
+  odd.budget_bits = 7.5;  // 0.5 of a block
+  SixBitPolicy bad(odd, BuildContext{});
+  cachelab::testing::check_error([&] { cachelab::testing::run_image(model, sampler, {&bad}, run, &ref, nullptr, &ops); },
+                                 {"budget_bits 7.5", "7 or 8"});
+}
+
 BOOST_AUTO_TEST_CASE(config_validates_and_round_trips) {
   auto bad = [](const std::string& yaml, const std::string& key) {
     cachelab::testing::check_error(
@@ -309,6 +361,11 @@ BOOST_AUTO_TEST_CASE(config_validates_and_round_trips) {
   bad("weight_granularity: row\n", "weight_granularity");
   bad("low_bits: 8\n", "low_bits");
   bad("percentile: 40\n", "percentile");
+  cachelab::testing::check_error(
+      [] { caches().resolve(parse_config_string("type: sixbit\nbudget_bits: 9\n", "exp.yaml")); }, {"budget_bits"});
+  auto six = caches().resolve(
+      parse_config_string("type: sixbit\nbudget_bits: 5\ninner: {type: delta_cache, threshold: 0.1}\n", "exp.yaml"));
+  BOOST_CHECK_EQUAL(to_yaml(caches().resolve(parse_config_string(to_yaml(six), "again.yaml"))), to_yaml(six));
   auto node = ops_layers().resolve(parse_config_string(
       "type: ptq\nweight_bits: 4\nweight_granularity: group\ngroup_size: 16\nact_calibrator: mse\ntimestep_groups: 5\n",
       "exp.yaml"));
