@@ -121,6 +121,12 @@ void PtqOps::begin_run(const std::vector<LinearRef>& linears, RunContext* ctx) {
   prepare(linears);
 }
 
+std::string PtqOps::temporal_weights() const {
+  return std::to_string(o_.weight_bits) + " bits, " + o_.weight_granularity +
+         (o_.weight_granularity == "group" ? " " + std::to_string(o_.group_size) : "") + ", " +
+         (o_.weight_symmetric ? "symmetric" : "asymmetric") + ", " + o_.weight_calibrator;
+}
+
 void PtqOps::load() {
   CL_CHECK(fs::exists(path_), "ptq: no calibration file at `" << path_ << "` (calibration: " << o_.calibration
                                                               << ", relative to the project root); make it with "
@@ -130,12 +136,15 @@ void PtqOps::load() {
   CL_CHECK(fmt != f.metadata.end() && fmt->second == kFormat,
            "ptq: `" << path_ << "` is not a ptq calibration file; make it with `cachelab calibrate EXP.yaml`");
   // The settings the ranges depend on must be the ones this variant asks for.
-  const std::map<std::string, std::string> want = {{"act_bits", std::to_string(o_.act_bits)},
+  std::map<std::string, std::string> want = {{"act_bits", std::to_string(o_.act_bits)},
                                                    {"act_symmetric", o_.act_symmetric ? "true" : "false"},
                                                    {"act_calibrator", o_.act_calibrator},
                                                    {"percentile", num(o_.percentile)},
                                                    {"timestep_groups", std::to_string(o_.timestep_groups)},
                                                    {"low_bits", std::to_string(o_.low_bits)}};
+  if (o_.temporal == "auto") {  // the temporal errors were measured with these weights
+    want["temporal_weights"] = temporal_weights();
+  }
   for (auto& [k, v] : want) {
     auto it = f.metadata.find(k);
     CL_CHECK(it != f.metadata.end() && it->second == v,
@@ -378,7 +387,8 @@ std::string PtqOps::finish_calibration() {
               {"percentile", num(o_.percentile)},
               {"timestep_groups", std::to_string(o_.timestep_groups)},
               {"low_bits", std::to_string(o_.low_bits)},
-              {"calibration_steps", std::to_string(o_.calibration_steps)}};
+              {"calibration_steps", std::to_string(o_.calibration_steps)},
+              {"temporal_weights", temporal_weights()}};
   std::error_code ec;
   fs::create_directories(fs::path(path_).parent_path(), ec);
   write_safetensors(path_, tensors, s_->meta);

@@ -28,7 +28,8 @@
 // and writes `calibration` (safetensors): `<linear>.act_range` float32 [G, 2] (lo, hi per
 // timestep group) and, for temporal linears, `<linear>.temporal_err` float32 [1]; metadata
 // holds the backbone digest (a file fitted on other weights is refused), the step count and
-// every option the ranges depend on (a file made with other settings is refused).
+// every option the ranges depend on (a file made with other settings is refused; with
+// `temporal: auto`, the weight scheme the temporal errors were measured with too).
 //
 // Logged per step: /linears/extra/quant_err_rel [T, L] (relative L2 error of each quantized
 // linear's output against full precision on the batch's first sample, over the step's calls)
@@ -143,6 +144,7 @@ class PtqOps final : public Ops, public Calibrator {
  private:
   struct State;
   void load();
+  std::string temporal_weights() const;  // the weight scheme temporal errors depend on
   void prepare(const std::vector<LinearRef>& linears);
   at::Tensor quantized(int id, const at::Tensor& x, int bits);
 

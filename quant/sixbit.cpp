@@ -53,7 +53,8 @@ void SixBitPolicy::begin_run(RunContext& ctx) {
 void SixBitPolicy::begin_step(const StepIndex& step) {
   if (inner_) inner_->begin_step(step);
   if (step.inner == 0) diff_.assign(size_t(depth_), std::nan(""));  // a new chunk starts unknown
-  const auto low = allocate(diff_, low_count_);
+  const auto low = allocate(o_.predictor == "fixed" ? std::vector<double>(size_t(depth_), std::nan("")) : diff_,
+                            low_count_);
   for (int b = 0; b < depth_; ++b) ctx_->block_bits[size_t(b)] = low[size_t(b)] ? o_.low_bits : o_.high_bits;
 }
 
