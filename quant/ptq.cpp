@@ -13,6 +13,7 @@
 
 #include "framework/error.h"
 #include "framework/paths.h"
+#include "caches/dec.h"
 #include "models/safetensors.h"
 #include "quant/quantize.h"
 
@@ -44,12 +45,16 @@ struct PtqOps::State {
   };
   struct Loaded {
     at::Tensor range, range_low;  // [G, 2]
+    at::Tensor correct_a, correct_b;  // [out] (correct)
     double temporal_err = kNaN;
   };
   struct Layer {
     bool quant = false, temporal = false;
     at::Tensor w_hi, w_lo, bias;
     at::Tensor range, range_low;  // [G, 2] float32 (static per-tensor activations)
+    at::Tensor correct_a, correct_b;
+    at::Tensor sx, sy, sxx, sxy;  // correction sums over rows ([out] float64)
+    double n = 0;
     double err2 = 0, ref2 = 0;
     int calls = 0, bits_used = 0;
   };
@@ -64,6 +69,8 @@ struct PtqOps::State {
   std::vector<Layer> layers;
   int group = 0;
   bool record = true;
+  std::vector<std::pair<std::string, at::Tensor>> tensors;  // what the file will hold
+  std::string summary;
   std::string run_digest;  // of the run being calibrated (its context is gone at finish)
   int run_steps = 0;
 };
@@ -72,7 +79,7 @@ PtqOps::PtqOps(const PtqOptions& o) : o_(o), path_(resolve_path(o.calibration)),
 PtqOps::~PtqOps() = default;
 
 bool PtqOps::needs_calibration() const {
-  return (o_.act_bits < 16 && o_.act_granularity == "tensor") || o_.temporal == "auto";
+  return (o_.act_bits < 16 && o_.act_granularity == "tensor") || o_.temporal == "auto" || o_.correct;
 }
 
 Calibrator* PtqOps::calibrator() { return needs_calibration() ? this : nullptr; }
@@ -142,6 +149,7 @@ void PtqOps::load() {
                                                    {"percentile", num(o_.percentile)},
                                                    {"timestep_groups", std::to_string(o_.timestep_groups)},
                                                    {"low_bits", std::to_string(o_.low_bits)}};
+  if (o_.correct) want["correct"] = "true";
   if (o_.temporal == "auto") {  // the temporal errors were measured with these weights
     want["temporal_weights"] = temporal_weights();
   }
@@ -162,6 +170,8 @@ void PtqOps::load() {
     if (auto b = strip(name, ".act_range_low"); !b.empty()) s_->loaded[b].range_low = v;
     else if (auto b2 = strip(name, ".act_range"); !b2.empty()) s_->loaded[b2].range = v;
     else if (auto b3 = strip(name, ".temporal_err"); !b3.empty()) s_->loaded[b3].temporal_err = v.item<double>();
+    else if (auto b4 = strip(name, ".correct_a"); !b4.empty()) s_->loaded[b4].correct_a = v;
+    else if (auto b5 = strip(name, ".correct_b"); !b5.empty()) s_->loaded[b5].correct_b = v;
   }
   s_->meta = f.metadata;
   s_->have_file = true;
@@ -210,6 +220,13 @@ void PtqOps::prepare(const std::vector<LinearRef>& linears) {
       q.w_lo = fake_quantize_weight(l.weight, lo, o_.weight_granularity, o_.group_size).to(l.weight.dtype());
     }
     q.bias = l.bias;
+    if (o_.correct && !correcting_) {
+      CL_CHECK(ld && ld->correct_a.defined() && ld->correct_b.defined() && ld->correct_a.numel() == l.weight.size(0),
+               "ptq: `" << path_ << "` has no correction for `" << l.name
+                        << "`; run `cachelab calibrate EXP.yaml` with correct: true");
+      q.correct_a = ld->correct_a.to(l.weight.dtype());
+      q.correct_b = ld->correct_b.to(l.weight.dtype());
+    }
   }
 }
 
@@ -283,6 +300,19 @@ at::Tensor PtqOps::linear(int id, const at::Tensor& x) {
       ctx_->block_bits[size_t(block)] > 0)
     bits = ctx_->block_bits[size_t(block)] <= o_.low_bits ? o_.low_bits : o_.weight_bits;
   auto y = quantized(id, x, bits);
+  if (correcting_) {
+    const LinearRef& l = (*linears_)[i];
+    const int64_t out = y.size(-1);
+    auto yq = y.reshape({-1, out}).to(at::kDouble), yf = dense_linear(x, l.weight, l.bias).reshape({-1, out}).to(at::kDouble);
+    if (!q.sx.defined()) q.sx = q.sy = q.sxx = q.sxy = at::zeros({out}, at::kDouble);
+    q.sx = q.sx + yq.sum(0);
+    q.sy = q.sy + yf.sum(0);
+    q.sxx = q.sxx + (yq * yq).sum(0);
+    q.sxy = q.sxy + (yq * yf).sum(0);
+    q.n += double(yq.size(0));
+    return y;
+  }
+  if (q.correct_a.defined() && bits == o_.weight_bits) y = y * q.correct_a + q.correct_b;
   q.bits_used = bits;
   if (ctx_ && ctx_->linear_extra) {
     const LinearRef& l = (*linears_)[i];
@@ -297,13 +327,54 @@ at::Tensor PtqOps::linear(int id, const at::Tensor& x) {
 
 void PtqOps::start_calibration() {
   observing_ = true;
+  correcting_ = false;
   s_->obs.clear();
   s_->temporal_in.clear();
   s_->calls = 0;
 }
 
+bool PtqOps::another_run(double, const at::Tensor&) {
+  if (!o_.correct || !observing_) return false;
+  fit_ranges();  // the second run quantizes with them and fits the correction
+  observing_ = false;
+  correcting_ = true;
+  return true;
+}
+
 std::string PtqOps::finish_calibration() {
-  CL_CHECK(observing_, "ptq: finish_calibration without start_calibration");
+  CL_CHECK(observing_ || correcting_, "ptq: finish_calibration without start_calibration");
+  if (observing_) fit_ranges();
+  auto& tensors = s_->tensors;
+  int corrected = 0;
+  double mean_a = 0;
+  if (correcting_) {
+    const auto& linears = *linears_;
+    for (size_t i = 0; i < s_->layers.size(); ++i) {
+      State::Layer& q = s_->layers[i];
+      if (q.n == 0) continue;
+      auto ab = fit_affine(q.sx, q.sy, q.sxx, q.sxy, q.n);
+      tensors.emplace_back(linears[i].name + ".correct_a", ab.first.to(at::kFloat));
+      tensors.emplace_back(linears[i].name + ".correct_b", ab.second.to(at::kFloat));
+      mean_a += ab.first.mean().item<double>();
+      ++corrected;
+      q.sx = q.sy = q.sxx = q.sxy = at::Tensor();
+      q.n = 0;
+    }
+    CL_CHECK(corrected > 0, "ptq: the correction run quantized no linear; nothing to fit");
+    s_->meta["correct"] = "true";
+    s_->have_file = false;  // reload with the correction on the next run
+  }
+  std::error_code ec;
+  fs::create_directories(fs::path(path_).parent_path(), ec);
+  write_safetensors(path_, tensors, s_->meta);
+  observing_ = correcting_ = false;
+  std::string summary = s_->summary;
+  if (corrected > 0) summary += "; correction of " + std::to_string(corrected) + " linears (mean a " + num(mean_a / corrected) + ")";
+  s_->tensors.clear();
+  return summary + " -> " + path_;
+}
+
+void PtqOps::fit_ranges() {
   CL_CHECK(linears_ && s_->calls > 0, "ptq: the calibration saw no forward pass; run a trajectory between start and finish");
   c10::NoGradGuard no_grad;
   const auto& linears = *linears_;
@@ -338,7 +409,8 @@ std::string PtqOps::finish_calibration() {
     }
     return t;
   };
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  auto& tensors = s_->tensors;
+  tensors.clear();
   s_->loaded.clear();
   int fitted = 0;
   std::ostringstream temporal;
@@ -389,10 +461,6 @@ std::string PtqOps::finish_calibration() {
               {"low_bits", std::to_string(o_.low_bits)},
               {"calibration_steps", std::to_string(o_.calibration_steps)},
               {"temporal_weights", temporal_weights()}};
-  std::error_code ec;
-  fs::create_directories(fs::path(path_).parent_path(), ec);
-  write_safetensors(path_, tensors, s_->meta);
-  observing_ = false;
   s_->have_file = true;
   s_->obs.clear();
   s_->temporal_in.clear();
@@ -400,8 +468,7 @@ std::string PtqOps::finish_calibration() {
   os << "ptq: activation ranges of " << fitted << " linears x " << G << " timestep group(s) (" << o_.act_calibrator
      << ", " << s_->calls << " calls)";
   if (temporal.tellp() > 0) os << "; temporal errors: " << temporal.str();
-  os << " -> " << path_;
-  return os.str();
+  s_->summary = os.str();
 }
 
 }  // namespace cachelab

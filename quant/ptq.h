@@ -31,6 +31,12 @@
 // every option the ranges depend on (a file made with other settings is refused; with
 // `temporal: auto`, the weight scheme the temporal errors were measured with too).
 //
+// Quantization-error correction (CacheQuant's DEC applied to the quantizer; `correct: true`):
+// calibration then takes two runs, the first observing ranges in full precision, the second
+// quantized, fitting per output channel y_fp ~ a y_q + b by least squares over every call
+// (stored as `<linear>.correct_a` / `.correct_b`); at run time the quantized output becomes
+// a y_q + b (at `weight_bits`; low-bit blocks of mixed precision are not corrected).
+//
 // Logged per step: /linears/extra/quant_err_rel [T, L] (relative L2 error of each quantized
 // linear's output against full precision on the batch's first sample, over the step's calls)
 // and /linears/extra/weight_bits [T, L] (the bits the linear used; NaN = full precision).
@@ -42,6 +48,7 @@
 #include <vector>
 
 #include "framework/layer.h"
+#include "framework/multi_run.h"
 #include "framework/ops.h"
 
 namespace cachelab {
@@ -65,6 +72,7 @@ struct PtqOptions {
   std::vector<std::string> temporal_layers = {"t_embedder", "adaLN_modulation", ".emb"};
   double temporal_tolerance = 0.02;
   int low_bits = 0;
+  bool correct = false;
   std::string calibration = "results/calib/ptq.safetensors";
   template <class V>
   void fields(V& v) {
@@ -94,6 +102,9 @@ struct PtqOptions {
     v("temporal_tolerance", temporal_tolerance, "auto: relative output error above which a temporal linear stays exact");
     v("low_bits", low_bits,
       "mixed precision: the lower bit width a `sixbit` site layer may give a block per step (0 = off; 4)");
+    v("correct", correct,
+      "CacheQuant's decoupled correction of the quantization error: y = a y_q + b per output channel, fitted "
+      "against full precision along a second, quantized calibration run");
     v("calibration", calibration, "activation ranges file (relative to the project root), written by `cachelab calibrate`");
   }
   template <class C>
@@ -122,7 +133,7 @@ struct PtqOptions {
   }
 };
 
-class PtqOps final : public Ops, public Calibrator {
+class PtqOps final : public Ops, public Calibrator, public MultiRunCalibrator {
  public:
   explicit PtqOps(const PtqOptions& o);
   ~PtqOps() override;
@@ -136,6 +147,8 @@ class PtqOps final : public Ops, public Calibrator {
   void start_calibration() override;
   std::string finish_calibration() override;
   std::string calibration_file() const override { return o_.calibration; }
+  // With `correct`: after the observing run, one quantized run fits the correction.
+  bool another_run(double flops, const at::Tensor& samples) override;
 
   // After begin_run, per linear: 0 = full precision, else its (default) weight bits.
   std::vector<int> bits() const;
@@ -144,6 +157,7 @@ class PtqOps final : public Ops, public Calibrator {
  private:
   struct State;
   void load();
+  void fit_ranges();
   std::string temporal_weights() const;  // the weight scheme temporal errors depend on
   void prepare(const std::vector<LinearRef>& linears);
   at::Tensor quantized(int id, const at::Tensor& x, int bits);
@@ -152,7 +166,7 @@ class PtqOps final : public Ops, public Calibrator {
   std::string path_;
   RunContext* ctx_ = nullptr;
   int err_extra_ = -1, bits_extra_ = -1;
-  bool observing_ = false;
+  bool observing_ = false, correcting_ = false;
   std::unique_ptr<State> s_;
 };
 

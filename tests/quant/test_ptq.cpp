@@ -350,6 +350,56 @@ BOOST_FIXTURE_TEST_CASE(sixbit_meets_its_budget_exactly_and_follows_its_predicto
                                  {"budget_bits 7.5", "7 or 8"});
 }
 
+BOOST_FIXTURE_TEST_CASE(the_quantization_error_correction_is_a_least_squares_fit, PtqFixture) {
+  // Two calibration passes over the same calls (ranges, then the fit); the corrected output
+  // is then never further from full precision than the uncorrected one on those calls.
+  PtqOptions o = options("corr.safetensors");
+  o.weight_bits = 4;
+  o.correct = true;
+  o.layers = {"blocks.1.mlp.fc1", "blocks.2.attn.qkv"};
+  PtqOps cal(o);
+  c10::InferenceMode guard;
+  auto gen = at::detail::createCPUGenerator(9);
+  const int fc1 = linear_id("blocks.1.mlp.fc1"), qkv = linear_id("blocks.2.attn.qkv");
+  std::vector<std::pair<int, at::Tensor>> calls;
+  for (int k = 0; k < 6; ++k)
+    for (int id : {fc1, qkv})
+      calls.emplace_back(id, at::randn({2, 16, model.linears()[size_t(id)].weight.size(1)}, gen) * (1 + k) + 0.3 * k);
+  cal.start_calibration();
+  cal.begin_run(model.linears(), nullptr);
+  for (auto& [id, x] : calls) cal.linear(id, x);
+  BOOST_REQUIRE(cal.another_run(0, at::Tensor()));
+  cal.begin_run(model.linears(), nullptr);
+  for (auto& [id, x] : calls) cal.linear(id, x);
+  BOOST_CHECK(!cal.another_run(0, at::Tensor()));
+  BOOST_CHECK(cal.finish_calibration().find("correction of") != std::string::npos);
+  PtqOps fixed(o);
+  o.correct = false;
+  PtqOps plain(o);
+  fixed.begin_run(model.linears(), nullptr);
+  plain.begin_run(model.linears(), nullptr);
+  for (int id : {fc1, qkv}) {
+    double e_fixed = 0, e_plain = 0;
+    for (auto& [cid, x] : calls) {
+      if (cid != id) continue;
+      const auto& l = model.linears()[size_t(id)];
+      auto ref = dense_linear(x, l.weight, l.bias);
+      e_fixed += (fixed.linear(id, x) - ref).pow(2).sum().item<double>();
+      e_plain += (plain.linear(id, x) - ref).pow(2).sum().item<double>();
+    }
+    BOOST_TEST_MESSAGE(model.linears()[size_t(id)].name << ": squared error " << e_plain << " -> " << e_fixed);
+    BOOST_CHECK_LE(e_fixed, e_plain * (1 + 1e-6));
+    BOOST_CHECK_LT(e_fixed, e_plain);
+  }
+  // A file without the correction is refused when the variant asks for it.
+  PtqOptions need = options("g.safetensors");
+  PtqOps ranges_only(need);
+  calibrate(ranges_only);
+  need.correct = true;
+  PtqOps wants(need);
+  cachelab::testing::check_error([&] { wants.begin_run(model.linears(), nullptr); }, {"correct"});
+}
+
 BOOST_AUTO_TEST_CASE(config_validates_and_round_trips) {
   auto bad = [](const std::string& yaml, const std::string& key) {
     cachelab::testing::check_error(
