@@ -2,6 +2,7 @@
 #include "caches/cg_taylor.h"
 #include "caches/dbcache.h"
 #include "caches/dec.h"
+#include "caches/vc.h"
 #include "caches/delta_dit.h"
 #include "caches/delta_cache.h"
 #include "caches/deepcache.h"
@@ -41,6 +42,7 @@ void register_caches() {
   r.add<DeepCachePolicy, DeepCacheOptions>(
       "deepcache", "DeepCache: reuse a U-Net's deep branch below a skip, recompute the shallow path", __FILE__);
   r.add<DecCorrector, DecOptions>("dec", "DEC: per-channel affine correction of any policy's stand-ins", __FILE__);
+  r.add<VcCorrector, VcOptions>("vc", "Q&C variance compensation: the model output's spread matched per step to full precision", __FILE__);
   ops_layers().add<PrefixKvCache, PrefixKvOptions>(
       "prefix_kv", "Fast-dLLM block-wise prefix K/V cache for masked-diffusion LMs (mdlm)", __FILE__);
   ops_layers().add<RollingKvCache, RollingKvOptions>(
