@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "framework/error.h"
@@ -39,9 +40,12 @@ std::string num(double v) {
 }  // namespace
 
 struct PtqOps::State {
+  // One calibration sample's input to one linear call (dim 0 of the input is the sample).
   struct Obs {
-    double mn = std::numeric_limits<double>::infinity(), mx = -std::numeric_limits<double>::infinity();
-    std::vector<at::Tensor> values;
+    int step = 0, group = 0;
+    int64_t sample = 0;  // batch * 2^20 + row
+    float mn = 0, mx = 0;
+    at::Tensor values;   // evenly strided values of the row
   };
   struct Loaded {
     at::Tensor range, range_low;  // [G, 2]
@@ -59,7 +63,7 @@ struct PtqOps::State {
     int calls = 0, bits_used = 0;
   };
   // Calibration.
-  std::vector<std::vector<Obs>> obs;                                 // [linear][group]
+  std::vector<std::vector<Obs>> obs;                                 // [linear]
   std::vector<std::vector<std::pair<int, at::Tensor>>> temporal_in;  // [linear] (group, input)
   int64_t calls = 0;
   // Loaded or just fitted.
@@ -67,7 +71,7 @@ struct PtqOps::State {
   std::map<std::string, std::string> meta;
   bool have_file = false;
   std::vector<Layer> layers;
-  int group = 0;
+  int group = 0, step = 0, batch = -1;
   bool record = true;
   std::vector<std::pair<std::string, at::Tensor>> tensors;  // what the file will hold
   std::string summary;
@@ -104,9 +108,10 @@ void PtqOps::begin_run(const std::vector<LinearRef>& linears, RunContext* ctx) {
   if (observing_) {
     if (s_->obs.size() != linears.size()) {
       CL_CHECK(s_->obs.empty(), "ptq: one calibration saw two backbones with different linear tables");
-      s_->obs.assign(linears.size(), std::vector<State::Obs>(size_t(o_.timestep_groups)));
+      s_->obs.assign(linears.size(), {});
       s_->temporal_in.assign(linears.size(), {});
     }
+    ++s_->batch;
     s_->run_digest = ctx ? ctx->backbone_digest : "";
     s_->run_steps = ctx ? ctx->steps : 0;
     return;
@@ -233,6 +238,7 @@ void PtqOps::prepare(const std::vector<LinearRef>& linears) {
 void PtqOps::begin_step(const StepIndex& step) {
   const int T = std::max(step.count, 1);
   s_->group = std::min(o_.timestep_groups - 1, int(int64_t(step.index) * o_.timestep_groups / T));
+  s_->step = step.index;
   s_->record = true;
   if (observing_ && o_.calibration_steps > 0 && o_.calibration_steps < T) {
     // Steps round(k (T-1) / (n-1)), k = 0..n-1: spread evenly, first and last included.
@@ -279,13 +285,15 @@ at::Tensor PtqOps::linear(int id, const at::Tensor& x) {
   const size_t i = size_t(id);
   if (observing_) {
     if (s_->record) {
-      State::Obs& ob = s_->obs[i][size_t(s_->group)];
-      auto mm = at::aminmax(x);
-      ob.mn = std::min(ob.mn, std::get<0>(mm).item<double>());
-      ob.mx = std::max(ob.mx, std::get<1>(mm).item<double>());
-      auto flat = x.detach().reshape({-1});
-      const int64_t stride = std::max<int64_t>(1, flat.numel() / o_.calibration_values);
-      ob.values.push_back(flat.slice(0, 0, flat.numel(), stride).to(at::kFloat).clone());
+      auto rows = x.detach().reshape({x.dim() > 1 ? x.size(0) : 1, -1}).to(at::kFloat);
+      const int64_t B = rows.size(0), C = rows.size(1);
+      auto mm = at::aminmax(rows, 1);
+      auto mn = std::get<0>(mm).contiguous(), mx = std::get<1>(mm).contiguous();
+      const int64_t per = std::max<int64_t>(16, o_.calibration_values / B);
+      auto vals = rows.slice(1, 0, C, std::max<int64_t>(1, C / per)).clone();
+      for (int64_t b = 0; b < B; ++b)
+        s_->obs[i].push_back({s_->step, s_->group, (int64_t(s_->batch) << 20) + b, mn.data_ptr<float>()[b],
+                              mx.data_ptr<float>()[b], vals[b]});
       if (matches_any((*linears_)[i].name, o_.temporal_layers))
         s_->temporal_in[i].emplace_back(s_->group, x.detach().to(at::kFloat).clone());
       ++s_->calls;
@@ -327,6 +335,7 @@ at::Tensor PtqOps::linear(int id, const at::Tensor& x) {
 
 void PtqOps::start_calibration() {
   observing_ = true;
+  s_->batch = -1;
   correcting_ = false;
   s_->obs.clear();
   s_->temporal_in.clear();
@@ -379,16 +388,54 @@ void PtqOps::fit_ranges() {
   c10::NoGradGuard no_grad;
   const auto& linears = *linears_;
   const int G = o_.timestep_groups;
-  // The range of one set of observations for `bits`.
+  // TAP (Q&C): per timestep group, the (step, sample) pairs that calibrate.
+  std::vector<std::set<std::pair<int, int64_t>>> chosen{size_t(G)};
+  std::ostringstream tap;
+  if (o_.calibration_select == "tap") {
+    for (int g = 0; g < G; ++g) {
+      std::map<std::pair<int, int64_t>, int> keys;  // (step, sample) -> row
+      for (auto& per : s_->obs)
+        for (auto& ob : per)
+          if (ob.group == g) keys.emplace(std::make_pair(ob.step, ob.sample), 0);
+      if (keys.empty()) continue;
+      std::vector<std::pair<int, int64_t>> rows;
+      for (auto& [k, r] : keys) r = int(rows.size()), rows.push_back(k);
+      // Features: every linear's input min and max for the pair, standardised, and the step.
+      const int64_t L = int64_t(linears.size());
+      auto X = at::full({int64_t(rows.size()), 2 * L + 1}, std::nan(""), at::kDouble);
+      auto acc = X.accessor<double, 2>();
+      for (int64_t l = 0; l < L; ++l)
+        for (auto& ob : s_->obs[size_t(l)])
+          if (ob.group == g) {
+            const int r = keys[{ob.step, ob.sample}];
+            acc[r][2 * l] = ob.mn;
+            acc[r][2 * l + 1] = ob.mx;
+          }
+      for (size_t r = 0; r < rows.size(); ++r) acc[int64_t(r)][2 * L] = rows[r].first;
+      auto seen = ~at::isnan(X);
+      auto cnt = seen.sum(0).clamp_min(1).to(at::kDouble);
+      auto mean = at::where(seen, X, at::zeros_like(X)).sum(0) / cnt;
+      X = at::where(seen, X, mean.unsqueeze(0).expand_as(X));
+      auto sd = X.std(0, /*unbiased=*/false);
+      X = (X - mean) / sd.masked_fill(sd <= 1e-12, 1.0);
+      X.select(1, 2 * L).mul_(std::sqrt(double(2 * L)));  // the step weighs as much as all the ranges
+      for (int64_t r : kmeans_medoids(X, o_.tap_clusters)) chosen[size_t(g)].insert(rows[size_t(r)]);
+      tap << (g ? ", " : "") << chosen[size_t(g)].size() << " of " << rows.size();
+    }
+  }
+  auto use = [&](const State::Obs& ob) {
+    return o_.calibration_select != "tap" || chosen[size_t(ob.group)].count({ob.step, ob.sample}) > 0;
+  };
+  // The range of a set of observations for `bits`.
   auto fit = [&](const std::vector<const State::Obs*>& obs, int bits) {
     std::vector<at::Tensor> parts;
     double mn = std::numeric_limits<double>::infinity(), mx = -mn;
     for (auto* ob : obs) {
-      mn = std::min(mn, ob->mn);
-      mx = std::max(mx, ob->mx);
-      parts.insert(parts.end(), ob->values.begin(), ob->values.end());
+      mn = std::min<double>(mn, ob->mn);
+      mx = std::max<double>(mx, ob->mx);
+      parts.push_back(ob->values);
     }
-    if (o_.act_calibrator == "minmax" || parts.empty()) return std::make_pair(float(mn), float(mx));
+    if (o_.act_calibrator == "minmax") return std::make_pair(float(mn), float(mx));
     parts.push_back(at::tensor({float(mn), float(mx)}));  // the extremes always take part
     auto r = calibrate_rows(at::cat(parts).view({1, -1}),
                             QuantSpec{bits, o_.act_symmetric, o_.act_calibrator, o_.percentile});
@@ -396,14 +443,16 @@ void PtqOps::fit_ranges() {
   };
   auto ranges = [&](size_t i, int bits) {
     std::vector<const State::Obs*> all;
+    std::vector<std::vector<const State::Obs*>> by_group{size_t(G)};
     for (auto& ob : s_->obs[i])
-      if (!ob.values.empty()) all.push_back(&ob);
+      if (use(ob)) all.push_back(&ob), by_group[size_t(ob.group)].push_back(&ob);
+    if (all.empty())  // TAP chose no pair this linear was called in: every pair
+      for (auto& ob : s_->obs[i]) all.push_back(&ob), by_group[size_t(ob.group)].push_back(&ob);
     const auto global = fit(all, bits);
     auto t = at::empty({G, 2}, at::kFloat);
     for (int g = 0; g < G; ++g) {
-      const State::Obs& ob = s_->obs[i][size_t(g)];
       // A group no calibration step fell in (calibration_steps < timestep_groups) takes the global range.
-      const auto r = ob.values.empty() ? global : fit({&ob}, bits);
+      const auto r = by_group[size_t(g)].empty() ? global : fit(by_group[size_t(g)], bits);
       t[g][0] = r.first;
       t[g][1] = r.second;
     }
@@ -415,9 +464,7 @@ void PtqOps::fit_ranges() {
   int fitted = 0;
   std::ostringstream temporal;
   for (size_t i = 0; i < linears.size(); ++i) {
-    bool seen = false;
-    for (auto& ob : s_->obs[i]) seen = seen || !ob.values.empty();
-    if (!seen) continue;
+    if (s_->obs[i].empty()) continue;
     ++fitted;
     State::Loaded& ld = s_->loaded[linears[i].name];
     ld.range = ranges(i, o_.act_bits < 16 ? o_.act_bits : 8);
@@ -467,6 +514,7 @@ void PtqOps::fit_ranges() {
   std::ostringstream os;
   os << "ptq: activation ranges of " << fitted << " linears x " << G << " timestep group(s) (" << o_.act_calibrator
      << ", " << s_->calls << " calls)";
+  if (tap.tellp() > 0) os << "; TAP kept " << tap.str() << " (step, sample) pairs per timestep group";
   if (temporal.tellp() > 0) os << "; temporal errors: " << temporal.str();
   s_->summary = os.str();
 }

@@ -11,6 +11,11 @@
 // (`calibration_steps` steps spread evenly, 0 = every step) and the steps are split into
 // `timestep_groups` contiguous ranges, each with its own activation range.
 //
+// Calibration samples under caching (Q&C's temporal-aware parallel clustering, our reading):
+// with `calibration_select: tap`, each timestep group's (step, sample) pairs are described by
+// every linear's input min and max (standardised) and the step, clustered by k-means into
+// `tap_clusters` clusters, and only each cluster's medoid calibrates that group's ranges.
+//
 // Temporal features (Temporal Feature Matters): the linears named by `temporal_layers`
 // (time embedding MLP, adaLN modulation) see only the timestep and the class, so their
 // outputs can be pre-computed per step in full precision and looked up (the paper's
@@ -67,6 +72,8 @@ struct PtqOptions {
   int timestep_groups = 1;
   int calibration_steps = 0;
   int calibration_values = 2048;
+  std::string calibration_select = "all";
+  int tap_clusters = 16;
   std::vector<std::string> layers = {"blocks"};
   std::string temporal = "quantize";
   std::vector<std::string> temporal_layers = {"t_embedder", "adaLN_modulation", ".emb"};
@@ -94,6 +101,10 @@ struct PtqOptions {
       "steps (spread evenly over the trajectory) whose activations calibrate; 0 = every step");
     v("calibration_values", calibration_values,
       "activation values kept per linear call for the percentile / mse calibrators (evenly strided)");
+    v("calibration_select", calibration_select,
+      "`all` calibration samples, or `tap`: per timestep group, the medoids of tap_clusters k-means clusters of the "
+      "(step, sample) pairs (Q&C's temporal-aware clustering)");
+    v("tap_clusters", tap_clusters, "tap: clusters (= calibration pairs kept) per timestep group");
     v("layers", layers, "linears to quantize: `blocks` (every linear inside a block), `all`, or name substrings");
     v("temporal", temporal,
       "the temporal linears (time embedding, modulation): quantize, exact (pre-computable: full precision) or "
@@ -123,6 +134,8 @@ struct PtqOptions {
     c.require(timestep_groups >= 1, "timestep_groups", "must be at least 1");
     c.require(calibration_steps >= 0, "calibration_steps", "must be 0 (every step) or a step count");
     c.require(calibration_values >= 16, "calibration_values", "must be at least 16");
+    c.one_of("calibration_select", calibration_select, {"all", "tap"});
+    c.require(tap_clusters >= 1, "tap_clusters", "must be at least 1");
     c.require(!layers.empty(), "layers", "must select at least one linear (e.g. [blocks])");
     for (auto& l : layers) c.require(!l.empty(), "layers", "entries must not be empty");
     c.one_of("temporal", temporal, {"quantize", "exact", "auto"});

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "framework/error.h"
@@ -122,6 +123,44 @@ at::Tensor fake_quantize_per_token(const at::Tensor& x, const QuantSpec& spec) {
 at::Tensor fake_quantize_range(const at::Tensor& x, float lo, float hi, int bits, bool symmetric) {
   auto q = row_quant(at::full({1}, lo, at::kFloat), at::full({1}, hi, at::kFloat), bits, symmetric);
   return quant_dequant_rows(x.reshape({1, -1}), q).view(x.sizes()).to(x.scalar_type());
+}
+
+std::vector<int64_t> kmeans_medoids(const at::Tensor& X_in, int k, int iterations) {
+  auto X = X_in.to(at::kDouble).contiguous();
+  const int64_t n = X.size(0);
+  std::vector<int64_t> out;
+  if (k >= n) {
+    for (int64_t i = 0; i < n; ++i) out.push_back(i);
+    return out;
+  }
+  // Farthest-point start: the point nearest the mean, then repeatedly the farthest from all chosen.
+  std::vector<int64_t> seeds = {(X - X.mean(0, true)).pow(2).sum(1).argmin().item<int64_t>()};
+  auto dmin = (X - X[seeds[0]]).pow(2).sum(1);
+  while (int64_t(seeds.size()) < k) {
+    seeds.push_back(dmin.argmax().item<int64_t>());
+    dmin = at::minimum(dmin, (X - X[seeds.back()]).pow(2).sum(1));
+  }
+  auto C = X.index_select(0, at::tensor(seeds, at::kLong));
+  at::Tensor assign;
+  for (int it = 0; it < iterations; ++it) {
+    auto d = at::cdist(X, C);
+    auto next = d.argmin(1);
+    if (assign.defined() && at::equal(next, assign)) break;
+    assign = next;
+    for (int c = 0; c < k; ++c) {
+      auto members = (assign == c).nonzero().view(-1);
+      if (members.numel() > 0) C[c] = X.index_select(0, members).mean(0);
+    }
+  }
+  auto d = at::cdist(X, C);
+  for (int c = 0; c < k; ++c) {
+    auto members = (assign == c).nonzero().view(-1);
+    if (members.numel() == 0) continue;
+    auto dc = d.index_select(0, members).select(1, c);
+    out.push_back(members[dc.argmin().item<int64_t>()].item<int64_t>());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 }  // namespace cachelab

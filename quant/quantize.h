@@ -65,4 +65,9 @@ at::Tensor fake_quantize_per_token(const at::Tensor& x, const QuantSpec& spec);
 // An activation fake-quantized with one static range [lo, hi] (per tensor).
 at::Tensor fake_quantize_range(const at::Tensor& x, float lo, float hi, int bits, bool symmetric);
 
+// k-means (k-means++-style farthest-point start from the point nearest the mean, Lloyd
+// iterations) on the rows of X [n, d]; returns one medoid row index per non-empty cluster
+// (the member nearest its centroid), ascending. k >= n returns every row. Deterministic.
+std::vector<int64_t> kmeans_medoids(const at::Tensor& X, int k, int iterations = 25);
+
 }  // namespace cachelab

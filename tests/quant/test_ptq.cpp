@@ -178,6 +178,25 @@ BOOST_AUTO_TEST_CASE(finer_weight_granularity_follows_row_scales) {
   BOOST_CHECK_GT(rel(per_tensor[0], a[0]), 0.5);
 }
 
+BOOST_AUTO_TEST_CASE(kmeans_medoids_find_one_member_of_each_blob) {
+  auto gen = at::detail::createCPUGenerator(2);
+  auto centres = at::tensor({0.0, 0.0, 10.0, 0.0, 0.0, 10.0}, at::kDouble).view({3, 2});
+  auto X = at::cat({centres[0] + at::randn({20, 2}, gen).to(at::kDouble) * 0.5,
+                    centres[1] + at::randn({15, 2}, gen).to(at::kDouble) * 0.5,
+                    centres[2] + at::randn({5, 2}, gen).to(at::kDouble) * 0.5});
+  auto m = kmeans_medoids(X, 3);
+  BOOST_REQUIRE_EQUAL(m.size(), 3u);
+  BOOST_CHECK(m[0] < 20 && m[1] >= 20 && m[1] < 35 && m[2] >= 35);
+  // Each medoid is the member nearest its blob's mean.
+  for (int b = 0; b < 3; ++b) {
+    const int64_t lo = b == 0 ? 0 : (b == 1 ? 20 : 35), n = b == 0 ? 20 : (b == 1 ? 15 : 5);
+    auto blob = X.narrow(0, lo, n);
+    BOOST_CHECK_EQUAL((blob - blob.mean(0, true)).pow(2).sum(1).argmin().item<int64_t>() + lo, m[size_t(b)]);
+  }
+  BOOST_CHECK_EQUAL(kmeans_medoids(X, 50).size(), 40u);  // k >= n: every row
+  BOOST_CHECK(kmeans_medoids(X, 3) == m);                 // deterministic
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(ptq_ops)
@@ -215,6 +234,35 @@ BOOST_FIXTURE_TEST_CASE(calibration_records_the_true_ranges_and_groups_partition
   auto& qkv = f3.tensors[0].second;
   BOOST_CHECK_GT((qkv[0] - qkv[2]).abs().max().item<double>(), 1e-4);
   BOOST_CHECK_EQUAL(f3.metadata.at("steps"), "12");
+}
+
+BOOST_FIXTURE_TEST_CASE(tap_calibrates_on_cluster_medoids_inside_the_full_ranges, PtqFixture) {
+  PtqOptions o = options("all.safetensors");
+  o.timestep_groups = 2;
+  PtqOps all(o);
+  calibrate(all);
+  o.calibration = dir.path + "/tap.safetensors";
+  o.calibration_select = "tap";
+  o.tap_clusters = 3;
+  PtqOps tap(o);
+  const std::string summary = calibrate(tap);
+  BOOST_TEST_MESSAGE(summary);
+  // 12 steps / 2 groups x 4 samples (x2 with guidance) = 48 pairs per group; 3 kept.
+  BOOST_CHECK(summary.find("TAP kept 3 of 48, 3 of 48") != std::string::npos);
+  auto fa = read_safetensors(dir.path + "/all.safetensors"), ft = read_safetensors(dir.path + "/tap.safetensors");
+  int narrower = 0;
+  for (size_t i = 0; i < fa.tensors.size(); ++i) {
+    if (fa.tensors[i].first.find(".act_range") == std::string::npos) continue;
+    auto& a = fa.tensors[i].second;
+    auto& t = ft.tensors[i].second;
+    BOOST_REQUIRE_EQUAL(ft.tensors[i].first, fa.tensors[i].first);
+    BOOST_CHECK((t.select(1, 0) >= a.select(1, 0)).all().item<bool>());  // a subset's min-max lies inside
+    BOOST_CHECK((t.select(1, 1) <= a.select(1, 1)).all().item<bool>());
+    narrower += !at::equal(t, a);
+  }
+  BOOST_CHECK_GT(narrower, 0);
+  auto t = with(tap);  // and it runs
+  BOOST_CHECK(t.failed_step < 0);
 }
 
 BOOST_FIXTURE_TEST_CASE(error_grows_as_bits_shrink_and_is_logged_per_linear, PtqFixture) {
