@@ -72,8 +72,9 @@ Tensors DecCorrector::at(SiteCall& call, const Next& next) {
   const Key key{step_, call.site};
   if (calibrating_) {
     Tensors truth = next(call);
-    auto x = out[0].reshape({-1, out[0].size(-1)}).to(at::kDouble);
-    auto y = truth[0].reshape({-1, truth[0].size(-1)}).to(at::kDouble);
+    const int64_t C = o_.per == "tensor" ? 1 : out[0].size(-1);
+    auto x = out[0].reshape({-1, C}).to(at::kDouble);
+    auto y = truth[0].reshape({-1, C}).to(at::kDouble);
     Sums& s = sums_[key];
     if (!s.sx.defined()) s.sx = s.sy = s.sxx = s.sxy = at::zeros({x.size(1)}, x.options());
     s.sx = s.sx + x.sum(0), s.sy = s.sy + y.sum(0);

@@ -2,7 +2,8 @@
 // any cache policy: where the inner policy answers with a stand-in (reuse or predict),
 // the stand-in x is corrected per channel, y = a x + b, with (a, b) fitted per (step,
 // site) by least squares between stand-ins and the true outputs (a = cov(x, y) / var(x),
-// b = mean(y) - a mean(x), over every token of the calibration samples).
+// b = mean(y) - a mean(x), over every token of the calibration samples). `per: tensor`
+// fits one scalar pair per (step, site) instead (`residual_linear`, below).
 //
 //   cache: {type: dec, inner: {type: fora, interval: 3}, table: results/calib/dec-fora3.safetensors}
 //
@@ -23,14 +24,18 @@ struct DecOptions {
   ComponentSpec inner{"cache", {}};  // the corrected policy
   std::string table;                 // the fitted coefficients (safetensors), relative to the project root
   bool apply = true;                 // false: run the inner policy uncorrected (an ablation)
+  std::string per = "channel";       // channel: (a, b) per channel; tensor: one (a, b) per step and site
   template <class V>
   void fields(V& v) {
     v("inner", inner, "the cache policy whose stand-ins are corrected");
     v("table", table, "file of fitted (a, b) per step and site, written by `cachelab calibrate`");
     v("apply", apply, "apply the correction (false = the inner policy alone)");
+    v("per", per, "`channel`: an (a, b) per channel (DEC); `tensor`: one scalar pair per step and site "
+                  "(ERTACache's residual linearization)");
   }
   template <class C>
   void check(C& c) const {
+    c.one_of("per", per, {"channel", "tensor"});
     c.require(!inner.empty(), "inner", "must name the corrected policy, e.g. {type: fora, interval: 3}");
     c.require(!table.empty(), "table", "must name the coefficient file (written by `cachelab calibrate`)");
   }
@@ -41,7 +46,14 @@ struct DecOptions {
 std::pair<at::Tensor, at::Tensor> fit_affine(const at::Tensor& sx, const at::Tensor& sy, const at::Tensor& sxx,
                                              const at::Tensor& sxy, double n);
 
-class DecCorrector final : public CachePolicy, public Calibrator {
+// ERTACache's closed-form residual linearization (Ma et al., 2025), our reading: the cache
+// error of a stand-in x is modelled as linear in x, y - x ~ alpha x + beta with one scalar
+// pair per (step, site) in closed form (least squares), i.e. DEC with `per: tensor`.
+struct ResidualLinearOptions : DecOptions {
+  ResidualLinearOptions() { per = "tensor"; }
+};
+
+class DecCorrector : public CachePolicy, public Calibrator {
  public:
   DecCorrector(const DecOptions& o, const BuildContext& ctx);
   ~DecCorrector() override;

@@ -42,6 +42,8 @@ void register_caches() {
   r.add<DeepCachePolicy, DeepCacheOptions>(
       "deepcache", "DeepCache: reuse a U-Net's deep branch below a skip, recompute the shallow path", __FILE__);
   r.add<DecCorrector, DecOptions>("dec", "DEC: per-channel affine correction of any policy's stand-ins", __FILE__);
+  r.add<DecCorrector, ResidualLinearOptions>(
+      "residual_linear", "ERTACache's residual linearization: one closed-form (a, b) per step and site of the stand-ins", __FILE__);
   r.add<VcCorrector, VcOptions>("vc", "Q&C variance compensation: the model output's spread matched per step to full precision", __FILE__);
   ops_layers().add<PrefixKvCache, PrefixKvOptions>(
       "prefix_kv", "Fast-dLLM block-wise prefix K/V cache for masked-diffusion LMs (mdlm)", __FILE__);

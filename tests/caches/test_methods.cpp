@@ -11,6 +11,7 @@
 #include "caches/teacache.h"
 #include "caches/toca.h"
 #include "framework/registries.h"
+#include "models/safetensors.h"
 #include "tests/caches/fixture.h"
 
 using namespace cachelab;
@@ -204,6 +205,43 @@ BOOST_AUTO_TEST_CASE(fit_affine_recovers_a_and_b) {
   auto [fa, fb] = fit_affine(x.sum(0), y.sum(0), (x * x).sum(0), (x * y).sum(0), 4000);
   BOOST_CHECK_LT((fa - a).abs().max().item<double>(), 2e-3);
   BOOST_CHECK_LT((fb - b).abs().max().item<double>(), 2e-3);
+}
+
+BOOST_FIXTURE_TEST_CASE(residual_linear_fits_one_scalar_pair_per_step_and_site, Fixture) {
+  TempDir dir;
+  ConfigNode node = parse_config_string(
+      "type: residual_linear\ninner: {type: fora, interval: 3}\ntable: " + dir.path + "/rl.safetensors\n", "rl.yaml");
+  BOOST_CHECK_EQUAL(caches().resolve(node).find("per")->scalar, "tensor");  // the preset's default
+  BuildContext ctx;
+  ctx.sites = &model.sites();
+  auto cal = caches().build(node, nullptr, ctx);
+  cal->calibrator()->start_calibration();
+  RunOptions cr = run;
+  cr.seed = 11;
+  cachelab::testing::run_image(model, sampler, {cal.get()}, cr, nullptr, nullptr);
+  BOOST_TEST_MESSAGE(cal->calibrator()->finish_calibration());
+  auto table = read_safetensors(dir.path + "/rl.safetensors");
+  BOOST_REQUIRE(!table.tensors.empty());
+  for (auto& [name, t] : table.tensors) {
+    BOOST_CHECK_EQUAL(t.numel(), 1);
+    BOOST_CHECK(std::isfinite(t.item<double>()));
+  }
+  auto corrected = caches().build(node, nullptr, ctx);
+  auto t = with(*corrected);
+  int e = -1;
+  for (size_t i = 0; i < t.extras.size(); ++i)
+    if (t.extras[i].name == "dec_correction_rel") e = int(i);
+  BOOST_REQUIRE(e >= 0);
+  double most = 0;
+  for (auto& s : t.steps)
+    for (double v : s.site_extra[size_t(e)])
+      if (std::isfinite(v)) most = std::max(most, v);
+  BOOST_CHECK_GT(most, 0);  // the correction really changed stand-ins
+  ForaOptions fo;
+  fo.interval = 3;
+  ForaPolicy fora(fo);
+  BOOST_TEST_MESSAGE("final rel-L1 error vs reference: fora " << with(fora).steps.back().err_ref_rel_l1
+                                                              << ", residual_linear(fora) " << t.steps.back().err_ref_rel_l1);
 }
 
 BOOST_FIXTURE_TEST_CASE(calibrated_correction_reduces_foras_error, Fixture) {

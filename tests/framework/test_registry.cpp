@@ -21,7 +21,7 @@ BOOST_AUTO_TEST_CASE(census_every_expected_component_is_registered) {
   const std::set<std::string> bb = {"dit", "tiny_mdlm", "tiny_video", "unet"}, sm = {"ddim", "ddpm", "euler_flow", "heun_flow"},
                               ca = {"none", "fora", "fbcache", "taylorseer", "teacache", "toca", "dec", "l2c",
                                     "dbcache", "delta_dit", "magcache", "zeus", "cg_taylor", "scm", "threshold_search",
-                                    "schedule", "foca", "pab", "ras", "delta_cache", "deepcache", "sixbit", "vc"},
+                                    "schedule", "foca", "pab", "ras", "delta_cache", "deepcache", "sixbit", "vc", "residual_linear"},
                               me = {"mse", "psnr", "ssim", "fid", "accuracy", "token_match"},
                               pi = {"image", "mdlm", "video"}, gu = {"cfg"}, op = {"prefix_kv", "rolling_kv", "w8a8", "ptq"};
   for (auto& n : bb) BOOST_CHECK_MESSAGE(names(backbones()).count(n), "backbone " << n);
