@@ -177,6 +177,55 @@ std::vector<int> profiled_starts(const std::vector<std::vector<double>>& dist, i
   return starts;
 }
 
+double BacSchedule::mean_computes() const {
+  if (mask.empty() || mask[0].empty()) return 0;
+  double n = 0;
+  for (auto& row : mask)
+    for (uint8_t x : row) n += x;
+  return n / double(mask[0].size());
+}
+
+BacSchedule bac_schedule(const std::vector<std::vector<std::vector<double>>>& dist, const std::vector<bool>& is_ffn,
+                         int computes, double quantile) {
+  const size_t S = dist.size();
+  CL_CHECK(S > 0 && is_ffn.size() == S, "bac schedule: one distance table and one FFN flag per site");
+  const int T = int(dist[0].size());
+  BacSchedule b;
+  b.acs_computes = computes;
+  b.mask.assign(size_t(T), std::vector<uint8_t>(S, 0));
+  // Adaptive Caching Scheduler: per site, the DP grouping of its own distances.
+  std::vector<double> threshold(S, std::numeric_limits<double>::infinity());
+  for (size_t s = 0; s < S; ++s) {
+    auto starts = dp_group_starts(dist[s], computes, 1, T);
+    for (int t : starts) b.mask[size_t(t)][s] = 1;
+    if (quantile >= 1) continue;
+    std::vector<double> errs;
+    int last = 0;
+    for (int t = 0; t < T; ++t) {
+      if (b.mask[size_t(t)][s]) last = t;
+      else if (std::isfinite(dist[s][size_t(last)][size_t(t)])) errs.push_back(dist[s][size_t(last)][size_t(t)]);
+    }
+    if (errs.empty()) continue;
+    std::sort(errs.begin(), errs.end());
+    threshold[s] = errs[std::min(errs.size() - 1, size_t(std::floor(quantile * double(errs.size()))))];
+  }
+  // Bubbling Union: walk the steps; the last update of each site follows the growing mask.
+  std::vector<int> last(S, 0);
+  for (int t = 0; t < T; ++t) {
+    for (size_t m = 0; m < S; ++m) {
+      if (!is_ffn[m] || !b.mask[size_t(t)][m]) continue;
+      for (size_t u = 0; u < m; ++u)
+        if (!b.mask[size_t(t)][u] && dist[u][size_t(last[u])][size_t(t)] > threshold[u]) {
+          b.mask[size_t(t)][u] = 1;
+          ++b.added;
+        }
+    }
+    for (size_t s = 0; s < S; ++s)
+      if (b.mask[size_t(t)][s]) last[s] = t;
+  }
+  return b;
+}
+
 std::vector<int> uniform_starts(int steps, int groups) {
   CL_CHECK(groups >= 1 && groups <= steps, "uniform schedule: computes = " << groups << " must be in [1, " << steps << "]");
   std::vector<int> s;

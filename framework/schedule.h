@@ -2,7 +2,7 @@
 // follows, and the optimisers that produce them from a profile. Torch-free.
 //
 // A schedule file is YAML (schedules/*.yaml), written by `cachelab schedule`:
-//   method: dp | uniform | profiled     how it was made
+//   method: dp | uniform | profiled | bac   how it was made
 //   steps: 50                           T, the denoising steps it is for
 //   compute: [1, 0, 0, 1, ...]          per step: 1 = the cached sites compute, 0 = reuse
 //   mask: [[1, 0, ...], ...]            optional [T][S]: per step and cached site (site order)
@@ -47,6 +47,23 @@ double grouping_cost(const std::vector<std::vector<double>>& dist, const std::ve
 // (bisection) for the least one that computes at most `computes` steps. Returns the
 // computed steps (always starting with 0) and sets *threshold.
 std::vector<int> profiled_starts(const std::vector<std::vector<double>>& dist, int computes, double* threshold);
+
+// BAC (Block-wise Adaptive Caching, Ji et al., 2025), our reading. Per site s (in the
+// backbone's order), the Adaptive Caching Scheduler picks `computes` update steps by the
+// same dynamic programme as dp_group_starts on that site's own distances dist[s] ([T][T]).
+// The Bubbling Union then walks the steps: where a downstream FFN site (is_ffn) updates at
+// step t, every upstream site whose caching error at t (its distance from its last update to
+// t) exceeds its threshold also updates at t, so errors are cut before they enter the FFN.
+// A site's threshold is the `quantile` of its own caching errors under its ACS schedule
+// (quantile >= 1: no union). Returns the mask [T][S] (1 = compute).
+struct BacSchedule {
+  std::vector<std::vector<uint8_t>> mask;  // [T][S]
+  int acs_computes = 0;                    // update steps per site before the union
+  int added = 0;                           // site-steps the union added
+  double mean_computes() const;            // computed steps per site, on average
+};
+BacSchedule bac_schedule(const std::vector<std::vector<std::vector<double>>>& dist, const std::vector<bool>& is_ffn,
+                         int computes, double quantile);
 
 // `groups` starts spread evenly over T steps: round(i T / groups).
 std::vector<int> uniform_starts(int steps, int groups);

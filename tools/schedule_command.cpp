@@ -4,6 +4,7 @@
 
 #include <boost/program_options.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -122,36 +123,77 @@ std::vector<std::vector<double>> reuse_distance(const Profile& p, const std::vec
   return d;
 }
 
+// BAC: per driven site its own feature distances; the ACS budget is the largest per-site
+// count whose mask, after the Bubbling Union, computes at most `computes` steps per site on
+// average (the same budget as a K-step schedule).
+int bac_command(const Profile& p, const std::string& file, const std::vector<std::string>& kinds, int computes,
+                double quantile, const std::string& output) {
+  CL_CHECK(!p.pairwise.empty(), "schedule: --method bac needs the pairwise table; profile without --no-pairwise");
+  std::vector<std::vector<std::vector<double>>> dist;
+  std::vector<bool> ffn;
+  for (size_t s = 0; s < p.site_kinds.size(); ++s)
+    if (std::find(kinds.begin(), kinds.end(), p.site_kinds[s]) != kinds.end()) {
+      dist.push_back(p.pairwise[s]);
+      ffn.push_back(p.site_kinds[s] == "mlp");
+    }
+  CL_CHECK(!dist.empty(), "schedule: the profile has no site of the kinds given by --kinds");
+  BacSchedule b;
+  for (int k = computes; k >= 1; --k) {
+    b = bac_schedule(dist, ffn, k, quantile);
+    if (b.mean_computes() <= computes + 1e-9) break;
+  }
+  Schedule s;
+  s.method = "bac";
+  s.steps = p.steps();
+  s.backbone_digest = p.backbone_digest;
+  s.profile = file;
+  s.mask = b.mask;
+  s.compute.assign(size_t(s.steps), 0);
+  for (int t = 0; t < s.steps; ++t)
+    for (uint8_t x : b.mask[size_t(t)]) s.compute[size_t(t)] = s.compute[size_t(t)] || x;
+  save_schedule(s, output);
+  std::printf("[cachelab] wrote %s: bac over %zu sites, %d update steps per site from the per-site DP, %d added by the "
+              "Bubbling Union: %.2f of %d steps computed per site on average\n",
+              output.c_str(), dist.size(), b.acs_computes, b.added, b.mean_computes(), s.steps);
+  return 0;
+}
+
 int schedule_command(int argc, char** argv) {
   std::string method = "dp", kinds = "attn,mlp", cost = "feature", output;
   int computes = 0, min_len = 1, max_len = 0;
+  double union_quantile = 0.5;
   std::vector<std::string> pos;
   po::options_description opts(
       "cachelab schedule PROFILE.h5 --computes K --output FILE.yaml: a cache schedule (which steps compute) for a "
       "`schedule` policy, built from a profile");
   opts.add_options()("help,h", "this help")("method", po::value(&method)->default_value("dp"),
-                                            "dp (CacheQuant's dynamic programme) | uniform | profiled (greedy threshold on the profiled distance)")(
+                                            "dp (CacheQuant's dynamic programme) | uniform | profiled (greedy threshold on the profiled distance) | "
+                                            "bac (per-site DP + Bubbling Union: a per-step x per-site mask)")(
       "computes", po::value(&computes), "K: steps that compute (the budget); the others reuse")(
       "min-len", po::value(&min_len)->default_value(1), "dp: shortest run of steps sharing one computation")(
       "max-len", po::value(&max_len), "dp: longest run (default: no bound for --cost feature, lags + 1 for output)")(
       "kinds", po::value(&kinds)->default_value("attn,mlp"), "site kinds whose reuse error is summed")(
       "cost", po::value(&cost)->default_value("feature"),
       "feature: the sites' output distance to the run's first step | output: the model-output reuse error")(
-      "output", po::value(&output), "the schedule file to write (YAML)");
+      "output", po::value(&output), "the schedule file to write (YAML)")(
+      "union-quantile", po::value(&union_quantile)->default_value(0.5),
+      "bac: an upstream site also updates with a downstream FFN when its caching error exceeds this quantile of its "
+      "own (1 = no union)");
   auto vm = parse(argc, argv, opts, pos, "cachelab schedule");
   if (vm.count("help")) {
     std::cout << opts << "\n";
     return 0;
   }
   CL_CHECK(pos.size() == 1, "usage: cachelab schedule PROFILE.h5 --computes K --output FILE.yaml [--method dp]");
-  CL_CHECK(method == "dp" || method == "uniform" || method == "profiled",
-           "--method " << method << ": give dp, uniform or profiled");
+  CL_CHECK(method == "dp" || method == "uniform" || method == "profiled" || method == "bac",
+           "--method " << method << ": give dp, uniform, profiled or bac");
   CL_CHECK(cost == "feature" || cost == "output", "--cost " << cost << ": give feature or output");
   CL_CHECK(!output.empty(), "--output: name the schedule file to write (e.g. schedules/dp-k17.yaml)");
   const Profile p = read_profile(pos[0]);
   const int T = p.steps();
   CL_CHECK(computes >= 1 && computes <= T, "--computes " << computes << ": give 1.." << T << " (the profile has " << T
                                                          << " steps)");
+  if (method == "bac") return bac_command(p, pos[0], split_commas(kinds), computes, union_quantile, output);
   const auto dist = reuse_distance(p, split_commas(kinds), cost);
   if (!vm.count("max-len")) max_len = cost == "output" ? p.lags + 1 : T;
   Schedule s;

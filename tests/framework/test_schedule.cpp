@@ -164,3 +164,52 @@ BOOST_AUTO_TEST_CASE(profile_reuse_error_is_zero_at_lag_zero_and_grows_with_lag)
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(bac)
+
+// dist[j][u] for u > j: a cumulative drift, cost of reusing step j at u.
+std::vector<std::vector<double>> drift_table(const std::vector<double>& step_drift) {
+  const int T = int(step_drift.size());
+  std::vector<std::vector<double>> d(size_t(T), std::vector<double>(size_t(T), 0.0));
+  for (int j = 0; j < T; ++j)
+    for (int u = j + 1; u < T; ++u) d[size_t(j)][size_t(u)] = d[size_t(j)][size_t(u - 1)] + step_drift[size_t(u)];
+  return d;
+}
+
+BOOST_AUTO_TEST_CASE(acs_is_the_per_site_dp_and_the_union_cuts_upstream_errors_before_ffns) {
+  // Site 0 (attention) drifts early, site 1 (FFN) drifts late, site 2 (attention) after the FFN.
+  const std::vector<std::vector<std::vector<double>>> dist = {
+      drift_table({0, 5, 4, 3, 0.2, 0.2, 0.2, 0.2, 0.1, 0.1, 0.1, 0.1}),
+      drift_table({0, 0.1, 0.1, 0.1, 0.1, 0.2, 0.2, 3, 4, 5, 6, 7}),
+      drift_table({0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1})};
+  const std::vector<bool> ffn = {false, true, false};
+  // quantile 1: no union; every site follows its own DP grouping exactly.
+  auto none = bac_schedule(dist, ffn, 4, 1.0);
+  BOOST_CHECK_EQUAL(none.added, 0);
+  for (size_t s = 0; s < dist.size(); ++s) {
+    auto starts = dp_group_starts(dist[s], 4, 1, 12);
+    for (int t = 0; t < 12; ++t)
+      BOOST_CHECK_EQUAL(none.mask[size_t(t)][s], std::count(starts.begin(), starts.end(), t) ? 1 : 0);
+  }
+  BOOST_CHECK_CLOSE(none.mean_computes(), 4.0, 1e-9);
+  // quantile 0: wherever the FFN updates, the upstream attention updates too unless its
+  // error there is its smallest; the downstream site and the FFN's own row are unchanged.
+  auto all = bac_schedule(dist, ffn, 4, 0.0);
+  BOOST_CHECK_EQUAL(all.added, 1);  // step 10: 0.3 since its update at 7 (steps 8 and 11: 0.1, not above)
+  int last0 = 0;
+  for (int t = 0; t < 12; ++t) {
+    BOOST_CHECK_EQUAL(all.mask[size_t(t)][1], none.mask[size_t(t)][1]);
+    BOOST_CHECK_EQUAL(all.mask[size_t(t)][2], none.mask[size_t(t)][2]);
+    BOOST_CHECK_GE(all.mask[size_t(t)][0], none.mask[size_t(t)][0]);  // the union only adds
+    // Its smallest caching error under ACS is 0.1 (step 8, one step after its update at 7).
+    if (all.mask[size_t(t)][1] && !none.mask[size_t(t)][0])
+      BOOST_CHECK_MESSAGE(all.mask[size_t(t)][0] == (dist[0][size_t(last0)][size_t(t)] > 0.1 + 1e-9), "step " << t);
+    if (all.mask[size_t(t)][0]) last0 = t;
+  }
+  BOOST_CHECK_CLOSE(all.mean_computes(), 4.0 + all.added / 3.0, 1e-9);
+  // Without an FFN nothing bubbles.
+  BOOST_CHECK_EQUAL(bac_schedule(dist, {false, false, false}, 4, 0.0).added, 0);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
