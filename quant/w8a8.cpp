@@ -163,9 +163,8 @@ struct W8A8Ops::State {
     float min = 0, max = 0, weight_absmax = 0;
   };
   struct Layer {
-    QuantizedWeight w;
     at::Tensor w_deq, bias;  // fake: float32 dequantized weight and bias
-    Packed packed;           // int8
+    Packed packed;           // int8: oneDNN's packed int8 weight, scales and bias
     at::Tensor anchor;       // int8
     ActQuant act;
     int64_t out_features = 0;
@@ -278,15 +277,15 @@ void W8A8Ops::prepare(const std::vector<LinearRef>& linears) {
                          << " in the file); re-run `cachelab calibrate EXP.yaml`");
       q.act = act_quant(r->second.min, r->second.max, o_.reduce_range);
     }
-    q.w = quantize_weight(l.weight);
+    const QuantizedWeight w = quantize_weight(l.weight);
     q.out_features = l.weight.size(0);
     if (int8) {
       CL_CHECK(l.weight.device().is_cpu(), "w8a8: mode int8 runs on the CPU (oneDNN); use mode: fake on "
                                                << l.weight.device());
-      q.packed = linear_prepack(qint8_per_channel(q.w), l.bias.defined() ? l.bias.to(at::kFloat) : at::Tensor());
+      q.packed = linear_prepack(qint8_per_channel(w), l.bias.defined() ? l.bias.to(at::kFloat) : at::Tensor());
       if (!dynamic_) q.anchor = anchor_rows(l.weight.size(1), q.act);
     } else {
-      q.w_deq = dequantize_weight(q.w);
+      q.w_deq = dequantize_weight(w);
       if (l.bias.defined()) q.bias = l.bias.to(at::kFloat);
     }
   }
