@@ -78,8 +78,8 @@ double proc_kb(const char* key) {
 // (c) W8A8: calibrates on one trajectory (seed 1) and writes `calib`; reports the linears'
 // memory; times one DiT forward (the whole forward, its block stack, its linears) at batch 1
 // and `batch` (x2 for guidance) with dense fp32, int8 static, int8 dynamic and fake static
-// ops, interleaved (the order rotates each repetition), medians and quartiles of the
-// per-repetition times and of the fp32 / variant ratios; then the PSNR of fake and int8
+// ops, interleaved (the order rotates each repetition), each forward on a new random input,
+// medians and quartiles of the per-repetition times and of the fp32 / variant ratios; then the PSNR of fake and int8
 // trajectories (seed 0, static and dynamic) against the fp32 one.
 int bench_w8a8(Backbone& bb, const DdimSampler& sampler, RunOptions run, int reps, const std::string& calib) {
   // Computes every site, routes the linears through `o`, and times the block sites.
@@ -191,13 +191,21 @@ int bench_w8a8(Backbone& bb, const DdimSampler& sampler, RunOptions run, int rep
     cond.labels = at::arange(B, at::kLong).remainder(bb.num_classes());
     const int per_rep = std::max(5, 64 / int(B));  // forwards per timing: >= ~0.1 s at either batch
     std::vector<std::vector<double>> whole(4), blocks(4), lin(4);  // ms per forward, per repetition
+    uint64_t draw = 1;
     for (int r = 0; r < reps + 1; ++r)
       for (int j = 0; j < 4; ++j) {
         const int k = (j + r) % 4;  // rotate which goes first
         TimedOps timed(*chain[k]);
         OpsHooks h(timed, bb.sites());
+        // Every forward sees an input never seen before, as in sampling: oneDNN builds a new
+        // primitive for every new activation scale, which repeated inputs would hide.
+        std::vector<at::Tensor> xs;
+        for (int i = 0; i < per_rep; ++i) {
+          auto g = at::detail::createCPUGenerator(draw++);
+          xs.push_back(at::randn({B, shape[0], shape[1], shape[2]}, g));
+        }
         const double s = seconds([&] {
-          for (int i = 0; i < per_rep; ++i) bb.forward(x, t, cond, h);
+          for (int i = 0; i < per_rep; ++i) bb.forward(xs[size_t(i)], t, cond, h);
         });
         if (r == 0) continue;  // repetition 0 warms up
         whole[size_t(k)].push_back(1000 * s / per_rep);
