@@ -10,7 +10,10 @@
 //    clamped to it.
 //  - dynamic: min-max of each call's own input (the whole tensor: every row of the batch,
 //    both guidance halves), so nothing is clamped and no calibration file is read (or
-//    written: `cachelab calibrate` skips a dynamic w8a8). Costs a min-max pass per call.
+//    written: `cachelab calibrate` skips a dynamic w8a8). Costs a min-max pass per call,
+//    and in int8 mode LibTorch 1.13's oneDNN path pays extra for every activation scale it
+//    has not seen before (every call, in sampling): measured ~0.2 ms per call on dit-mnist's
+//    linears, more than their GEMM, so dynamic int8 is slower than static here (README).
 // With `reduce_range` (default) activations use 0..127: on CPUs
 // without VNNI (AVX2, as here) oneDNN multiplies u8 x s8 pairs with vpmaddubsw, whose
 // int16 pair sums saturate for full 8-bit inputs (measured: 3% relative output error);

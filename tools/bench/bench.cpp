@@ -220,7 +220,8 @@ int bench_w8a8(Backbone& bb, const DdimSampler& sampler, RunOptions run, int rep
     for (int k = 0; k < 4; ++k)
       std::printf("    %-13s %24s %24s %24s %16s %16s %16s\n", names[k], spread(whole[k], "%.2f").c_str(),
                   spread(blocks[k], "%.2f").c_str(), spread(lin[k], "%.2f").c_str(),
-                  spread(ratios(whole[0], whole[k]), "%.2f").c_str(), spread(ratios(blocks[0], blocks[k]), "%.2f").c_str(),
+                  spread(ratios(whole[0], whole[k]), "%.2f").c_str(),
+                  spread(ratios(blocks[0], blocks[k]), "%.2f").c_str(),
                   spread(ratios(lin[0], lin[k]), "%.2f").c_str());
     auto rel = [](const at::Tensor& a, const at::Tensor& r) { return ((a - r).norm() / r.norm()).item<double>(); };
     OpsHooks hd(dense, bb.sites()), hi(int8, bb.sites()), hf(fake, bb.sites()), hy(int8_dyn, bb.sites()),
