@@ -10,7 +10,7 @@ namespace cachelab {
 void register_quant() {
   auto& r = ops_layers();
   r.add<W8A8Ops, W8A8Options>(
-      "w8a8", "W8A8 post-training quantization of the linears (int8 per-channel weights, calibrated activations)",
+      "w8a8", "W8A8 post-training quantization of linears (int8 per-channel weights, static or dynamic activations)",
       __FILE__);
   r.add<PtqOps, PtqOptions>(
       "ptq", "post-training fake quantization of the linears: any bit width, granularity and calibrator", __FILE__);

@@ -61,6 +61,15 @@ at::Tensor anchor_rows(int64_t in_features, const ActQuant& a) {
   return t;
 }
 
+// y = x w^T + b with x's range chosen by the kernel (activations: dynamic).
+at::Tensor int8_linear_dynamic(const at::Tensor& x, const Packed& w, int64_t out_features, bool reduce_range) {
+  auto y = linear_dynamic(x.reshape({-1, x.size(-1)}), w, reduce_range);
+  auto sizes = x.sizes().vec();
+  sizes.back() = out_features;
+  return y.view(sizes);
+}
+
+// The same with the calibrated range `a` (activations: static): anchor rows fix the range.
 at::Tensor int8_linear(const at::Tensor& x, const Packed& w, const ActQuant& a, const at::Tensor& anchor,
                        int64_t out_features, bool reduce_range) {
   const int64_t K = x.size(-1);
@@ -128,6 +137,12 @@ ActQuant act_quant(float min, float max, bool reduce_range) {
   return a;
 }
 
+ActQuant dynamic_act_quant(const at::Tensor& x, bool reduce_range) {
+  if (x.numel() == 0) return act_quant(0, 0, reduce_range);
+  auto mm = at::aminmax(x);
+  return act_quant(std::get<0>(mm).item<float>(), std::get<1>(mm).item<float>(), reduce_range);
+}
+
 at::Tensor fake_quantize(const at::Tensor& x, const ActQuant& a) {
   // oneDNN's order of operations: x * (1/scale) and + zero point, each rounded to float,
   // then round half to even. (PyTorch's fake quantizer rounds before adding the zero
@@ -148,9 +163,8 @@ struct W8A8Ops::State {
     float min = 0, max = 0, weight_absmax = 0;
   };
   struct Layer {
-    QuantizedWeight w;
     at::Tensor w_deq, bias;  // fake: float32 dequantized weight and bias
-    Packed packed;           // int8
+    Packed packed;           // int8: oneDNN's packed int8 weight, scales and bias
     at::Tensor anchor;       // int8
     ActQuant act;
     int64_t out_features = 0;
@@ -169,7 +183,8 @@ struct W8A8Ops::State {
   std::vector<const void*> weight_ptrs;
 };
 
-W8A8Ops::W8A8Ops(const W8A8Options& o) : o_(o), path_(resolve_path(o.calibration)), s_(std::make_unique<State>()) {
+W8A8Ops::W8A8Ops(const W8A8Options& o)
+    : o_(o), dynamic_(o.activations == "dynamic"), path_(resolve_path(o.calibration)), s_(std::make_unique<State>()) {
   if (o_.mode != "int8") return;
   const auto& engines = at::globalContext().supportedQEngines();
   CL_CHECK(std::find(engines.begin(), engines.end(), at::QEngine::ONEDNN) != engines.end(),
@@ -204,11 +219,11 @@ void W8A8Ops::begin_run(const std::vector<LinearRef>& linears, RunContext* ctx) 
     }
     return;
   }
-  if (ctx)
+  if (ctx && o_.log_error)
     err_extra_ = ctx->declare_linear_extra(
         "quant_err_rel", "ratio",
         "||y_q - y_fp|| / ||y_fp|| of the quantized linear's output on the batch's first sample, over the step's calls");
-  if (!s_->have_ranges) load_ranges();
+  if (!dynamic_ && !s_->have_ranges) load_ranges();
   prepare(linears);
 }
 
@@ -249,26 +264,28 @@ void W8A8Ops::prepare(const std::vector<LinearRef>& linears) {
     const LinearRef& l = linears[i];
     s_->weight_ptrs.push_back(l.weight.data_ptr());
     if (!selected_[i]) continue;
-    auto r = s_->ranges.find(l.name);
-    CL_CHECK(r != s_->ranges.end(), "w8a8: `" << path_ << "` has no activation range for linear `" << l.name
-                                              << "` (calibrated for another backbone, or the layer was never called); "
-                                                 "re-run `cachelab calibrate EXP.yaml`");
-    const double absmax = l.weight.abs().max().item<double>();
-    CL_CHECK(std::fabs(absmax - r->second.weight_absmax) <= kFingerprintTolerance * std::max(absmax, 1e-12),
-             "w8a8: `" << path_ << "` was calibrated with other weights (linear `" << l.name << "`: weight absmax "
-                       << absmax << " here, " << r->second.weight_absmax
-                       << " in the file); re-run `cachelab calibrate EXP.yaml`");
     State::Layer& q = s_->layers[i];
-    q.w = quantize_weight(l.weight);
-    q.act = act_quant(r->second.min, r->second.max, o_.reduce_range);
+    if (!dynamic_) {
+      auto r = s_->ranges.find(l.name);
+      CL_CHECK(r != s_->ranges.end(), "w8a8: `" << path_ << "` has no activation range for linear `" << l.name
+                                                << "` (calibrated for another backbone, or the layer was never called); "
+                                                   "re-run `cachelab calibrate EXP.yaml`");
+      const double absmax = l.weight.abs().max().item<double>();
+      CL_CHECK(std::fabs(absmax - r->second.weight_absmax) <= kFingerprintTolerance * std::max(absmax, 1e-12),
+               "w8a8: `" << path_ << "` was calibrated with other weights (linear `" << l.name << "`: weight absmax "
+                         << absmax << " here, " << r->second.weight_absmax
+                         << " in the file); re-run `cachelab calibrate EXP.yaml`");
+      q.act = act_quant(r->second.min, r->second.max, o_.reduce_range);
+    }
+    const QuantizedWeight w = quantize_weight(l.weight);
     q.out_features = l.weight.size(0);
     if (int8) {
       CL_CHECK(l.weight.device().is_cpu(), "w8a8: mode int8 runs on the CPU (oneDNN); use mode: fake on "
                                                << l.weight.device());
-      q.packed = linear_prepack(qint8_per_channel(q.w), l.bias.defined() ? l.bias.to(at::kFloat) : at::Tensor());
-      q.anchor = anchor_rows(l.weight.size(1), q.act);
+      q.packed = linear_prepack(qint8_per_channel(w), l.bias.defined() ? l.bias.to(at::kFloat) : at::Tensor());
+      if (!dynamic_) q.anchor = anchor_rows(l.weight.size(1), q.act);
     } else {
-      q.w_deq = dequantize_weight(q.w);
+      q.w_deq = dequantize_weight(w);
       if (l.bias.defined()) q.bias = l.bias.to(at::kFloat);
     }
   }
@@ -298,9 +315,11 @@ at::Tensor W8A8Ops::quantized_linear(int id, const at::Tensor& x) {
     CL_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat,
              "w8a8: mode int8 runs on float32 CPU tensors (oneDNN), got " << x.scalar_type() << " on " << x.device()
                                                                           << "; use mode: fake");
+    if (dynamic_) return int8_linear_dynamic(x, q.packed, q.out_features, o_.reduce_range);
     return int8_linear(x, q.packed, q.act, q.anchor, q.out_features, o_.reduce_range);
   }
-  return dense_linear(fake_quantize(x, q.act), q.w_deq, q.bias).to(x.scalar_type());
+  const ActQuant a = dynamic_ ? dynamic_act_quant(x, o_.reduce_range) : q.act;
+  return dense_linear(fake_quantize(x, a), q.w_deq, q.bias).to(x.scalar_type());
 }
 
 at::Tensor W8A8Ops::linear(int id, const at::Tensor& x) {
@@ -314,7 +333,7 @@ at::Tensor W8A8Ops::linear(int id, const at::Tensor& x) {
   }
   if (!selected_[size_t(id)]) return Ops::linear(id, x);
   auto y = quantized_linear(id, x);
-  if (ctx_ && ctx_->linear_extra) {
+  if (ctx_ && ctx_->linear_extra && err_extra_ >= 0) {
     // The error on the batch's first sample, against the full-precision linear (not the
     // inner ops: a stateful inner ops must see each call once).
     const LinearRef& l = (*linears_)[size_t(id)];

@@ -2,10 +2,19 @@
 //
 // Weights: per-output-channel symmetric int8, scale = absmax(row) / 127, zero point 0
 // (the only weight scheme oneDNN's int8 linear accepts). Activations (the linear's input):
-// per-tensor asymmetric uint8 with a zero point (what oneDNN's u8 x s8 kernels take),
-// range = min-max over every call of a calibration trajectory (all timesteps, both halves
-// of the guidance batch), widened to include 0; scale and zero point follow PyTorch's
-// ChooseQuantizationParams. With `reduce_range` (default) activations use 0..127: on CPUs
+// per-tensor asymmetric uint8 with a zero point (what oneDNN's u8 x s8 kernels take), over
+// a range widened to include 0; scale and zero point follow PyTorch's
+// ChooseQuantizationParams. The range, by `activations`:
+//  - static (default): min-max over every call of a calibration trajectory (all timesteps,
+//    both halves of the guidance batch), read from the `calibration` file; inputs are
+//    clamped to it.
+//  - dynamic: min-max of each call's own input (the whole tensor: every row of the batch,
+//    both guidance halves), so nothing is clamped and no calibration file is read (or
+//    written: `cachelab calibrate` skips a dynamic w8a8). Costs a min-max pass per call,
+//    and in int8 mode LibTorch 1.13's oneDNN path pays extra for every activation scale it
+//    has not seen before (every call, in sampling): measured ~0.2 ms per call on dit-mnist's
+//    linears, more than their GEMM, so dynamic int8 is slower than static here (README).
+// With `reduce_range` (default) activations use 0..127: on CPUs
 // without VNNI (AVX2, as here) oneDNN multiplies u8 x s8 pairs with vpmaddubsw, whose
 // int16 pair sums saturate for full 8-bit inputs (measured: 3% relative output error);
 // 7-bit inputs cannot saturate. PyTorch's own x86 default makes the same choice.
@@ -15,15 +24,17 @@
 // quantized; the timestep embedder and the final layer stay in full precision.
 // Unselected linears and every attention pass to the inner ops untouched.
 //
-// Modes (same quantized values in both):
-//  - fake: clamp x to the calibrated range, quantize-dequantize, then a float GEMM with the
-//    dequantized weight (any device and dtype; for accuracy studies).
+// Modes (same quantized values in both, static or dynamic):
+//  - fake: clamp x to the range, quantize-dequantize, then a float GEMM with the
+//    dequantized weight (any device and dtype; for accuracy studies). Dynamic fake takes
+//    the range from the call's input exactly as the int8 kernel does (min and max of x).
 //  - int8: LibTorch's oneDNN int8 linear (quantized::linear_prepack / linear_dynamic via the
 //    dispatcher; CPU, float32). The dynamic kernel picks its activation range from its
-//    input's min and max and returns float32 (no output requantisation). One extra input
-//    row holding the calibrated min and max (the input clamped to them) makes that range the
-//    calibrated one, so the kernel runs the static calibrated scheme of `fake`; the extra
-//    row's output is dropped (cost: one row of M).
+//    input's min and max and returns float32 (no output requantisation): that is
+//    `activations: dynamic` as it is. For `static`, one extra input row holding the
+//    calibrated min and max (the input clamped to them) makes that range the calibrated
+//    one, so the kernel runs the static calibrated scheme of `fake`; the extra row's output
+//    is dropped (cost: a clamp copy of the input and one row of M).
 //
 // Calibration (`cachelab calibrate`, or start_calibration / a trajectory / finish_calibration):
 // every linear (selected or not) computes in full precision through the inner ops while its
@@ -31,11 +42,13 @@
 // safetensors file: `<linear>.input_range` float32 [2] (min, max as observed) and
 // `<linear>.weight_absmax` float32 [1] (a fingerprint: loading with other weights is an error).
 //
-// Logged per step on the recorded batch: /linears/extra/quant_err_rel [T, L], the relative
-// L2 error ||y_q - y_fp|| / ||y_fp|| of each quantized linear's output on the first sample
-// of the batch (x[0]; the conditional half with guidance), summed over the step's calls;
-// y_fp is the full-precision linear on that one sample (about 1/(2B) extra linear FLOPs on
-// the recorded batch only). NaN for linears not quantized or not called in the step.
+// Logged per step on the recorded batch (unless `log_error: false`):
+// /linears/extra/quant_err_rel [T, L], the relative L2 error ||y_q - y_fp|| / ||y_fp|| of
+// each quantized linear's output on the first sample of the batch (x[0]; the conditional
+// half with guidance), summed over the step's calls; y_fp is the full-precision linear on
+// that one sample (about 1/(2B) extra linear FLOPs on the recorded batch, which is also the
+// batch `speedup_wall` times: half the linears' work again at batch 1). NaN for linears not
+// quantized or not called in the step.
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -51,22 +64,31 @@ namespace cachelab {
 struct W8A8Options {
   std::string mode = "fake";                                   // fake | int8
   std::string calibration = "results/calib/w8a8.safetensors";  // relative to the project root
+  std::string activations = "static";                          // static | dynamic (see above)
   std::vector<std::string> layers = {"blocks"};                // which linears to quantize
   bool reduce_range = true;                                    // activations 0..127 (see above)
+  bool log_error = true;                                       // log quant_err_rel (see above)
   template <class V>
   void fields(V& v) {
     v("mode", mode, "fake (quantize-dequantize in float, any device) or int8 (oneDNN int8 kernels, CPU float32)");
+    v("activations", activations,
+      "activation range: static (calibrated min-max, from `calibration`) or dynamic (each call's own min-max)");
     v("calibration", calibration,
-      "activation ranges file (safetensors, relative to the project root), written by `cachelab calibrate`");
+      "activation ranges file (safetensors, relative to the project root), written by `cachelab calibrate`; "
+      "not read with activations: dynamic");
     v("layers", layers,
       "linears to quantize: `blocks` = every linear inside a block, `all`, or substrings of checkpoint names");
     v("reduce_range", reduce_range,
       "7-bit activations (0..127) so int8 kernels cannot saturate on CPUs without VNNI; false = 0..255");
+    v("log_error", log_error,
+      "log /linears/extra/quant_err_rel (one fp32 linear on one sample per call: turn off to time small batches)");
   }
   template <class C>
   void check(C& c) const {
     c.one_of("mode", mode, {"fake", "int8"});
-    c.require(!calibration.empty(), "calibration", "must name a file (e.g. results/calib/w8a8-dit-mnist.safetensors)");
+    c.one_of("activations", activations, {"static", "dynamic"});
+    c.require(activations == "dynamic" || !calibration.empty(), "calibration",
+              "must name a file (e.g. results/calib/w8a8-dit-mnist.safetensors) with activations: static");
     c.require(!layers.empty(), "layers", "must select at least one linear (e.g. [blocks])");
     for (auto& l : layers) c.require(!l.empty(), "layers", "entries must not be empty");
   }
@@ -88,6 +110,8 @@ struct ActQuant {
   int qmax = 255;        // q in [0, qmax]: 127 with reduce_range
 };
 ActQuant act_quant(float min, float max, bool reduce_range);
+// The range and parameters quantized::linear_dynamic picks for input x: its min and max.
+ActQuant dynamic_act_quant(const at::Tensor& x, bool reduce_range);
 // clamp(x, lo, hi) quantized and dequantized (float32), rounding exactly as oneDNN's
 // int8 linear does: round_half_even(float(x * float(1/scale)) + zero_point).
 at::Tensor fake_quantize(const at::Tensor& x, const ActQuant& a);
@@ -101,7 +125,8 @@ class W8A8Ops final : public Ops, public Calibrator {
   void end_step() override;
   at::Tensor linear(int id, const at::Tensor& x) override;
 
-  Calibrator* calibrator() override { return this; }
+  // Only static activations are calibrated (a dynamic w8a8 has nothing to fit).
+  Calibrator* calibrator() override { return dynamic_ ? nullptr : this; }
   void start_calibration() override;
   std::string finish_calibration() override;  // writes the file; back to quantized mode
   std::string calibration_file() const override { return o_.calibration; }
@@ -117,7 +142,8 @@ class W8A8Ops final : public Ops, public Calibrator {
   at::Tensor quantized_linear(int id, const at::Tensor& x);
 
   W8A8Options o_;
-  std::string path_;  // resolved calibration path
+  bool dynamic_ = false;  // activations: dynamic
+  std::string path_;      // resolved calibration path
   std::vector<bool> selected_;
   RunContext* ctx_ = nullptr;
   int err_extra_ = -1;

@@ -1,10 +1,13 @@
 // W8A8 on a small random DiT: weight and activation quantization error bounds, calibration
-// records the true min-max, fake and real int8 agree, unselected linears are untouched,
-// the per-linear error extra is logged, a missing or stale calibration file is a clear error.
+// records the true min-max, fake and real int8 agree (static and dynamic activations),
+// dynamic needs no calibration file, unselected linears are untouched, the per-linear error
+// extra is logged (or not), a missing or stale calibration file is a clear error, options
+// are checked and round-trip.
 #include <ATen/ATen.h>
 
 #include <boost/test/unit_test.hpp>
 #include <cmath>
+#include <filesystem>
 #include <limits>
 
 #include "caches/none.h"
@@ -83,9 +86,11 @@ struct Fixture {
     run.probe_samples = 2;
     ref_traj = cachelab::testing::run_image(model, sampler, {&none}, run, nullptr, &ref);
   }
-  W8A8Options options(const std::string& mode, const std::string& file = "calib.safetensors") const {
+  W8A8Options options(const std::string& mode, const std::string& file = "calib.safetensors",
+                      const std::string& activations = "static") const {
     W8A8Options o;
     o.mode = mode;
+    o.activations = activations;
     o.calibration = dir.path + "/" + file;
     return o;
   }
@@ -243,6 +248,62 @@ BOOST_FIXTURE_TEST_CASE(calibrated_fake_and_real_int8_agree, Fixture) {
   BOOST_CHECK_GT(traj_err, 3e-3);
 }
 
+BOOST_FIXTURE_TEST_CASE(dynamic_fake_uses_the_int8_kernels_per_call_range, Fixture) {
+  // No calibration file anywhere: dynamic reads none.
+  W8A8Ops fake(options("fake", "nowhere/none.safetensors", "dynamic"));
+  W8A8Ops int8(options("int8", "nowhere/none.safetensors", "dynamic"));
+  BOOST_CHECK(fake.calibrator() == nullptr && int8.calibrator() == nullptr);
+  c10::InferenceMode guard;
+  fake.begin_run(model.linears(), nullptr);
+  int8.begin_run(model.linears(), nullptr);
+  DenseOps dense;
+  dense.begin_run(model.linears(), nullptr);
+  // Inputs at very different scales and offsets (one all positive, one all negative): a
+  // per-call range follows each. Agreement within float rounding (as for static above)
+  // means every input quantized to the same value, so fake took the kernel's range; the
+  // relative error vs fp32 staying at the 7-bit level at every scale means the range is
+  // the call's own (a fixed range would clamp the large inputs and flatten the small ones).
+  auto gen = at::detail::createCPUGenerator(8);
+  double worst = 0, worst_err = 0, best_err = 1;
+  int k = 0;
+  for (size_t id = 0; id < model.linears().size(); ++id) {
+    if (!fake.selected()[id]) continue;
+    const auto& w = model.linears()[id].weight;
+    const double scale = std::pow(10.0, double(k % 5) - 2), offset = (k % 3 - 1) * 4.0 * scale;
+    ++k;
+    auto x = at::randn({16, 64, w.size(1)}, gen) * scale + offset;
+    auto yf = fake.linear(int(id), x), yi = int8.linear(int(id), x), y32 = dense.linear(int(id), x);
+    const double d = ((yi - yf).abs().max() / yf.abs().max()).item<double>();
+    BOOST_CHECK_MESSAGE(d < 1e-5, model.linears()[id].name << " (x scale " << scale << ", offset " << offset
+                                                           << "): max |int8 - fake| / max |y| = " << d);
+    worst = std::max(worst, d);
+    // The same values through the public helper: the kernel's range is x's min and max.
+    const ActQuant a = dynamic_act_quant(x, /*reduce_range=*/true);
+    BOOST_CHECK_EQUAL(a.lo, std::min(0.0f, x.min().item<float>()));
+    BOOST_CHECK_EQUAL(a.hi, std::max(0.0f, x.max().item<float>()));
+    const double err = rel_l2(yf, y32);
+    worst_err = std::max(worst_err, err);
+    best_err = std::min(best_err, err);
+  }
+  BOOST_TEST_MESSAGE("dynamic, per linear: max |int8 - fake| / max |y| " << worst << "; rel L2 vs fp32 in ["
+                                                                         << best_err << ", " << worst_err << "]");
+  BOOST_CHECK_GT(best_err, 1e-4);  // quantization happened
+  BOOST_CHECK_LT(worst_err, 0.05);
+}
+
+BOOST_FIXTURE_TEST_CASE(dynamic_needs_no_calibration_file_and_its_trajectories_agree, Fixture) {
+  W8A8Ops fake(options("fake", "nowhere/none.safetensors", "dynamic"));
+  W8A8Ops int8(options("int8", "nowhere/none.safetensors", "dynamic"));
+  auto tf = with(fake), ti = with(int8);
+  BOOST_CHECK(!std::filesystem::exists(dir.path + "/nowhere"));
+  // Tolerances as for static (calibrated_fake_and_real_int8_agree).
+  const double traj = rel_l2(ti.samples, tf.samples), err = rel_l2(tf.samples, ref.samples);
+  BOOST_TEST_MESSAGE("dynamic trajectory: int8 vs fake rel L2 " << traj << ", fake vs fp32 " << err);
+  BOOST_CHECK_LT(traj, 1e-3);
+  BOOST_CHECK_GT(err, 1e-3);
+  BOOST_CHECK_LT(err, 0.1);
+}
+
 BOOST_FIXTURE_TEST_CASE(reduce_range_false_is_refused_where_the_int8_kernel_saturates, Fixture) {
   W8A8Options o = options("fake");
   o.reduce_range = false;
@@ -321,6 +382,14 @@ BOOST_FIXTURE_TEST_CASE(the_error_extra_is_finite_and_logged_per_quantized_linea
     BOOST_TEST_MESSAGE(mode << ": worst per-step linear error " << worst);
     BOOST_CHECK_LT(worst, 0.2);
   }
+  // log_error: false declares nothing (and computes no fp32 linear); the samples are the same.
+  W8A8Options o = options("int8");
+  W8A8Ops logged(o);
+  o.log_error = false;
+  W8A8Ops quiet(o);
+  auto tl = with(logged), tq = with(quiet);
+  for (auto& e : tq.extras) BOOST_CHECK_MESSAGE(e.name != "quant_err_rel", "log_error: false logged " << e.name);
+  BOOST_CHECK(at::equal(tl.samples, tq.samples));
 }
 
 BOOST_FIXTURE_TEST_CASE(a_missing_or_stale_calibration_file_is_a_clear_error, Fixture) {
@@ -345,6 +414,29 @@ BOOST_AUTO_TEST_CASE(option_values_are_checked) {
       [] { ops_layers().resolve(parse_config_string("type: w8a8\nlayers: []\n", "exp.yaml")); }, {"layers"});
   auto node = ops_layers().resolve(parse_config_string("type: w8a8\nmode: int8\n", "exp.yaml"));
   BOOST_CHECK_EQUAL(node.find("calibration")->scalar, "results/calib/w8a8.safetensors");
+  BOOST_CHECK_EQUAL(node.find("activations")->scalar, "static");
+  cachelab::testing::check_error(
+      [] { ops_layers().resolve(parse_config_string("type: w8a8\nactivations: runtime\n", "exp.yaml")); },
+      {"activations", "runtime", "static", "dynamic"});
+  // A calibration file is needed only for static activations.
+  cachelab::testing::check_error(
+      [] { ops_layers().resolve(parse_config_string("type: w8a8\ncalibration: ''\n", "exp.yaml")); },
+      {"calibration", "activations: static"});
+  ops_layers().resolve(parse_config_string("type: w8a8\nactivations: dynamic\ncalibration: ''\n", "exp.yaml"));
+}
+
+BOOST_AUTO_TEST_CASE(options_round_trip_through_the_config) {
+  const std::string text = "type: w8a8\nmode: int8\nactivations: dynamic\nlog_error: false\nlayers: [attn, mlp]\n";
+  ConfigNode first = ops_layers().resolve(parse_config_string(text, "exp.yaml"));
+  const std::string yaml = to_yaml(first);
+  ConfigNode again = ops_layers().resolve(parse_config_string(yaml, "resolved.yaml"));
+  BOOST_CHECK_EQUAL(to_yaml(again), yaml);
+  auto o = read_options<W8A8Options>(again, "ops `w8a8`");
+  BOOST_CHECK_EQUAL(o.mode, "int8");
+  BOOST_CHECK_EQUAL(o.activations, "dynamic");
+  BOOST_CHECK_EQUAL(o.log_error, false);
+  BOOST_CHECK_EQUAL(o.reduce_range, true);
+  BOOST_CHECK(o.layers == std::vector<std::string>({"attn", "mlp"}));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -1,7 +1,8 @@
 // Benchmark (not a test): measured in one process, interleaved, medians of repetitions.
 //  (a) overhead of the runner with full per-step logging vs a bare LibTorch sampling loop
 //  (b) FORA N = 2, 3, 4: wall-clock speedup / FLOPs speedup
-//  (c) with --w8a8 CALIB: only W8A8 (calibrate to CALIB, forward time int8 / fake vs fp32, PSNR)
+//  (c) with --w8a8 CALIB: only W8A8 (calibrate to CALIB; linears' memory; forward, block-stack and
+//      linear times of int8 static / dynamic and fake vs fp32 at batch 1 and --batch; PSNR)
 // usage: cachelab_bench [--reps 7] [--batch 16] [--steps 50] [--threads 1] [--w8a8 CALIB]
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
@@ -12,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <malloc.h>
 #include <string>
 #include <vector>
 
@@ -53,21 +55,66 @@ std::vector<double> ratios(const std::vector<double>& num, const std::vector<dou
   return r;
 }
 
-// (c) W8A8: calibrates on one trajectory (seed 1) and writes `calib`; times one DiT
-// forward at `batch` x2 (guidance) with dense fp32, int8 and fake ops, interleaved; then
-// the PSNR of int8 and fake trajectories (seed 0) against the fp32 one.
+// Heap bytes in use (every malloc arena plus mmapped blocks): what an allocation really holds,
+// whatever the allocator reuses.
+double heap_bytes() {
+  const struct mallinfo2 m = mallinfo2();
+  return double(m.uordblks) + double(m.hblkhd);
+}
+
+// Process memory from /proc/self/status (kB): "VmRSS" (now) or "VmHWM" (peak); -1 if absent.
+double proc_kb(const char* key) {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return -1;
+  char line[256];
+  double kb = -1;
+  const size_t n = std::strlen(key);
+  while (std::fgets(line, sizeof line, f))
+    if (!std::strncmp(line, key, n) && line[n] == ':') kb = std::atof(line + n + 1);
+  std::fclose(f);
+  return kb;
+}
+
+// (c) W8A8: calibrates on one trajectory (seed 1) and writes `calib`; reports the linears'
+// memory; times one DiT forward (the whole forward, its block stack, its linears) at batch 1
+// and `batch` (x2 for guidance) with dense fp32, int8 static, int8 dynamic and fake static
+// ops, interleaved (the order rotates each repetition), each forward on a new random input,
+// medians and quartiles of the per-repetition times and of the fp32 / variant ratios; then the PSNR of fake and int8
+// trajectories (seed 0, static and dynamic) against the fp32 one.
 int bench_w8a8(Backbone& bb, const DdimSampler& sampler, RunOptions run, int reps, const std::string& calib) {
+  // Computes every site, routes the linears through `o`, and times the block sites.
   struct OpsHooks final : Hooks {
     Ops& o;
-    explicit OpsHooks(Ops& ops) : o(ops) {}
-    Tensors at(int, Tensors inputs, const SiteFn& compute) override {
+    const std::vector<Site>& sites;
+    double blocks_s = 0;
+    OpsHooks(Ops& ops, const std::vector<Site>& s) : o(ops), sites(s) {}
+    Tensors at(int site, Tensors inputs, const SiteFn& compute) override {
       SiteCall call;
       call.inputs = std::move(inputs);
       SiteLog log;
       call.log = &log;
-      return compute(call);
+      if (sites[size_t(site)].kind != SiteKind::Block) return compute(call);
+      const auto t0 = std::chrono::steady_clock::now();
+      Tensors out = compute(call);
+      blocks_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      return out;
     }
     Ops& ops() override { return o; }
+  };
+  // Times the linears inside the forward (CPU ops are synchronous).
+  struct TimedOps final : Ops {
+    Ops& o;
+    double linear_s = 0;
+    explicit TimedOps(Ops& ops) : o(ops) {}
+    at::Tensor linear(int id, const at::Tensor& v) override {
+      const auto t0 = std::chrono::steady_clock::now();
+      auto y = o.linear(id, v);
+      linear_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      return y;
+    }
+    at::Tensor attention(const AttnCall& c, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) override {
+      return o.attention(c, q, k, v);
+    }
   };
   c10::InferenceMode guard;
   run.cfg_scale = 4;  // dit-mnist's quality setting
@@ -86,67 +133,108 @@ int bench_w8a8(Backbone& bb, const DdimSampler& sampler, RunOptions run, int rep
     r.seed = seed;
     return run_trajectory(parts, r, nullptr, nullptr);
   };
-  W8A8Options fo, io;
-  fo.calibration = io.calibration = calib;
-  io.mode = "int8";
-  W8A8Ops fake(fo);
+  auto options = [&](const char* mode, const char* activations) {
+    W8A8Options o;
+    o.calibration = calib;
+    o.mode = mode;
+    o.activations = activations;
+    return o;
+  };
+  W8A8Ops fake(options("fake", "static"));
   fake.start_calibration();
   traj(&fake, 1);
   std::printf("[bench] %s\n", fake.finish_calibration().c_str());
-  W8A8Ops int8(io);
+  W8A8Ops fake_dyn(options("fake", "dynamic"));
   DenseOps dense;
-  for (Ops* o : {static_cast<Ops*>(&dense), static_cast<Ops*>(&int8), static_cast<Ops*>(&fake)})
+  for (Ops* o : {static_cast<Ops*>(&dense), static_cast<Ops*>(&fake), static_cast<Ops*>(&fake_dyn)})
     o->begin_run(bb.linears(), nullptr);
+  // Packing the int8 weights: the heap it holds.
+  const double heap0 = heap_bytes();
+  W8A8Ops int8(options("int8", "static"));
+  int8.begin_run(bb.linears(), nullptr);
+  const double packed_bytes = heap_bytes() - heap0;
+  W8A8Ops int8_dyn(options("int8", "dynamic"));
+  int8_dyn.begin_run(bb.linears(), nullptr);
 
-  const int64_t B = 2 * run.batch;
-  auto gen = at::detail::createCPUGenerator(0);
+  // Memory of the quantized linears: fp32 weight + bias vs int8 weight + fp32 scale + fp32 bias.
+  double fp32_bytes = 0, int8_bytes = 0, model_bytes = 0;
+  int n_sel = 0;
+  for (size_t i = 0; i < bb.linears().size(); ++i) {
+    if (!int8.selected()[i]) continue;
+    const auto& l = bb.linears()[i];
+    const double out = double(l.weight.size(0)), bias = l.bias.defined() ? out : 0;
+    fp32_bytes += 4 * (double(l.weight.numel()) + bias);
+    int8_bytes += double(l.weight.numel()) + 4 * out + 4 * bias;
+    ++n_sel;
+  }
+  for (auto& nt : bb.named_tensors()) model_bytes += double(nt.second.numel()) * double(nt.second.element_size());
+  std::printf("\n(c) W8A8 (%d block linears; embedders, final layer, attention, norms, GELU fp32)\n", n_sel);
+  std::printf("    memory: quantized linears fp32 %.2f MB -> int8 + scales %.2f MB (%.2fx smaller); whole model fp32 "
+              "%.2f MB -> %.2f MB\n",
+              fp32_bytes / 1e6, int8_bytes / 1e6, fp32_bytes / int8_bytes, model_bytes / 1e6,
+              (model_bytes - fp32_bytes + int8_bytes) / 1e6);
+  std::printf("    heap held by one int8 ops layer's packed weights (beside the fp32 model, which the process "
+              "keeps): %.2f MB; process peak RSS %.1f MB\n",
+              packed_bytes / 1e6, proc_kb("VmHWM") / 1e3);
+
+  const char* names[4] = {"fp32", "int8 static", "int8 dynamic", "fake static"};
+  Ops* chain[4] = {&dense, &int8, &int8_dyn, &fake};
   auto shape = bb.sample_shape();
-  auto x = at::randn({B, shape[0], shape[1], shape[2]}, gen);
-  auto t = at::full({B}, 500.0, at::kFloat);
-  Cond cond;
-  cond.labels = at::arange(B, at::kLong).remainder(bb.num_classes());
-  // Times the linears inside the forward (CPU ops are synchronous).
-  struct TimedOps final : Ops {
-    Ops& o;
-    double linear_s = 0;
-    explicit TimedOps(Ops& ops) : o(ops) {}
-    at::Tensor linear(int id, const at::Tensor& v) override {
-      const auto t0 = std::chrono::steady_clock::now();
-      auto y = o.linear(id, v);
-      linear_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      return y;
-    }
-    at::Tensor attention(const AttnCall& c, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) override {
-      return o.attention(c, q, k, v);
-    }
-  };
-  const int per_rep = 5;
-  std::vector<std::vector<double>> ms(3), lin(3);
-  Ops* chain[3] = {&dense, &int8, &fake};
-  for (int r = 0; r < reps + 1; ++r)
-    for (int k = 0; k < 3; ++k) {
-      TimedOps timed(*chain[k]);
-      OpsHooks h(timed);
-      const double s = seconds([&] {
-        for (int i = 0; i < per_rep; ++i) bb.forward(x, t, cond, h);
-      });
-      if (r == 0) continue;  // repetition 0 warms up
-      ms[size_t(k)].push_back(1000 * s / per_rep);
-      lin[size_t(k)].push_back(1000 * timed.linear_s / per_rep);
-    }
-  auto rel = [](const at::Tensor& a, const at::Tensor& r) { return ((a - r).norm() / r.norm()).item<double>(); };
-  OpsHooks hd(dense), hi(int8), hf(fake);
-  auto yd = bb.forward(x, t, cond, hd), yi = bb.forward(x, t, cond, hi), yf = bb.forward(x, t, cond, hf);
-  const double m32 = median(ms[0]), m8 = median(ms[1]), mf = median(ms[2]);
-  std::printf("\n(c) W8A8 (block linears; embedders and final layer fp32), one DiT forward at batch %lld (%d x2)\n",
-              (long long)B, run.batch);
-  std::printf("    fp32 %.2f ms, int8 %.2f ms (%.2fx), fake %.2f ms (%.2fx)  [medians of %d x %d]\n", m32, m8,
-              m32 / m8, mf, m32 / mf, reps, per_rep);
-  std::printf("    of which all linears: fp32 %.2f ms, int8 %.2f ms (%.2fx), fake %.2f ms\n", median(lin[0]),
-              median(lin[1]), median(lin[0]) / median(lin[1]), median(lin[2]));
-  std::printf("    one forward, rel L2: fake vs fp32 %.3g, int8 vs fake %.3g\n", rel(yf, yd), rel(yi, yf));
+  std::vector<int> batches = {1};
+  if (run.batch != 1) batches.push_back(run.batch);
+  for (int batch : batches) {
+    const int64_t B = 2 * batch;
+    auto gen = at::detail::createCPUGenerator(0);
+    auto x = at::randn({B, shape[0], shape[1], shape[2]}, gen);
+    auto t = at::full({B}, 500.0, at::kFloat);
+    Cond cond;
+    cond.labels = at::arange(B, at::kLong).remainder(bb.num_classes());
+    const int per_rep = std::max(5, 64 / int(B));  // forwards per timing: >= ~0.1 s at either batch
+    std::vector<std::vector<double>> whole(4), blocks(4), lin(4);  // ms per forward, per repetition
+    uint64_t draw = 1;
+    for (int r = 0; r < reps + 1; ++r)
+      for (int j = 0; j < 4; ++j) {
+        const int k = (j + r) % 4;  // rotate which goes first
+        TimedOps timed(*chain[k]);
+        OpsHooks h(timed, bb.sites());
+        // Every forward sees an input never seen before, as in sampling: oneDNN builds a new
+        // primitive for every new activation scale, which repeated inputs would hide.
+        std::vector<at::Tensor> xs;
+        for (int i = 0; i < per_rep; ++i) {
+          auto g = at::detail::createCPUGenerator(draw++);
+          xs.push_back(at::randn({B, shape[0], shape[1], shape[2]}, g));
+        }
+        const double s = seconds([&] {
+          for (int i = 0; i < per_rep; ++i) bb.forward(xs[size_t(i)], t, cond, h);
+        });
+        if (r == 0) continue;  // repetition 0 warms up
+        whole[size_t(k)].push_back(1000 * s / per_rep);
+        blocks[size_t(k)].push_back(1000 * h.blocks_s / per_rep);
+        lin[size_t(k)].push_back(1000 * timed.linear_s / per_rep);
+      }
+    std::printf("\n    one DiT forward at batch %d (x2 for guidance), ms [IQR] and fp32 / variant [IQR], %d "
+                "repetitions of %d forwards:\n",
+                batch, reps, per_rep);
+    std::printf("    %-13s %24s %24s %24s %16s %16s %16s\n", "ops", "forward ms", "blocks ms", "linears ms",
+                "forward x", "blocks x", "linears x");
+    for (int k = 0; k < 4; ++k)
+      std::printf("    %-13s %24s %24s %24s %16s %16s %16s\n", names[k], spread(whole[k], "%.2f").c_str(),
+                  spread(blocks[k], "%.2f").c_str(), spread(lin[k], "%.2f").c_str(),
+                  spread(ratios(whole[0], whole[k]), "%.2f").c_str(),
+                  spread(ratios(blocks[0], blocks[k]), "%.2f").c_str(),
+                  spread(ratios(lin[0], lin[k]), "%.2f").c_str());
+    auto rel = [](const at::Tensor& a, const at::Tensor& r) { return ((a - r).norm() / r.norm()).item<double>(); };
+    OpsHooks hd(dense, bb.sites()), hi(int8, bb.sites()), hf(fake, bb.sites()), hy(int8_dyn, bb.sites()),
+        hz(fake_dyn, bb.sites());
+    auto yd = bb.forward(x, t, cond, hd), yi = bb.forward(x, t, cond, hi), yf = bb.forward(x, t, cond, hf);
+    auto yy = bb.forward(x, t, cond, hy), yz = bb.forward(x, t, cond, hz);
+    std::printf("    one forward, rel L2 vs fp32: static %.3g, dynamic %.3g; int8 vs fake: static %.3g, dynamic %.3g\n",
+                rel(yf, yd), rel(yz, yd), rel(yi, yf), rel(yy, yz));
+    std::fflush(stdout);
+  }
 
-  auto ref = traj(nullptr, 0), tf = traj(&fake, 0), ti = traj(&int8, 0);
+  auto ref = traj(nullptr, 0), tf = traj(&fake, 0), ti = traj(&int8, 0), tz = traj(&fake_dyn, 0),
+       ty = traj(&int8_dyn, 0);
   auto psnr = metrics().build(parse_config_string("type: psnr\n", "bench"));
   auto value = [&](const Trajectory& tr) {
     MetricInputs in;
@@ -154,9 +242,12 @@ int bench_w8a8(Backbone& bb, const DdimSampler& sampler, RunOptions run, int rep
     in.reference = ref.samples;
     return psnr->compute(in)[0].second;
   };
-  std::printf("    trajectories (%d samples, %d steps, guidance %.0f, seed 0): PSNR vs fp32: fake %.2f dB, int8 %.2f dB;"
-              " int8 vs fake rel L2 %.3g\n",
-              run.samples, sampler.num_steps(), run.cfg_scale, value(tf), value(ti), rel(ti.samples, tf.samples));
+  auto rel = [](const at::Tensor& a, const at::Tensor& r) { return ((a - r).norm() / r.norm()).item<double>(); };
+  std::printf("\n    trajectories (%d samples, %d steps, guidance %.0f, seed 0), PSNR vs fp32: static fake %.2f dB, "
+              "int8 %.2f dB; dynamic fake %.2f dB, int8 %.2f dB; int8 vs fake rel L2: static %.3g, dynamic %.3g\n",
+              run.samples, sampler.num_steps(), run.cfg_scale, value(tf), value(ti), value(tz), value(ty),
+              rel(ti.samples, tf.samples), rel(ty.samples, tz.samples));
+  std::printf("    process peak RSS %.1f MB\n", proc_kb("VmHWM") / 1e3);
   return 0;
 }
 
