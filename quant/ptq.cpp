@@ -155,6 +155,13 @@ void PtqOps::load() {
                                                    {"timestep_groups", std::to_string(o_.timestep_groups)},
                                                    {"low_bits", std::to_string(o_.low_bits)}};
   if (o_.correct) want["correct"] = "true";
+  // Keys older files lack: their default then.
+  const std::map<std::string, std::string> defaults = {{"calibration_select", "all"}, {"tap_clusters", "16"},
+                                                       {"calibration_steps", "0"}};
+  want["calibration_select"] = o_.calibration_select;
+  want["calibration_steps"] = std::to_string(o_.calibration_steps);
+  if (o_.calibration_select == "tap") want["tap_clusters"] = std::to_string(o_.tap_clusters);
+  for (auto& [k, v] : defaults) f.metadata.emplace(k, v);
   if (o_.temporal == "auto") {  // the temporal errors were measured with these weights
     want["temporal_weights"] = temporal_weights();
   }
@@ -507,6 +514,8 @@ void PtqOps::fit_ranges() {
               {"timestep_groups", std::to_string(o_.timestep_groups)},
               {"low_bits", std::to_string(o_.low_bits)},
               {"calibration_steps", std::to_string(o_.calibration_steps)},
+              {"calibration_select", o_.calibration_select},
+              {"tap_clusters", std::to_string(o_.tap_clusters)},
               {"temporal_weights", temporal_weights()}};
   s_->have_file = true;
   s_->obs.clear();
