@@ -7,6 +7,7 @@ With a sweep over `seed`, runs that differ only in their seed form one variant g
 (`fora_n2[seed=0]`, `fora_n2[seed=1]` -> `fora_n2`): claims, the table and the figures
 use the group's mean and its spread across seeds.
 """
+import glob
 import html
 import json
 import math
@@ -299,6 +300,10 @@ def build_figures(runs, names, groups, out):
         "Each variant at its FLOPs speedup (filled) and wall-clock speedup (hollow) against the uncached reference; "
         "with several seeds the mean, error bars one standard deviation across seeds (n = seeds). Circled points "
         "and the dashed line: the Pareto front over FLOPs speedup and quality. Colour families group the methods.")
+    add(figs.plot_error_budget(agg, variants, method, style, os.path.join(out, "error_budget.png")),
+        "Error vs budget", "error_budget.png",
+        "Each method with several settings: PSNR against FLOPs speedup, its settings joined in order of speedup; "
+        "mean over seeds, error bars one standard deviation (n = seeds). PSNR inf (identical samples) at the top.")
     add(figs.plot_step_cost(series, [g for g in groups if done(runs, groups[g])], os.path.join(out, "step_cost.png")),
         "Cost per step", "step_cost.png", "Wall time and analytic FLOPs of each sampling step, per variant (mean "
         "over seeds); grey where a run has no such step.")
@@ -324,6 +329,21 @@ def build_figures(runs, names, groups, out):
         add(True, "Feature drift of the reference", "drift.png",
             "How much each site's output moves from one step to the next in the uncached run: where it moves little, "
             "a cache loses little. White: exactly 0; grey: not measured (step 0).")
+    for pf in sorted(glob.glob(os.path.join(out, os.pardir, "profiles", "*.h5")))[:2]:
+        try:
+            with h5py.File(pf, "r") as h:
+                names_p = [text(n) for n in h["sites/name"][:]]
+                lag = min(1, h["reuse/output_rel_l2"].shape[2] - 1)
+                png = "profile_" + os.path.splitext(os.path.basename(pf))[0] + ".png"
+                figs.plot_profile(names_p, h["reuse/output_rel_l2"][:, :, lag], h["reuse/site_rel_l2"][:, :, lag], lag,
+                                  os.path.join(out, png))
+        except (OSError, KeyError) as e:
+            print(f"report: skipping profile {pf}: {e}", file=sys.stderr)
+            continue
+        add(True, f"Profile: reuse error ({os.path.basename(pf)})", png,
+            "From `cachelab profile` (profiles/ beside the run files): per step and site, the error the model output "
+            "(left) and the site itself (right) would have if that site alone reused its output from the step "
+            "before. Dark: safe to cache.")
     rasters = {g: runs[first[g]]["h5"]["sites/decision"][:] for g in variants
                if "sites/decision" in runs[first[g]]["h5"] and runs[first[g]]["h5"]["sites/decision"].shape[1] == len(sites)}
     add(figs.plot_decisions(rasters, sites, os.path.join(out, "decisions.png")),

@@ -299,6 +299,55 @@ def plot_drift(names, rel, cos, path):
     save(fig, path)
 
 
+def plot_error_budget(agg, groups, method, style, path, metric="psnr"):
+    """Error vs budget: per method family with at least two settings, its variants joined in
+    order of FLOPs speedup, quality with its spread over seeds. None when no family has two."""
+    families = {}
+    for g in groups:
+        a = agg.get(g) or {}
+        if not a.get("speedup_flops") or not a.get(metric):
+            continue
+        families.setdefault(method[g], []).append(g)
+    # A curve needs settings at different budgets (equal-budget comparisons have none).
+    families = {m: gs for m, gs in families.items()
+                if len({round(agg[g]["speedup_flops"]["mean"], 2) for g in gs}) >= 2}
+    if not families:
+        return False
+    fig, ax = plt.subplots(figsize=(9, 5.5), constrained_layout=True)
+    for m, gs in families.items():
+        gs = sorted(gs, key=lambda g: agg[g]["speedup_flops"]["mean"])
+        x = [agg[g]["speedup_flops"]["mean"] for g in gs]
+        top = [99.0 if not np.isfinite(agg[g][metric]["mean"]) else agg[g][metric]["mean"] for g in gs]
+        lo = [t - agg[g][metric]["lo"] if np.isfinite(agg[g][metric]["lo"]) else 0.0 for t, g in zip(top, gs)]
+        hi = [agg[g][metric]["hi"] - t if np.isfinite(agg[g][metric]["hi"]) else 0.0 for t, g in zip(top, gs)]
+        ax.errorbar(x, top, yerr=[np.maximum(lo, 0), np.maximum(hi, 0)], color=style.color[gs[-1]], marker="o",
+                    capsize=3, label=m)
+    ax.set_xlabel("FLOPs speedup (the budget: higher = fewer FLOPs)")
+    ax.set_ylabel(metric.upper() + (" (dB)" if metric == "psnr" else ""))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    save(fig, path)
+    return True
+
+
+def plot_profile(names, reuse_output, reuse_site, lag, path):
+    """A profile's reuse error: per step and site, the model output's (left) and the site's
+    own (right) relative L2 error when that site alone reuses its output from `lag` steps before."""
+    height = min(MAX_HEIGHT_IN - 1.0, 0.2 * len(names) + 1.0)
+    fig, axes = plt.subplots(1, 2, figsize=(14, height + 1.0), constrained_layout=True)
+    for ax, data, title in ((axes[0], reuse_output, f"model output error, reuse from {lag} step(s) before"),
+                            (axes[1], reuse_site, f"site output error, reuse from {lag} step(s) before")):
+        norm = log_norm(data)
+        im = ax.imshow(np.ma.masked_invalid(data.T), aspect="auto", cmap=heat_cmap(), norm=norm,
+                       interpolation="nearest")
+        set_row_labels(ax, names, height)
+        ax.set_xlabel("sampling step")
+        ax.set_title(title, fontsize=9)
+        if norm is not None:
+            fig.colorbar(im, ax=ax, fraction=0.04)
+    save(fig, path)
+
+
 def plot_decisions(rasters, sites, path, max_panels=10):
     """Cache decisions per step and site, one panel per variant group (its first seed), at
     most `max_panels`; the whole figure stays under MAX_HEIGHT_IN."""
