@@ -21,8 +21,9 @@ std::pair<at::Tensor, at::Tensor> fit_affine(const at::Tensor& sx, const at::Ten
   return {a, b};
 }
 
-DecCorrector::DecCorrector(const DecOptions& o, const BuildContext& ctx)
-    : o_(o), inner_(caches().build(o.inner.node, nullptr, ctx)) {}
+DecCorrector::DecCorrector(const DecOptions& o, const BuildContext& ctx) : o_(o) {
+  inner_ = caches().build(o.inner.node, nullptr, ctx);
+}
 DecCorrector::~DecCorrector() = default;
 
 void DecCorrector::load_table() {

@@ -53,16 +53,13 @@ struct ResidualLinearOptions : DecOptions {
   ResidualLinearOptions() { per = "tensor"; }
 };
 
-class DecCorrector : public CachePolicy, public Calibrator {
+class DecCorrector : public NestingLayer, public Calibrator {
  public:
   DecCorrector(const DecOptions& o, const BuildContext& ctx);
   ~DecCorrector() override;
   void begin_run(RunContext& ctx) override;
   void begin_step(const StepIndex& step) override;
   Tensors at(SiteCall& call, const Next& next) override;
-  bool wants_tap(int tap) const override { return inner_->wants_tap(tap); }
-  void tap(int tap, const at::Tensor& value) override { inner_->tap(tap, value); }
-  void end_step(const std::vector<uint8_t>& decisions) override { inner_->end_step(decisions); }
   Calibrator* calibrator() override { return this; }
   void start_calibration() override;
   std::string finish_calibration() override;
@@ -76,7 +73,6 @@ class DecCorrector : public CachePolicy, public Calibrator {
   using Key = std::pair<int, int>;  // (step, site)
   void load_table();
   DecOptions o_;
-  std::unique_ptr<SiteLayer> inner_;
   bool calibrating_ = false, loaded_ = false;
   std::map<Key, std::pair<at::Tensor, at::Tensor>> table_;
   std::map<Key, Sums> sums_;

@@ -43,26 +43,17 @@ struct ScmOptions {
 // The preset's mask for `steps` denoising steps (1 = compute).
 std::vector<int> scm_preset(const std::string& name, int steps);
 
-class ScmPolicy final : public CachePolicy {
+class ScmPolicy final : public NestingLayer {
  public:
   ScmPolicy(const ScmOptions& o, const BuildContext& ctx);
   ~ScmPolicy() override;
   void begin_run(RunContext& ctx) override;
   void begin_step(const StepIndex& step) override;
   Tensors at(SiteCall& call, const Next& next) override;
-  bool wants_tap(int tap) const override { return inner_ && inner_->wants_tap(tap); }
-  void tap(int tap, const at::Tensor& value) override {
-    if (inner_) inner_->tap(tap, value);
-  }
-  void end_step(const std::vector<uint8_t>& decisions) override {
-    if (inner_) inner_->end_step(decisions);
-  }
-  Calibrator* calibrator() override { return inner_ ? inner_->calibrator() : nullptr; }
   const std::vector<int>& mask() const { return mask_; }
 
  private:
   ScmOptions o_;
-  std::unique_ptr<SiteLayer> inner_;
   std::vector<int> mask_;
   int site_ = -1, step_ = 0;
   bool compute_ = true;

@@ -40,20 +40,13 @@ struct VcOptions {
   }
 };
 
-class VcCorrector final : public CachePolicy, public Calibrator {
+class VcCorrector final : public NestingLayer, public Calibrator {
  public:
   VcCorrector(const VcOptions& o, const BuildContext& ctx);
   ~VcCorrector() override;
   void begin_run(RunContext& ctx) override;
   void begin_step(const StepIndex& step) override;
   Tensors at(SiteCall& call, const Next& next) override;
-  bool wants_tap(int tap) const override { return inner_ && inner_->wants_tap(tap); }
-  void tap(int tap, const at::Tensor& value) override {
-    if (inner_) inner_->tap(tap, value);
-  }
-  void end_step(const std::vector<uint8_t>& decisions) override {
-    if (inner_) inner_->end_step(decisions);
-  }
   Calibrator* calibrator() override { return this; }
   void start_calibration() override;
   std::string finish_calibration() override;
@@ -65,7 +58,6 @@ class VcCorrector final : public CachePolicy, public Calibrator {
  private:
   void load();
   VcOptions o_;
-  std::unique_ptr<SiteLayer> inner_;
   std::vector<double> target_;          // sigma*_t
   std::vector<double> sum_, count_;     // calibration sums per step
   std::string digest_, path_;

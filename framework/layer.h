@@ -86,6 +86,23 @@ class Calibrator {
   virtual std::string calibration_file() const = 0;
 };
 
+// A site layer around an optional inner one (correctors, masks, layers that steer a
+// quantizer): taps, step ends and calibration pass on to the inner layer.
+class NestingLayer : public SiteLayer {
+ public:
+  bool wants_tap(int tap) const override { return inner_ && inner_->wants_tap(tap); }
+  void tap(int tap, const at::Tensor& value) override {
+    if (inner_) inner_->tap(tap, value);
+  }
+  void end_step(const std::vector<uint8_t>& decisions) override {
+    if (inner_) inner_->end_step(decisions);
+  }
+  Calibrator* calibrator() override { return inner_ ? inner_->calibrator() : nullptr; }
+
+ protected:
+  std::unique_ptr<SiteLayer> inner_;
+};
+
 // A cache policy is a site layer; the name says what it is for.
 using CachePolicy = SiteLayer;
 

@@ -55,28 +55,19 @@ struct SixBitOptions {
   }
 };
 
-class SixBitPolicy final : public CachePolicy {
+class SixBitPolicy final : public NestingLayer {
  public:
   SixBitPolicy(const SixBitOptions& o, const BuildContext& ctx);
   ~SixBitPolicy() override;
   void begin_run(RunContext& ctx) override;
   void begin_step(const StepIndex& step) override;
   Tensors at(SiteCall& call, const Next& next) override;
-  bool wants_tap(int tap) const override { return inner_ && inner_->wants_tap(tap); }
-  void tap(int tap, const at::Tensor& value) override {
-    if (inner_) inner_->tap(tap, value);
-  }
-  void end_step(const std::vector<uint8_t>& decisions) override {
-    if (inner_) inner_->end_step(decisions);
-  }
-  Calibrator* calibrator() override { return inner_ ? inner_->calibrator() : nullptr; }
 
   // The blocks that run low at a step, from the previous step's differences (NaN = unknown).
   static std::vector<bool> allocate(const std::vector<double>& diff, int low_count);
 
  private:
   SixBitOptions o_;
-  std::unique_ptr<SiteLayer> inner_;
   RunContext* ctx_ = nullptr;
   std::vector<int> block_of_;
   std::vector<double> diff_;

@@ -1,5 +1,6 @@
-// The cache tests' fixture: a tiny random DiT, 12 DDIM steps, guidance 1.5, its
-// uncached reference, and helpers to run a policy and count decisions.
+// The image tests' fixture (caches and quantizers): a tiny random DiT, 12 DDIM steps,
+// guidance 1.5, its uncached reference, and helpers to run a policy or an ops layer and
+// count decisions.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -32,6 +33,11 @@ struct Fixture {
   }
   Trajectory with(CachePolicy& p, Ops* ops = nullptr) {
     return run_image(model, sampler, {&p}, run, &ref, nullptr, ops);
+  }
+  // Every site computed, the linears through `ops`.
+  Trajectory with(Ops& ops) {
+    NoCache none{NoCacheOptions{}};
+    return run_image(model, sampler, {&none}, run, &ref, nullptr, &ops);
   }
   int site(const std::string& name) const { return find_site(model.sites(), name); }
 };

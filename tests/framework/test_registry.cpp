@@ -40,6 +40,8 @@ BOOST_AUTO_TEST_CASE(census_every_expected_component_is_registered) {
 // Components that need keys (a nested policy, a file) round-trip from these examples.
 const std::map<std::string, std::string> kExamples = {
     {"dec", "type: dec\ninner: {type: fora, interval: 2}\ntable: results/calib/t.safetensors\n"},
+    {"residual_linear", "type: residual_linear\ninner: {type: fora, interval: 2}\ntable: results/calib/r.safetensors\n"},
+    {"vc", "type: vc\ninner: {type: fora, interval: 2}\ntable: results/calib/v.safetensors\n"},
     {"schedule", "type: schedule\ncompute: [1, 0, 1]\n"},
     {"magcache", "type: magcache\ncalibration: results/calib/m.txt\n"},
     {"scm", "type: scm\npreset: fast\ninner: {type: fbcache, threshold: 0.2}\n"},

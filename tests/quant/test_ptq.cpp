@@ -8,7 +8,6 @@
 #include <cmath>
 #include <limits>
 
-#include "caches/none.h"
 #include "framework/config.h"
 #include "framework/error.h"
 #include "framework/registries.h"
@@ -18,7 +17,7 @@
 #include "quant/ptq.h"
 #include "quant/quantize.h"
 #include "quant/sixbit.h"
-#include "tests/test_util.h"
+#include "tests/caches/fixture.h"
 
 using namespace cachelab;
 
@@ -43,31 +42,13 @@ class RangeOps final : public Ops {
   }
 };
 
-struct PtqFixture {
-  Dit model{cachelab::testing::tiny_dit_options()};
-  DdimSampler sampler{[] {
-    DdimOptions o;
-    o.steps = 12;
-    return o;
-  }()};
-  RunOptions run;
-  ReferenceTrace ref;
-  Trajectory ref_traj;
+struct PtqFixture : cachelab::testing::Fixture {
   cachelab::testing::TempDir dir;
-  NoCache none{NoCacheOptions{}};
-  PtqFixture() {
-    cachelab::testing::randomize(model);
-    run.samples = 4;
-    run.batch = 4;
-    run.probe_samples = 2;
-    ref_traj = cachelab::testing::run_image(model, sampler, {&none}, run, nullptr, &ref);
-  }
   PtqOptions options(const std::string& file = "ptq.safetensors") const {
     PtqOptions o;
     o.calibration = dir.path + "/" + file;
     return o;
   }
-  Trajectory with(Ops& ops) { return cachelab::testing::run_image(model, sampler, {&none}, run, &ref, nullptr, &ops); }
   std::string calibrate(PtqOps& ops) {
     BOOST_REQUIRE(ops.calibrator());
     ops.calibrator()->start_calibration();

@@ -17,7 +17,7 @@
 #include "models/safetensors.h"
 #include "models/samplers.h"
 #include "quant/w8a8.h"
-#include "tests/test_util.h"
+#include "tests/caches/fixture.h"
 
 using namespace cachelab;
 
@@ -67,25 +67,9 @@ int linear_id(const Backbone& b, const std::string& name) {
   return -1;
 }
 
-struct Fixture {
-  Dit model{cachelab::testing::tiny_dit_options()};
-  DdimSampler sampler{[] {
-    DdimOptions o;
-    o.steps = 12;
-    return o;
-  }()};
-  RunOptions run;
-  ReferenceTrace ref;
-  Trajectory ref_traj;
+struct W8a8Fixture : cachelab::testing::Fixture {
   cachelab::testing::TempDir dir;
   NoCache none{NoCacheOptions{}};
-  Fixture() {
-    cachelab::testing::randomize(model);
-    run.samples = 4;
-    run.batch = 4;
-    run.probe_samples = 2;
-    ref_traj = cachelab::testing::run_image(model, sampler, {&none}, run, nullptr, &ref);
-  }
   W8A8Options options(const std::string& mode, const std::string& file = "calib.safetensors",
                       const std::string& activations = "static") const {
     W8A8Options o;
@@ -170,7 +154,7 @@ BOOST_AUTO_TEST_CASE(activation_fake_quant_is_bounded_by_half_a_step) {
   BOOST_CHECK_EQUAL(fake_quantize(at::zeros({3}), pos).abs().max().item<double>(), 0.0);
 }
 
-BOOST_FIXTURE_TEST_CASE(calibration_records_every_linears_min_max_over_all_steps_in_fp32, Fixture) {
+BOOST_FIXTURE_TEST_CASE(calibration_records_every_linears_min_max_over_all_steps_in_fp32, W8a8Fixture) {
   W8A8Ops ops(options("fake"));
   BOOST_REQUIRE(ops.calibrator() == &ops);
   std::string summary;
@@ -195,7 +179,7 @@ BOOST_FIXTURE_TEST_CASE(calibration_records_every_linears_min_max_over_all_steps
   }
 }
 
-BOOST_FIXTURE_TEST_CASE(fake_rounds_every_input_as_the_int8_kernel_does, Fixture) {
+BOOST_FIXTURE_TEST_CASE(fake_rounds_every_input_as_the_int8_kernel_does, W8a8Fixture) {
   W8A8Ops fake(options("fake"));
   calibrate(fake);
   W8A8Ops int8(options("int8"));
@@ -221,7 +205,7 @@ BOOST_FIXTURE_TEST_CASE(fake_rounds_every_input_as_the_int8_kernel_does, Fixture
   BOOST_TEST_MESSAGE("per linear, max |int8 - fake| / max |y|: " << worst);
 }
 
-BOOST_FIXTURE_TEST_CASE(calibrated_fake_and_real_int8_agree, Fixture) {
+BOOST_FIXTURE_TEST_CASE(calibrated_fake_and_real_int8_agree, W8a8Fixture) {
   W8A8Ops fake(options("fake"));
   calibrate(fake);
   W8A8Ops int8(options("int8"));  // loads the file fake just wrote
@@ -248,7 +232,7 @@ BOOST_FIXTURE_TEST_CASE(calibrated_fake_and_real_int8_agree, Fixture) {
   BOOST_CHECK_GT(traj_err, 3e-3);
 }
 
-BOOST_FIXTURE_TEST_CASE(dynamic_fake_uses_the_int8_kernels_per_call_range, Fixture) {
+BOOST_FIXTURE_TEST_CASE(dynamic_fake_uses_the_int8_kernels_per_call_range, W8a8Fixture) {
   // No calibration file anywhere: dynamic reads none.
   W8A8Ops fake(options("fake", "nowhere/none.safetensors", "dynamic"));
   W8A8Ops int8(options("int8", "nowhere/none.safetensors", "dynamic"));
@@ -291,7 +275,7 @@ BOOST_FIXTURE_TEST_CASE(dynamic_fake_uses_the_int8_kernels_per_call_range, Fixtu
   BOOST_CHECK_LT(worst_err, 0.05);
 }
 
-BOOST_FIXTURE_TEST_CASE(dynamic_needs_no_calibration_file_and_its_trajectories_agree, Fixture) {
+BOOST_FIXTURE_TEST_CASE(dynamic_needs_no_calibration_file_and_its_trajectories_agree, W8a8Fixture) {
   W8A8Ops fake(options("fake", "nowhere/none.safetensors", "dynamic"));
   W8A8Ops int8(options("int8", "nowhere/none.safetensors", "dynamic"));
   auto tf = with(fake), ti = with(int8);
@@ -304,7 +288,7 @@ BOOST_FIXTURE_TEST_CASE(dynamic_needs_no_calibration_file_and_its_trajectories_a
   BOOST_CHECK_LT(err, 0.1);
 }
 
-BOOST_FIXTURE_TEST_CASE(reduce_range_false_is_refused_where_the_int8_kernel_saturates, Fixture) {
+BOOST_FIXTURE_TEST_CASE(reduce_range_false_is_refused_where_the_int8_kernel_saturates, W8a8Fixture) {
   W8A8Options o = options("fake");
   o.reduce_range = false;
   W8A8Ops fake(o);
@@ -323,7 +307,7 @@ BOOST_FIXTURE_TEST_CASE(reduce_range_false_is_refused_where_the_int8_kernel_satu
   }
 }
 
-BOOST_FIXTURE_TEST_CASE(unselected_linears_are_bitwise_untouched, Fixture) {
+BOOST_FIXTURE_TEST_CASE(unselected_linears_are_bitwise_untouched, W8a8Fixture) {
   W8A8Ops ops(options("fake"));
   calibrate(ops);
   c10::InferenceMode guard;
@@ -357,7 +341,7 @@ BOOST_FIXTURE_TEST_CASE(unselected_linears_are_bitwise_untouched, Fixture) {
   BOOST_CHECK_EQUAL(n, 2 * 4);
 }
 
-BOOST_FIXTURE_TEST_CASE(the_error_extra_is_finite_and_logged_per_quantized_linear, Fixture) {
+BOOST_FIXTURE_TEST_CASE(the_error_extra_is_finite_and_logged_per_quantized_linear, W8a8Fixture) {
   W8A8Ops cal(options("fake"));
   calibrate(cal);
   for (const char* mode : {"fake", "int8"}) {
@@ -392,7 +376,7 @@ BOOST_FIXTURE_TEST_CASE(the_error_extra_is_finite_and_logged_per_quantized_linea
   BOOST_CHECK(at::equal(tl.samples, tq.samples));
 }
 
-BOOST_FIXTURE_TEST_CASE(a_missing_or_stale_calibration_file_is_a_clear_error, Fixture) {
+BOOST_FIXTURE_TEST_CASE(a_missing_or_stale_calibration_file_is_a_clear_error, W8a8Fixture) {
   W8A8Ops missing(options("fake", "nowhere/none.safetensors"));
   cachelab::testing::check_error([&] { missing.begin_run(model.linears(), nullptr); },
                                  {"no calibration file at", dir.path + "/nowhere/none.safetensors",
