@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <numeric>
 #include <set>
 #include <sstream>
 
@@ -297,7 +298,12 @@ at::Tensor PtqOps::linear(int id, const at::Tensor& x) {
       auto mm = at::aminmax(rows, 1);
       auto mn = std::get<0>(mm).contiguous(), mx = std::get<1>(mm).contiguous();
       const int64_t per = std::max<int64_t>(16, o_.calibration_values / B);
-      auto vals = rows.slice(1, 0, C, std::max<int64_t>(1, C / per)).clone();
+      // A stride sharing a factor with the channel count would keep sampling the same few
+      // channels (a stride of exactly K sees one channel); a coprime one visits them all.
+      const int64_t K = x.size(-1);
+      int64_t stride = std::max<int64_t>(1, C / per);
+      while (stride > 1 && std::gcd(stride, K) != 1) ++stride;
+      auto vals = rows.slice(1, 0, C, stride).clone();
       for (int64_t b = 0; b < B; ++b)
         s_->obs[i].push_back({s_->step, s_->group, (int64_t(s_->batch) << 20) + b, mn.data_ptr<float>()[b],
                               mx.data_ptr<float>()[b], vals[b]});

@@ -246,6 +246,36 @@ BOOST_FIXTURE_TEST_CASE(tap_calibrates_on_cluster_medoids_inside_the_full_ranges
   BOOST_CHECK(t.failed_step < 0);
 }
 
+BOOST_FIXTURE_TEST_CASE(percentile_calibration_samples_every_channel, PtqFixture) {
+  // Channels on very different scales: a strided sample that kept hitting one channel would
+  // miss the true percentile by far.
+  PtqOptions o = options("pct.safetensors");
+  o.act_calibrator = "percentile";
+  o.percentile = 90;
+  o.layers = {"blocks.0.mlp.fc1"};
+  PtqOps ops(o);
+  c10::InferenceMode guard;
+  const int id = linear_id("blocks.0.mlp.fc1");
+  const int64_t K = model.linears()[size_t(id)].weight.size(1);
+  auto gen = at::detail::createCPUGenerator(4);
+  std::vector<at::Tensor> xs;
+  ops.start_calibration();
+  ops.begin_run(model.linears(), nullptr);
+  for (int k = 0; k < 4; ++k) {
+    xs.push_back(at::rand({4, 64, K}, gen) * at::arange(1, K + 1, at::kFloat));
+    ops.linear(id, xs.back());
+  }
+  ops.finish_calibration();
+  auto f = read_safetensors(dir.path + "/pct.safetensors");
+  float hi = 0;
+  for (auto& [name, t] : f.tensors)
+    if (name == "blocks.0.mlp.fc1.act_range") hi = t[0][1].item<float>();
+  auto all = std::get<0>(at::cat(xs).reshape({-1}).sort());
+  const float truth = all[int64_t(0.9 * double(all.numel() - 1))].item<float>();
+  BOOST_TEST_MESSAGE("90th percentile: calibrated " << hi << ", over every value " << truth);
+  BOOST_CHECK_CLOSE(hi, truth, 5.0);
+}
+
 BOOST_FIXTURE_TEST_CASE(error_grows_as_bits_shrink_and_is_logged_per_linear, PtqFixture) {
   auto run_bits = [&](int wb, int ab, const std::string& file) {
     PtqOptions o = options(file);
