@@ -148,6 +148,13 @@ int run_cli(int argc, char** argv) {
   // Subcommands with their own options.
   if (argc > 1 && (std::string(argv[1]) == "profile" || std::string(argv[1]) == "schedule"))
     return schedule_commands(argc, argv);
+  // `cachelab help profile` = `cachelab profile --help` (their options live with them).
+  if (argc > 2 && std::string(argv[1]) == "help" &&
+      (std::string(argv[2]) == "profile" || std::string(argv[2]) == "schedule")) {
+    char help[] = "--help";
+    char* args[] = {argv[0], argv[2], help, nullptr};
+    return schedule_commands(3, args);
+  }
   po::options_description opts;
   std::string results = "results";
   std::vector<std::string> only;

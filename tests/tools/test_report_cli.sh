@@ -30,6 +30,8 @@ check_out has "--level" "export --help shows export options" "$exe" export --hel
 check_out lacks "--jobs" "export --help leaves out run options" "$exe" export --help
 check_out has "--check" "report --help shows --check" "$exe" report --help
 check_out has "--markdown" "list --help shows --markdown" "$exe" list --help
+check_out has "--lags" "help profile shows the profile options" "$exe" help profile
+check_out has "--union-quantile" "help schedule shows the schedule options" "$exe" help schedule
 check_out has "cachelab validate" "help validate shows its usage" "$exe" help validate
 
 export OMP_WAIT_POLICY=PASSIVE
