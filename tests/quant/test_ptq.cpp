@@ -18,29 +18,11 @@
 #include "quant/quantize.h"
 #include "quant/sixbit.h"
 #include "tests/caches/fixture.h"
+#include "tests/quant/quant_util.h"
 
 using namespace cachelab;
 
 namespace {
-
-double rel(const at::Tensor& a, const at::Tensor& ref) {
-  return ((a.to(at::kDouble) - ref.to(at::kDouble)).norm() / ref.to(at::kDouble).norm()).item<double>();
-}
-
-// Records every linear's input min and max, independently of ptq.
-class RangeOps final : public Ops {
- public:
-  std::vector<double> lo, hi;
-  at::Tensor linear(int id, const at::Tensor& x) override {
-    if (lo.empty()) {
-      lo.assign(linears_->size(), std::numeric_limits<double>::infinity());
-      hi.assign(linears_->size(), -std::numeric_limits<double>::infinity());
-    }
-    lo[size_t(id)] = std::min(lo[size_t(id)], x.min().item<double>());
-    hi[size_t(id)] = std::max(hi[size_t(id)], x.max().item<double>());
-    return Ops::linear(id, x);
-  }
-};
 
 struct PtqFixture : cachelab::testing::Fixture {
   cachelab::testing::TempDir dir;
@@ -65,12 +47,7 @@ struct PtqFixture : cachelab::testing::Fixture {
     for (auto& s : t.steps) v.push_back(s.linear_extra[size_t(e)]);
     return v;
   }
-  int linear_id(const std::string& name) {
-    for (size_t i = 0; i < model.linears().size(); ++i)
-      if (model.linears()[i].name == name) return int(i);
-    BOOST_FAIL("no linear " << name);
-    return -1;
-  }
+  int linear_id(const std::string& name) { return cachelab::testing::linear_id(model, name); }
 };
 
 }  // namespace
@@ -153,10 +130,10 @@ BOOST_AUTO_TEST_CASE(finer_weight_granularity_follows_row_scales) {
   // Per token: a row of small values keeps its own resolution.
   auto a = at::cat({at::randn({1, 64}, gen) * 1e-3, at::randn({1, 64}, gen) * 10}).view({2, 1, 64});
   auto per_token = fake_quantize_per_token(a, QuantSpec{8, false, "minmax", 100});
-  BOOST_CHECK_LT(rel(per_token[0], a[0]), 0.02);
+  BOOST_CHECK_LT(cachelab::testing::rel_l2(per_token[0], a[0]), 0.02);
   auto r = calibrate_rows(a.reshape({1, -1}), QuantSpec{8, false, "minmax", 100});
   auto per_tensor = fake_quantize_range(a, r.first.item<float>(), r.second.item<float>(), 8, false);
-  BOOST_CHECK_GT(rel(per_tensor[0], a[0]), 0.5);
+  BOOST_CHECK_GT(cachelab::testing::rel_l2(per_tensor[0], a[0]), 0.5);
 }
 
 BOOST_AUTO_TEST_CASE(kmeans_medoids_find_one_member_of_each_blob) {
@@ -185,7 +162,7 @@ BOOST_AUTO_TEST_SUITE(ptq_ops)
 BOOST_FIXTURE_TEST_CASE(calibration_records_the_true_ranges_and_groups_partition_them, PtqFixture) {
   PtqOps one(options("g1.safetensors"));
   calibrate(one);
-  RangeOps truth;
+  cachelab::testing::MinMaxOps truth;
   with(truth);
   auto f1 = read_safetensors(dir.path + "/g1.safetensors");
   int checked = 0;
@@ -292,7 +269,7 @@ BOOST_FIXTURE_TEST_CASE(error_grows_as_bits_shrink_and_is_logged_per_linear, Ptq
       BOOST_CHECK_EQUAL(b[s][size_t(fc1)], wb);
       BOOST_CHECK(std::isnan(e[s][size_t(temb)]));  // outside `blocks`: full precision
     }
-    return rel(t.samples, ref_traj.samples);
+    return cachelab::testing::rel_l2(t.samples, ref_traj.samples);
   };
   const double w8a8 = run_bits(8, 8, "a.safetensors"), w6a6 = run_bits(6, 6, "b.safetensors"),
                w4a8 = run_bits(4, 8, "c.safetensors");
@@ -301,7 +278,7 @@ BOOST_FIXTURE_TEST_CASE(error_grows_as_bits_shrink_and_is_logged_per_linear, Ptq
   o.act_bits = 16;
   PtqOps w4a16(o);
   BOOST_CHECK(w4a16.calibrator() == nullptr);  // nothing to calibrate: no file is needed
-  const double e4a16 = rel(with(w4a16).samples, ref_traj.samples);
+  const double e4a16 = cachelab::testing::rel_l2(with(w4a16).samples, ref_traj.samples);
   BOOST_TEST_MESSAGE("sample error: W8A8 " << w8a8 << ", W6A6 " << w6a6 << ", W4A8 " << w4a8 << ", W4A16 " << e4a16);
   BOOST_CHECK_GT(w8a8, 1e-5);
   BOOST_CHECK_LT(w8a8, w6a6);

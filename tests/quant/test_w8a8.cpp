@@ -18,54 +18,15 @@
 #include "models/samplers.h"
 #include "quant/w8a8.h"
 #include "tests/caches/fixture.h"
+#include "tests/quant/quant_util.h"
 
 using namespace cachelab;
+using cachelab::testing::linear_id;
+using cachelab::testing::MinMaxOps;
+using cachelab::testing::OpsHooks;
+using cachelab::testing::rel_l2;
 
 namespace {
-
-// Computes every site and routes the linears through the given ops (one forward, no runner).
-class OpsHooks final : public Hooks {
- public:
-  explicit OpsHooks(Ops& ops) : ops_(ops) {}
-  Tensors at(int, Tensors inputs, const SiteFn& compute) override {
-    SiteCall call;
-    call.inputs = std::move(inputs);
-    SiteLog log;
-    call.log = &log;
-    return compute(call);
-  }
-  Ops& ops() override { return ops_; }
-
- private:
-  Ops& ops_;
-};
-
-// Records every linear's input min and max, independently of w8a8.
-class MinMaxOps final : public Ops {
- public:
-  std::vector<double> lo, hi;
-  at::Tensor linear(int id, const at::Tensor& x) override {
-    if (lo.empty()) {
-      lo.assign(linears_->size(), std::numeric_limits<double>::infinity());
-      hi.assign(linears_->size(), -std::numeric_limits<double>::infinity());
-    }
-    lo[size_t(id)] = std::min(lo[size_t(id)], x.min().item<double>());
-    hi[size_t(id)] = std::max(hi[size_t(id)], x.max().item<double>());
-    return Ops::linear(id, x);
-  }
-};
-
-double rel_l2(const at::Tensor& a, const at::Tensor& ref) {
-  return ((a.to(at::kDouble) - ref.to(at::kDouble)).norm() / ref.to(at::kDouble).norm()).item<double>();
-}
-
-int linear_id(const Backbone& b, const std::string& name) {
-  const auto& l = const_cast<Backbone&>(b).linears();
-  for (size_t i = 0; i < l.size(); ++i)
-    if (l[i].name == name) return int(i);
-  BOOST_FAIL("no linear " << name);
-  return -1;
-}
 
 struct W8a8Fixture : cachelab::testing::Fixture {
   cachelab::testing::TempDir dir;
