@@ -1,7 +1,10 @@
 // A static cache schedule as data: the cached sites (selected by kind, as FORA) compute
 // at the steps a schedule marks and reuse their last computed output at the others. The
 // schedule comes from a file (`cachelab schedule` writes them from a profile: CacheQuant's
-// dynamic programme, uniform spacing, ERTACache-style profiling) or inline.
+// dynamic programme, uniform spacing, ERTACache-style profiling) or inline. A file may
+// also hold a per-step x per-site mask (BAC) or per-step x per-site token rates
+// (DiffSparse): at a rate r in (0, 1) the site recomputes the ceil(r N) of its N tokens
+// whose input changed most since they were last computed and reuses the others.
 #pragma once
 #include <string>
 #include <vector>
@@ -48,11 +51,13 @@ class CacheSchedulePolicy final : public CachePolicy {
   Tensors at(SiteCall& call, const Next& next) override;
 
  private:
+  Tensors partial(SiteCall& call, const Next& next, double rate);
   CacheScheduleOptions o_;
   Schedule schedule_;
   std::vector<int> column_;        // per site: its column in the schedule's mask, -1 = not driven
   std::vector<at::Tensor> cache_;  // per site: last computed output
-  int step_ = 0;
+  std::vector<at::Tensor> input_;  // per site: its input at each token's last computation (rates)
+  int step_ = 0, fraction_extra_ = -1;
 };
 
 }  // namespace cachelab

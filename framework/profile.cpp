@@ -62,6 +62,10 @@ class ProfileLayer final : public SiteLayer {
     p_.drift_rel_l1.assign(T, std::vector<double>(S, kNaN));
     p_.reuse_output.assign(T, std::vector<std::vector<double>>(S, std::vector<double>(L, kNaN)));
     p_.reuse_site = p_.reuse_output;
+    p_.rates = o_.rates;
+    p_.partial_output.assign(o_.rates.empty() ? 0 : T,
+                             std::vector<std::vector<double>>(S, std::vector<double>(o_.rates.size(), kNaN)));
+    prev_in_.assign(S, at::Tensor());
     p_.pairwise.clear();
     if (o_.pairwise) p_.pairwise.assign(S, std::vector<std::vector<double>>(T, std::vector<double>(T, kNaN)));
     history_.clear();
@@ -73,6 +77,7 @@ class ProfileLayer final : public SiteLayer {
     if (!active_) return;
     p_.t[size_t(step_)] = step.timestep;
     current_.assign(p_.site_names.size(), at::Tensor());
+    current_in_.assign(p_.site_names.size(), at::Tensor());
     model_calls_ = 0;
   }
 
@@ -82,7 +87,10 @@ class ProfileLayer final : public SiteLayer {
     if (call.info->kind == SiteKind::Model) return at_model(call, next);
     Tensors out = next(call);
     const int c = col_[size_t(call.site)];
-    if (c >= 0 && !current_[size_t(c)].defined() && !call.rows.defined()) current_[size_t(c)] = out[0];
+    if (c >= 0 && !current_[size_t(c)].defined() && !call.rows.defined()) {
+      current_[size_t(c)] = out[0];
+      if (!o_.rates.empty()) current_in_[size_t(c)] = call.inputs[0];
+    }
     return out;
   }
 
@@ -113,7 +121,8 @@ class ProfileLayer final : public SiteLayer {
       }
     }
     history_.push_front(current_);
-    while (int(history_.size()) > o_.lags) history_.pop_back();
+    while (int(history_.size()) > std::max(o_.lags, o_.rates.empty() ? 0 : 1)) history_.pop_back();
+    prev_in_ = current_in_;
     if (t + 1 == p_.t.size() && isatty(2)) std::fprintf(stderr, "\n");
   }
 
@@ -144,6 +153,29 @@ class ProfileLayer final : public SiteLayer {
         p_.reuse_site[t][s][size_t(lag)] = rel_l2(src, current_[s]);
       }
     }
+    for (size_t s = 0; s < current_.size() && !o_.rates.empty() && !history_.empty(); ++s) {
+      const at::Tensor &now = current_[s], &before = history_.front()[s], &in = current_in_[s], &in0 = prev_in_[s];
+      if (!now.defined() || !before.defined() || !in.defined() || !in0.defined() || now.dim() != 3 ||
+          before.sizes() != now.sizes() || in.sizes() != in0.sizes() || in.size(1) != now.size(1))
+        continue;
+      // The tokens a partial step would compute: largest relative input change (as `schedule` rates do).
+      const auto order = token_change(in, in0).argsort(0, /*descending=*/true);
+      for (size_t r = 0; r < o_.rates.size(); ++r) {
+        const int64_t n = std::min<int64_t>(now.size(1), int64_t(std::ceil(o_.rates[r] * double(now.size(1)))));
+        const auto rows = order.narrow(0, 0, n);
+        substitute_site_ = p_.site_index[s];
+        substitute_ = before.index_copy(1, rows, now.index_select(1, rows));
+        Tensors y2;
+        try {
+          y2 = next(call);
+        } catch (...) {
+          substitute_site_ = -1;
+          throw;
+        }
+        substitute_site_ = -1;
+        p_.partial_output[t][s][r] = rel_l2(y2[0], y);
+      }
+    }
     // Progress: in place on a terminal, every 10th step in a log.
     if (isatty(2)) std::fprintf(stderr, "\r  profiled step %zu/%zu", t + 1, p_.t.size());
     else if ((t + 1) % 10 == 0 || t + 1 == p_.t.size()) std::fprintf(stderr, "  profiled step %zu/%zu\n", t + 1, p_.t.size());
@@ -157,6 +189,7 @@ class ProfileLayer final : public SiteLayer {
   std::vector<int> col_;                         // per site: profiled column or -1
   Tensors current_;                              // [S] this step's outputs
   std::deque<Tensors> history_;                  // [lag-1][S] earlier steps' outputs
+  Tensors current_in_, prev_in_;                 // [S] this and the last step's site inputs (rates)
   std::vector<Tensors> all_;                     // [T][S] every step's outputs (half), for pairwise
   int substitute_site_ = -1;
   at::Tensor substitute_;
@@ -304,6 +337,13 @@ void write_profile(const Profile& p, const std::string& path) {
                   "1");
     write_doubles(f.id, "reuse/site_rel_l2", flat(p.reuse_site), {T, S, L},
                   "site-output error ||out_{t-lag} - out_t|| / ||out_t||", "1");
+    if (!p.rates.empty()) {
+      write_doubles(f.id, "partial/rates", p.rates, {hsize_t(p.rates.size())}, "token rates r (fraction recomputed)", "1");
+      write_doubles(f.id, "partial/output_rel_l2", flat(p.partial_output), {T, S, hsize_t(p.rates.size())},
+                    "model-output error when only this site recomputes the fraction r of its tokens (largest input "
+                    "change) and reuses the step before's output for the rest; NaN for non-token sites",
+                    "1");
+    }
     if (!p.pairwise.empty())
       write_doubles(f.id, "pairwise/site_rel_l2", flat(p.pairwise), {S, T, T},
                     "[s, i, j] = ||out_i - out_j|| / ||out_j|| of site s (half-precision copies)", "1");
@@ -352,6 +392,10 @@ Profile read_profile(const std::string& path) {
   p.reuse_output = cube("reuse/output_rel_l2", T, S, L);
   p.reuse_site = cube("reuse/site_rel_l2", T, S, L);
   if (H5Lexists(f.id, "pairwise", H5P_DEFAULT) > 0) p.pairwise = cube("pairwise/site_rel_l2", S, T, T);
+  if (H5Lexists(f.id, "partial", H5P_DEFAULT) > 0) {
+    p.rates = read_doubles(f.id, "partial/rates", d, path);
+    p.partial_output = cube("partial/output_rel_l2", T, S, p.rates.size());
+  }
   return p;
 }
 

@@ -18,6 +18,7 @@ struct ProfileOptions {
   int samples = 4;                  // samples profiled (one batch)
   std::vector<std::string> kinds;   // site kinds profiled; empty = every site but the model
   bool pairwise = true;             // the [S, T, T] distance between any two steps' site outputs
+  std::vector<double> rates;        // token rates whose partial-reuse error is measured (empty = none)
   std::string output;               // default <results>/<experiment>/profiles/<reference>.h5
 };
 
@@ -34,6 +35,11 @@ struct Profile {
   std::vector<std::vector<std::vector<double>>> reuse_output;  // [T][S][lags+1] at the model output
   std::vector<std::vector<std::vector<double>>> reuse_site;    // [T][S][lags+1] at the site's output
   std::vector<std::vector<std::vector<double>>> pairwise;      // [S][T][T] site output distance (or empty)
+  // Token rates (DiffSparse): the model-output error when a token site recomputes only the
+  // fraction `rates[r]` of its tokens (those whose input changed most since the step before)
+  // and reuses the step before's output for the others. [T][S][R], NaN for non-token sites.
+  std::vector<double> rates;
+  std::vector<std::vector<std::vector<double>>> partial_output;
   int steps() const { return int(t.size()); }
 };
 

@@ -59,6 +59,23 @@ Schedule load_schedule(const std::string& path) {
     for (auto& row : s.mask)
       CL_CHECK(row.size() == s.mask[0].size(), path << ": every row of `mask` must have the same length");
   }
+  if (root["rates"]) {
+    CL_CHECK(root["rates"].IsSequence() && int(root["rates"].size()) == s.steps,
+             path << ": `rates` must be a list of " << s.steps << " per-step lists");
+    for (size_t t = 0; t < root["rates"].size(); ++t) {
+      std::vector<double> row;
+      try {
+        row = root["rates"][t].as<std::vector<double>>();
+      } catch (const YAML::Exception&) {
+        CL_FAIL(path << ": `rates[" << t << "]` must be a list of numbers in [0, 1]");
+      }
+      for (double r : row)
+        CL_CHECK(r >= 0 && r <= 1, path << ": `rates[" << t << "]` holds " << r << ", outside [0, 1]");
+      CL_CHECK(s.rates.empty() || row.size() == s.rates[0].size(),
+               path << ": every row of `rates` must have the same length");
+      s.rates.push_back(row);
+    }
+  }
   if (root["backbone_digest"]) s.backbone_digest = root["backbone_digest"].as<std::string>();
   if (root["profile"]) s.profile = root["profile"].as<std::string>();
   if (root["objective"]) s.objective = root["objective"].as<double>();
@@ -85,6 +102,15 @@ void save_schedule(const Schedule& s, const std::string& path) {
   if (!s.mask.empty()) {
     e << YAML::Key << "mask" << YAML::Value << YAML::BeginSeq;
     for (auto& r : s.mask) row(r);
+    e << YAML::EndSeq;
+  }
+  if (!s.rates.empty()) {
+    e << YAML::Key << "rates" << YAML::Value << YAML::BeginSeq;
+    for (auto& r : s.rates) {
+      e << YAML::Flow << YAML::BeginSeq;
+      for (double x : r) e << std::round(x * 1000) / 1000;
+      e << YAML::EndSeq;
+    }
     e << YAML::EndSeq;
   }
   e << YAML::EndMap;
@@ -224,6 +250,60 @@ BacSchedule bac_schedule(const std::vector<std::vector<std::vector<double>>>& di
       if (b.mask[size_t(t)][s]) last[s] = t;
   }
   return b;
+}
+
+double fit_rate_exponent(const std::vector<double>& rates, const std::vector<double>& error_ratio) {
+  CL_CHECK(rates.size() == error_ratio.size(), "rate exponent: one error ratio per rate");
+  double sxx = 0, sxy = 0;
+  for (size_t i = 0; i < rates.size(); ++i) {
+    if (!(rates[i] > 0 && rates[i] < 1) || !(error_ratio[i] > 0) || !std::isfinite(error_ratio[i])) continue;
+    const double x = std::log(1 - rates[i]), y = std::log(error_ratio[i]);
+    sxx += x * x, sxy += x * y;
+  }
+  CL_CHECK(sxx > 0, "rate exponent: no usable (rate, error) pair to fit (rates in (0, 1), errors > 0)");
+  return sxy / sxx;
+}
+
+std::vector<std::vector<double>> dp_token_rates(const std::vector<std::vector<std::vector<double>>>& cost,
+                                                const std::vector<double>& choices, double budget, double* objective) {
+  const size_t T = cost.size(), S = T ? cost[0].size() : 0, C = choices.size();
+  CL_CHECK(T > 0 && S > 0 && C >= 2, "token rates: need steps, sites and at least two rate choices");
+  CL_CHECK(choices.front() == 0 && choices.back() == 1, "token rates: the choices must run from 0 to 1");
+  // Rates in units of the smallest spacing (choices on one grid, e.g. 0, 0.1, ..., 1).
+  const int units = int(std::lround(1.0 / (choices[1] - choices[0])));
+  std::vector<int> unit(C);
+  for (size_t c = 0; c < C; ++c) {
+    unit[c] = int(std::lround(choices[c] * units));
+    CL_CHECK(std::fabs(unit[c] - choices[c] * units) < 1e-6, "token rates: the choices must be multiples of " << 1.0 / units);
+  }
+  // Step 0 computes in full (there is nothing to reuse); it is not charged to the choice.
+  const int total = int(std::floor(budget * double(T * S) * units + 1e-9)) - int(S) * units;
+  CL_CHECK(total >= 0, "token rates: a budget of " << budget << " does not cover the first step's full computation");
+  const size_t items = (T - 1) * S;
+  const double inf = std::numeric_limits<double>::infinity();
+  std::vector<double> best(size_t(total) + 1, 0.0), next(size_t(total) + 1);
+  std::vector<std::vector<uint8_t>> pick(items, std::vector<uint8_t>(size_t(total) + 1, 0));
+  for (size_t i = 0; i < items; ++i) {
+    const auto& row = cost[1 + i / S][i % S];
+    for (int b = 0; b <= total; ++b) {
+      double v = inf;
+      for (size_t c = 0; c < C; ++c)
+        if (unit[c] <= b && std::isfinite(row[c]) && best[size_t(b - unit[c])] + row[c] < v)
+          v = best[size_t(b - unit[c])] + row[c], pick[i][size_t(b)] = uint8_t(c);
+      next[size_t(b)] = v;
+    }
+    best.swap(next);
+  }
+  CL_CHECK(std::isfinite(best[size_t(total)]), "token rates: no choice of rates fits the budget (a site has no finite cost)");
+  if (objective) *objective = best[size_t(total)];
+  std::vector<std::vector<double>> rates(T, std::vector<double>(S, 1.0));
+  int b = total;
+  for (size_t i = items; i-- > 0;) {
+    const uint8_t c = pick[i][size_t(b)];
+    rates[1 + i / S][i % S] = choices[c];
+    b -= unit[c];
+  }
+  return rates;
 }
 
 std::vector<int> uniform_starts(int steps, int groups) {

@@ -6,6 +6,8 @@
 //   steps: 50                           T, the denoising steps it is for
 //   compute: [1, 0, 0, 1, ...]          per step: 1 = the cached sites compute, 0 = reuse
 //   mask: [[1, 0, ...], ...]            optional [T][S]: per step and cached site (site order)
+//   rates: [[1.0, 0.3, ...], ...]       optional [T][S]: the fraction of a token site's tokens
+//                                       recomputed (1 = all, 0 = reuse; DiffSparse)
 //   backbone_digest: 16 hex digits      of the weights the profile was taken on ("" = any)
 //   profile, objective, computes, ...   provenance (ignored when read)
 #pragma once
@@ -20,6 +22,7 @@ struct Schedule {
   int steps = 0;
   std::vector<uint8_t> compute;             // [T]
   std::vector<std::vector<uint8_t>> mask;   // [T][S] or empty
+  std::vector<std::vector<double>> rates;   // [T][S] token rates or empty
   std::string backbone_digest;
   std::string profile;                      // the profile file it was built from
   double objective = 0;                     // the optimiser's objective at its optimum
@@ -64,6 +67,20 @@ struct BacSchedule {
 };
 BacSchedule bac_schedule(const std::vector<std::vector<std::vector<double>>>& dist, const std::vector<bool>& is_ffn,
                          int computes, double quantile);
+
+// DiffSparse (our reading). A learned cost predictor: per site kind, the error of recomputing
+// the fraction r of a site's tokens is e(t, s, r) = e(t, s, 0) (1 - r)^gamma, with gamma fitted
+// by least squares on log(e_r / e_0) = gamma log(1 - r) over every measured (t, s, r) of that
+// kind (the profile's partial-reuse errors, e_0 its lag-1 reuse error). Returns gamma.
+double fit_rate_exponent(const std::vector<double>& rates, const std::vector<double>& error_ratio);
+
+// The rates per (step, site), each from `choices` (ascending, from 0 to 1), that minimise the
+// summed predicted error cost[t][s][c] with the mean rate over steps and sites at most
+// `budget` (a fraction: K of T steps = K / T). Exact multiple-choice knapsack by dynamic
+// programming over the budget in units of the choices' spacing. Step 0 computes in full.
+std::vector<std::vector<double>> dp_token_rates(const std::vector<std::vector<std::vector<double>>>& cost,
+                                                const std::vector<double>& choices, double budget,
+                                                double* objective = nullptr);
 
 // `groups` starts spread evenly over T steps: round(i T / groups).
 std::vector<int> uniform_starts(int steps, int groups);

@@ -69,4 +69,9 @@ int main_stream_blocks(const std::vector<Site>& sites, std::vector<int>& block_o
   return depth;
 }
 
+at::Tensor token_change(const at::Tensor& x, const at::Tensor& before) {
+  const std::vector<int64_t> dims = {0, 2};
+  return ((x - before).abs().sum(dims) / before.abs().sum(dims).clamp_min(1e-12)).to(at::kFloat);
+}
+
 }  // namespace cachelab

@@ -47,6 +47,10 @@ struct Site {
 // kind-block site of stream 0, else -1. Returns the depth (the highest such index + 1).
 int main_stream_blocks(const std::vector<Site>& sites, std::vector<int>& block_of);
 
+// Per token (dim 1 of x [B, N, D]): the relative L1 change of its input since `before`, over
+// the batch and features ([N] float32). Token-rate caches recompute the tokens that changed most.
+at::Tensor token_change(const at::Tensor& x, const at::Tensor& before);
+
 // An observe-only tensor a model exposes (e.g. `blocks.0.modulated_input`).
 struct Tap {
   std::string name;

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <iostream>
 #include <limits>
+#include <map>
 #include <sstream>
 
 #include "framework/error.h"
@@ -52,7 +53,7 @@ po::variables_map parse(int argc, char** argv, const po::options_description& op
 
 int profile_command(int argc, char** argv) {
   ProfileOptions o;
-  std::string kinds, results = "results";
+  std::string kinds, results = "results", rates;
   std::vector<std::string> only, pos;
   int threads = 0;
   po::options_description opts(
@@ -63,6 +64,9 @@ int profile_command(int argc, char** argv) {
       "samples", po::value(&o.samples)->default_value(4), "samples profiled (one batch)")(
       "kinds", po::value(&kinds), "site kinds profiled, comma-separated (default: every site but the model)")(
       "no-pairwise", "skip the [site, step, step] distance table (saves memory on long trajectories)")(
+      "rates", po::value(&rates),
+      "token rates, comma-separated (e.g. 0.25,0.5,0.75): also measure the error when a token site recomputes only "
+      "that fraction of its tokens (one extra forward per step, site and rate; for --method diffsparse)")(
       "only", po::value(&only), "profile the reference of this variant (repeatable)")(
       "output", po::value(&o.output), "output file (default <results>/<experiment>/profiles/<reference>.h5)")(
       "results", po::value(&results), "results root folder (default results/)")(
@@ -78,6 +82,15 @@ int profile_command(int argc, char** argv) {
   o.kinds = split_commas(kinds);
   for (auto& k : o.kinds) site_kind_from_name(k);  // an unknown kind fails here, naming the kinds
   o.pairwise = !vm.count("no-pairwise");
+  for (auto& r : split_commas(rates)) {
+    double v = -1;
+    try {
+      v = std::stod(r);
+    } catch (const std::exception&) {
+    }
+    CL_CHECK(v > 0 && v < 1, "--rates: `" << r << "` is not a rate strictly between 0 and 1 (e.g. 0.25,0.5,0.75)");
+    o.rates.push_back(v);
+  }
   std::string file;
   std::vector<std::string> overrides;
   for (auto& a : pos) (a.find('=') != std::string::npos ? overrides.push_back(a) : void(file = a));
@@ -158,6 +171,69 @@ int bac_command(const Profile& p, const std::string& file, const std::vector<std
   return 0;
 }
 
+// DiffSparse: token rates per (step, site) under a mean-rate budget of K / T, from the
+// profile's partial-reuse errors through a fitted predictor (one exponent per site kind).
+int diffsparse_command(const Profile& p, const std::string& file, const std::vector<std::string>& kinds,
+                       int computes, const std::string& output) {
+  CL_CHECK(!p.rates.empty(), "schedule: --method diffsparse needs a profile with partial-reuse errors; profile with "
+                             "`cachelab profile EXP.yaml --rates 0.25,0.5,0.75`");
+  CL_CHECK(p.lags >= 1, "schedule: --method diffsparse needs the lag-1 reuse error; profile with --lags 1 or more");
+  const int T = p.steps();
+  std::vector<size_t> cols;
+  for (size_t s = 0; s < p.site_kinds.size(); ++s)
+    if (std::find(kinds.begin(), kinds.end(), p.site_kinds[s]) != kinds.end()) cols.push_back(s);
+  CL_CHECK(!cols.empty(), "schedule: the profile has no site of the kinds given by --kinds");
+  // The learned cost predictor: e(t, s, r) = e(t, s, 0) (1 - r)^gamma per site kind.
+  std::map<std::string, double> gamma;
+  std::map<std::string, std::pair<double, int>> fit_err;
+  for (auto& k : kinds) {
+    std::vector<double> r, ratio;
+    for (size_t s : cols)
+      if (p.site_kinds[s] == k)
+        for (int t = 1; t < T; ++t)
+          for (size_t i = 0; i < p.rates.size(); ++i) {
+            const double e0 = p.reuse_output[size_t(t)][s][1], e = p.partial_output[size_t(t)][s][i];
+            if (std::isfinite(e0) && e0 > 0 && std::isfinite(e) && e > 0) r.push_back(p.rates[i]), ratio.push_back(e / e0);
+          }
+    if (r.empty()) continue;
+    gamma[k] = fit_rate_exponent(r, ratio);
+    for (size_t i = 0; i < r.size(); ++i)
+      fit_err[k].first += std::fabs(std::pow(1 - r[i], gamma[k]) - ratio[i]) / ratio[i], fit_err[k].second++;
+  }
+  std::vector<double> choices;
+  for (int c = 0; c <= 10; ++c) choices.push_back(c / 10.0);
+  std::vector<std::vector<std::vector<double>>> cost(size_t(T), std::vector<std::vector<double>>(cols.size()));
+  for (int t = 0; t < T; ++t)
+    for (size_t j = 0; j < cols.size(); ++j) {
+      const size_t s = cols[j];
+      const double e0 = t > 0 ? p.reuse_output[size_t(t)][s][1] : std::nan("");
+      const auto g = gamma.find(p.site_kinds[s]);
+      CL_CHECK(t == 0 || (std::isfinite(e0) && g != gamma.end()),
+               "schedule: no reuse error or fitted predictor for site " << p.site_names[s] << " at step " << t);
+      for (double r : choices) cost[size_t(t)][j].push_back(t == 0 ? 0.0 : e0 * std::pow(1 - r, g->second));
+    }
+  Schedule s;
+  s.method = "diffsparse";
+  s.steps = T;
+  s.backbone_digest = p.backbone_digest;
+  s.profile = file;
+  s.rates = dp_token_rates(cost, choices, double(computes) / T, &s.objective);
+  s.compute.assign(size_t(T), 0);
+  double mean = 0;
+  for (int t = 0; t < T; ++t)
+    for (double r : s.rates[size_t(t)]) s.compute[size_t(t)] = s.compute[size_t(t)] || r > 0, mean += r;
+  mean /= double(T) * double(cols.size());
+  save_schedule(s, output);
+  std::printf("[cachelab] wrote %s: diffsparse token rates over %zu sites, mean rate %.3f (budget %d/%d = %.3f); "
+              "predicted error sum %.4g\n  predictor e(r) = e(0) (1 - r)^gamma:",
+              output.c_str(), cols.size(), mean, computes, T, double(computes) / T, s.objective);
+  for (auto& [k, g] : gamma)
+    std::printf(" %s gamma %.3f (mean relative misfit %.2f over %d points)", k.c_str(), g,
+                fit_err[k].first / std::max(1, fit_err[k].second), fit_err[k].second);
+  std::printf("\n");
+  return 0;
+}
+
 int schedule_command(int argc, char** argv) {
   std::string method = "dp", kinds = "attn,mlp", cost = "feature", output;
   int computes = 0, min_len = 1, max_len = 0;
@@ -168,7 +244,8 @@ int schedule_command(int argc, char** argv) {
       "`schedule` policy, built from a profile");
   opts.add_options()("help,h", "this help")("method", po::value(&method)->default_value("dp"),
                                             "dp (CacheQuant's dynamic programme) | uniform | profiled (greedy threshold on the profiled distance) | "
-                                            "bac (per-site DP + Bubbling Union: a per-step x per-site mask)")(
+                                            "bac (per-site DP + Bubbling Union: a per-step x per-site mask) | diffsparse (per-step x per-site token "
+                                            "rates from a fitted cost predictor and a DP; needs a profile made with --rates)")(
       "computes", po::value(&computes), "K: steps that compute (the budget); the others reuse")(
       "min-len", po::value(&min_len)->default_value(1), "dp: shortest run of steps sharing one computation")(
       "max-len", po::value(&max_len), "dp: longest run (default: no bound for --cost feature, lags + 1 for output)")(
@@ -185,8 +262,8 @@ int schedule_command(int argc, char** argv) {
     return 0;
   }
   CL_CHECK(pos.size() == 1, "usage: cachelab schedule PROFILE.h5 --computes K --output FILE.yaml [--method dp]");
-  CL_CHECK(method == "dp" || method == "uniform" || method == "profiled" || method == "bac",
-           "--method " << method << ": give dp, uniform, profiled or bac");
+  CL_CHECK(method == "dp" || method == "uniform" || method == "profiled" || method == "bac" || method == "diffsparse",
+           "--method " << method << ": give dp, uniform, profiled, bac or diffsparse");
   CL_CHECK(cost == "feature" || cost == "output", "--cost " << cost << ": give feature or output");
   CL_CHECK(!output.empty(), "--output: name the schedule file to write (e.g. schedules/dp-k17.yaml)");
   const Profile p = read_profile(pos[0]);
@@ -194,6 +271,7 @@ int schedule_command(int argc, char** argv) {
   CL_CHECK(computes >= 1 && computes <= T, "--computes " << computes << ": give 1.." << T << " (the profile has " << T
                                                          << " steps)");
   if (method == "bac") return bac_command(p, pos[0], split_commas(kinds), computes, union_quantile, output);
+  if (method == "diffsparse") return diffsparse_command(p, pos[0], split_commas(kinds), computes, output);
   const auto dist = reuse_distance(p, split_commas(kinds), cost);
   if (!vm.count("max-len")) max_len = cost == "output" ? p.lags + 1 : T;
   Schedule s;

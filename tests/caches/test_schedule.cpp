@@ -6,6 +6,7 @@
 #include "caches/fora.h"
 #include "caches/schedule.h"
 #include "fixture.h"
+#include "framework/schedule.h"
 
 using namespace cachelab;
 
@@ -42,6 +43,48 @@ BOOST_AUTO_TEST_CASE(an_irregular_schedule_reuses_exactly_where_it_says) {
     if (!o.compute[i]) BOOST_CHECK_EQUAL(t.steps[i].decision[attn], uint8_t(Decision::Skipped));
   }
   BOOST_CHECK_GT(t.steps.back().err_ref_rel_l1, 0.0);
+}
+
+BOOST_AUTO_TEST_CASE(token_rates_recompute_that_fraction_of_tokens) {
+  cachelab::testing::TempDir dir;
+  int driven = 0;
+  for (auto& st : model.sites()) driven += st.kind == SiteKind::Attn || st.kind == SiteKind::Mlp;
+  Schedule sch;
+  sch.method = "diffsparse";
+  sch.steps = 12;
+  sch.compute.assign(12, 1);
+  // Rate 1 at even steps, 0.5 at odd ones (0 for the mlp sites at step 5: reuse).
+  for (int t = 0; t < 12; ++t) {
+    std::vector<double> row(size_t(driven), t % 2 == 0 ? 1.0 : 0.5);
+    if (t == 5)
+      for (size_t j = 1; j < row.size(); j += 2) row[j] = 0;
+    sch.rates.push_back(row);
+  }
+  save_schedule(sch, dir.path + "/r.yaml");
+  BOOST_REQUIRE_EQUAL(load_schedule(dir.path + "/r.yaml").rates.size(), 12u);
+  CacheScheduleOptions o;
+  o.file = dir.path + "/r.yaml";
+  CacheSchedulePolicy s(o);
+  auto t = with(s);
+  int e = -1;
+  for (size_t i = 0; i < t.extras.size(); ++i)
+    if (t.extras[i].name == "computed_token_fraction") e = int(i);
+  BOOST_REQUIRE(e >= 0);
+  const int attn = site("blocks.1.attn"), mlp = site("blocks.1.mlp");
+  const double N = 16;  // the tiny DiT's tokens (8x8 pixels, patch 2)
+  for (size_t i = 1; i < 12; ++i) {
+    const double fa = t.steps[i].site_extra[size_t(e)][size_t(attn)];
+    BOOST_CHECK_CLOSE(fa, i % 2 == 0 ? 1.0 : std::ceil(0.5 * N) / N, 1e-9);
+    if (i == 5) BOOST_CHECK_EQUAL(t.steps[i].decision[mlp], uint8_t(Decision::Reuse));
+  }
+  BOOST_CHECK_LT(t.flops, ref_traj.flops);
+  BOOST_CHECK(!at::equal(t.samples, ref_traj.samples));
+  // All rates 1: the reference bit for bit.
+  for (auto& row : sch.rates) std::fill(row.begin(), row.end(), 1.0);
+  save_schedule(sch, dir.path + "/ones.yaml");
+  o.file = dir.path + "/ones.yaml";
+  CacheSchedulePolicy ones(o);
+  BOOST_CHECK(at::equal(with(ones).samples, ref_traj.samples));
 }
 
 BOOST_AUTO_TEST_CASE(all_ones_reproduce_the_reference_bit_for_bit) {

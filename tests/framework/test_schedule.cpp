@@ -213,3 +213,52 @@ BOOST_AUTO_TEST_CASE(acs_is_the_per_site_dp_and_the_union_cuts_upstream_errors_b
 
 BOOST_AUTO_TEST_SUITE_END()
 
+BOOST_AUTO_TEST_SUITE(diffsparse)
+
+BOOST_AUTO_TEST_CASE(the_rate_predictor_recovers_its_exponent) {
+  std::vector<double> r, ratio;
+  std::mt19937 gen(3);
+  std::normal_distribution<double> noise(0, 0.01);
+  for (int k = 0; k < 30; ++k)
+    for (double x : {0.25, 0.5, 0.75}) r.push_back(x), ratio.push_back(std::pow(1 - x, 1.7) * std::exp(noise(gen)));
+  BOOST_CHECK_CLOSE(fit_rate_exponent(r, ratio), 1.7, 1.0);
+  BOOST_CHECK_THROW(fit_rate_exponent({0.0, 1.0}, {1.0, 0.0}), Error);
+}
+
+BOOST_AUTO_TEST_CASE(token_rate_dp_matches_brute_force_under_its_budget) {
+  std::mt19937 gen(5);
+  std::uniform_real_distribution<double> u(0.1, 1.0);
+  const std::vector<double> choices = {0, 0.5, 1};
+  for (int trial = 0; trial < 20; ++trial) {
+    const size_t T = 3, S = 2;
+    std::vector<std::vector<std::vector<double>>> cost(T, std::vector<std::vector<double>>(S));
+    for (auto& step : cost)
+      for (auto& site : step) {
+        const double e0 = u(gen), g = 0.5 + u(gen);
+        for (double c : choices) site.push_back(e0 * std::pow(1 - c, g));
+      }
+    const double budget = 0.5 + 0.05 * (trial % 6);  // mean rate over the 6 (step, site) pairs
+    double obj = 0;
+    auto rates = dp_token_rates(cost, choices, budget, &obj);
+    // Brute force over the 3^4 choices of steps 1 and 2 (step 0 is full).
+    double best = INFINITY;
+    for (int m = 0; m < 81; ++m) {
+      double sum_rate = double(S), e = 0;
+      for (int i = 0, x = m; i < 4; ++i, x /= 3) sum_rate += choices[size_t(x % 3)], e += cost[1 + size_t(i) / S][size_t(i) % S][size_t(x % 3)];
+      if (sum_rate <= budget * double(T * S) + 1e-9) best = std::min(best, e);
+    }
+    BOOST_CHECK_CLOSE(obj, best, 1e-9);
+    double used = 0, e = 0;
+    for (size_t t = 0; t < T; ++t)
+      for (size_t s = 0; s < S; ++s) {
+        used += rates[t][s];
+        if (t > 0) e += cost[t][s][size_t(std::lround(rates[t][s] * 2))];
+      }
+    BOOST_CHECK_LE(used, budget * double(T * S) + 1e-9);
+    BOOST_CHECK_CLOSE(e, obj, 1e-9);
+    BOOST_CHECK_EQUAL(rates[0][0], 1.0);
+  }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
