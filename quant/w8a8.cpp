@@ -100,14 +100,6 @@ bool int8_kernel_exact_at_full_range() {
   return exact;
 }
 
-bool selects(const LinearRef& l, const std::vector<std::string>& layers) {
-  for (auto& s : layers) {
-    if (s == "all") return true;
-    if (s == "blocks" ? l.block >= 0 : l.name.find(s) != std::string::npos) return true;
-  }
-  return false;
-}
-
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
@@ -204,7 +196,7 @@ void W8A8Ops::begin_run(const std::vector<LinearRef>& linears, RunContext* ctx) 
   std::string names;
   int n = 0;
   for (size_t i = 0; i < linears.size(); ++i) {
-    selected_[i] = selects(linears[i], o_.layers);
+    selected_[i] = linear_matches(linears[i], o_.layers);
     n += selected_[i];
     if (i < 6) names += (i ? ", " : "") + linears[i].name;
   }
