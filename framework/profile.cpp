@@ -127,6 +127,20 @@ class ProfileLayer final : public SiteLayer {
   }
 
  private:
+  // The model's output with `site` answering `value` (the rest computed).
+  Tensors substituted(SiteCall& call, const Next& next, int site, const at::Tensor& value) {
+    substitute_site_ = site;
+    substitute_ = value;
+    try {
+      Tensors y = next(call);
+      substitute_site_ = -1;
+      return y;
+    } catch (...) {
+      substitute_site_ = -1;
+      throw;
+    }
+  }
+
   Tensors at_model(SiteCall& call, const Next& next) {
     // A pipeline that evaluates the model more than once per step: the first call is profiled.
     if (++model_calls_ > 1) return next(call);
@@ -139,17 +153,7 @@ class ProfileLayer final : public SiteLayer {
       for (int lag = 0; lag <= o_.lags; ++lag) {
         at::Tensor src = lag == 0 ? current_[s] : lag <= int(history_.size()) ? history_[size_t(lag - 1)][s] : at::Tensor();
         if (!src.defined() || src.sizes() != current_[s].sizes()) continue;
-        substitute_site_ = p_.site_index[s];
-        substitute_ = src;
-        Tensors y2;
-        try {
-          y2 = next(call);
-        } catch (...) {
-          substitute_site_ = -1;
-          throw;
-        }
-        substitute_site_ = -1;
-        p_.reuse_output[t][s][size_t(lag)] = rel_l2(y2[0], y);
+        p_.reuse_output[t][s][size_t(lag)] = rel_l2(substituted(call, next, p_.site_index[s], src)[0], y);
         p_.reuse_site[t][s][size_t(lag)] = rel_l2(src, current_[s]);
       }
     }
@@ -163,17 +167,8 @@ class ProfileLayer final : public SiteLayer {
       for (size_t r = 0; r < o_.rates.size(); ++r) {
         const int64_t n = std::min<int64_t>(now.size(1), int64_t(std::ceil(o_.rates[r] * double(now.size(1)))));
         const auto rows = order.narrow(0, 0, n);
-        substitute_site_ = p_.site_index[s];
-        substitute_ = before.index_copy(1, rows, now.index_select(1, rows));
-        Tensors y2;
-        try {
-          y2 = next(call);
-        } catch (...) {
-          substitute_site_ = -1;
-          throw;
-        }
-        substitute_site_ = -1;
-        p_.partial_output[t][s][r] = rel_l2(y2[0], y);
+        const auto mixed = before.index_copy(1, rows, now.index_select(1, rows));
+        p_.partial_output[t][s][r] = rel_l2(substituted(call, next, p_.site_index[s], mixed)[0], y);
       }
     }
     // Progress: in place on a terminal, every 10th step in a log.

@@ -282,12 +282,11 @@ def plot_site_error(site_err, sites, groups, path):
     return True
 
 
-def plot_drift(names, rel, cos, path):
-    """The reference's feature drift: per step and site, how much the output moves."""
+def plot_heat_pair(names, panels, path):
+    """Two step x site heat maps side by side: panels = [(data [T, S], title), ...]."""
     height = min(MAX_HEIGHT_IN - 1.0, 0.2 * len(names) + 1.0)
     fig, axes = plt.subplots(1, 2, figsize=(14, height + 1.0), constrained_layout=True)
-    for ax, data, title in ((axes[0], rel, "relative L1 change vs previous step"),
-                            (axes[1], 1.0 - cos, "1 - cosine similarity vs previous step")):
+    for ax, (data, title) in zip(axes, panels):
         norm = log_norm(data)
         im = ax.imshow(np.ma.masked_invalid(data.T), aspect="auto", cmap=heat_cmap(), norm=norm,
                        interpolation="nearest")
@@ -297,6 +296,12 @@ def plot_drift(names, rel, cos, path):
         if norm is not None:
             fig.colorbar(im, ax=ax, fraction=0.04)
     save(fig, path)
+
+
+def plot_drift(names, rel, cos, path):
+    """The reference's feature drift: per step and site, how much the output moves."""
+    plot_heat_pair(names, [(rel, "relative L1 change vs previous step"),
+                           (1.0 - cos, "1 - cosine similarity vs previous step")], path)
 
 
 def plot_error_budget(agg, groups, method, style, path, metric="psnr"):
@@ -333,19 +338,8 @@ def plot_error_budget(agg, groups, method, style, path, metric="psnr"):
 def plot_profile(names, reuse_output, reuse_site, lag, path):
     """A profile's reuse error: per step and site, the model output's (left) and the site's
     own (right) relative L2 error when that site alone reuses its output from `lag` steps before."""
-    height = min(MAX_HEIGHT_IN - 1.0, 0.2 * len(names) + 1.0)
-    fig, axes = plt.subplots(1, 2, figsize=(14, height + 1.0), constrained_layout=True)
-    for ax, data, title in ((axes[0], reuse_output, f"model output error, reuse from {lag} step(s) before"),
-                            (axes[1], reuse_site, f"site output error, reuse from {lag} step(s) before")):
-        norm = log_norm(data)
-        im = ax.imshow(np.ma.masked_invalid(data.T), aspect="auto", cmap=heat_cmap(), norm=norm,
-                       interpolation="nearest")
-        set_row_labels(ax, names, height)
-        ax.set_xlabel("sampling step")
-        ax.set_title(title, fontsize=9)
-        if norm is not None:
-            fig.colorbar(im, ax=ax, fraction=0.04)
-    save(fig, path)
+    plot_heat_pair(names, [(reuse_output, f"model output error, reuse from {lag} step(s) before"),
+                           (reuse_site, f"site output error, reuse from {lag} step(s) before")], path)
 
 
 def plot_decisions(rasters, sites, path, max_panels=10):
