@@ -42,6 +42,19 @@ struct Fixture {
   int site(const std::string& name) const { return find_site(model.sites(), name); }
 };
 
+// f(s, degree): a random [3, 5] polynomial in s of the given degree (1 to 3) with fixed
+// coefficients, for forecasters that must be exact up to their order.
+struct RandomPolynomial {
+  at::Tensor c[4] = {at::randn({3, 5}, at::kDouble), at::randn({3, 5}, at::kDouble), at::randn({3, 5}, at::kDouble),
+                     at::randn({3, 5}, at::kDouble)};
+  at::Tensor operator()(double s, int degree) const {
+    auto v = c[0] + c[1] * s;
+    if (degree >= 2) v = v + c[2] * s * s;
+    if (degree >= 3) v = v + c[3] * s * s * s;
+    return v;
+  }
+};
+
 inline int count(const Trajectory& t, int site, Decision d) {
   int n = 0;
   for (auto& s : t.steps) n += s.decision[site] == uint8_t(d);

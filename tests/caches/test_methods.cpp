@@ -29,14 +29,7 @@ double rel_err(const at::Tensor& a, const at::Tensor& truth) {
 BOOST_AUTO_TEST_SUITE(taylorseer)
 
 BOOST_AUTO_TEST_CASE(newton_forecast_is_exact_on_polynomials_of_degree_up_to_the_order) {
-  auto c0 = at::randn({3, 5}, at::kDouble), c1 = at::randn({3, 5}, at::kDouble), c2 = at::randn({3, 5}, at::kDouble);
-  auto c3 = at::randn({3, 5}, at::kDouble);
-  auto f = [&](double s, int degree) {
-    auto v = c0 + c1 * s;
-    if (degree >= 2) v = v + c2 * s * s;
-    if (degree >= 3) v = v + c3 * s * s * s;
-    return v;
-  };
+  const cachelab::testing::RandomPolynomial f;
   // Unevenly spaced computed steps (a warm-up step, then interval 4), forecast 3 steps ahead.
   const std::vector<double> steps = {0, 1, 5, 9};
   for (int order = 1; order <= 3; ++order) {

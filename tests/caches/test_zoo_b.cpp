@@ -79,14 +79,7 @@ Site site_of(const char* name, SiteKind kind, int block, int stream = 0, bool ro
 BOOST_AUTO_TEST_SUITE(foca)
 
 BOOST_AUTO_TEST_CASE(heun_calibration_is_exact_on_quadratics_once_four_points_are_known) {
-  auto c0 = at::randn({3, 5}, at::kDouble), c1 = at::randn({3, 5}, at::kDouble), c2 = at::randn({3, 5}, at::kDouble);
-  auto c3 = at::randn({3, 5}, at::kDouble);
-  auto f = [&](double s, int degree) {
-    auto v = c0 + c1 * s;
-    if (degree >= 2) v = v + c2 * s * s;
-    if (degree >= 3) v = v + c3 * s * s * s;
-    return v;
-  };
+  const cachelab::testing::RandomPolynomial f;
   // Unevenly spaced computed steps (a warm-up step, then interval 4), forecast 3 steps ahead.
   for (int degree = 1; degree <= 3; ++degree) {
     FocaPolicy::History h;
