@@ -71,6 +71,10 @@ struct PtqOps::State {
   std::map<std::string, Loaded> loaded;
   std::map<std::string, std::string> meta;
   bool have_file = false;
+  // The layers are prepared for this linear table, these weights and this state of `loaded`.
+  const std::vector<LinearRef>* prepared_for = nullptr;
+  std::vector<const void*> weight_ptrs;
+  bool prepared = false;
   std::vector<Layer> layers;
   int group = 0, step = 0, batch = -1;
   bool record = true;
@@ -188,11 +192,24 @@ void PtqOps::load() {
   }
   s_->meta = f.metadata;
   s_->have_file = true;
+  s_->prepared = false;
 }
 
 void PtqOps::prepare(const std::vector<LinearRef>& linears) {
+  // Weights are quantized once, not per batch: again only when the table, the weights or the
+  // calibration changed (or a correction run is under way, which must not apply one).
+  bool same = s_->prepared && !correcting_ && s_->prepared_for == &linears && s_->weight_ptrs.size() == linears.size();
+  for (size_t i = 0; same && i < linears.size(); ++i) same = s_->weight_ptrs[i] == linears[i].weight.data_ptr();
+  if (same) {
+    for (auto& q : s_->layers) q.err2 = q.ref2 = 0, q.calls = 0, q.bits_used = 0;
+    return;
+  }
   c10::NoGradGuard no_grad;
   s_->layers.assign(linears.size(), State::Layer());
+  s_->prepared_for = &linears;
+  s_->weight_ptrs.clear();
+  for (auto& l : linears) s_->weight_ptrs.push_back(l.weight.data_ptr());
+  s_->prepared = !correcting_;
   if (ctx_ && s_->have_file) {
     const int T = std::stoi(s_->meta.count("steps") ? s_->meta["steps"] : "0");
     CL_CHECK(o_.timestep_groups == 1 || T == ctx_->steps,
@@ -385,6 +402,7 @@ std::string PtqOps::finish_calibration() {
     CL_CHECK(corrected > 0, "ptq: the correction run quantized no linear; nothing to fit");
     s_->meta["correct"] = "true";
     s_->have_file = false;  // reload with the correction on the next run
+    s_->prepared = false;
   }
   std::error_code ec;
   fs::create_directories(fs::path(path_).parent_path(), ec);
@@ -524,6 +542,7 @@ void PtqOps::fit_ranges() {
               {"tap_clusters", std::to_string(o_.tap_clusters)},
               {"temporal_weights", temporal_weights()}};
   s_->have_file = true;
+  s_->prepared = false;
   s_->obs.clear();
   s_->temporal_in.clear();
   std::ostringstream os;
