@@ -84,7 +84,7 @@ void L2cRouter::begin_run(RunContext& ctx) {
   step_ = 0;
 }
 
-at::Tensor L2cRouter::blend_scores(int slot, int64_t rows) const {
+at::Tensor L2cRouter::row_scores(int slot, int64_t rows) const {
   const int64_t per_step = logits_.size(1) * 2;
   at::Tensor idx;
   if (row_steps_.defined()) {
@@ -95,8 +95,7 @@ at::Tensor L2cRouter::blend_scores(int slot, int64_t rows) const {
   } else {
     idx = at::full({rows}, int64_t(step_) * per_step + slot, at::kLong);
   }
-  auto s = logits_.reshape({-1}).index_select(0, idx.to(logits_.device())).sigmoid();
-  return hard_ ? (s > o_.threshold).to(s.scalar_type()) : s;
+  return logits_.reshape({-1}).index_select(0, idx.to(logits_.device())).sigmoid();
 }
 
 Tensors L2cRouter::at(SiteCall& call, const Next& next) {
@@ -111,17 +110,21 @@ Tensors L2cRouter::at(SiteCall& call, const Next& next) {
       cached = out[0].detach();
       return out;
     }
-    case Mode::Blend: {
+    case Mode::Blend:
+    case Mode::Unroll: {
       CL_CHECK(cached.defined(), "l2c: blend at site `" << call.info->name
                                                         << "` with nothing cached: run a fill pass first");
       Tensors out = next(call);
-      const at::Tensor& fresh = out[0];
+      const at::Tensor fresh = out[0];
       std::vector<int64_t> shape(size_t(fresh.dim()), 1);
       shape[0] = fresh.size(0);
-      auto s = blend_scores(slot, fresh.size(0)).view(shape).to(fresh.scalar_type());
-      out[0] = s * fresh + (1 - s) * cached;
+      const auto s = row_scores(slot, fresh.size(0)).view(shape).to(fresh.scalar_type());
+      const auto computed = s.detach() > o_.threshold;  // the inference decision, per row
+      const auto w = hard_ ? computed.to(s.scalar_type()) : s;
+      out[0] = w * fresh + (1 - w) * cached;
       call.log->decision = Decision::Blend;
       call.log->signal = s.detach().mean().item<double>();
+      if (mode_ == Mode::Unroll) cached = at::where(computed, fresh.detach(), cached);
       return out;
     }
     case Mode::Infer: break;

@@ -14,8 +14,12 @@
 // stores its output (the cache of step i-1), `blend` answers
 //     s * next(call) + (1 - s) * cached      (Decision::Blend)
 // without touching the cache, so the output is differentiable in s (the cached value is
-// a constant). Sites are selected by their tags: kind attn / mlp of the main stream,
-// indexed by Site::block; every other site passes through.
+// a constant). HarmoniCa's step-wise training (caches/harmonica_train.h) uses `unroll`:
+// the same blend, after which the cache follows inference: a sub-layer with s > threshold
+// stores its fresh output (detached), one with s <= threshold keeps its older value, so a
+// trajectory unrolled in this mode carries the caches the router itself would leave.
+// Sites are selected by their tags: kind attn / mlp of the main stream, indexed by
+// Site::block; every other site passes through.
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -57,7 +61,7 @@ at::Tensor load_l2c_router(const std::string& path, std::map<std::string, std::s
 
 class L2cRouter final : public CachePolicy {
  public:
-  enum class Mode { Infer, Fill, Blend };
+  enum class Mode { Infer, Fill, Blend, Unroll };
 
   explicit L2cRouter(const L2cOptions& o);  // loads o.router
   // A router over given logits [T, depth, 2] float32, shared (not copied): the trainer
@@ -70,7 +74,8 @@ class L2cRouter final : public CachePolicy {
   // batch mixes step pairs. A model batch of k*B rows (guidance stacks the conditional
   // and null halves) uses them tiled k times. Undefined = the current step for all rows.
   void set_row_steps(const at::Tensor& steps) { row_steps_ = steps; }
-  // Blend mode with s replaced by the inference decision 1[s > threshold] (evaluation).
+  // Blend and unroll modes with s replaced by the inference decision 1[s > threshold]
+  // (evaluation; an unroll with it is the inference trajectory, every sub-layer computed).
   void set_hard_blend(bool hard) { hard_ = hard; }
   const at::Tensor& logits() const { return logits_; }
   int steps() const { return int(logits_.size(0)); }
@@ -81,7 +86,7 @@ class L2cRouter final : public CachePolicy {
   Tensors at(SiteCall& call, const Next& next) override;
 
  private:
-  at::Tensor blend_scores(int slot, int64_t rows) const;  // [rows] float, differentiable
+  at::Tensor row_scores(int slot, int64_t rows) const;  // [rows] sigmoid(logit), differentiable
 
   L2cOptions o_;
   at::Tensor logits_;          // [T, depth, 2]

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "caches/harmonica_train.h"
 #include "framework/error.h"
 #include "framework/paths.h"
 #include "framework/pipeline.h"
@@ -218,35 +219,65 @@ double L2cTrainer::skipped_fraction() const {
 void train_l2c(Backbone& bb, const Sampler& sampler, const L2cTrainOptions& o, const std::string& config_yaml) {
   at::set_num_threads(o.threads);
   const CfgGuidance guidance{CfgGuidanceOptions{}};
+  const bool harmonica = o.objective == "harmonica";
+  const char* tag = harmonica ? "[harmonica]" : "[l2c]";
   const int T = sampler.num_steps();
   const auto t0 = std::chrono::steady_clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
-  std::printf("[l2c] sampling %d + %d uncached trajectories of %d steps at guidance %g\n", o.trajectories,
+  std::printf("%s sampling %d + %d uncached trajectories of %d steps at guidance %g\n", tag, o.trajectories,
               o.eval_trajectories, T, o.cfg_scale);
   std::fflush(stdout);
   L2cPairs pairs =
       sample_l2c_pairs(bb, sampler, guidance, o.cfg_scale, o.trajectories + o.eval_trajectories, o.pool_batch, o.seed);
-  std::printf("[l2c] %.0f s; training the router [%d, depth, 2]: %d iterations of %d pairs, lr %g, lambda %g\n",
-              elapsed(), T, o.iterations, o.batch_size, o.lr, o.lambda);
+  const L2cPairs eval_pairs{pairs.x.narrow(1, o.trajectories, o.eval_trajectories), at::Tensor(),
+                            pairs.labels.narrow(0, o.trajectories, o.eval_trajectories), pairs.t};
+  if (harmonica)
+    std::printf("%s %.0f s; training the router [%d, depth, 2] along its own cached trajectories: %d iterations "
+                "(one per routed step) on unrolls of %d samples, lr %g, lambda %g, teacher %s, image-error proxy on "
+                "%d samples every %d iterations\n",
+                tag, elapsed(), T, o.iterations, o.batch_size, o.lr, o.lambda, o.teacher.c_str(), o.proxy_samples,
+                o.refresh_every);
+  else
+    std::printf("%s %.0f s; training the router [%d, depth, 2]: %d iterations of %d pairs, lr %g, lambda %g\n", tag,
+                elapsed(), T, o.iterations, o.batch_size, o.lr, o.lambda);
   std::fflush(stdout);
-  L2cTrainer trainer(bb, guidance, std::move(pairs), o.trajectories, o);
+  std::unique_ptr<HarmonicaTrainer> sdt;
+  std::unique_ptr<L2cTrainer> pairwise;
+  if (harmonica) sdt = std::make_unique<HarmonicaTrainer>(bb, sampler, guidance, std::move(pairs), o.trajectories, o);
+  else pairwise = std::make_unique<L2cTrainer>(bb, guidance, std::move(pairs), o.trajectories, o);
+  L2cTrainer& trainer = sdt ? sdt->base() : *pairwise;
   const L2cTrainer::Loss before = trainer.evaluate(o.trajectories, o.eval_trajectories, false);
-  std::printf("[l2c] held-out objective before: loss %.5f (mse %.5f, mean score %.3f)\n", before.total, before.mse,
-              before.reg);
+  std::printf("%s held-out pair objective before: loss %.5f (mse %.5f, mean score %.3f)\n", tag, before.total,
+              before.mse, before.reg);
 
   auto gen = at::detail::createCPUGenerator(uint64_t(o.seed) * 1000003ull + 29);
-  std::vector<double> it_col, loss_col, mse_col, reg_col, skip_col, time_col;
+  std::vector<double> it_col, loss_col, mse_col, reg_col, skip_col, time_col, step_col, weight_col;
   double acc = 0;
   int acc_n = 0;
+  size_t refreshes = 0;
   const double t_train = elapsed();
   for (int it = 1; it <= o.iterations; ++it) {
-    const L2cTrainer::Loss l = trainer.iterate(gen);
+    const L2cTrainer::Loss l = sdt ? sdt->iterate() : pairwise->iterate(gen);
+    if (sdt && sdt->refreshes().size() > refreshes) {
+      refreshes = sdt->refreshes().size();
+      const auto w = sdt->weights();
+      std::string row;
+      for (int i = 0; i < T; i += 1)
+        if (w[i].item<double>() > 0) {
+          char b[16];
+          std::snprintf(b, sizeof(b), " %.2f", w[i].item<double>());
+          row += b;
+        }
+      std::printf("%s iteration %d: image-error proxy weights of the routed steps:%s\n", tag, it, row.c_str());
+    }
     it_col.push_back(it), loss_col.push_back(l.total), mse_col.push_back(l.mse), reg_col.push_back(l.reg);
     skip_col.push_back(trainer.skipped_fraction()), time_col.push_back(elapsed());
+    step_col.push_back(sdt ? sdt->last_step() : -1);
+    weight_col.push_back(sdt ? sdt->weights()[sdt->last_step()].item<double>() : 1.0);
     acc += l.total, ++acc_n;
     if (it % o.log_every == 0 || it == o.iterations) {
       const double per = (elapsed() - t_train) / it;
-      std::printf("[l2c] iteration %d/%d  loss %.5f  (last: mse %.5f, mean score %.3f)  skip %.1f%%  %.2f s/it\n",
+      std::printf("%s iteration %d/%d  loss %.5f  (last: mse %.5f, mean score %.3f)  skip %.1f%%  %.2f s/it\n", tag,
                   it, o.iterations, acc / acc_n, l.mse, l.reg, 100 * skip_col.back(), per);
       std::fflush(stdout);
       acc = 0, acc_n = 0;
@@ -254,34 +285,55 @@ void train_l2c(Backbone& bb, const Sampler& sampler, const L2cTrainOptions& o, c
   }
   const L2cTrainer::Loss after = trainer.evaluate(o.trajectories, o.eval_trajectories, false);
   const L2cTrainer::Loss hard = trainer.evaluate(o.trajectories, o.eval_trajectories, true);
-  std::printf("[l2c] held-out objective after: loss %.5f (mse %.5f, mean score %.3f); thresholded at %g: mse %.5f, "
+  std::printf("%s held-out pair objective after: loss %.5f (mse %.5f, mean score %.3f); thresholded at %g: mse %.5f, "
               "computed fraction %.3f\n",
-              after.total, after.mse, after.reg, o.threshold, hard.mse, hard.reg);
+              tag, after.total, after.mse, after.reg, o.threshold, hard.mse, hard.reg);
+  L2cTrainer::Loss unrolled;
+  if (sdt) {
+    unrolled = sdt->evaluate(o.trajectories, o.eval_trajectories, true);
+    std::printf("%s held-out unrolled objective, thresholded: loss %.5f (mse %.5f along the cached trajectory)\n", tag,
+                unrolled.total, unrolled.mse);
+  }
+  const double image_mse = router_image_mse(bb, sampler, guidance, trainer.logits(), eval_pairs, 0,
+                                            o.eval_trajectories, o);
+  std::printf("%s held-out final-image MSE of the thresholded router vs uncached: %.3g (PSNR %.1f dB on [-1, 1])\n",
+              tag, image_mse, 10 * std::log10(4.0 / image_mse));
 
   auto fmt = [](double v) {
     char b[32];
     std::snprintf(b, sizeof(b), "%.6g", v);
     return std::string(b);
   };
+  const std::string objective =
+      harmonica ? "HarmoniCa: step-wise along the router's own cached trajectory, image-error-proxy weight x "
+                  "MSE(blended guided output, teacher " + o.teacher + ") + lambda * mean sigmoid(logit)"
+                : "MSE(blended guided output, uncached) + lambda * mean sigmoid(logit)";
+  std::map<std::string, std::string> meta = {{"config_yaml", config_yaml},
+                                             {"iterations", std::to_string(o.iterations)},
+                                             {"full_every", std::to_string(o.full_every)},
+                                             {"objective", objective},
+                                             {"eval_loss_before", fmt(before.total)},
+                                             {"eval_loss_after", fmt(after.total)},
+                                             {"eval_mse_after", fmt(after.mse)},
+                                             {"eval_mse_thresholded", fmt(hard.mse)},
+                                             {"eval_image_mse_thresholded", fmt(image_mse)},
+                                             {"skipped_fraction", fmt(trainer.skipped_fraction())}};
+  if (sdt) {
+    std::string w;
+    for (int i = 0; i < T; ++i) w += (i ? " " : "") + fmt(sdt->weights()[i].item<double>());
+    meta["iepo_weights"] = w;
+    meta["eval_unrolled_mse_thresholded"] = fmt(unrolled.mse);
+  }
   const std::string out = resolve_path(o.output), log = resolve_path(o.log);
-  save_l2c_router(out, trainer.logits(),
-                  {{"config_yaml", config_yaml},
-                   {"iterations", std::to_string(o.iterations)},
-                   {"full_every", std::to_string(o.full_every)},
-                   {"objective", "MSE(blended guided output, uncached) + lambda * mean sigmoid(logit)"},
-                   {"eval_loss_before", fmt(before.total)},
-                   {"eval_loss_after", fmt(after.total)},
-                   {"eval_mse_after", fmt(after.mse)},
-                   {"eval_mse_thresholded", fmt(hard.mse)},
-                   {"skipped_fraction", fmt(trainer.skipped_fraction())}});
+  save_l2c_router(out, trainer.logits(), meta);
   if (const auto parent = std::filesystem::path(log).parent_path(); !parent.empty())
     std::filesystem::create_directories(parent);
   write_columns_h5(log,
                    {{"iteration", it_col}, {"loss", loss_col}, {"mse", mse_col}, {"mean_score", reg_col},
-                    {"skipped_fraction", skip_col}, {"elapsed_s", time_col}},
-                   {{"config_yaml", config_yaml},
-                    {"objective", "MSE(blended guided output, uncached) + lambda * mean sigmoid(logit)"}});
-  std::printf("[l2c] done in %.0f s: router %s (skips %.1f%% of the sub-layers at threshold %g), loss curve %s\n",
+                    {"skipped_fraction", skip_col}, {"elapsed_s", time_col}, {"step", step_col},
+                    {"weight", weight_col}},
+                   {{"config_yaml", config_yaml}, {"objective", objective}});
+  std::printf("%s done in %.0f s: router %s (skips %.1f%% of the sub-layers at threshold %g), loss curve %s\n", tag,
               elapsed(), out.c_str(), 100 * trainer.skipped_fraction(), o.threshold, log.c_str());
 }
 

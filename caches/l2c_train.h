@@ -11,6 +11,9 @@
 // One batch mixes steps (L2cRouter::set_row_steps), so every iteration updates many rows.
 // Autograd is on throughout: the site layers run through LayerHooks, not the runner
 // (whose trajectories run in inference mode).
+// `objective: harmonica` trains the same router with HarmoniCa's step-wise denoising
+// training and image-error proxy weights instead (caches/harmonica_train.h); the router
+// file is the same.
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -27,6 +30,7 @@ class Guidance;
 class Sampler;
 
 struct L2cTrainOptions {
+  std::string objective = "l2c";  // l2c | harmonica
   double cfg_scale = 4.0;      // guidance of the trajectories and of the objective
   int trajectories = 128;      // uncached trajectories the training pairs are drawn from
   int eval_trajectories = 8;   // held-out trajectories: every step pair of them is the evaluation set
@@ -42,16 +46,24 @@ struct L2cTrainOptions {
   int64_t seed = 0;
   int threads = 2;
   int log_every = 10;
+  // HarmoniCa only (caches/harmonica_train.h).
+  std::string teacher = "input";  // input | trajectory
+  int refresh_every = 50;         // iterations between image-error proxy refreshes; 0 = uniform weights
+  int proxy_samples = 8;          // trajectories the proxy is measured on
   std::string output = "models/weights/l2c-dit-mnist-ddim50.safetensors";
   std::string log = "~/.cache/cachelab/l2c-dit-mnist/train_log.h5";
   template <class V>
   void fields(V& v) {
+    v("objective", objective,
+      "l2c: consecutive-step pairs of uncached trajectories; harmonica: HarmoniCa's step-wise training along the "
+      "router's own cached trajectory, each step weighted by an image-error proxy");
     v("cfg_scale", cfg_scale, "guidance scale of the trajectories and the objective (use the runs' run.cfg_scale)");
-    v("trajectories", trajectories, "uncached trajectories the training pairs are drawn from");
+    v("trajectories", trajectories,
+      "uncached trajectories the training pairs (l2c) or the unrolls' starting noises (harmonica) are drawn from");
     v("eval_trajectories", eval_trajectories, "held-out trajectories; all their step pairs form the evaluation set");
     v("pool_batch", pool_batch, "samples per forward while sampling the trajectories");
-    v("batch_size", batch_size, "step pairs per iteration");
-    v("iterations", iterations, "Adam steps");
+    v("batch_size", batch_size, "step pairs per iteration (l2c); samples per unrolled trajectory (harmonica)");
+    v("iterations", iterations, "Adam steps (harmonica: one per routed step of an unroll)");
     v("lr", lr, "Adam learning rate on the logits");
     v("lambda", lambda, "weight of the mean router score in the loss");
     v("init_logit", init_logit, "initial value of every logit");
@@ -61,11 +73,22 @@ struct L2cTrainOptions {
     v("seed", seed, "seed of the trajectories' noise and the pair draws");
     v("threads", threads, "intra-op threads");
     v("log_every", log_every, "iterations between progress lines");
+    v("teacher", teacher,
+      "harmonica: target of a step's output: input = the uncached output at the unroll's own sample (the paper's), "
+      "trajectory = the uncached trajectory's output at that step");
+    v("refresh_every", refresh_every,
+      "harmonica: iterations between refreshes of the image-error proxy weights (0 = uniform weights, no proxy)");
+    v("proxy_samples", proxy_samples, "harmonica: training trajectories (the first ones) the image-error proxy is measured on");
     v("output", output, "router file written at the end (relative to the project root)");
     v("log", log, "loss curve (HDF5 columns)");
   }
   template <class C>
   void check(C& c) const {
+    c.one_of("objective", objective, {"l2c", "harmonica"});
+    c.one_of("teacher", teacher, {"input", "trajectory"});
+    c.require(refresh_every >= 0, "refresh_every", "must be >= 0 (0 = uniform step weights)");
+    c.require(proxy_samples >= 1 && proxy_samples <= trajectories, "proxy_samples",
+              "must be in [1, trajectories] (the proxy runs on training trajectories)");
     c.require(cfg_scale >= 0, "cfg_scale", "must be >= 0");
     c.require(trajectories >= 1, "trajectories", "must be >= 1");
     c.require(eval_trajectories >= 1, "eval_trajectories", "must be >= 1");
@@ -138,6 +161,9 @@ class L2cTrainer {
   // Fraction of the router's entries at routed steps with sigmoid(logit) <= threshold.
   double skipped_fraction() const;
   const std::vector<int64_t>& routed_steps() const { return routed_; }
+  const L2cPairs& pairs() const { return pairs_; }
+  int64_t train_count() const { return train_count_; }
+  const L2cTrainOptions& options() const { return o_; }
 
  private:
   Backbone& bb_;
