@@ -21,6 +21,14 @@ std::pair<at::Tensor, at::Tensor> fit_affine(const at::Tensor& sx, const at::Ten
   return {a, b};
 }
 
+void AffineSums::add(const at::Tensor& x_in, const at::Tensor& y_in) {
+  const auto x = x_in.to(at::kDouble), y = y_in.to(at::kDouble);
+  if (!sx.defined()) sx = sy = sxx = sxy = at::zeros({x.size(1)}, x.options());
+  sx = sx + x.sum(0), sy = sy + y.sum(0);
+  sxx = sxx + (x * x).sum(0), sxy = sxy + (x * y).sum(0);
+  n += double(x.size(0));
+}
+
 DecCorrector::DecCorrector(const DecOptions& o, const BuildContext& ctx) : o_(o) {
   inner_ = caches().build(o.inner.node, nullptr, ctx);
 }
@@ -74,13 +82,7 @@ Tensors DecCorrector::at(SiteCall& call, const Next& next) {
   if (calibrating_) {
     Tensors truth = next(call);
     const int64_t C = o_.per == "tensor" ? 1 : out[0].size(-1);
-    auto x = out[0].reshape({-1, C}).to(at::kDouble);
-    auto y = truth[0].reshape({-1, C}).to(at::kDouble);
-    Sums& s = sums_[key];
-    if (!s.sx.defined()) s.sx = s.sy = s.sxx = s.sxy = at::zeros({x.size(1)}, x.options());
-    s.sx = s.sx + x.sum(0), s.sy = s.sy + y.sum(0);
-    s.sxx = s.sxx + (x * x).sum(0), s.sxy = s.sxy + (x * y).sum(0);
-    s.n += double(x.size(0));
+    sums_[key].add(out[0].reshape({-1, C}), truth[0].reshape({-1, C}));
     return truth;
   }
   if (!o_.apply) return out;
@@ -107,7 +109,7 @@ std::string DecCorrector::finish_calibration() {
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   double mean_a = 0;
   for (auto& [key, s] : sums_) {
-    auto [a, b] = fit_affine(s.sx, s.sy, s.sxx, s.sxy, s.n);
+    auto [a, b] = s.fit();
     const std::string stem = std::to_string(key.first) + "/" + site_names_[size_t(key.second)];
     tensors.emplace_back(stem + "/a", a.to(at::kFloat));
     tensors.emplace_back(stem + "/b", b.to(at::kFloat));

@@ -46,6 +46,15 @@ struct DecOptions {
 std::pair<at::Tensor, at::Tensor> fit_affine(const at::Tensor& sx, const at::Tensor& sy, const at::Tensor& sxx,
                                              const at::Tensor& sxy, double n);
 
+// Running least-squares sums for fit_affine: add(x, y) with rows [R, C] of stand-ins x and
+// truths y (any dtype; summed in float64), then fit() gives (a, b) per channel, [C] each.
+struct AffineSums {
+  at::Tensor sx, sy, sxx, sxy;
+  double n = 0;
+  void add(const at::Tensor& x, const at::Tensor& y);
+  std::pair<at::Tensor, at::Tensor> fit() const { return fit_affine(sx, sy, sxx, sxy, n); }
+};
+
 // ERTACache's closed-form residual linearization (Ma et al., 2025), our reading: the cache
 // error of a stand-in x is modelled as linear in x, y - x ~ alpha x + beta with one scalar
 // pair per (step, site) in closed form (least squares), i.e. DEC with `per: tensor`.
@@ -66,16 +75,12 @@ class DecCorrector : public NestingLayer, public Calibrator {
   std::string calibration_file() const override { return o_.table; }
 
  private:
-  struct Sums {
-    at::Tensor sx, sy, sxx, sxy;
-    double n = 0;
-  };
   using Key = std::pair<int, int>;  // (step, site)
   void load_table();
   DecOptions o_;
   bool calibrating_ = false, loaded_ = false;
   std::map<Key, std::pair<at::Tensor, at::Tensor>> table_;
-  std::map<Key, Sums> sums_;
+  std::map<Key, AffineSums> sums_;
   int step_ = 0, extra_ = -1;
   std::vector<std::string> site_names_;
 };

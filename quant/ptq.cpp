@@ -56,12 +56,11 @@ struct PtqOps::State {
   struct Layer {
     bool quant = false, temporal = false;
     at::Tensor w_hi, w_lo, bias;
-    at::Tensor range, range_low;  // [G, 2] float32 (static per-tensor activations)
+    std::vector<std::pair<float, float>> range, range_low;  // per timestep group (static per-tensor activations)
     at::Tensor correct_a, correct_b;
-    at::Tensor sx, sy, sxx, sxy;  // correction sums over rows ([out] float64)
-    double n = 0;
-    double err2 = 0, ref2 = 0;
-    int calls = 0, bits_used = 0;
+    AffineSums correction;        // correct: y_fp ~ a y_q + b, sums over the correction run's rows
+    OutputError error;  // this step's, on the recorded batch's first sample
+    int bits_used = 0;
   };
   // Calibration.
   std::vector<std::vector<Obs>> obs;                                 // [linear]
@@ -201,7 +200,6 @@ void PtqOps::prepare(const std::vector<LinearRef>& linears) {
   bool same = s_->prepared && !correcting_ && s_->prepared_for == &linears && s_->weight_ptrs.size() == linears.size();
   for (size_t i = 0; same && i < linears.size(); ++i) same = s_->weight_ptrs[i] == linears[i].weight.data_ptr();
   if (same) {
-    for (auto& q : s_->layers) q.err2 = q.ref2 = 0, q.calls = 0, q.bits_used = 0;
     return;
   }
   c10::NoGradGuard no_grad;
@@ -240,8 +238,14 @@ void PtqOps::prepare(const std::vector<LinearRef>& linears) {
                                                       "`cachelab calibrate EXP.yaml`");
       CL_CHECK(ld->range.dim() == 2 && ld->range.size(0) == o_.timestep_groups && ld->range.size(1) == 2,
                "ptq: `" << path_ << "`: " << l.name << ".act_range must be [" << o_.timestep_groups << ", 2]");
-      q.range = ld->range;
-      q.range_low = ld->range_low.defined() ? ld->range_low : ld->range;
+      // Read once here: the hot path quantizes with plain floats.
+      auto pairs = [](const at::Tensor& t) {
+        std::vector<std::pair<float, float>> v;
+        for (int64_t g = 0; g < t.size(0); ++g) v.emplace_back(t[g][0].item<float>(), t[g][1].item<float>());
+        return v;
+      };
+      q.range = pairs(ld->range);
+      q.range_low = ld->range_low.defined() ? pairs(ld->range_low) : q.range;
     }
     q.w_hi = fake_quantize_weight(l.weight, wspec, o_.weight_granularity, o_.group_size).to(l.weight.dtype());
     if (o_.low_bits > 0) {
@@ -272,7 +276,7 @@ void PtqOps::begin_step(const StepIndex& step) {
     for (int k = 0; k < n && !s_->record; ++k)
       s_->record = (n == 1 ? 0 : int(std::lround(double(k) * (T - 1) / (n - 1)))) == step.index;
   }
-  for (auto& q : s_->layers) q.err2 = q.ref2 = 0, q.calls = 0, q.bits_used = 0;
+  for (auto& q : s_->layers) q.error = OutputError(), q.bits_used = 0;
   Ops::begin_step(step);
 }
 
@@ -280,11 +284,8 @@ void PtqOps::end_step() {
   if (ctx_ && ctx_->linear_extra && !observing_)
     for (size_t i = 0; i < s_->layers.size(); ++i) {
       const auto& q = s_->layers[i];
-      if (!q.quant || q.calls == 0) continue;
-      if (err_extra_ >= 0)
-        ctx_->set_linear_extra(err_extra_, int(i),
-                               q.ref2 > 0 ? std::sqrt(q.err2 / q.ref2)
-                                          : (q.err2 > 0 ? std::numeric_limits<double>::infinity() : 0.0));
+      if (!q.quant || q.error.calls == 0) continue;
+      if (err_extra_ >= 0) ctx_->set_linear_extra(err_extra_, int(i), q.error.rel());
       if (bits_extra_ >= 0) ctx_->set_linear_extra(bits_extra_, int(i), q.bits_used);
     }
   Ops::end_step();
@@ -299,8 +300,8 @@ at::Tensor PtqOps::quantized(int id, const at::Tensor& x, int bits) {
     if (o_.act_granularity == "token") {
       xq = fake_quantize_per_token(x, QuantSpec{abits, o_.act_symmetric, "minmax", 100.0});
     } else {
-      auto r = (low ? q.range_low : q.range)[s_->group];
-      xq = fake_quantize_range(x, r[0].item<float>(), r[1].item<float>(), abits, o_.act_symmetric);
+      const auto& r = (low ? q.range_low : q.range)[size_t(s_->group)];
+      xq = fake_quantize_range(x, r.first, r.second, abits, o_.act_symmetric);
     }
   }
   return dense_linear(xq, low ? q.w_lo : q.w_hi, q.bias);
@@ -341,24 +342,14 @@ at::Tensor PtqOps::linear(int id, const at::Tensor& x) {
   if (correcting_) {
     const LinearRef& l = (*linears_)[i];
     const int64_t out = y.size(-1);
-    auto yq = y.reshape({-1, out}).to(at::kDouble), yf = dense_linear(x, l.weight, l.bias).reshape({-1, out}).to(at::kDouble);
-    if (!q.sx.defined()) q.sx = q.sy = q.sxx = q.sxy = at::zeros({out}, at::kDouble);
-    q.sx = q.sx + yq.sum(0);
-    q.sy = q.sy + yf.sum(0);
-    q.sxx = q.sxx + (yq * yq).sum(0);
-    q.sxy = q.sxy + (yq * yf).sum(0);
-    q.n += double(yq.size(0));
+    q.correction.add(y.reshape({-1, out}), dense_linear(x, l.weight, l.bias).reshape({-1, out}));
     return y;
   }
   if (q.correct_a.defined() && bits == o_.weight_bits) y = y * q.correct_a + q.correct_b;
   q.bits_used = bits;
   if (ctx_ && ctx_->linear_extra) {
     const LinearRef& l = (*linears_)[i];
-    auto ref = dense_linear(x.narrow(0, 0, 1), l.weight, l.bias).to(at::kDouble);
-    auto d = y.narrow(0, 0, 1).to(at::kDouble) - ref;
-    q.err2 += d.pow(2).sum().item<double>();
-    q.ref2 += ref.pow(2).sum().item<double>();
-    ++q.calls;
+    q.error.add(y.narrow(0, 0, 1), dense_linear(x.narrow(0, 0, 1), l.weight, l.bias));
   }
   return y;
 }
@@ -390,14 +381,13 @@ std::string PtqOps::finish_calibration() {
     const auto& linears = *linears_;
     for (size_t i = 0; i < s_->layers.size(); ++i) {
       State::Layer& q = s_->layers[i];
-      if (q.n == 0) continue;
-      auto ab = fit_affine(q.sx, q.sy, q.sxx, q.sxy, q.n);
+      if (q.correction.n == 0) continue;
+      auto ab = q.correction.fit();
       tensors.emplace_back(linears[i].name + ".correct_a", ab.first.to(at::kFloat));
       tensors.emplace_back(linears[i].name + ".correct_b", ab.second.to(at::kFloat));
       mean_a += ab.first.mean().item<double>();
       ++corrected;
-      q.sx = q.sy = q.sxx = q.sxy = at::Tensor();
-      q.n = 0;
+      q.correction = AffineSums();
     }
     CL_CHECK(corrected > 0, "ptq: the correction run quantized no linear; nothing to fit");
     s_->meta["correct"] = "true";

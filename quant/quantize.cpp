@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "framework/error.h"
 
@@ -123,6 +124,17 @@ at::Tensor fake_quantize_per_token(const at::Tensor& x, const QuantSpec& spec) {
 at::Tensor fake_quantize_range(const at::Tensor& x, float lo, float hi, int bits, bool symmetric) {
   auto q = row_quant(at::full({1}, lo, at::kFloat), at::full({1}, hi, at::kFloat), bits, symmetric);
   return quant_dequant_rows(x.reshape({1, -1}), q).view(x.sizes()).to(x.scalar_type());
+}
+
+void OutputError::add(const at::Tensor& y, const at::Tensor& ref_in) {
+  const auto ref = ref_in.to(at::kDouble);
+  err2 += (y.to(at::kDouble) - ref).pow(2).sum().item<double>();
+  ref2 += ref.pow(2).sum().item<double>();
+  ++calls;
+}
+
+double OutputError::rel() const {
+  return ref2 > 0 ? std::sqrt(err2 / ref2) : (err2 > 0 ? std::numeric_limits<double>::infinity() : 0.0);
 }
 
 std::vector<int64_t> kmeans_medoids(const at::Tensor& X_in, int k, int iterations) {

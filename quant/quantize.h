@@ -65,6 +65,16 @@ at::Tensor fake_quantize_per_token(const at::Tensor& x, const QuantSpec& spec);
 // An activation fake-quantized with one static range [lo, hi] (per tensor).
 at::Tensor fake_quantize_range(const at::Tensor& x, float lo, float hi, int bits, bool symmetric);
 
+// A quantized layer's output error over one step's calls: add(y, ref) per call (its
+// quantized and its full-precision output of the same input), then rel() =
+// sqrt(sum |y - ref|^2 / sum |ref|^2), infinity when the reference is zero but y is not.
+struct OutputError {
+  double err2 = 0, ref2 = 0;
+  int calls = 0;
+  void add(const at::Tensor& y, const at::Tensor& ref);
+  double rel() const;
+};
+
 // k-means (k-means++-style farthest-point start from the point nearest the mean, Lloyd
 // iterations) on the rows of X [n, d]; returns one medoid row index per non-empty cluster
 // (the member nearest its centroid), ascending. k >= n returns every row. Deterministic.

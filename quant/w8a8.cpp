@@ -17,6 +17,7 @@
 #include "framework/error.h"
 #include "framework/paths.h"
 #include "models/safetensors.h"
+#include "quant/quantize.h"
 
 namespace cachelab {
 namespace {
@@ -160,8 +161,7 @@ struct W8A8Ops::State {
     at::Tensor anchor;       // int8
     ActQuant act;
     int64_t out_features = 0;
-    double err2 = 0, ref2 = 0;  // this step's error sums on the recorded batch
-    int calls = 0;
+    OutputError error;       // this step's, on the recorded batch's first sample
   };
   // Calibration: per linear, the input's min and max over every call.
   std::vector<double> obs_min, obs_max;
@@ -285,7 +285,7 @@ void W8A8Ops::prepare(const std::vector<LinearRef>& linears) {
 }
 
 void W8A8Ops::begin_step(const StepIndex& step) {
-  for (auto& q : s_->layers) q.err2 = q.ref2 = 0, q.calls = 0;
+  for (auto& q : s_->layers) q.error = OutputError();
   Ops::begin_step(step);
 }
 
@@ -293,10 +293,8 @@ void W8A8Ops::end_step() {
   if (ctx_ && ctx_->linear_extra && err_extra_ >= 0 && !observing_)
     for (size_t i = 0; i < s_->layers.size(); ++i) {
       const auto& q = s_->layers[i];
-      if (!selected_[i] || q.calls == 0) continue;
-      ctx_->set_linear_extra(err_extra_, int(i),
-                             q.ref2 > 0 ? std::sqrt(q.err2 / q.ref2)
-                                        : (q.err2 > 0 ? std::numeric_limits<double>::infinity() : 0.0));
+      if (!selected_[i] || q.error.calls == 0) continue;
+      ctx_->set_linear_extra(err_extra_, int(i), q.error.rel());
     }
   Ops::end_step();
 }
@@ -329,12 +327,7 @@ at::Tensor W8A8Ops::linear(int id, const at::Tensor& x) {
     // The error on the batch's first sample, against the full-precision linear (not the
     // inner ops: a stateful inner ops must see each call once).
     const LinearRef& l = (*linears_)[size_t(id)];
-    auto ref = dense_linear(x.narrow(0, 0, 1), l.weight, l.bias).to(at::kDouble);
-    auto d = y.narrow(0, 0, 1).to(at::kDouble) - ref;
-    State::Layer& q = s_->layers[size_t(id)];
-    q.err2 += d.pow(2).sum().item<double>();
-    q.ref2 += ref.pow(2).sum().item<double>();
-    ++q.calls;
+    s_->layers[size_t(id)].error.add(y.narrow(0, 0, 1), dense_linear(x.narrow(0, 0, 1), l.weight, l.bias));
   }
   return y;
 }
