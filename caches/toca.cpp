@@ -48,10 +48,8 @@ Tensors TocaPolicy::at(SiteCall& call, const Next& next) {
   }
   // Score per token over the batch: relative change of its input since its last computation,
   // weighted up by how long it has been cached.
-  auto dims = std::vector<int64_t>{0, 2};
-  auto change = (x - st.in).abs().sum(dims) / st.in.abs().sum(dims).clamp_min(1e-12);
   auto stale = (double(step_) - st.computed) * o_.staleness_weight + 1.0;
-  auto rows = std::get<0>(std::get<1>(at::topk(change.to(at::kFloat) * stale, fresh)).sort());
+  auto rows = std::get<0>(std::get<1>(at::topk(token_change(x, st.in) * stale, fresh)).sort());
   call.rows = rows;
   Tensors part = next(call);
   call.rows = at::Tensor();
