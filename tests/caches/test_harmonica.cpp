@@ -306,7 +306,10 @@ BOOST_AUTO_TEST_CASE(options_validate_and_round_trip) {
   bad("objective: harmonic\n", {"train.yaml:1", "objective", "harmonica"});
   bad("teacher: uncached\n", {"teacher", "input", "trajectory"});
   bad("refresh_every: -1\n", {"refresh_every", ">= 0"});
-  bad("proxy_samples: 20\ntrajectories: 16\n", {"proxy_samples", "[1, trajectories]"});
+  bad("objective: harmonica\nproxy_samples: 20\ntrajectories: 16\n", {"proxy_samples", "[1, trajectories]"});
+  bad("proxy_samples: 0\n", {"proxy_samples"});
+  // The proxy's size matters to harmonica only: an l2c recipe with few trajectories reads.
+  BOOST_CHECK_NO_THROW(read_checked<L2cTrainOptions>(parse_config_string("trajectories: 2\n", "l2c.yaml"), "train"));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
