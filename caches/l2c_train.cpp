@@ -9,6 +9,7 @@
 
 #include "caches/harmonica_train.h"
 #include "framework/error.h"
+#include "framework/interrupt.h"
 #include "framework/paths.h"
 #include "framework/pipeline.h"
 #include "framework/recorder.h"
@@ -257,6 +258,7 @@ void train_l2c(Backbone& bb, const Sampler& sampler, const L2cTrainOptions& o, c
   size_t refreshes = 0;
   const double t_train = elapsed();
   for (int it = 1; it <= o.iterations; ++it) {
+    throw_if_interrupted();  // SIGINT / SIGTERM: stop after the iteration in flight, nothing written
     const L2cTrainer::Loss l = sdt ? sdt->iterate() : pairwise->iterate(gen);
     if (sdt && sdt->refreshes().size() > refreshes) {
       refreshes = sdt->refreshes().size();

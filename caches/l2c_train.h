@@ -87,7 +87,7 @@ struct L2cTrainOptions {
     c.one_of("objective", objective, {"l2c", "harmonica"});
     c.one_of("teacher", teacher, {"input", "trajectory"});
     c.require(refresh_every >= 0, "refresh_every", "must be >= 0 (0 = uniform step weights)");
-    c.require(objective != "harmonica" || (proxy_samples >= 1 && proxy_samples <= trajectories), "proxy_samples",
+    c.require(proxy_samples >= 1 && (objective != "harmonica" || proxy_samples <= trajectories), "proxy_samples",
               "must be in [1, trajectories] (the proxy runs on training trajectories)");
     c.require(cfg_scale >= 0, "cfg_scale", "must be >= 0");
     c.require(trajectories >= 1, "trajectories", "must be >= 1");

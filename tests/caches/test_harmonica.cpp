@@ -307,8 +307,9 @@ BOOST_AUTO_TEST_CASE(options_validate_and_round_trip) {
   bad("teacher: uncached\n", {"teacher", "input", "trajectory"});
   bad("refresh_every: -1\n", {"refresh_every", ">= 0"});
   bad("objective: harmonica\nproxy_samples: 20\ntrajectories: 16\n", {"proxy_samples", "[1, trajectories]"});
-  // The plain L2C objective has no proxy: a recipe with few trajectories stays valid.
-  BOOST_CHECK_NO_THROW(read_checked<L2cTrainOptions>(parse_config_string("trajectories: 4\n", "t.yaml"), "train"));
+  bad("proxy_samples: 0\n", {"proxy_samples"});
+  // The proxy's size matters to harmonica only: an l2c recipe with few trajectories reads.
+  BOOST_CHECK_NO_THROW(read_checked<L2cTrainOptions>(parse_config_string("trajectories: 2\n", "l2c.yaml"), "train"));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -149,6 +149,15 @@ expect 0 "all runs done" "a run with the trained router" "$exe" run "$tmp/tiny.y
   "variants.fora.cache={type: l2c, router: $tmp/router.safetensors}"
 expect 2 "trained for 50 sampling steps|takes 4|sampler.steps=4" "validate: router for another step count" \
   "$exe" validate "$tmp/tiny.yaml" "variants.fora.cache={type: l2c}"
+# The same router format trained with HarmoniCa's objective (tiny recipe), then used by a run.
+expect 0 "[harmonica] done|image-error proxy weights" "train a harmonica router" "$exe" train \
+  configs/train/harmonica-dit-mnist.yaml sampler.steps=4 train.trajectories=2 train.eval_trajectories=1 \
+  train.pool_batch=3 train.batch_size=2 train.iterations=3 train.proxy_samples=2 train.refresh_every=2 \
+  train.output="$tmp/hc_router.safetensors" train.log="$tmp/hc_log.h5"
+expect 0 "all runs done" "a run with the harmonica router" "$exe" run "$tmp/tiny.yaml" --results "$tmp/r4" \
+  "variants.fora.cache={type: l2c, router: $tmp/hc_router.safetensors}"
+expect 2 "train.objective|harmonica" "bad train.objective" "$exe" train configs/train/harmonica-dit-mnist.yaml \
+  train.objective=harmonic
 
 if /usr/bin/python3 -c "import h5py, matplotlib" 2>/dev/null; then
   expect 0 "speedup_flops(fora) = |> value = 1: holds|: does not hold|cannot be evaluated: \`fora\` has no metric \`fid\`" \
