@@ -65,7 +65,7 @@ void DecCorrector::begin_run(RunContext& ctx) {
   for (auto& s : *ctx.sites) site_names_.push_back(s.name);
   extra_ = ctx.declare_site_extra("dec_correction_rel", "ratio",
                                   "mean |a x + b - x| / mean |x| of the corrected stand-in (dec)");
-  if (!calibrating_ && o_.apply && !loaded_) load_table();
+  if (!calibrating_ && o_.apply && !held_ && !loaded_) load_table();
 }
 
 void DecCorrector::begin_step(const StepIndex& step) {
@@ -77,13 +77,13 @@ Tensors DecCorrector::at(SiteCall& call, const Next& next) {
   Tensors out = inner_->at(call, next);
   const Decision d = call.log->decision;
   const bool stand_in = call.log->computed_fraction == 0.0 && (d == Decision::Reuse || d == Decision::Predict);
-  if (!stand_in || out.empty()) return out;
+  if (!stand_in || out.empty() || held_) return out;
   const Key key{step_, call.site};
   if (calibrating_) {
     Tensors truth = next(call);
     const int64_t C = o_.per == "tensor" ? 1 : out[0].size(-1);
     sums_[key].add(out[0].reshape({-1, C}), truth[0].reshape({-1, C}));
-    return truth;
+    return o_.trajectory == "cached" ? out : truth;
   }
   if (!o_.apply) return out;
   auto it = table_.find(key);
@@ -100,6 +100,7 @@ Tensors DecCorrector::at(SiteCall& call, const Next& next) {
 
 void DecCorrector::start_calibration() {
   calibrating_ = true;
+  held_ = false;
   sums_.clear();
 }
 

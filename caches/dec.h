@@ -10,6 +10,8 @@
 // `cachelab calibrate EXP.yaml` runs each such variant once with the corrector observing:
 // at every stand-in it also computes the true output (and passes the truth on, so the
 // calibration follows the uncached trajectory), accumulates the sums, then writes `table`.
+// With `trajectory: cached` it passes the stand-in on instead, so the fit sees the states
+// the cached run really reaches.
 #pragma once
 #include <map>
 #include <string>
@@ -25,6 +27,7 @@ struct DecOptions {
   std::string table;                 // the fitted coefficients (safetensors), relative to the project root
   bool apply = true;                 // false: run the inner policy uncorrected (an ablation)
   std::string per = "channel";       // channel: (a, b) per channel; tensor: one (a, b) per step and site
+  std::string trajectory = "uncached";  // calibration follows the uncached or the variant's own cached trajectory
   template <class V>
   void fields(V& v) {
     v("inner", inner, "the cache policy whose stand-ins are corrected");
@@ -32,10 +35,13 @@ struct DecOptions {
     v("apply", apply, "apply the correction (false = the inner policy alone)");
     v("per", per, "`channel`: an (a, b) per channel (DEC); `tensor`: one scalar pair per step and site "
                   "(ERTACache's residual linearization)");
+    v("trajectory", trajectory, "calibration follows the `uncached` trajectory (stand-ins replaced by the truth) or "
+                                "the variant's own `cached` one (stand-ins kept, corrections inside applied)");
   }
   template <class C>
   void check(C& c) const {
     c.one_of("per", per, {"channel", "tensor"});
+    c.one_of("trajectory", trajectory, {"uncached", "cached"});
     c.require(!inner.empty(), "inner", "must name the corrected policy, e.g. {type: fora, interval: 3}");
     c.require(!table.empty(), "table", "must name the coefficient file (written by `cachelab calibrate`)");
   }
@@ -73,12 +79,13 @@ class DecCorrector : public NestingLayer, public Calibrator {
   void start_calibration() override;
   std::string finish_calibration() override;
   std::string calibration_file() const override { return o_.table; }
+  void hold(bool on) override { held_ = on; }
 
  private:
   using Key = std::pair<int, int>;  // (step, site)
   void load_table();
   DecOptions o_;
-  bool calibrating_ = false, loaded_ = false;
+  bool calibrating_ = false, loaded_ = false, held_ = false;
   std::map<Key, std::pair<at::Tensor, at::Tensor>> table_;
   std::map<Key, AffineSums> sums_;
   int step_ = 0, extra_ = -1;

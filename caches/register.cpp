@@ -2,13 +2,13 @@
 #include "caches/cg_taylor.h"
 #include "caches/dbcache.h"
 #include "caches/dec.h"
-#include "caches/vc.h"
 #include "caches/delta_dit.h"
 #include "caches/delta_cache.h"
 #include "caches/deepcache.h"
 #include "caches/fbcache.h"
 #include "caches/foca.h"
 #include "caches/fora.h"
+#include "caches/interval_adjust.h"
 #include "caches/kv_cache.h"
 #include "caches/l2c.h"
 #include "caches/magcache.h"
@@ -21,6 +21,7 @@
 #include "caches/teacache.h"
 #include "caches/threshold_search.h"
 #include "caches/toca.h"
+#include "caches/vc.h"
 #include "caches/zeus.h"
 #include "framework/registries.h"
 
@@ -44,6 +45,8 @@ void register_caches() {
   r.add<DecCorrector, DecOptions>("dec", "DEC: per-channel affine correction of any policy's stand-ins", __FILE__);
   r.add<DecCorrector, ResidualLinearOptions>(
       "residual_linear", "ERTACache's residual linearization: one closed-form (a, b) per step and site of the stand-ins", __FILE__);
+  r.add<IntervalAdjust, IntervalAdjustOptions>(
+      "interval_adjust", "ERTACache's timestep adjustment: a fitted integration interval scale on every cached step", __FILE__);
   r.add<VcCorrector, VcOptions>("vc", "Q&C variance compensation: the model output's spread matched per step to full precision", __FILE__);
   ops_layers().add<PrefixKvCache, PrefixKvOptions>(
       "prefix_kv", "Fast-dLLM block-wise prefix K/V cache for masked-diffusion LMs (mdlm)", __FILE__);

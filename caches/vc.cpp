@@ -48,7 +48,7 @@ void VcCorrector::begin_run(RunContext& ctx) {
     if (++calibration_runs_ == 1) sum_.assign(size_t(steps_), 0.0), count_.assign(size_t(steps_), 0.0);
     return;
   }
-  if (!loaded_) load();
+  if (!loaded_ && !held_) load();
 }
 
 void VcCorrector::begin_step(const StepIndex& step) {
@@ -68,6 +68,7 @@ Tensors VcCorrector::at(SiteCall& call, const Next& next) {
     return out;
   }
   Tensors out = inner_ ? inner_->at(call, next) : next(call);
+  if (held_) return out;
   if (!call.info || call.info->kind != SiteKind::Model || out.empty() || size_t(step_) >= target_.size()) return out;
   const double now = spread(out[0]);
   if (!(now > 0) || !(target_[size_t(step_)] > 0)) return out;
@@ -84,6 +85,7 @@ Tensors VcCorrector::at(SiteCall& call, const Next& next) {
 
 void VcCorrector::start_calibration() {
   calibrating_ = true;
+  held_ = false;
   calibration_runs_ = 0;
   sum_.clear();
   count_.clear();

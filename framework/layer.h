@@ -73,6 +73,11 @@ class SiteLayer {
   virtual void end_step(const std::vector<uint8_t>& decisions) { (void)decisions; }
   // A layer fitted by `cachelab calibrate` returns its calibrator (nested layers forward).
   virtual Calibrator* calibrator() { return nullptr; }
+  // Every calibrator of this layer and the layers inside it, innermost first (a corrector
+  // around a corrector is fitted with the inner one applied).
+  virtual void calibrators(std::vector<Calibrator*>& out) {
+    if (Calibrator* c = calibrator()) out.push_back(c);
+  }
 };
 
 // A component fitted from runs: calibration mode on, run trajectories, then save.
@@ -84,6 +89,9 @@ class Calibrator {
   // The file it writes: a calibration run is skipped when an earlier run of the same
   // `cachelab calibrate` already wrote this file.
   virtual std::string calibration_file() const = 0;
+  // While a calibrator inside this one is fitted, this one is held: it passes its inner
+  // layer's answers through untouched and reads no file (it may not exist yet).
+  virtual void hold(bool on) { (void)on; }
 };
 
 // A site layer around an optional inner one (correctors, masks, layers that steer a
@@ -98,6 +106,11 @@ class NestingLayer : public SiteLayer {
     if (inner_) inner_->end_step(decisions);
   }
   Calibrator* calibrator() override { return inner_ ? inner_->calibrator() : nullptr; }
+  void calibrators(std::vector<Calibrator*>& out) override {
+    if (inner_) inner_->calibrators(out);
+    Calibrator* mine = calibrator();
+    if (mine && (out.empty() || out.back() != mine)) out.push_back(mine);
+  }
 
  protected:
   std::unique_ptr<SiteLayer> inner_;

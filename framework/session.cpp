@@ -159,40 +159,51 @@ class Session {
       }
   }
 
-  // Runs `run` with its calibrators observing, then writes what they fitted.
+  // Runs `run` with its calibrators observing, then writes what they fitted. The cache
+  // stack's calibrators are fitted one run each, innermost first (an outer corrector is
+  // fitted with the inner ones applied; it is held meanwhile); the quantizer's joins the
+  // first run.
   bool calibrate(const RunSpec& run, std::set<std::string>& written) {
     Backbone& bb = backbone(*run.config.find("backbone"), run_options(run.config));
     BuiltRun parts = build(run, bb);
-    std::vector<Calibrator*> cals;
-    if (Calibrator* c = parts.cache->calibrator()) cals.push_back(c);
-    if (parts.ops)
-      if (Calibrator* c = parts.ops->calibrator()) cals.push_back(c);
+    std::vector<Calibrator*> chain;
+    parts.cache->calibrators(chain);
+    Calibrator* ops_cal = parts.ops ? parts.ops->calibrator() : nullptr;
+    auto fresh = [&](Calibrator* c) { return written.insert(resolve_path(c->calibration_file())).second; };
     std::vector<Calibrator*> todo;
-    for (auto* c : cals)
-      if (written.insert(resolve_path(c->calibration_file())).second) todo.push_back(c);
-    if (todo.empty()) {
-      if (!cals.empty()) std::printf("  %-28s skipped (its file was fitted above)\n", run.name.c_str());
+    for (auto* c : chain)
+      if (fresh(c)) todo.push_back(c);
+    const bool ops_todo = ops_cal && fresh(ops_cal);
+    if (todo.empty() && !ops_todo) {
+      if (!chain.empty() || ops_cal) std::printf("  %-28s skipped (its file was fitted above)\n", run.name.c_str());
       return false;
     }
-    cals = todo;
     at::set_num_threads(parts.run.threads);
-    for (auto* c : cals) c->start_calibration();
     RunParts rp = parts.parts(bb);
-    const auto t0 = std::chrono::steady_clock::now();
-    Trajectory tr = run_trajectory(rp, parts.run, nullptr, nullptr);
-    CL_CHECK(tr.failed_step < 0, "calibration run of `" << run.name << "` failed: " << tr.error);
-    for (bool more = true; more;) {  // a searching calibrator asks for more runs
-      more = false;
-      for (auto* c : cals)
-        if (auto* m = dynamic_cast<MultiRunCalibrator*>(c)) more = m->another_run(tr.flops, tr.samples) || more;
-      if (!more) break;
-      tr = run_trajectory(rp, parts.run, nullptr, nullptr);
+    const size_t passes = std::max<size_t>(todo.size(), 1);
+    for (size_t p = 0; p < passes; ++p) {
+      std::vector<Calibrator*> cals;
+      if (p < todo.size()) cals.push_back(todo[p]);
+      if (p == 0 && ops_todo) cals.push_back(ops_cal);
+      for (size_t q = p + 1; q < todo.size(); ++q) todo[q]->hold(true);
+      for (auto* c : cals) c->start_calibration();
+      const auto t0 = std::chrono::steady_clock::now();
+      Trajectory tr = run_trajectory(rp, parts.run, nullptr, nullptr);
       CL_CHECK(tr.failed_step < 0, "calibration run of `" << run.name << "` failed: " << tr.error);
+      for (bool more = true; more;) {  // a searching calibrator asks for more runs
+        more = false;
+        for (auto* c : cals)
+          if (auto* m = dynamic_cast<MultiRunCalibrator*>(c)) more = m->another_run(tr.flops, tr.samples) || more;
+        if (!more) break;
+        tr = run_trajectory(rp, parts.run, nullptr, nullptr);
+        CL_CHECK(tr.failed_step < 0, "calibration run of `" << run.name << "` failed: " << tr.error);
+      }
+      for (auto* c : cals)
+        std::printf("  %-28s %s (%.1fs, %d samples)\n", run.name.c_str(), c->finish_calibration().c_str(),
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), parts.run.samples);
+      std::fflush(stdout);
+      for (size_t q = p + 1; q < todo.size(); ++q) todo[q]->hold(false);
     }
-    for (auto* c : cals)
-      std::printf("  %-28s %s (%.1fs, %d samples)\n", run.name.c_str(), c->finish_calibration().c_str(),
-                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), parts.run.samples);
-    std::fflush(stdout);
     return true;
   }
 

@@ -21,7 +21,8 @@ BOOST_AUTO_TEST_CASE(census_every_expected_component_is_registered) {
   const std::set<std::string> bb = {"dit", "tiny_mdlm", "tiny_video", "unet"}, sm = {"ddim", "ddpm", "euler_flow", "heun_flow"},
                               ca = {"none", "fora", "fbcache", "taylorseer", "teacache", "toca", "dec", "l2c",
                                     "dbcache", "delta_dit", "magcache", "zeus", "cg_taylor", "scm", "threshold_search",
-                                    "schedule", "foca", "pab", "ras", "delta_cache", "deepcache", "sixbit", "vc", "residual_linear"},
+                                    "schedule", "foca", "pab", "ras", "delta_cache", "deepcache", "sixbit", "vc", "residual_linear",
+                                    "interval_adjust"},
                               me = {"mse", "psnr", "ssim", "fid", "accuracy", "token_match"},
                               pi = {"image", "mdlm", "video"}, gu = {"cfg"}, op = {"prefix_kv", "rolling_kv", "w8a8", "ptq"};
   for (auto& n : bb) BOOST_CHECK_MESSAGE(names(backbones()).count(n), "backbone " << n);
@@ -42,6 +43,7 @@ const std::map<std::string, std::string> kExamples = {
     {"dec", "type: dec\ninner: {type: fora, interval: 2}\ntable: results/calib/t.safetensors\n"},
     {"residual_linear", "type: residual_linear\ninner: {type: fora, interval: 2}\ntable: results/calib/r.safetensors\n"},
     {"vc", "type: vc\ninner: {type: fora, interval: 2}\ntable: results/calib/v.safetensors\n"},
+    {"interval_adjust", "type: interval_adjust\ninner: {type: fora, interval: 2}\ntable: results/calib/i.safetensors\n"},
     {"schedule", "type: schedule\ncompute: [1, 0, 1]\n"},
     {"magcache", "type: magcache\ncalibration: results/calib/m.txt\n"},
     {"scm", "type: scm\npreset: fast\ninner: {type: fbcache, threshold: 0.2}\n"},

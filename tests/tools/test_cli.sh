@@ -84,11 +84,12 @@ variants:
   tea: {cache: {type: teacache, threshold: 0.1, fit_degree: 2, calibration: $tmp/cal/tea.txt}}
   w8: {ops: [{type: w8a8, mode: int8, calibration: $tmp/cal/w8.safetensors}]}
   pq: {cache: {type: vc, inner: {type: sixbit, budget_bits: 6}, table: $tmp/cal/vc.safetensors}, ops: [{type: ptq, low_bits: 4, correct: true, calibration_select: tap, tap_clusters: 2, calibration: $tmp/cal/pq.safetensors}]}
+  erta: {cache: {type: interval_adjust, inner: {type: residual_linear, inner: {type: fora, interval: 2}, table: $tmp/cal/rl.safetensors}, table: $tmp/cal/ia.safetensors}}
 YAML
 expect 2 "no coefficient table|cachelab calibrate" "a missing calibration file stops validate" \
   "$exe" validate "$tmp/cal.yaml"
-expect 0 "dec: fitted|teacache: fitted|w8a8: input ranges|vc: output spread|TAP kept 2 of 16|correction of|calibrated 4 run(s)" \
-  "calibrate fits every component" \
+expect 0 "dec: fitted|teacache: fitted|w8a8: input ranges|vc: output spread|TAP kept 2 of 16|correction of|interval_adjust: 2 cached steps|calibrated 5 run(s)" \
+  "calibrate fits every component (a nested pair innermost first)" \
   "$exe" calibrate "$tmp/cal.yaml" seed=1
 expect 0 "all runs done" "calibrated variants run" "$exe" run "$tmp/cal.yaml" --results "$res"
 expect 2 "no variant with a calibratable component" "calibrate without calibratable components" \
