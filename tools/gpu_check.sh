@@ -96,11 +96,11 @@ grep -E "^(HDF5_C_INCLUDE_DIR|HDF5_C_LIBRARY_hdf5|yaml-cpp_DIR|Boost_DIR|Eigen3_
 [ "${GPU_CHECK_STOP_AFTER:-}" = configure ] && exit 0
 
 stamp "build cachelab with $jobs jobs"
-timeout "${GPU_CHECK_BUILD_TIMEOUT:-300}" cmake --build "$build" --target cachelab -j "$jobs" >"$out/build.log" 2>&1
+timeout "${GPU_CHECK_BUILD_TIMEOUT:-300}" cmake --build "$build" --target cachelab -j "$jobs" -- -k 0 >"$out/build.log" 2>&1
 rc=$?
 if [ $rc -ne 0 ]; then
   stamp "BUILD FAILED (rc $rc; 124 = timed out)"
-  grep -m40 -E "error|Error" "$out/build.log"
+  grep -E "error:|FAILED:" "$out/build.log" | head -60
   echo "--- first error in context"
   grep -m1 -n -E "error:" "$out/build.log" | cut -d: -f1 | { read -r n && sed -n "$(( n > 20 ? n - 20 : 1 )),$(( n + 30 ))p" "$out/build.log"; }
   exit 1
