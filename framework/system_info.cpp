@@ -1,5 +1,6 @@
 #include "framework/system_info.h"
 
+#include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <torch/version.h>
 #include <malloc.h>
@@ -65,6 +66,8 @@ SystemInfo system_info(int threads) {
   SystemInfo s;
   s.threads = at::get_num_threads();
   s.blas = loaded_blas();
+  // PyTorch's own LibTorch links MKL statically: no BLAS object is mapped, and MKL is fast.
+  if (s.blas == "unknown" && at::hasMKL()) s.blas = "mkl (linked into LibTorch)";
   s.blas_is_reference = s.blas.find("/blas/") != std::string::npos ||
                         (s.blas.find("openblas") == std::string::npos && s.blas.find("mkl") == std::string::npos);
   s.torch_version = TORCH_VERSION;

@@ -1,6 +1,7 @@
 #include "models/safetensors.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -160,7 +161,7 @@ void load_into(const std::vector<std::pair<std::string, at::Tensor>>& model_tens
              "weights file `" << path << "`: tensor `" << name << "` has shape " << shape_str(it->second.sizes())
                               << " but the configured model expects " << shape_str(dst.sizes())
                               << "; the backbone keys (hidden_size, depth, patch_size, ...) do not match the file");
-    at::NoGradGuard guard;
+    c10::NoGradGuard guard;  // c10:: in every LibTorch (2.x dropped the at:: alias)
     dst.copy_(it->second.to(dst.scalar_type()));
     used.insert(name);
   }

@@ -5,7 +5,7 @@
 // runs as `cache: {type: l2c}`, and the options validate and round-trip.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/core/grad_mode.h>
+#include <c10/core/GradMode.h>
 
 #include <algorithm>
 #include <boost/test/unit_test.hpp>
@@ -49,7 +49,7 @@ struct Fixture {
   // Final sample of a run from x through `router`; `mode(k)` picks each step's mode.
   template <class ModeOf>
   at::Tensor run(L2cRouter& router, at::Tensor x, const at::Tensor& labels, ModeOf mode) {
-    at::NoGradGuard g;
+    c10::NoGradGuard g;
     LayerHooks hooks(model, {&router});
     hooks.begin_run(kSteps);
     for (int k = 0; k < kSteps; ++k) {
@@ -115,7 +115,7 @@ BOOST_AUTO_TEST_CASE(the_image_error_proxy_equals_separate_runs_and_its_weights_
     o.full_every = full_every;
     HarmonicaTrainer trainer(model, sampler, guidance, pairs, 6, o);
     {
-      at::NoGradGuard g;
+      c10::NoGradGuard g;
       auto gen = at::detail::createCPUGenerator(9);
       trainer.logits().copy_(at::randn({kSteps, depth, 2}, gen));
     }
