@@ -29,6 +29,24 @@ void AffineSums::add(const at::Tensor& x_in, const at::Tensor& y_in) {
   n += double(x.size(0));
 }
 
+// A site output's channels: the last dim of token outputs [B, N, D], dim 1 of feature maps
+// [B, C, H, W] (U-Net branches and blocks).
+static int64_t channel_dim(const at::Tensor& x) { return x.dim() == 4 ? 1 : x.dim() - 1; }
+
+at::Tensor DecCorrector::rows(const at::Tensor& x) const {
+  if (o_.per == "tensor") return x.reshape({-1, 1});
+  const int64_t c = channel_dim(x);
+  return x.movedim(c, -1).reshape({-1, x.size(c)});
+}
+
+at::Tensor DecCorrector::per_channel(const at::Tensor& v, const at::Tensor& x) const {
+  auto t = v.to(x.options());
+  if (o_.per == "tensor" || channel_dim(x) == x.dim() - 1) return t;
+  std::vector<int64_t> shape(size_t(x.dim()), 1);
+  shape[size_t(channel_dim(x))] = t.numel();
+  return t.view(shape);
+}
+
 DecCorrector::DecCorrector(const DecOptions& o, const BuildContext& ctx) : o_(o) {
   inner_ = caches().build(o.inner.node, nullptr, ctx);
 }
@@ -81,15 +99,14 @@ Tensors DecCorrector::at(SiteCall& call, const Next& next) {
   const Key key{step_, call.site};
   if (calibrating_) {
     Tensors truth = next(call);
-    const int64_t C = o_.per == "tensor" ? 1 : out[0].size(-1);
-    sums_[key].add(out[0].reshape({-1, C}), truth[0].reshape({-1, C}));
+    sums_[key].add(rows(out[0]), rows(truth[0]));
     return o_.trajectory == "cached" ? out : truth;
   }
   if (!o_.apply) return out;
   auto it = table_.find(key);
   if (it == table_.end()) return out;  // a stand-in calibration never saw: left as it is
   const auto& [a, b] = it->second;
-  auto corrected = out[0] * a.to(out[0].options()) + b.to(out[0].options());
+  auto corrected = out[0] * per_channel(a, out[0]) + per_channel(b, out[0]);
   if (call.log->extra) {
     const double base = out[0].abs().mean().item<double>();
     call.log->set_extra(extra_, base > 0 ? (corrected - out[0]).abs().mean().item<double>() / base : 0.0);

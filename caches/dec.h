@@ -84,6 +84,8 @@ class DecCorrector : public NestingLayer, public Calibrator {
  private:
   using Key = std::pair<int, int>;  // (step, site)
   void load_table();
+  at::Tensor rows(const at::Tensor& x) const;                               // [R, C] (C = 1 per tensor)
+  at::Tensor per_channel(const at::Tensor& v, const at::Tensor& x) const;  // v [C] shaped to broadcast on x
   DecOptions o_;
   bool calibrating_ = false, loaded_ = false, held_ = false;
   std::map<Key, std::pair<at::Tensor, at::Tensor>> table_;

@@ -5,10 +5,15 @@
 
 #include <boost/test/unit_test.hpp>
 #include <cmath>
+#include <cstring>
 
+#include "caches/dec.h"
 #include "caches/deepcache.h"
 #include "caches/none.h"
 #include "framework/runner.h"
+#include "framework/config.h"
+#include "framework/registries.h"
+#include "models/safetensors.h"
 #include "models/samplers.h"
 #include "models/unet.h"
 #include "tests/caches/fixture.h"
@@ -148,6 +153,37 @@ BOOST_AUTO_TEST_CASE(branch_selects_the_skip_level_by_tag) {
   BOOST_CHECK_EQUAL(count(t, site("mid.attn"), Decision::Skipped), kSteps / 2);
   auto bad = make(2, "uniform", 5);
   cachelab::testing::check_error([&] { with(bad); }, {"no Branch site with block 5", "0, 1"});
+}
+
+// DEC on feature maps: the channels of a [B, C, H, W] branch output are dim 1, not the last.
+BOOST_AUTO_TEST_CASE(dec_fits_one_pair_per_feature_map_channel) {
+  cachelab::testing::TempDir dir;
+  const std::string table = dir.path + "/dec.safetensors";
+  ConfigNode node = parse_config_string(
+      "type: dec\ninner: {type: deepcache, interval: 3, branch: 0}\ntable: " + table + "\n", "dec.yaml");
+  BuildContext ctx;
+  ctx.sites = &model.sites();
+  auto cal = caches().build(node, nullptr, ctx);
+  cal->calibrator()->start_calibration();
+  RunOptions cr = run;
+  cr.seed = 11;
+  cachelab::testing::run_image(model, sampler, {cal.get()}, cr, nullptr, nullptr);
+  BOOST_TEST_MESSAGE(cal->calibrator()->finish_calibration());
+  // One (a, b) per channel of the branch's output, at every step it is reused.
+  const auto stem = "/branches.0/a";
+  int64_t fitted = 0;
+  for (auto& [name, a] : read_safetensors(table).tensors)
+    if (name.size() > std::strlen(stem) && name.compare(name.size() - std::strlen(stem), std::strlen(stem), stem) == 0) {
+      BOOST_CHECK_EQUAL(a.numel(), 16);  // tiny U-Net: branch 0 returns 16 channels (its last dim is 8 or 4)
+      BOOST_CHECK(at::isfinite(a).all().item<bool>());
+      ++fitted;
+    }
+  BOOST_CHECK_EQUAL(fitted, kSteps - 4);  // DeepCache N=3 over 10 steps reuses at 6 steps
+  auto corrected = caches().build(node, nullptr, ctx);
+  auto t = with(*corrected);
+  BOOST_CHECK_EQUAL(t.failed_step, -1);
+  auto dc = make(3);
+  BOOST_CHECK(!at::equal(t.samples, with(dc).samples));  // the correction changed the run
 }
 
 BOOST_AUTO_TEST_SUITE_END()
