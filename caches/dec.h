@@ -68,18 +68,16 @@ struct ResidualLinearOptions : DecOptions {
   ResidualLinearOptions() { per = "tensor"; }
 };
 
-class DecCorrector : public NestingLayer, public Calibrator {
+class DecCorrector : public Corrector {
  public:
   DecCorrector(const DecOptions& o, const BuildContext& ctx);
   ~DecCorrector() override;
   void begin_run(RunContext& ctx) override;
   void begin_step(const StepIndex& step) override;
   Tensors at(SiteCall& call, const Next& next) override;
-  Calibrator* calibrator() override { return this; }
   void start_calibration() override;
   std::string finish_calibration() override;
   std::string calibration_file() const override { return o_.table; }
-  void hold(bool on) override { held_ = on; }
 
  private:
   using Key = std::pair<int, int>;  // (step, site)
@@ -87,7 +85,7 @@ class DecCorrector : public NestingLayer, public Calibrator {
   at::Tensor rows(const at::Tensor& x) const;                               // [R, C] (C = 1 per tensor)
   at::Tensor per_channel(const at::Tensor& v, const at::Tensor& x) const;  // v [C] shaped to broadcast on x
   DecOptions o_;
-  bool calibrating_ = false, loaded_ = false, held_ = false;
+  bool calibrating_ = false, loaded_ = false;
   std::map<Key, std::pair<at::Tensor, at::Tensor>> table_;
   std::map<Key, AffineSums> sums_;
   int step_ = 0, extra_ = -1;

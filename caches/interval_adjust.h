@@ -48,7 +48,7 @@ struct IntervalAdjustOptions {
   }
 };
 
-class IntervalAdjust final : public NestingLayer, public Calibrator {
+class IntervalAdjust final : public Corrector {
  public:
   IntervalAdjust(const IntervalAdjustOptions& o, const BuildContext& ctx);
   // Around a given inner layer (o.inner is not built).
@@ -57,11 +57,9 @@ class IntervalAdjust final : public NestingLayer, public Calibrator {
   void begin_run(RunContext& ctx) override;
   void begin_step(const StepIndex& step) override;
   Tensors at(SiteCall& call, const Next& next) override;
-  Calibrator* calibrator() override { return this; }
   void start_calibration() override;
   std::string finish_calibration() override;
   std::string calibration_file() const override { return o_.table; }
-  void hold(bool on) override { held_ = on; }
 
   // The fitted scales (1 where a step was never cached); empty until loaded or fitted.
   const std::vector<double>& scales() const { return phi_; }
@@ -72,7 +70,7 @@ class IntervalAdjust final : public NestingLayer, public Calibrator {
   std::string path_, digest_;
   std::vector<double> phi_, sxy_, sxx_;
   int step_ = 0, steps_ = 0, extra_ = -1;
-  bool calibrating_ = false, loaded_ = false, held_ = false;
+  bool calibrating_ = false, loaded_ = false;
   bool stood_in_ = false, bypass_ = false;  // during the model site's call
 };
 

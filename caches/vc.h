@@ -40,18 +40,16 @@ struct VcOptions {
   }
 };
 
-class VcCorrector final : public NestingLayer, public Calibrator {
+class VcCorrector final : public Corrector {
  public:
   VcCorrector(const VcOptions& o, const BuildContext& ctx);
   ~VcCorrector() override;
   void begin_run(RunContext& ctx) override;
   void begin_step(const StepIndex& step) override;
   Tensors at(SiteCall& call, const Next& next) override;
-  Calibrator* calibrator() override { return this; }
   void start_calibration() override;
   std::string finish_calibration() override;
   std::string calibration_file() const override { return o_.table; }
-  void hold(bool on) override { held_ = on; }
 
   // The batch mean of per-sample standard deviations of o [B, ...].
   static double spread(const at::Tensor& o);
@@ -63,7 +61,7 @@ class VcCorrector final : public NestingLayer, public Calibrator {
   std::vector<double> sum_, count_;     // calibration sums per step
   std::string digest_, path_;
   int step_ = 0, steps_ = 0, extra_ = -1, calibration_runs_ = 0;
-  bool calibrating_ = false, loaded_ = false, held_ = false;
+  bool calibrating_ = false, loaded_ = false;
 };
 
 }  // namespace cachelab

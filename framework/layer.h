@@ -116,6 +116,17 @@ class NestingLayer : public SiteLayer {
   std::unique_ptr<SiteLayer> inner_;
 };
 
+// A corrector: a nesting layer fitted by `cachelab calibrate` (dec, vc, interval_adjust).
+// While held it passes its inner layer's answers through (held_).
+class Corrector : public NestingLayer, public Calibrator {
+ public:
+  Calibrator* calibrator() override { return this; }
+  void hold(bool on) override { held_ = on; }
+
+ protected:
+  bool held_ = false;
+};
+
 // A cache policy is a site layer; the name says what it is for.
 using CachePolicy = SiteLayer;
 

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "caches/none.h"
+#include "framework/error.h"
 #include "framework/runner.h"
 #include "models/samplers.h"
 #include "tests/test_util.h"
@@ -54,6 +55,18 @@ struct RandomPolynomial {
     return v;
   }
 };
+
+// Fits a calibrator of `layer` (its own by default) with one run of `run` on seed 11, not an
+// evaluation seed; returns the calibrator's summary line.
+inline std::string calibrate_once(Backbone& model, const Sampler& sampler, SiteLayer& layer, RunOptions run,
+                                  Calibrator* c = nullptr) {
+  if (!c) c = layer.calibrator();
+  CL_CHECK(c, "calibrate_once: the layer has no calibrator");
+  c->start_calibration();
+  run.seed = 11;
+  run_image(model, sampler, {&layer}, run, nullptr, nullptr);
+  return c->finish_calibration();
+}
 
 inline int count(const Trajectory& t, int site, Decision d) {
   int n = 0;

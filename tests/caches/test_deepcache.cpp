@@ -164,11 +164,7 @@ BOOST_AUTO_TEST_CASE(dec_fits_one_pair_per_feature_map_channel) {
   BuildContext ctx;
   ctx.sites = &model.sites();
   auto cal = caches().build(node, nullptr, ctx);
-  cal->calibrator()->start_calibration();
-  RunOptions cr = run;
-  cr.seed = 11;
-  cachelab::testing::run_image(model, sampler, {cal.get()}, cr, nullptr, nullptr);
-  BOOST_TEST_MESSAGE(cal->calibrator()->finish_calibration());
+  BOOST_TEST_MESSAGE(cachelab::testing::calibrate_once(model, sampler, *cal, run));
   // One (a, b) per channel of the branch's output, at every step it is reused.
   const auto stem = "/branches.0/a";
   int64_t fitted = 0;

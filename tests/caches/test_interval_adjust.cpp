@@ -48,13 +48,8 @@ struct IaFixture : Fixture {
                                    "/ia.safetensors\n" + extra,
                                "ia.yaml");
   }
-  // Calibrates `layer` alone on seed 11.
   std::string calibrate(SiteLayer& layer, Calibrator& c) {
-    c.start_calibration();
-    RunOptions cr = run;
-    cr.seed = 11;
-    cachelab::testing::run_image(model, sampler, {&layer}, cr, nullptr, nullptr);
-    return c.finish_calibration();
+    return cachelab::testing::calibrate_once(model, sampler, layer, run, &c);
   }
   std::vector<double> table() const {
     auto t = read_safetensors(dir.path + "/ia.safetensors").tensors.at(0).second.to(at::kDouble).contiguous();

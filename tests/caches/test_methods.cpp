@@ -208,11 +208,7 @@ BOOST_FIXTURE_TEST_CASE(residual_linear_fits_one_scalar_pair_per_step_and_site, 
   BuildContext ctx;
   ctx.sites = &model.sites();
   auto cal = caches().build(node, nullptr, ctx);
-  cal->calibrator()->start_calibration();
-  RunOptions cr = run;
-  cr.seed = 11;
-  cachelab::testing::run_image(model, sampler, {cal.get()}, cr, nullptr, nullptr);
-  BOOST_TEST_MESSAGE(cal->calibrator()->finish_calibration());
+  BOOST_TEST_MESSAGE(cachelab::testing::calibrate_once(model, sampler, *cal, run));
   auto table = read_safetensors(dir.path + "/rl.safetensors");
   BOOST_REQUIRE(!table.tensors.empty());
   for (auto& [name, t] : table.tensors) {
@@ -251,13 +247,9 @@ BOOST_FIXTURE_TEST_CASE(calibrated_correction_reduces_foras_error, Fixture) {
   }
   // Calibrate on other seeds than the evaluation's.
   auto cal = caches().build(node, nullptr, ctx);
-  BOOST_REQUIRE(cal->calibrator());
-  cal->calibrator()->start_calibration();
   RunOptions cr = run;
-  cr.seed = 11;
   cr.samples = cr.batch = 8;
-  cachelab::testing::run_image(model, sampler, {cal.get()}, cr, nullptr, nullptr);
-  BOOST_TEST_MESSAGE(cal->calibrator()->finish_calibration());
+  BOOST_TEST_MESSAGE(cachelab::testing::calibrate_once(model, sampler, *cal, cr));
 
   auto corrected = caches().build(node, nullptr, ctx);
   ForaOptions fo;
