@@ -1,12 +1,12 @@
 // HarmoniCa (Huang et al., ICML 2025): training the Learning-to-Cache router (caches/l2c.h,
-// same logits [T, depth, 2], same router file) so that training matches inference.
+// same logits [T, rows, kinds], same router file) so that training matches inference.
 // `cachelab train` with `model: l2c` and `train.objective: harmonica`.
 //
 // Step-Wise Denoising Training (SDT). `batch_size` starting noises (drawn from the
 // training trajectories) are denoised through all T steps with the router in the loop:
-// step 0 and the full steps (full_every) compute every sub-layer and fill the cache; at a
+// step 0 and the full steps (full_every) compute every routed site and fill the cache; at a
 // routed step i the router blends s * fresh + (1 - s) * cached (L2cRouter::Mode::Unroll),
-// where `cached` is what the router's own earlier steps left (a sub-layer with
+// where `cached` is what the router's own earlier steps left (a routed site with
 // s > threshold refreshes it, as at inference, so reused values may be many steps old),
 // and the sample moves on with the blended output. Each routed step is one iteration:
 //     loss_i = w_i * MSE(blended guided output at step i, teacher_i) + lambda * mean_j s_ij,
@@ -21,7 +21,7 @@
 // Image Error Proxy-Guided Objective (IEPO). w_i stands for step i's effect on the final
 // image. With X_{<i} the final image of a run from the same noise that applies the
 // current router (relaxed blend, as in training) at the routed steps before i and
-// computes every sub-layer from step i on,
+// computes every site from step i on,
 //     lambda_i = mean (X_{<i'} - X_{<i})^2,   i' = the routed step after i
 // (for the last routed step X_{<i'} is the run routed at every routed step): how much the
 // router's step i changes the final image on top of its earlier steps (the definition of

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "framework/error.h"
@@ -11,19 +12,70 @@
 namespace cachelab {
 
 const char* const kL2cTrainCommand = "cachelab train configs/train/l2c-dit-mnist.yaml";
+const char* const kL2cLayoutKey = "layout";
+const char* const kL2cSitesKey = "sites";
+const char* const kL2cBackboneDigestKey = "backbone_digest";
 
 namespace {
 
 constexpr const char* kLogitsName = "logits";
 constexpr const char* kFormat = "cachelab l2c router";
+constexpr const char* kAttnMlp = "attn_mlp";
+constexpr const char* kBranch = "branch";
+// What to do about a router for another backbone.
+constexpr const char* kTrainHint =
+    "train one for this backbone (a recipe under configs/train/, e.g. configs/train/l2c-dit-mnist.yaml or "
+    "configs/train/l2c-unet-mnist.yaml, with this backbone's `base:`)";
 
 void check_shape(const at::Tensor& logits, const std::string& source) {
-  CL_CHECK(logits.defined() && logits.dim() == 3 && logits.size(2) == 2 && logits.size(0) >= 1 &&
-               logits.size(1) >= 1,
-           "l2c: router " << source << " must hold logits of shape [steps, depth, 2]");
+  CL_CHECK(logits.defined() && logits.dim() == 3 && logits.size(0) >= 1 && logits.size(1) >= 1 &&
+               (logits.size(2) == 1 || logits.size(2) == 2),
+           "l2c: router " << source << " must hold logits of shape [steps, depth, 2] or [steps, levels, 1]");
+}
+
+std::string describe_layout(const std::string& name) {
+  if (name == kAttnMlp) return "the attn and mlp sub-layers of a DiT's main stream (layout attn_mlp)";
+  if (name == kBranch) return "the skip branches of a U-Net (layout branch)";
+  return "layout `" + name + "`";
 }
 
 }  // namespace
+
+std::string L2cLayout::site_list() const {
+  std::string out;
+  for (size_t i = 0; i < names.size(); ++i) out += (i ? "," : "") + names[i];
+  return out;
+}
+
+L2cLayout l2c_layout(const std::vector<Site>& sites) {
+  const bool branches = std::any_of(sites.begin(), sites.end(),
+                                    [](const Site& s) { return s.kind == SiteKind::Branch && s.block >= 0; });
+  L2cLayout l;
+  l.name = branches ? kBranch : kAttnMlp;
+  l.row_unit = branches ? "branch levels" : "blocks";
+  l.kinds = branches ? 1 : 2;
+  l.slot.assign(sites.size(), -1);
+  for (size_t i = 0; i < sites.size(); ++i) {
+    const Site& s = sites[i];
+    int kind = -1;
+    if (s.block < 0) continue;
+    if (branches) kind = s.kind == SiteKind::Branch ? 0 : -1;
+    else if (s.stream == 0) kind = s.kind == SiteKind::Attn ? 0 : s.kind == SiteKind::Mlp ? 1 : -1;
+    if (kind < 0) continue;
+    l.slot[i] = s.block * l.kinds + kind;
+    l.rows = std::max(l.rows, s.block + 1);
+    ++l.routed;
+  }
+  l.names.assign(size_t(l.rows * l.kinds), std::string());
+  for (size_t i = 0; i < sites.size(); ++i)
+    if (l.slot[i] >= 0) {
+      std::string& n = l.names[size_t(l.slot[i])];
+      n += (n.empty() ? "" : "+") + sites[i].name;
+    }
+  for (auto& n : l.names)
+    if (n.empty()) n = "-";
+  return l;
+}
 
 void save_l2c_router(const std::string& path, const at::Tensor& logits,
                      const std::map<std::string, std::string>& metadata) {
@@ -31,7 +83,8 @@ void save_l2c_router(const std::string& path, const at::Tensor& logits,
   std::map<std::string, std::string> meta = metadata;
   meta["format"] = kFormat;
   meta["steps"] = std::to_string(logits.size(0));
-  meta["depth"] = std::to_string(logits.size(1));
+  meta["depth"] = std::to_string(logits.size(1));  // rows: blocks or branch levels
+  meta["kinds"] = std::to_string(logits.size(2));
   const auto parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent);
   write_safetensors(path, {{kLogitsName, logits.detach().to(at::kCPU, at::kFloat).contiguous()}}, meta);
@@ -52,27 +105,45 @@ at::Tensor load_l2c_router(const std::string& path, std::map<std::string, std::s
                    << kL2cTrainCommand << "`)");
 }
 
-L2cRouter::L2cRouter(const L2cOptions& o) : L2cRouter(load_l2c_router(resolve_path(o.router)), o) {}
+L2cRouter::L2cRouter(const L2cOptions& o) : o_(o), from_file_(true) {
+  logits_ = load_l2c_router(resolve_path(o_.router), &metadata_);
+}
 
 L2cRouter::L2cRouter(at::Tensor logits, const L2cOptions& o) : o_(o), logits_(std::move(logits)) {
   check_shape(logits_, "`" + o_.router + "`");
 }
 
+void L2cRouter::check_file(const RunContext& ctx) const {
+  // Files written before layouts were recorded are DiT routers.
+  const auto layout = metadata_.count(kL2cLayoutKey) ? metadata_.at(kL2cLayoutKey) : std::string(kAttnMlp);
+  CL_CHECK(layout == layout_.name, "l2c: router `" << o_.router << "` routes " << describe_layout(layout)
+                                                   << ", but this backbone is routed at "
+                                                   << describe_layout(layout_.name) << " ("
+                                                   << layout_.site_list() << "); " << kTrainHint);
+  if (auto it = metadata_.find(kL2cSitesKey); it != metadata_.end())
+    CL_CHECK(it->second == layout_.site_list(), "l2c: router `" << o_.router << "` routes the sites " << it->second
+                                                                << " but this backbone's are "
+                                                                << layout_.site_list() << "; " << kTrainHint);
+  if (auto it = metadata_.find(kL2cBackboneDigestKey); it != metadata_.end())
+    CL_CHECK(it->second.empty() || ctx.backbone_digest.empty() || it->second == ctx.backbone_digest,
+             "l2c: router `" << o_.router << "` was trained on backbone weights with digest " << it->second
+                             << " but this backbone's weights have digest " << ctx.backbone_digest << "; "
+                             << kTrainHint);
+}
+
 void L2cRouter::begin_run(RunContext& ctx) {
   const auto& sites = *ctx.sites;
-  slot_.assign(sites.size(), -1);
+  layout_ = l2c_layout(sites);
   cache_.assign(sites.size(), at::Tensor());
-  int depth = 0, matched = 0;
-  for (size_t i = 0; i < sites.size(); ++i) {
-    const Site& s = sites[i];
-    if ((s.kind != SiteKind::Attn && s.kind != SiteKind::Mlp) || s.stream != 0 || s.block < 0) continue;
-    slot_[i] = s.block * 2 + (s.kind == SiteKind::Mlp ? 1 : 0);
-    depth = std::max(depth, s.block + 1);
-    ++matched;
-  }
-  CL_CHECK(matched > 0, "l2c: this backbone has no attn or mlp site in its main stream; DiT blocks have both");
-  CL_CHECK(depth == this->depth(), "l2c: router `" << o_.router << "` is for " << this->depth()
-                                                  << " blocks but the backbone has " << depth
+  CL_CHECK(layout_.routed > 0,
+           "l2c: this backbone has no site a router can route (no branch site, no attn or mlp site in its main "
+           "stream)");
+  if (from_file_) check_file(ctx);
+  CL_CHECK(kinds() == layout_.kinds, "l2c: router `" << o_.router << "` has " << kinds()
+                                                     << " logits per row but " << describe_layout(layout_.name)
+                                                     << " needs " << layout_.kinds << "; " << kTrainHint);
+  CL_CHECK(layout_.rows == rows(), "l2c: router `" << o_.router << "` is for " << rows() << " " << layout_.row_unit
+                                                  << " but the backbone has " << layout_.rows
                                                   << "; train a router for this backbone (`" << kL2cTrainCommand
                                                   << "` with its backbone)");
   CL_CHECK(ctx.steps == steps(), "l2c: router `" << o_.router << "` was trained for " << steps()
@@ -85,7 +156,7 @@ void L2cRouter::begin_run(RunContext& ctx) {
 }
 
 at::Tensor L2cRouter::row_scores(int slot, int64_t rows) const {
-  const int64_t per_step = logits_.size(1) * 2;
+  const int64_t per_step = logits_.size(1) * logits_.size(2);
   at::Tensor idx;
   if (row_steps_.defined()) {
     const int64_t b = row_steps_.size(0);
@@ -99,7 +170,7 @@ at::Tensor L2cRouter::row_scores(int slot, int64_t rows) const {
 }
 
 Tensors L2cRouter::at(SiteCall& call, const Next& next) {
-  const int slot = slot_[size_t(call.site)];
+  const int slot = layout_.slot[size_t(call.site)];
   // A row subset asked by an outer layer is computed as asked and not cached: the cache
   // holds whole outputs.
   if (slot < 0 || call.rows.defined()) return next(call);
@@ -133,7 +204,7 @@ Tensors L2cRouter::at(SiteCall& call, const Next& next) {
   const bool full_step = step_ == 0 || (o_.full_every > 0 && step_ % o_.full_every == 0);
   bool compute = full_step || !cached.defined();
   if (!full_step) {
-    const double s = scores_[size_t(step_) * size_t(depth()) * 2 + size_t(slot)];
+    const double s = scores_[size_t(step_) * size_t(rows() * kinds()) + size_t(slot)];
     call.log->signal = s;
     compute = compute || s > o_.threshold;
   }

@@ -127,15 +127,14 @@ L2cTrainer::L2cTrainer(Backbone& bb, const Guidance& guidance, L2cPairs pairs, i
            "l2c training: " << train_count_ << " training trajectories of " << pairs_.count());
   CL_CHECK(pairs_.steps() >= 2, "l2c training needs at least 2 sampling steps (pairs of consecutive steps)");
   for (auto& [name, t] : bb_.named_tensors()) t.requires_grad_(false);
-  int depth = 0;
-  for (auto& s : bb_.sites())
-    if ((s.kind == SiteKind::Attn || s.kind == SiteKind::Mlp) && s.stream == 0) depth = std::max(depth, s.block + 1);
-  CL_CHECK(depth > 0, "l2c training: the backbone has no attn or mlp sites");
+  const L2cLayout layout = l2c_layout(bb_.sites());
+  CL_CHECK(layout.routed > 0, "l2c training: the backbone has no site a router can route (no branch site, no attn or "
+                              "mlp site in its main stream)");
   for (int i = 1; i < pairs_.steps(); ++i)
     if (o_.full_every == 0 || i % o_.full_every != 0) routed_.push_back(i);
   CL_CHECK(!routed_.empty(), "l2c training: full_every " << o_.full_every << " leaves no routed step in "
                                                          << pairs_.steps());
-  logits_ = at::full({pairs_.steps(), depth, 2}, o_.init_logit, at::kFloat).set_requires_grad(true);
+  logits_ = at::full({pairs_.steps(), layout.rows, layout.kinds}, o_.init_logit, at::kFloat).set_requires_grad(true);
   L2cOptions ro;
   ro.router = "(being trained)";
   ro.threshold = o_.threshold;
@@ -217,12 +216,16 @@ double L2cTrainer::skipped_fraction() const {
 
 // --- the command
 
-void train_l2c(Backbone& bb, const Sampler& sampler, const L2cTrainOptions& o, const std::string& config_yaml) {
+void train_l2c(Backbone& bb, const Sampler& sampler, const L2cTrainOptions& o, const std::string& config_yaml,
+               const std::string& backbone_digest) {
   at::set_num_threads(o.threads);
   const CfgGuidance guidance{CfgGuidanceOptions{}};
   const bool harmonica = o.objective == "harmonica";
   const char* tag = harmonica ? "[harmonica]" : "[l2c]";
   const int T = sampler.num_steps();
+  const L2cLayout layout = l2c_layout(bb.sites());
+  char shape[64];
+  std::snprintf(shape, sizeof(shape), "[%d, %d, %d]", T, layout.rows, layout.kinds);
   const auto t0 = std::chrono::steady_clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
   std::printf("%s sampling %d + %d uncached trajectories of %d steps at guidance %g\n", tag, o.trajectories,
@@ -233,14 +236,14 @@ void train_l2c(Backbone& bb, const Sampler& sampler, const L2cTrainOptions& o, c
   const L2cPairs eval_pairs{pairs.x.narrow(1, o.trajectories, o.eval_trajectories), at::Tensor(),
                             pairs.labels.narrow(0, o.trajectories, o.eval_trajectories), pairs.t};
   if (harmonica)
-    std::printf("%s %.0f s; training the router [%d, depth, 2] along its own cached trajectories: %d iterations "
-                "(one per routed step) on unrolls of %d samples, lr %g, lambda %g, teacher %s, image-error proxy on "
-                "%d samples every %d iterations\n",
-                tag, elapsed(), T, o.iterations, o.batch_size, o.lr, o.lambda, o.teacher.c_str(), o.proxy_samples,
+    std::printf("%s %.0f s; training the router %s (layout %s: %s) along its own cached trajectories: %d "
+                "iterations (one per routed step) on unrolls of %d samples, lr %g, lambda %g, teacher %s, image-error "
+                "proxy on %d samples every %d iterations\n",
+                tag, elapsed(), shape, layout.name.c_str(), layout.site_list().c_str(), o.iterations, o.batch_size, o.lr, o.lambda, o.teacher.c_str(), o.proxy_samples,
                 o.refresh_every);
   else
-    std::printf("%s %.0f s; training the router [%d, depth, 2]: %d iterations of %d pairs, lr %g, lambda %g\n", tag,
-                elapsed(), T, o.iterations, o.batch_size, o.lr, o.lambda);
+    std::printf("%s %.0f s; training the router %s (layout %s: %s): %d iterations of %d pairs, lr %g, lambda %g\n",
+                tag, elapsed(), shape, layout.name.c_str(), layout.site_list().c_str(), o.iterations, o.batch_size, o.lr, o.lambda);
   std::fflush(stdout);
   std::unique_ptr<HarmonicaTrainer> sdt;
   std::unique_ptr<L2cTrainer> pairwise;
@@ -319,7 +322,10 @@ void train_l2c(Backbone& bb, const Sampler& sampler, const L2cTrainOptions& o, c
                                              {"eval_mse_after", fmt(after.mse)},
                                              {"eval_mse_thresholded", fmt(hard.mse)},
                                              {"eval_image_mse_thresholded", fmt(image_mse)},
-                                             {"skipped_fraction", fmt(trainer.skipped_fraction())}};
+                                             {"skipped_fraction", fmt(trainer.skipped_fraction())},
+                                             {kL2cLayoutKey, layout.name},
+                                             {kL2cSitesKey, layout.site_list()},
+                                             {kL2cBackboneDigestKey, backbone_digest}};
   if (sdt) {
     std::string w;
     for (int i = 0; i < T; ++i) w += (i ? " " : "") + fmt(sdt->weights()[i].item<double>());
@@ -335,7 +341,7 @@ void train_l2c(Backbone& bb, const Sampler& sampler, const L2cTrainOptions& o, c
                     {"skipped_fraction", skip_col}, {"elapsed_s", time_col}, {"step", step_col},
                     {"weight", weight_col}},
                    {{"config_yaml", config_yaml}, {"objective", objective}});
-  std::printf("%s done in %.0f s: router %s (skips %.1f%% of the sub-layers at threshold %g), loss curve %s\n", tag,
+  std::printf("%s done in %.0f s: router %s (skips %.1f%% of the routed sites at threshold %g), loss curve %s\n", tag,
               elapsed(), out.c_str(), 100 * trainer.skipped_fraction(), o.threshold, log.c_str());
 }
 

@@ -4,7 +4,8 @@
 //      step i, the sample x_i entering it and the guided model output eps_i;
 //   2. per iteration, draw a batch of pairs (trajectory, step i >= 1); a fill pass at
 //      step i-1 puts that step's full computation in the router's cache; a blend pass at
-//      step i mixes every sub-layer as s * fresh + (1 - s) * cached;
+//      step i mixes every routed site (caches/l2c.h: a DiT's attn / mlp sub-layers, a U-Net's
+//      branches) as s * fresh + (1 - s) * cached;
 //   3. loss = MSE(blend output, eps_i) + lambda * mean of the scores s of the pairs'
 //      steps (sigmoid of the logits), Adam on the logits only; the backbone's
 //      parameters are frozen (requires_grad false); logits are clamped to [-clamp, clamp].
@@ -146,7 +147,7 @@ class L2cTrainer {
   struct Loss {
     double total = 0, mse = 0, reg = 0;
   };
-  // Freezes the backbone's parameters and makes the logits [T, depth, 2] (init_logit).
+  // Freezes the backbone's parameters and makes the logits [T, rows, kinds] of the backbone's layout (l2c_layout; init_logit).
   // Trajectories [0, train_count) of `pairs` are drawn for training.
   L2cTrainer(Backbone& bb, const Guidance& guidance, L2cPairs pairs, int64_t train_count, const L2cTrainOptions& o);
   ~L2cTrainer();
@@ -171,7 +172,7 @@ class L2cTrainer {
   L2cPairs pairs_;
   int64_t train_count_;
   L2cTrainOptions o_;
-  at::Tensor logits_;  // [T, depth, 2], requires grad
+  at::Tensor logits_;  // [T, rows, kinds], requires grad
   std::vector<int64_t> routed_;  // the steps the router decides at (and is trained at)
   std::unique_ptr<L2cRouter> router_;
   std::unique_ptr<LayerHooks> hooks_;
@@ -180,7 +181,9 @@ class L2cTrainer {
 };
 
 // `cachelab train` with `model: l2c`: samples the pairs, trains, prints progress, writes
-// the router (with the recipe in its metadata) and the loss curve.
-void train_l2c(Backbone& bb, const Sampler& sampler, const L2cTrainOptions& o, const std::string& config_yaml);
+// the router (with the recipe, its layout and the weights' digest in its metadata) and
+// the loss curve. backbone_digest: file_digest of the backbone's weights ("" = none).
+void train_l2c(Backbone& bb, const Sampler& sampler, const L2cTrainOptions& o, const std::string& config_yaml,
+               const std::string& backbone_digest = "");
 
 }  // namespace cachelab

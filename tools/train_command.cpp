@@ -6,6 +6,7 @@
 #include "caches/l2c_train.h"
 #include "framework/config.h"
 #include "framework/error.h"
+#include "framework/paths.h"
 #include "framework/registries.h"
 #include "framework/sampler.h"
 #include "framework/system_info.h"
@@ -67,7 +68,10 @@ int train_command(const std::string& file, const std::vector<std::string>& overr
     std::printf("%s\n", describe(system_info(to.threads)).c_str());
     auto bb = backbones().build(*root.find("backbone"));
     auto sampler = samplers().build(*root.find("sampler"));
-    train_l2c(*bb, *sampler, to, to_yaml(root));
+    std::string digest;  // ties the router file to these weights
+    if (const ConfigNode* w = root.find("backbone")->find("weights"); w && w->is_scalar() && !w->scalar.empty())
+      digest = file_digest(resolve_path(w->scalar));
+    train_l2c(*bb, *sampler, to, to_yaml(root), digest);
     return 0;
   }
   CL_FAIL(model->where() << ": unknown model `" << model->scalar << "`"

@@ -1,6 +1,7 @@
 // Learning-to-Cache on a small random DiT: the training blend is exact at s = 1 and s = 0,
 // gradients reach the router only, the objective falls, inference follows the
-// thresholded scores exactly (decisions, signal and FLOPs), and bad routers are clear errors.
+// thresholded scores exactly (decisions, signal and FLOPs), and bad routers are clear errors;
+// on a small random U-Net (suite l2c_unet): the router routes the branch sites.
 #include <ATen/ATen.h>
 
 #include <boost/test/unit_test.hpp>
@@ -228,6 +229,196 @@ BOOST_AUTO_TEST_CASE(bad_routers_and_options_are_clear_errors) {
   cachelab::testing::check_error(
       [&] { caches().resolve(parse_config_string("type: l2c\nrouter: \"\"\n", "exp.yaml")); },
       {"router", "cachelab train configs/train/l2c-dit-mnist.yaml"});
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// The router on a U-Net: its branch sites are routed (logits [T, levels, 1]), inference
+// follows the thresholded scores with nested branches (an inner branch is not called while
+// its outer one is reused), training reaches every branch logit, and routers for another
+// layout, site list or weights are refused naming both sides.
+namespace {
+
+struct UnetFixture {
+  Unet model{cachelab::testing::tiny_unet_options()};
+  DdimSampler sampler{[] {
+    DdimOptions o;
+    o.steps = kSteps;
+    return o;
+  }()};
+  CfgGuidance guidance{CfgGuidanceOptions{}};
+  Dit dit{cachelab::testing::tiny_dit_options()};
+  UnetFixture() {
+    cachelab::testing::randomize(model);
+    cachelab::testing::randomize(dit);
+  }
+  std::vector<int> branch_sites() const {
+    std::vector<int> s;
+    for (size_t i = 0; i < model.sites().size(); ++i)
+      if (model.sites()[i].kind == SiteKind::Branch) s.push_back(int(i));
+    return s;
+  }
+};
+
+}  // namespace
+
+BOOST_FIXTURE_TEST_SUITE(l2c_unet, UnetFixture)
+
+BOOST_AUTO_TEST_CASE(the_layout_routes_the_branches_of_a_unet_and_the_sublayers_of_a_dit) {
+  const L2cLayout u = l2c_layout(model.sites());
+  const auto branches = branch_sites();
+  BOOST_REQUIRE_EQUAL(branches.size(), 2u);  // the tiny U-Net has three levels
+  BOOST_CHECK_EQUAL(u.name, "branch");
+  BOOST_CHECK_EQUAL(u.rows, 2);
+  BOOST_CHECK_EQUAL(u.kinds, 1);
+  BOOST_CHECK_EQUAL(u.routed, 2);
+  BOOST_CHECK_EQUAL(u.site_list(), "branches.0,branches.1");
+  for (size_t i = 0; i < model.sites().size(); ++i) {
+    const Site& s = model.sites()[i];
+    // mid.attn is an attn site of the main stream, but a U-Net is routed at its branches.
+    const int expected = s.kind == SiteKind::Branch ? s.block : -1;
+    BOOST_CHECK_MESSAGE(u.slot[i] == expected, s.name << ": slot " << u.slot[i] << ", expected " << expected);
+  }
+  const L2cLayout d = l2c_layout(dit.sites());
+  const int depth = cachelab::testing::tiny_dit_options().depth;
+  BOOST_CHECK_EQUAL(d.name, "attn_mlp");
+  BOOST_CHECK_EQUAL(d.rows, depth);
+  BOOST_CHECK_EQUAL(d.kinds, 2);
+  BOOST_CHECK_EQUAL(d.routed, 2 * depth);
+  for (size_t i = 0; i < dit.sites().size(); ++i) {
+    const Site& s = dit.sites()[i];
+    const int expected = s.kind == SiteKind::Attn ? 2 * s.block : s.kind == SiteKind::Mlp ? 2 * s.block + 1 : -1;
+    BOOST_CHECK_MESSAGE(d.slot[i] == expected, s.name << ": slot " << d.slot[i] << ", expected " << expected);
+  }
+  BOOST_CHECK_EQUAL(d.names[1], "blocks.0.mlp");
+}
+
+BOOST_AUTO_TEST_CASE(inference_follows_the_thresholded_scores_of_nested_branches) {
+  cachelab::testing::TempDir dir;
+  auto gen = at::detail::createCPUGenerator(13);
+  const auto logits = at::randn({kSteps, 2, 1}, gen) * 2;
+  const std::string path = dir.file("router.safetensors");
+  const L2cLayout layout = l2c_layout(model.sites());
+  save_l2c_router(path, logits, {{kL2cLayoutKey, layout.name}, {kL2cSitesKey, layout.site_list()}});
+  RunOptions run;
+  run.samples = 2;
+  run.batch = 2;
+  run.probe_samples = 2;
+  run.cfg_scale = kScale;
+  ReferenceTrace ref;
+  NoCache none{NoCacheOptions{}};
+  const auto ref_traj = cachelab::testing::run_image(model, sampler, {&none}, run, nullptr, &ref);
+  const auto& sites = model.sites();
+  int outer_reused = 0, inner_reused = 0;
+  for (auto [threshold, full_every] : {std::pair{0.5, 0}, {0.3, 0}, {0.5, 2}}) {
+    L2cOptions o;
+    o.router = path;
+    o.threshold = threshold;
+    o.full_every = full_every;
+    L2cRouter router(o);
+    const auto t = cachelab::testing::run_image(model, sampler, {&router}, run, &ref, nullptr);
+    double flops = 0;
+    for (int i = 0; i < kSteps; ++i) {
+      const bool full = i == 0 || (full_every > 0 && i % full_every == 0);
+      // Per site: reused here (a routed branch below the threshold) and called at all (no
+      // reused branch encloses it); sites come in forward order, parents first.
+      std::vector<bool> reused(sites.size(), false), called(sites.size(), true);
+      for (size_t k = 0; k < sites.size(); ++k) {
+        const Site& s = sites[k];
+        if (s.parent >= 0) called[k] = called[size_t(s.parent)] && !reused[size_t(s.parent)];
+        if (s.kind == SiteKind::Branch && called[k] && !full) {
+          const double score = 1 / (1 + std::exp(-logits[i][s.block][0].item<double>()));
+          reused[k] = score <= threshold;
+          BOOST_CHECK_CLOSE(t.steps[size_t(i)].signal[k], score, 1e-4);
+        }
+        const auto expected = !called[k] ? Decision::Skipped : reused[k] ? Decision::Reuse : Decision::Compute;
+        if (s.kind == SiteKind::Branch) {
+          BOOST_CHECK_MESSAGE(t.steps[size_t(i)].decision[k] == uint8_t(expected),
+                              "step " << i << " " << s.name << ": decision " << int(t.steps[size_t(i)].decision[k])
+                                      << ", expected " << int(expected));
+          outer_reused += s.block == 0 && reused[k];
+          inner_reused += s.block == 1 && reused[k];
+        }
+        if (called[k] && !reused[k]) flops += s.flops_per_sample;
+      }
+    }
+    BOOST_CHECK_CLOSE(t.flops, flops * run.samples * 2 /* guidance doubles the batch */, 1e-9);
+    BOOST_CHECK_LT(t.flops, ref_traj.flops);
+    BOOST_CHECK(!at::equal(t.samples, ref.samples));
+  }
+  // The draws reuse each branch somewhere, so both paths were exercised.
+  BOOST_CHECK_GT(outer_reused, 0);
+  BOOST_CHECK_GT(inner_reused, 0);
+}
+
+BOOST_AUTO_TEST_CASE(training_reaches_every_branch_logit_of_the_pairs_steps) {
+  L2cPairs pairs = sample_l2c_pairs(model, sampler, guidance, kScale, 4, 4, 0);
+  L2cTrainOptions o;
+  o.cfg_scale = kScale;
+  o.batch_size = 4;
+  o.init_logit = 0.5;
+  L2cTrainer trainer(model, guidance, pairs, 4, o);
+  BOOST_REQUIRE(trainer.logits().sizes() == at::IntArrayRef({kSteps, 2, 1}));
+  const auto traj = at::tensor(std::vector<int64_t>{0, 1, 2, 3}, at::kLong);
+  const auto step = at::tensor(std::vector<int64_t>{1, 3, 3, 5}, at::kLong);
+  trainer.objective(traj, step, /*backward=*/true);
+  const auto g = trainer.logits().grad();
+  BOOST_REQUIRE(g.defined());
+  for (int i = 0; i < kSteps; ++i) {
+    const bool used = i == 1 || i == 3 || i == 5;
+    const double mn = g[i].abs().min().item<double>(), mx = g[i].abs().max().item<double>();
+    if (used) BOOST_CHECK_MESSAGE(mn > 0, "step " << i << ": a zero gradient entry");
+    else BOOST_CHECK_MESSAGE(mx == 0, "step " << i << ": gradient " << mx << " without a pair there");
+  }
+  for (auto& [name, t] : model.named_tensors()) BOOST_CHECK_MESSAGE(!t.grad().defined(), name << " got a gradient");
+}
+
+BOOST_AUTO_TEST_CASE(a_router_for_another_backbone_is_refused) {
+  cachelab::testing::TempDir dir;
+  const int depth = cachelab::testing::tiny_dit_options().depth;
+  const L2cLayout u = l2c_layout(model.sites());
+  RunContext uctx, dctx;
+  uctx.sites = &model.sites();
+  dctx.sites = &dit.sites();
+  uctx.steps = dctx.steps = kSteps;
+  L2cOptions o;
+  // A DiT router as written before layouts were recorded (no metadata) on the U-Net.
+  o.router = dir.file("dit-legacy.safetensors");
+  save_l2c_router(o.router, at::zeros({kSteps, depth, 2}), {});
+  L2cRouter legacy(o);
+  cachelab::testing::check_error([&] { legacy.begin_run(uctx); },
+                                 {"dit-legacy.safetensors", "attn and mlp sub-layers", "layout attn_mlp",
+                                  "layout branch", "branches.0,branches.1", "configs/train/l2c-unet-mnist.yaml"});
+  legacy.begin_run(dctx);  // ... and still loads on a DiT
+  // A U-Net router on the DiT.
+  o.router = dir.file("unet.safetensors");
+  save_l2c_router(o.router, at::zeros({kSteps, 2, 1}), {{kL2cLayoutKey, u.name}, {kL2cSitesKey, u.site_list()}});
+  L2cRouter unet_router(o);
+  cachelab::testing::check_error([&] { unet_router.begin_run(dctx); },
+                                 {"unet.safetensors", "skip branches", "layout branch", "layout attn_mlp",
+                                  "blocks.0.attn,blocks.0.mlp"});
+  unet_router.begin_run(uctx);
+  // Same layout, other sites (a U-Net of another shape).
+  o.router = dir.file("other-sites.safetensors");
+  save_l2c_router(o.router, at::zeros({kSteps, 2, 1}), {{kL2cLayoutKey, u.name}, {kL2cSitesKey, "branches.0"}});
+  L2cRouter other_sites(o);
+  cachelab::testing::check_error([&] { other_sites.begin_run(uctx); },
+                                 {"routes the sites branches.0", "this backbone's are branches.0,branches.1"});
+  // Same sites, other weights.
+  o.router = dir.file("other-weights.safetensors");
+  save_l2c_router(o.router, at::zeros({kSteps, 2, 1}),
+                  {{kL2cLayoutKey, u.name}, {kL2cSitesKey, u.site_list()}, {kL2cBackboneDigestKey, "0123456789abcdef"}});
+  L2cRouter other_weights(o);
+  uctx.backbone_digest = "fedcba9876543210";
+  cachelab::testing::check_error([&] { other_weights.begin_run(uctx); },
+                                 {"digest 0123456789abcdef", "digest fedcba9876543210"});
+  uctx.backbone_digest = "0123456789abcdef";
+  other_weights.begin_run(uctx);
+  // The U-Net's layout with two logits per row.
+  o.router = dir.file("kinds.safetensors");
+  save_l2c_router(o.router, at::zeros({kSteps, 2, 2}), {{kL2cLayoutKey, u.name}});
+  L2cRouter kinds(o);
+  cachelab::testing::check_error([&] { kinds.begin_run(uctx); }, {"2 logits per row", "needs 1"});
 }
 
 BOOST_AUTO_TEST_SUITE_END()
