@@ -59,7 +59,13 @@ void DecCorrector::load_table() {
                                                          "dec variant once and writes cache.table)");
   table_.clear();
   std::map<std::string, at::Tensor> byname;
-  for (auto& [name, t] : read_safetensors(path).tensors) byname[name] = t;
+  auto file = read_safetensors(path);
+  const auto digest = file.metadata.find("backbone_digest");
+  CL_CHECK(digest != file.metadata.end() && digest->second == digest_,
+           "dec: table `" << path << "` was fitted on weights with digest `"
+                          << (digest == file.metadata.end() ? std::string("(none recorded)") : digest->second)
+                          << "`, these have `" << digest_ << "`; re-run `cachelab calibrate`");
+  for (auto& [name, t] : file.tensors) byname[name] = t;
   for (auto& [name, t] : byname) {
     // "<step>/<site>/a" and "<step>/<site>/b"
     if (name.size() < 2 || name.compare(name.size() - 2, 2, "/a") != 0) continue;
@@ -79,6 +85,7 @@ void DecCorrector::load_table() {
 
 void DecCorrector::begin_run(RunContext& ctx) {
   inner_->begin_run(ctx);
+  digest_ = ctx.backbone_digest;
   site_names_.clear();
   for (auto& s : *ctx.sites) site_names_.push_back(s.name);
   extra_ = ctx.declare_site_extra("dec_correction_rel", "ratio",
@@ -136,7 +143,11 @@ std::string DecCorrector::finish_calibration() {
   CL_CHECK(!tensors.empty(), "dec: the inner policy produced no stand-in during calibration; nothing to fit");
   const std::string path = resolve_path(o_.table);
   std::filesystem::create_directories(std::filesystem::path(path).parent_path());
-  write_safetensors(path, tensors, {{"method", "dec (per-channel affine stand-in correction)"}});
+  write_safetensors(path, tensors,
+                    {{"method", o_.per == "tensor" ? "residual_linear (one affine pair per step and site)"
+                                                   : "dec (per-channel affine stand-in correction)"},
+                     {"trajectory", o_.trajectory},
+                     {"backbone_digest", digest_}});
   loaded_ = false;
   std::ostringstream os;
   os << "dec: fitted " << sums_.size() << " (step, site) pairs, mean a " << mean_a / double(sums_.size()) << " -> "

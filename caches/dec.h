@@ -90,6 +90,7 @@ class DecCorrector : public Corrector {
   std::map<Key, AffineSums> sums_;
   int step_ = 0, extra_ = -1;
   std::vector<std::string> site_names_;
+  std::string digest_;  // the backbone's, written with the table and checked on load
 };
 
 }  // namespace cachelab

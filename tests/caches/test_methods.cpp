@@ -257,6 +257,11 @@ BOOST_FIXTURE_TEST_CASE(calibrated_correction_reduces_foras_error, Fixture) {
   ForaPolicy fora(fo);
   auto with_dec = with(*corrected), plain = with(fora);
   BOOST_CHECK_EQUAL(with_dec.flops, plain.flops);
+  // A table fitted on other weights is refused.
+  auto table = read_safetensors(dir.path + "/dec.safetensors");
+  write_safetensors(dir.path + "/dec.safetensors", table.tensors, {{"backbone_digest", "0123456789abcdef"}});
+  auto foreign = caches().build(node, nullptr, ctx);
+  cachelab::testing::check_error([&] { with(*foreign); }, {"digest", "0123456789abcdef", "cachelab calibrate"});
   const double e_dec = with_dec.steps.back().err_ref_rel_l1, e_fora = plain.steps.back().err_ref_rel_l1;
   BOOST_TEST_MESSAGE("final rel-L1 error vs reference: fora " << e_fora << ", dec(fora) " << e_dec);
   BOOST_CHECK_LT(e_dec, e_fora);
