@@ -12,6 +12,7 @@
 #include "framework/error.h"
 #include "framework/runner.h"
 #include "models/dit.h"
+#include "models/samplers.h"
 #include "models/image_pipeline.h"
 #include "models/unet.h"
 
@@ -51,6 +52,12 @@ inline DitOptions tiny_dit_options() {
   return o;
 }
 // A small U-Net: 8x8 images, widths 8, 16, 16 at 8, 4, 2 pixels (two branch sites).
+// DDIM over `steps` evenly spaced timesteps, the other options at their defaults.
+inline DdimOptions ddim_options(int steps) {
+  DdimOptions o;
+  o.steps = steps;
+  return o;
+}
 inline UnetOptions tiny_unet_options() {
   UnetOptions o;
   o.input_size = 8;

@@ -16,11 +16,7 @@ namespace cachelab::testing {
 
 struct Fixture {
   Dit model{tiny_dit_options()};
-  DdimSampler sampler{[] {
-    DdimOptions o;
-    o.steps = 12;
-    return o;
-  }()};
+  DdimSampler sampler{cachelab::testing::ddim_options(12)};
   RunOptions run;
   ReferenceTrace ref;
   Trajectory ref_traj;

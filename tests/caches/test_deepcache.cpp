@@ -27,11 +27,7 @@ constexpr int kSteps = 10;
 
 struct UnetFixture {
   Unet model{cachelab::testing::tiny_unet_options()};
-  DdimSampler sampler{[] {
-    DdimOptions o;
-    o.steps = kSteps;
-    return o;
-  }()};
+  DdimSampler sampler{cachelab::testing::ddim_options(kSteps)};
   RunOptions run;
   ReferenceTrace ref;
   Trajectory ref_traj;

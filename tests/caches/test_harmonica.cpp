@@ -30,11 +30,7 @@ constexpr double kScale = 2.0;
 
 struct Fixture {
   Dit model{cachelab::testing::tiny_dit_options()};
-  DdimSampler sampler{[] {
-    DdimOptions o;
-    o.steps = kSteps;
-    return o;
-  }()};
+  DdimSampler sampler{cachelab::testing::ddim_options(kSteps)};
   CfgGuidance guidance{CfgGuidanceOptions{}};
   int depth = cachelab::testing::tiny_dit_options().depth;
   Fixture() { cachelab::testing::randomize(model); }

@@ -25,11 +25,7 @@ constexpr double kScale = 2.0;  // guidance: the model batch is twice the sample
 
 struct Fixture {
   Dit model{cachelab::testing::tiny_dit_options()};
-  DdimSampler sampler{[] {
-    DdimOptions o;
-    o.steps = kSteps;
-    return o;
-  }()};
+  DdimSampler sampler{cachelab::testing::ddim_options(kSteps)};
   CfgGuidance guidance{CfgGuidanceOptions{}};
   int depth = cachelab::testing::tiny_dit_options().depth;
   Fixture() { cachelab::testing::randomize(model); }
@@ -241,11 +237,7 @@ namespace {
 
 struct UnetFixture {
   Unet model{cachelab::testing::tiny_unet_options()};
-  DdimSampler sampler{[] {
-    DdimOptions o;
-    o.steps = kSteps;
-    return o;
-  }()};
+  DdimSampler sampler{cachelab::testing::ddim_options(kSteps)};
   CfgGuidance guidance{CfgGuidanceOptions{}};
   Dit dit{cachelab::testing::tiny_dit_options()};
   UnetFixture() {
