@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares the folder tools/gpu_check.sh reads on a machine without package access:
 # .gpucheck/debs (Debian 12 packages, fetched here with apt-get download), src.tar.gz (this
-# checkout's tracked files as they are now), data.tar.gz (the MNIST test split FID reads) and a
+# checkout's tracked files as they are now), data.tar.gz (the MNIST and Fashion-MNIST test splits) and a
 # copy of gpu_check.sh. Then: bash .gpucheck/gpu_check.sh .gpucheck OUT on that machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,8 @@ rev="$(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo '+changes')"
 tmp=$(mktemp -d); echo "$rev" > "$tmp/.gpu_check_rev"
 gunzip "$b/src.tar.gz" && tar -rf "$b/src.tar" -C "$tmp" .gpu_check_rev && gzip "$b/src.tar"; rm -rf "$tmp"
 data=${CACHELAB_DATA:-data}
-tar -czf "$b/data.tar.gz" -C "$data/.." "$(basename "$data")/mnist/t10k-images-idx3-ubyte" "$(basename "$data")/mnist/t10k-labels-idx1-ubyte"
+d=$(basename "$data")
+tar -czf "$b/data.tar.gz" -C "$data/.." "$d/mnist/t10k-images-idx3-ubyte" "$d/mnist/t10k-labels-idx1-ubyte" \
+  "$d/fashion-mnist/t10k-images-idx3-ubyte" "$d/fashion-mnist/t10k-labels-idx1-ubyte"
 cp tools/gpu_check.sh "$b/"
 du -sh "$b"

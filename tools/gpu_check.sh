@@ -15,7 +15,9 @@
 # default 17 unless the LibTorch headers refuse it), GPU_CHECK_JOBS (compile jobs, default
 # nproc), GPU_CHECK_BUILD_TIMEOUT (s, 300), GPU_CHECK_RUN_TIMEOUT (s per experiment, 200),
 # GPU_CHECK_DEADLINE (s since the start by which the runs must end; shortens the run limit),
-# GPU_CHECK_EXTRA (more `key=value` overrides for both runs).
+# GPU_CHECK_EXTRA (more `key=value` overrides for both runs), GPU_CHECK_TESTS=1 (build every
+# target and run the unit-test groups of ctest instead of the quickstart comparison;
+# GPU_CHECK_TEST_TIMEOUT, s, 240).
 set -uo pipefail
 bundle=$(cd "${1:?usage: gpu_check.sh BUNDLE [OUT]}" && pwd)
 out=${2:-$PWD/gpu_check_out}
@@ -95,8 +97,10 @@ if [ $rc -ne 0 ]; then stamp "CONFIGURE FAILED (rc $rc)"; tail -60 "$out/configu
 grep -E "^(HDF5_C_INCLUDE_DIR|HDF5_C_LIBRARY_hdf5|yaml-cpp_DIR|Boost_DIR|Eigen3_DIR|nlohmann_json_DIR|Torch_DIR)" "$build/CMakeCache.txt"
 [ "${GPU_CHECK_STOP_AFTER:-}" = configure ] && exit 0
 
-stamp "build cachelab with $jobs jobs"
-timeout "${GPU_CHECK_BUILD_TIMEOUT:-300}" cmake --build "$build" --target cachelab -j "$jobs" -- -k 0 >"$out/build.log" 2>&1
+target=cachelab
+[ "${GPU_CHECK_TESTS:-}" = 1 ] && target=all
+stamp "build $target with $jobs jobs"
+timeout "${GPU_CHECK_BUILD_TIMEOUT:-300}" cmake --build "$build" --target $target -j "$jobs" -- -k 0 >"$out/build.log" 2>&1
 rc=$?
 if [ $rc -ne 0 ]; then
   stamp "BUILD FAILED (rc $rc; 124 = timed out)"
@@ -106,6 +110,17 @@ if [ $rc -ne 0 ]; then
   exit 1
 fi
 stamp "built"
+if [ "${GPU_CHECK_TESTS:-}" = 1 ]; then
+  # The unit-test groups (the CLI groups need the training data, which is not carried).
+  cd "$build"
+  export CACHELAB_ROOT=$src OMP_WAIT_POLICY=PASSIVE
+  timeout "${GPU_CHECK_TEST_TIMEOUT:-240}" ctest -R "^(framework|models|caches|metrics|quant)$" -j 5 \
+    --output-on-failure >"$out/ctest.log" 2>&1
+  echo "ctest exit $?"
+  grep -E "Test +#|tests passed|FAILED|error" "$out/ctest.log" | head -40
+  stamp "finished"
+  exit 0
+fi
 bin=$build/cachelab
 ldd "$bin" | grep -E "not found|hdf5|yaml|boost|torch_cuda|libc10" | sed 's/^/  /'
 export CACHELAB_ROOT=$src OMP_WAIT_POLICY=PASSIVE
