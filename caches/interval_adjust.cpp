@@ -32,9 +32,7 @@ bool stand_in(const SiteCall& call) {
 }  // namespace
 
 IntervalAdjust::IntervalAdjust(const IntervalAdjustOptions& o, const BuildContext& ctx)
-    : o_(o), path_(resolve_path(o.table)) {
-  inner_ = caches().build(o.inner.node, nullptr, ctx);
-}
+    : IntervalAdjust(o, caches().build(o.inner.node, nullptr, ctx)) {}
 IntervalAdjust::IntervalAdjust(const IntervalAdjustOptions& o, std::unique_ptr<SiteLayer> inner)
     : o_(o), path_(resolve_path(o.table)) {
   inner_ = std::move(inner);

@@ -61,9 +61,6 @@ class IntervalAdjust final : public Corrector {
   std::string finish_calibration() override;
   std::string calibration_file() const override { return o_.table; }
 
-  // The fitted scales (1 where a step was never cached); empty until loaded or fitted.
-  const std::vector<double>& scales() const { return phi_; }
-
  private:
   void load();
   IntervalAdjustOptions o_;

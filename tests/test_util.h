@@ -52,6 +52,8 @@ inline DitOptions tiny_dit_options() {
   return o;
 }
 // A small U-Net: 8x8 images, widths 8, 16, 16 at 8, 4, 2 pixels (two branch sites).
+inline double max_abs_diff(const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().max().item<double>(); }
+
 // DDIM over `steps` evenly spaced timesteps, the other options at their defaults.
 inline DdimOptions ddim_options(int steps) {
   DdimOptions o;

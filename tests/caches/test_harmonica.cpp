@@ -71,8 +71,6 @@ struct Fixture {
   }
 };
 
-double max_abs_diff(const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().max().item<double>(); }
-
 }  // namespace
 
 BOOST_FIXTURE_TEST_SUITE(harmonica, Fixture)
@@ -96,12 +94,12 @@ BOOST_AUTO_TEST_CASE(an_unroll_with_the_inference_decisions_is_the_inference_tra
   // A site reused at two consecutive steps exists, so the test sees caches older than a step.
   const auto reuse = (logits.sigmoid() <= 0.5).slice(0, 1);
   BOOST_REQUIRE((reuse.slice(0, 0, kSteps - 2) & reuse.slice(0, 1)).any().item<bool>());
-  BOOST_TEST_MESSAGE("|hard unroll - inference| " << max_abs_diff(unrolled, infer) << ", |soft - inference| "
-                                                  << max_abs_diff(soft, infer) << ", |full - inference| "
-                                                  << max_abs_diff(full, infer));
-  BOOST_CHECK_SMALL(max_abs_diff(unrolled, infer), 1e-5);
-  BOOST_CHECK_GT(max_abs_diff(full, infer), 1e-3);
-  BOOST_CHECK_GT(max_abs_diff(soft, infer), 1e-4);  // the relaxation is not the decision
+  BOOST_TEST_MESSAGE("|hard unroll - inference| " << cachelab::testing::max_abs_diff(unrolled, infer) << ", |soft - inference| "
+                                                  << cachelab::testing::max_abs_diff(soft, infer) << ", |full - inference| "
+                                                  << cachelab::testing::max_abs_diff(full, infer));
+  BOOST_CHECK_SMALL(cachelab::testing::max_abs_diff(unrolled, infer), 1e-5);
+  BOOST_CHECK_GT(cachelab::testing::max_abs_diff(full, infer), 1e-3);
+  BOOST_CHECK_GT(cachelab::testing::max_abs_diff(soft, infer), 1e-4);  // the relaxation is not the decision
 }
 
 BOOST_AUTO_TEST_CASE(the_image_error_proxy_equals_separate_runs_and_its_weights_are_positive) {

@@ -23,6 +23,14 @@ namespace {
 constexpr int kSteps = 6;
 constexpr double kScale = 2.0;  // guidance: the model batch is twice the samples
 
+// A run of two samples at the tests' guidance.
+RunOptions two_samples() {
+  RunOptions run;
+  run.samples = run.batch = run.probe_samples = 2;
+  run.cfg_scale = kScale;
+  return run;
+}
+
 struct Fixture {
   Dit model{cachelab::testing::tiny_dit_options()};
   DdimSampler sampler{cachelab::testing::ddim_options(kSteps)};
@@ -52,8 +60,6 @@ struct Fixture {
   }
 };
 
-double max_abs_diff(const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().max().item<double>(); }
-
 }  // namespace
 
 BOOST_FIXTURE_TEST_SUITE(l2c, Fixture)
@@ -76,7 +82,7 @@ BOOST_AUTO_TEST_CASE(training_blend_is_the_uncached_output_at_s1_and_the_cached_
   fora_hooks.begin_step({1, 2, 0, 1, 2, 600});
   const auto cached = eval(fora_hooks, x1, t1);
   for (int s : sublayer_sites()) BOOST_REQUIRE_EQUAL(fora_hooks.decisions()[size_t(s)], uint8_t(Decision::Reuse));
-  BOOST_REQUIRE_GT(max_abs_diff(cached, uncached), 1e-3);  // else the test could not tell them apart
+  BOOST_REQUIRE_GT(cachelab::testing::max_abs_diff(cached, uncached), 1e-3);  // else the test could not tell them apart
 
   for (double logit : {1e4, -1e4}) {  // sigmoid is exactly 1, then exactly 0, in float32
     L2cRouter router(at::full({2, depth, 2}, logit, at::kFloat), L2cOptions{});
@@ -89,7 +95,7 @@ BOOST_AUTO_TEST_CASE(training_blend_is_the_uncached_output_at_s1_and_the_cached_
     hooks.begin_step({1, 2, 0, 1, 2, 600});
     const auto out = eval(hooks, x1, t1);
     for (int s : sublayer_sites()) BOOST_CHECK_EQUAL(hooks.decisions()[size_t(s)], uint8_t(Decision::Blend));
-    const double err = max_abs_diff(out, logit > 0 ? uncached : cached);
+    const double err = cachelab::testing::max_abs_diff(out, logit > 0 ? uncached : cached);
     BOOST_TEST_MESSAGE("logit " << logit << ": max |blend - expected| = " << err);
     BOOST_CHECK_SMALL(err, 1e-6);
   }
@@ -157,11 +163,7 @@ BOOST_AUTO_TEST_CASE(inference_follows_the_thresholded_scores_exactly) {
   const auto logits = at::randn({kSteps, depth, 2}, gen) * 2;
   const std::string path = dir.file("router.safetensors");
   save_l2c_router(path, logits, {{"note", "test"}});
-  RunOptions run;
-  run.samples = 2;
-  run.batch = 2;
-  run.probe_samples = 2;
-  run.cfg_scale = kScale;
+  const RunOptions run = two_samples();
   ReferenceTrace ref;
   NoCache none{NoCacheOptions{}};
   const auto ref_traj = cachelab::testing::run_image(model, sampler, {&none}, run, nullptr, &ref);
@@ -292,11 +294,7 @@ BOOST_AUTO_TEST_CASE(inference_follows_the_thresholded_scores_of_nested_branches
   const std::string path = dir.file("router.safetensors");
   const L2cLayout layout = l2c_layout(model.sites());
   save_l2c_router(path, logits, {{kL2cLayoutKey, layout.name}, {kL2cSitesKey, layout.site_list()}});
-  RunOptions run;
-  run.samples = 2;
-  run.batch = 2;
-  run.probe_samples = 2;
-  run.cfg_scale = kScale;
+  const RunOptions run = two_samples();
   ReferenceTrace ref;
   NoCache none{NoCacheOptions{}};
   const auto ref_traj = cachelab::testing::run_image(model, sampler, {&none}, run, nullptr, &ref);
