@@ -272,6 +272,7 @@ RunWriter::RunWriter(const std::string& final_path, const RunMeta& m, const Site
   attr_string(f, "host", m.host);
   attr_int(f, "threads", m.threads);
   attr_string(f, "blas", m.blas);
+  attr_string(f, "cpu", m.cpu);
   attr_string(f, "torch_version", m.torch_version);
   attr_int(f, "seed", m.seed);
   attr_string(f, "status", "running");

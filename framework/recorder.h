@@ -12,7 +12,7 @@
 namespace cachelab {
 
 struct RunMeta {
-  std::string run_id, experiment, variant, overrides, config_yaml, git_sha, created_utc, host, blas, torch_version,
+  std::string run_id, experiment, variant, overrides, config_yaml, git_sha, created_utc, host, blas, cpu, torch_version,
       reference_run;
   std::string warnings;  // what the user should know about this run (e.g. a random-weight model)
   std::string input_files;  // "path=digest;..." of the files the run read (weights, calibrations)

@@ -463,6 +463,7 @@ class Session {
     meta.created_utc = utc_now_iso();
     meta.host = info_.host;
     meta.blas = info_.blas;
+    meta.cpu = info_.cpu;
     meta.torch_version = info_.torch_version;
     meta.threads = ro.threads;
     meta.seed = ro.seed;

@@ -4,10 +4,12 @@
 #include <ATen/Parallel.h>
 #include <torch/version.h>
 #include <malloc.h>
+#include <dlfcn.h>
 #include <unistd.h>
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -46,6 +48,32 @@ std::string loaded_blas() {
   return "unknown";
 }
 
+// "<model> | avx2 avx512f ... | openblas <core>[ (OPENBLAS_CORETYPE=X)]".
+std::string cpu_description() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line, model = "unknown cpu", flags;
+  while (std::getline(in, line)) {
+    auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::string key = line.substr(0, line.find_last_not_of(" \t", colon - 1) + 1);
+    std::string value = colon + 2 <= line.size() ? line.substr(colon + 2) : "";
+    if (key == "model name" && model == "unknown cpu") model = value;
+    if (key == "flags" && flags.empty()) flags = " " + value + " ";
+    if (!flags.empty() && model != "unknown cpu") break;
+  }
+  std::string kept;
+  for (const char* f : {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_int8", "amx_bf16"})
+    if (flags.find(std::string(" ") + f + " ") != std::string::npos) kept += std::string(kept.empty() ? "" : " ") + f;
+  std::string out = model + " | " + (kept.empty() ? "no avx2" : kept);
+  // OpenBLAS picks its kernels at load time from the CPU (or OPENBLAS_CORETYPE).
+  using CoreName = char* (*)();
+  if (auto fn = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"))) {
+    out += std::string(" | openblas ") + fn();
+    if (const char* forced = std::getenv("OPENBLAS_CORETYPE")) out += std::string(" (OPENBLAS_CORETYPE=") + forced + ")";
+  }
+  return out;
+}
+
 }  // namespace
 
 void tune_allocator() {
@@ -74,6 +102,7 @@ SystemInfo system_info(int threads) {
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);
   s.host = host;
+  s.cpu = cpu_description();
   const std::string root = project_root();
   s.git_sha = run_command("git -C '" + root + "' rev-parse --short=12 HEAD 2>/dev/null");
   if (s.git_sha.empty()) s.git_sha = "unknown";
@@ -84,6 +113,7 @@ SystemInfo system_info(int threads) {
 std::string describe(const SystemInfo& s) {
   std::string line = "[cachelab] torch " + s.torch_version + ", " + std::to_string(s.threads) + " thread(s), BLAS " +
                      s.blas + ", git " + s.git_sha + (s.git_dirty ? " (dirty)" : "");
+  if (!s.cpu.empty()) line += "\n[cachelab] cpu " + s.cpu;
   if (s.blas_is_reference)
     line += "\n[cachelab] WARNING: LibTorch runs on a slow BLAS (" + s.blas +
             "); GEMMs are ~30x slower than with OpenBLAS. Run `bash tools/setup.sh` (it selects "

@@ -10,6 +10,10 @@ struct SystemInfo {
   bool blas_is_reference = false;  // the slow reference BLAS (~30x slower GEMM here)
   std::string torch_version;
   std::string host;
+  // CPU model, the instruction-set flags that change float kernels (avx2, avx512f,
+  // avx512_vnni, avx512_bf16, amx_*) and OpenBLAS's kernel (`openblas haswell`, with
+  // OPENBLAS_CORETYPE when it forces one): results can move when these change.
+  std::string cpu;
   std::string git_sha;        // of the project checkout ("unknown" outside git)
   bool git_dirty = false;
 };

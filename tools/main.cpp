@@ -43,7 +43,8 @@ usage:
   cachelab train CFG.yaml [key=value ...]    train a bundled model (resumable)
   cachelab profile EXP.yaml [key=value ...]  drift and reuse error per step and site of the reference (--help)
   cachelab schedule PROFILE.h5 --computes K --output F   a cache schedule from a profile (--method dp|uniform)
-  cachelab report results/EXPERIMENT         write results/EXPERIMENT/report/index.html (--check: gate on claims)
+  cachelab report results/EXPERIMENT         write results/EXPERIMENT/report/index.html (--check: gate on claims;
+                                             --summary / --compare: a committed summary; --perturbed: fragile claims)
   cachelab export results/EXPERIMENT         tidy tables: --level run|step|site, --format csv|parquet
   cachelab info                              cores, threads, BLAS, LibTorch, HDF5, data folder, bundled weights
 
@@ -80,9 +81,9 @@ const std::map<std::string, CommandHelp>& command_help() {
         {"only", "threads", "results"}}},
       {"train", {"cachelab train CFG.yaml [key=value ...]\n  train a bundled model (resumable)", {}}},
       {"report",
-       {"cachelab report results/EXPERIMENT [--check]\n  write results/EXPERIMENT/report/index.html and its "
-        "figures; print every claim's verdict",
-        {"check"}}},
+       {"cachelab report results/EXPERIMENT [--check] [--summary F] [--compare F] [--perturbed [LABEL=]DIR ...]\n"
+        "  write results/EXPERIMENT/report/index.html and its figures; print every claim's verdict",
+        {"check", "summary", "compare", "perturbed"}}},
       {"export",
        {"cachelab export results/EXPERIMENT [--level run|step|site] [--format csv|parquet] [--output FILE]\n  tidy "
         "long-format tables of the experiment's runs",
@@ -162,6 +163,8 @@ int run_cli(int argc, char** argv) {
   SlurmOptions slurm;
   double max_hours = 24;
   std::string level = "run", format = "csv", output;
+  std::string summary_file, compare_file;
+  std::vector<std::string> perturbed;
   opts.add_options()("help,h", "this help")("jobs,j", po::value(&jobs), "parallel worker processes (default 1)")(
       "index", po::value(&index), "run only grid point i (a Slurm array task)")(
       "only", po::value(&only), "run only this variant (repeatable)")(
@@ -170,6 +173,12 @@ int run_cli(int argc, char** argv) {
       "force", "redo runs that are already done")(
       "max-hours", po::value(&max_hours), "run/validate: refuse a sweep estimated longer (default 24; 0 = no limit)")(
       "allow-long", "run/validate: accept a sweep however long it is estimated to take")("check", "report: exit 1 unless every claim holds")(
+      "summary", po::value(&summary_file), "report: write the experiment's summary (metrics, verdicts, where it ran) as JSON")(
+      "compare", po::value(&compare_file),
+      "report: print every number and verdict beside a committed summary (docs/summaries/); exit 1 when a verdict changed")(
+      "perturbed", po::value(&perturbed),
+      "report: [LABEL=]DIR, the same experiment run under a perturbation (threads, BLAS kernel, calibration seed); "
+      "claims whose verdict changes there are reported fragile (repeatable)")(
       "level", po::value(&level), "export: run | step | site (default run)")(
       "format", po::value(&format), "export: csv | parquet (default csv)")(
       "output", po::value(&output), "export: output file (default <folder>/export_<level>.<format>)")("count", "print the number of runs and exit")(
@@ -343,12 +352,18 @@ int run_cli(int argc, char** argv) {
     CL_FAIL("could not start /usr/bin/python3 for the export; run `bash tools/setup.sh` (python3-h5py, pandas)");
   }
   if (command == "report") {
-    CL_CHECK(positional.size() == 1, "usage: cachelab report results/EXPERIMENT [--check]");
+    CL_CHECK(positional.size() == 1, "usage: cachelab report results/EXPERIMENT [--check] [--summary F] [--compare F] "
+                                     "[--perturbed [LABEL=]DIR ...]");
     CL_CHECK(std::filesystem::is_directory(positional[0]),
              "`" << positional[0] << "` is not a results folder (run an experiment first)");
     const std::string tool = project_root() + "/tools/report.py";
-    std::vector<const char*> args = {"/usr/bin/python3", tool.c_str(), positional[0].c_str()};
-    if (vm.count("check")) args.push_back("--check");
+    std::vector<std::string> a = {"/usr/bin/python3", tool, positional[0]};
+    if (vm.count("check")) a.push_back("--check");
+    if (!summary_file.empty()) a.insert(a.end(), {"--summary", summary_file});
+    if (!compare_file.empty()) a.insert(a.end(), {"--compare", compare_file});
+    for (auto& p : perturbed) a.insert(a.end(), {"--perturbed", p});
+    std::vector<const char*> args;
+    for (auto& x : a) args.push_back(x.c_str());
     args.push_back(nullptr);
     execv(args[0], const_cast<char* const*>(args.data()));
     CL_FAIL("could not start /usr/bin/python3 for the report; run `bash tools/setup.sh` (python3-h5py, matplotlib)");

@@ -2,6 +2,7 @@
 """Report of one experiment folder: reads only its HDF5 files, writes report/index.html + PNGs.
 
 usage: /usr/bin/python3 tools/report.py results/<experiment> [--claims-only] [--check]
+           [--summary FILE] [--compare FILE] [--perturbed [LABEL=]DIR ...]
 
 With a sweep over `seed`, runs that differ only in their seed form one variant group
 (`fora_n2[seed=0]`, `fora_n2[seed=1]` -> `fora_n2`): claims, the table and the figures
@@ -21,6 +22,7 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import report_figures as figs  # noqa: E402
+import summary  # noqa: E402
 
 TABLE_KEYS = ["speedup_flops", "speedup_wall", "psnr", "ssim", "mse", "fid", "fid_ref", "accuracy", "token_match",
               "reuse_fraction", "final_err_rel_l1", "wall_s"]
@@ -179,12 +181,13 @@ def paired(runs, left, right, metric, op):
         return None
     wins = sum(bool(OPS[op](lv[k], rv[k])) for k in lv)
     verdict = "holds" if wins == len(lv) else "does not hold" if wins == 0 else "inconclusive"
-    return verdict, wins, len(lv)
+    return verdict, wins, len(lv), {k: lv[k] - rv[k] for k in sorted(lv)}
 
 
 def evaluate_claims(claims, runs):
-    """Each claim -> (verdict, label, sentence); verdict in holds / does not hold / inconclusive /
-    cannot be evaluated. A side names one run or a variant across seeds (mean and spread). Two
+    """Each claim -> (verdict, label, sentence, detail); verdict in holds / does not hold /
+    inconclusive / cannot be evaluated; detail: for a claim judged seed by seed `wins`, `n` and
+    the per-seed `margins` (left - right), else the margin of the means. A side names one run or a variant across seeds (mean and spread). Two
     variants over the same seeds are compared seed by seed: the claim holds when it holds on every
     seed, does not hold when it fails on every seed, else is inconclusive. Otherwise, with a spread
     on either side, the claim decides only when the ranges do not overlap."""
@@ -215,7 +218,7 @@ def evaluate_claims(claims, runs):
             rv, err2, rlabel = {"mean": value, "lo": value, "hi": value, "n": 0}, None, "value"
         err = err or err2
         if err or op not in OPS:
-            out.append(("cannot be evaluated", label, f"cannot be evaluated: {err or 'unknown op ' + str(op)}"))
+            out.append(("cannot be evaluated", label, f"cannot be evaluated: {err or 'unknown op ' + str(op)}", {}))
             continue
         verdict = "holds" if OPS[op](lv["mean"], rv["mean"]) else "does not hold"
         if (lv["lo"], lv["hi"], rv["lo"], rv["hi"]) != (lv["mean"], lv["mean"], rv["mean"], rv["mean"]):
@@ -225,12 +228,18 @@ def evaluate_claims(claims, runs):
                 verdict = "does not hold"
             else:
                 verdict = "inconclusive"
-        how = ""
+        how, detail = "", {"margins": finite({"mean": lv["mean"] - rv["mean"]})}
         if "right" in c and (p := paired(runs, lv["names"], rv["names"], metric, op)):
-            verdict, wins, n = p
-            how = f" (paired by seed: {wins} of {n} seeds)"
-        out.append((verdict, label, f"{metric}({left}) = {describe(lv)} {op} {rlabel} = {describe(rv)}: {verdict}{how}"))
+            verdict, wins, n, margins = p
+            how, detail = f" (paired by seed: {wins} of {n} seeds)", {"wins": wins, "n": n, "margins": finite(margins)}
+        out.append((verdict, label, f"{metric}({left}) = {describe(lv)} {op} {rlabel} = {describe(rv)}: {verdict}{how}",
+                    detail))
     return out
+
+
+def finite(margins):
+    """The finite margins, rounded (PSNR is inf where a variant equals its reference)."""
+    return {str(k): float(f"{v:.6g}") for k, v in margins.items() if math.isfinite(v)}
 
 
 def describe(a):
@@ -512,17 +521,60 @@ def warnings_html(runs, names):
     return "".join(f"<p class='warn'><b>Warning:</b> {t}</p>" for t in notes)
 
 
+def parse_args(argv):
+    import argparse
+    p = argparse.ArgumentParser(prog="cachelab report", description=__doc__.split("\n")[0])
+    p.add_argument("folder")
+    p.add_argument("--check", action="store_true", help="exit 1 unless every claim holds")
+    p.add_argument("--claims-only", action="store_true", help="print the claims, write no report")
+    p.add_argument("--summary", metavar="FILE", help="write the experiment's summary (docs/summaries/<name>.json)")
+    p.add_argument("--compare", metavar="FILE", help="print every number and verdict beside a committed summary; "
+                   "exit 1 when a verdict changed")
+    p.add_argument("--perturbed", metavar="[LABEL=]DIR", action="append", default=[],
+                   help="the same experiment run under a perturbation (another thread count, BLAS kernel path, "
+                   "calibration seed): claims whose verdict changes there are fragile (repeatable)")
+    return p.parse_args(argv[1:])
+
+
+def perturbed_claims(exp, spec):
+    """(label, environment, claim entries) of one perturbed copy of the experiment."""
+    label, _, folder = spec.rpartition("=") if "=" in spec else ("", "", spec)
+    folder = folder.rstrip("/")
+    label = label or os.path.basename(os.path.dirname(os.path.abspath(folder)))
+    runs, other = load_runs(folder), load_experiment(folder)
+    if other["experiment"] != exp["experiment"] or [c.get("text") for c in other["claims"]] != \
+            [c.get("text") for c in exp["claims"]]:
+        raise SystemExit(f"error: {folder} holds experiment `{other['experiment']}` with other claims; "
+                         f"--perturbed needs a run of `{exp['experiment']}` as it is")
+    return label, summary.environment(runs), summary.claim_entries(exp["claims"], evaluate_claims(other["claims"], runs))
+
+
 def main(argv):
-    if len(argv) < 2:
-        print(__doc__)
-        return 2
-    folder = argv[1].rstrip("/")
+    args = parse_args(argv)
+    folder = args.folder.rstrip("/")
     runs, exp = load_runs(folder), load_experiment(folder)
     claims = evaluate_claims(exp["claims"], runs)
-    for verdict, label, sentence in claims:
-        print(f"claim: {label}\n  {sentence}")
-    if "--claims-only" in argv:
-        return check_status(claims, argv)
+    perturbed = [perturbed_claims(exp, p) for p in args.perturbed]
+    summ = summary.build(exp["experiment"], runs, exp["claims"], claims, seed_of, without_seed, perturbed)
+    for c in summ["claims"]:
+        print(f"claim: {c['text']}\n  {c['sentence']}")
+        if c.get("perturbed"):
+            print(f"  {summary.verdict_text(c)}" + (
+                f" (margin spread: seeds {c['seed_spread']:.3g}, perturbations {c['perturbation_spread']:.3g})"
+                if "seed_spread" in c and "perturbation_spread" in c else ""))
+    status = check_status(claims, args.check)
+    if args.summary:
+        summary.write(args.summary, summ)
+        print(f"summary: {args.summary}")
+    if args.compare:
+        lines, result = summary.compare(summary.load(args.compare), summ)
+        print("\n".join(lines))
+        os.makedirs(os.path.join(folder, "report"), exist_ok=True)
+        summary.write(os.path.join(folder, "report", "compare.json"), result)
+        print(f"comparison: {os.path.join(folder, 'report', 'compare.json')}")
+        status = max(status, 0 if all(v["same"] for v in result["verdicts"]) else 1)
+    if args.claims_only:
+        return status
     if not runs:
         print(f"no run files in {folder}", file=sys.stderr)
         return 1
@@ -537,7 +589,8 @@ def main(argv):
     any_run = runs[names[0]]["attrs"]
     claim_rows = "".join(
         f"<li class='{'ok' if v == 'holds' else 'no' if v == 'does not hold' else 'na'}'><b>{html.escape(label)}</b>"
-        f"<br>{html.escape(sentence)}</li>" for v, label, sentence in claims) or "<li>(no claims stated)</li>"
+        f"<br>{html.escape(sentence)}{fragility_html(c)}</li>"
+        for (v, label, sentence, _), c in zip(claims, summ["claims"])) or "<li>(no claims stated)</li>"
     context = " | ".join(f"{k}: {html.escape(str(any_run.get(k, '?')))}"
                          for k in ("git_sha", "host", "threads", "blas", "torch_version", "created_utc"))
     body = "".join(f"<h2>{t}</h2><p class='cap'>{c}</p><img src='{p}' alt='{html.escape(t)}'>"
@@ -559,14 +612,23 @@ several seeds.</p>{aggregate_table(runs, groups)}{per_run}
     with open(os.path.join(out, "index.html"), "w") as fh:
         fh.write(page)
     print(f"report: {os.path.join(out, 'index.html')}")
-    return check_status(claims, argv)
+    return status
 
 
-def check_status(claims, argv):
+def fragility_html(c):
+    """Under the claim: its verdict under each perturbation and the spreads, when run with --perturbed."""
+    if not c.get("perturbed"):
+        return ""
+    spread = (f"; per-seed margin spread across perturbations {fmt(c['perturbation_spread'])} vs "
+              f"{fmt(c['seed_spread'])} across seeds" if "seed_spread" in c and "perturbation_spread" in c else "")
+    return f"<br><i>{html.escape(summary.verdict_text(c))}{spread}</i>"
+
+
+def check_status(claims, check):
     """With --check: 1 unless every claim holds (CI can gate on the claims)."""
-    if "--check" not in argv:
+    if not check:
         return 0
-    bad = [label for v, label, _ in claims if v != "holds"]
+    bad = [label for v, label, _, _ in claims if v != "holds"]
     for label in bad:
         print(f"check: not holding: {label}", file=sys.stderr)
     return 1 if bad else 0

@@ -1,0 +1,350 @@
+#!/usr/bin/python3
+"""The docs' generated parts, and the checks that keep every page honest.
+
+usage: /usr/bin/python3 tools/docs.py [--check] [--cachelab build/cachelab]
+
+Numbers in the docs are never typed: a block
+
+    <!-- generated: KIND ARGS -->
+    ...
+    <!-- end generated -->
+
+is rewritten from the committed summaries (docs/summaries/<experiment>.json, written by
+`cachelab report results/EXP --summary`) or from the components themselves. Kinds:
+
+  table EXP.yaml [metrics=a,b] [variants=x,y]   mean (± std across seeds) per variant
+  claims EXP.yaml                               each claim of the experiment and its verdict
+  environment EXP.yaml                          where and at which commit its runs were made
+  verdicts                                      every claim of every summary (docs/papers.md)
+  reproduction                                  the last re-check of every summary (docs/reproduction/*.json)
+  config-reference                              `cachelab list --markdown`
+
+Without --check the blocks are rewritten in place. With --check nothing is written and the
+exit status is 1 when a block is stale, a relative link or its #anchor does not resolve, or
+a command in a ```bash block names a subcommand, option, experiment or file that does not
+exist or a config override that `cachelab validate` refuses.
+"""
+import argparse
+import glob
+import json
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import summary as summaries  # noqa: E402
+
+BLOCK = re.compile(r"(<!-- generated: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
+DEFAULT_METRICS = ["speedup_flops", "speedup_wall", "psnr", "ssim", "fid", "accuracy"]
+HEADERS = {"speedup_flops": "FLOPs x", "speedup_wall": "wall x", "psnr": "PSNR (dB)", "ssim": "SSIM", "fid": "FID",
+           "accuracy": "agreement", "mse": "MSE", "reuse_fraction": "reused", "token_match": "token match",
+           "final_err_rel_l1": "final rel. L1"}
+
+
+def pages():
+    return [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
+
+
+def rel(path):
+    return os.path.relpath(path, ROOT)
+
+
+# ---- generated blocks ---------------------------------------------------------------------
+
+def experiment_name(exp_file):
+    path = os.path.join(ROOT, exp_file)
+    if not os.path.exists(path):
+        raise ValueError(f"experiment `{exp_file}` does not exist")
+    with open(path) as fh:
+        doc = yaml.safe_load(fh) or {}
+    return str(doc.get("name") or os.path.splitext(os.path.basename(exp_file))[0])
+
+
+def summary_of(exp_file):
+    name = experiment_name(exp_file)
+    path = os.path.join(ROOT, "docs", "summaries", name + ".json")
+    if not os.path.exists(path):
+        raise ValueError(f"no committed summary for `{exp_file}` ({rel(path)}); make it with "
+                         f"`build/cachelab run {exp_file}` and `build/cachelab report results/{name} --summary {rel(path)}`")
+    return summaries.load(path)
+
+
+def fmt_metric(metric, v):
+    if isinstance(v, str) or not math.isfinite(v):
+        return str(v)
+    if metric == "accuracy":
+        return f"{100 * v:.1f}%"
+    if metric in ("ssim", "reuse_fraction"):
+        return f"{v:.3f}"
+    if metric in ("speedup_flops", "speedup_wall", "psnr"):
+        return f"{v:.2f}"
+    if metric in ("fid", "fid_ref"):
+        return f"{v:.1f}"
+    return f"{v:.3g}"
+
+
+def cell(metric, values):
+    vals = [float(v) for v in values]
+    if not vals:
+        return "-"
+    if not all(math.isfinite(v) for v in vals):
+        return " / ".join(fmt_metric(metric, v) for v in vals)
+    mean = sum(vals) / len(vals)
+    if len(vals) == 1:
+        return fmt_metric(metric, mean)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+    return f"{fmt_metric(metric, mean)} ± {fmt_metric(metric, sd) if metric != 'accuracy' else f'{100 * sd:.1f}'}"
+
+
+def groups(s):
+    out = {}
+    for name, r in s["runs"].items():
+        if r["status"] == "done":
+            out.setdefault(r["group"], []).append(r)
+    return out
+
+
+def table_block(args):
+    exp_file, opts = args[0], dict(a.split("=", 1) for a in args[1:])
+    s = summary_of(exp_file)
+    g = groups(s)
+    names = opts["variants"].split(",") if "variants" in opts else list(g)
+    for n in names:
+        if n not in g:
+            raise ValueError(f"`{exp_file}` has no done variant `{n}` (variants: {', '.join(g)})")
+    metrics = opts["metrics"].split(",") if "metrics" in opts else \
+        [m for m in DEFAULT_METRICS if any(m in r["metrics"] for n in names for r in g[n])]
+    seeds = max(len(g[n]) for n in names)
+    lines = ["| variant | " + " | ".join(HEADERS.get(m, m) for m in metrics) + " |",
+             "|---|" + "---|" * len(metrics)]
+    for n in names:
+        lines.append(f"| {n} | " + " | ".join(cell(m, [r["metrics"][m] for r in g[n] if m in r["metrics"]])
+                                             for m in metrics) + " |")
+    note = f"Mean ± standard deviation over {seeds} seeds. " if seeds > 1 else ""
+    return "\n".join(lines) + f"\n\n{note}{environment_line(s, exp_file)}\n"
+
+
+def environment_line(s, exp_file):
+    e = s["environment"]
+    sha = e.get("git_sha") if isinstance(e.get("git_sha"), str) else ", ".join(e.get("git_sha") or [])
+    cpu = e.get("cpu") if isinstance(e.get("cpu"), str) else "; ".join(e.get("cpu") or ["not recorded"])
+    when = (e.get("created_utc") or ["?"])[-1][:10]
+    link = os.path.relpath(os.path.join(ROOT, "docs", "summaries", s["experiment"] + ".json"), PAGE_DIR[0])
+    return (f"*Generated from [`docs/summaries/{s['experiment']}.json`]({link}) "
+            f"(`{exp_file}`, {len(s['runs'])} runs, git {sha}{' dirty' if e.get('git_dirty') else ''}, {when}, "
+            f"{e.get('threads')} thread(s), cpu {cpu}).*")
+
+
+def claims_block(args):
+    s = summary_of(args[0])
+    lines = ["| claim | verdict here |", "|---|---|"]
+    lines += [f"| {c['text']} | {summaries.verdict_text(c)} |" for c in s["claims"]]
+    return "\n".join(lines) + "\n"
+
+
+def verdicts_block(args):
+    lines = ["| experiment | claim | verdict here |", "|---|---|---|"]
+    for path in sorted(glob.glob(os.path.join(ROOT, "docs", "summaries", "*.json"))):
+        s = summaries.load(path)
+        lines += [f"| `{s['experiment']}` | {c['text']} | {summaries.verdict_text(c)} |" for c in s["claims"]]
+    return "\n".join(lines) + "\n"
+
+
+def reproduction_block(args):
+    lines = ["| experiment | numbers within tolerance | verdicts reproduced | changed | committed on | re-run on |",
+             "|---|---|---|---|---|---|"]
+    for path in sorted(glob.glob(os.path.join(ROOT, "docs", "reproduction", "*.json"))):
+        with open(path) as fh:
+            r = json.load(fh)
+        same = sum(v["same"] for v in r["verdicts"])
+        changed = "; ".join(f"{v['claim']}: {v['committed']} -> {v['now']}" for v in r["verdicts"] if not v["same"])
+        cpu = lambda e: e.get("cpu") if isinstance(e.get("cpu"), str) else "; ".join(e.get("cpu") or ["?"])  # noqa: E731
+        lines.append(f"| `{r['experiment']}` | {r['numbers_within']} of {r['numbers']} | {same} of {len(r['verdicts'])} "
+                     f"| {changed or '-'} | {cpu(r['committed_environment'])} | {cpu(r['environment'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def config_block(args, cachelab):
+    if not cachelab:
+        raise ValueError("the config reference needs the binary: --cachelab build/cachelab")
+    out = subprocess.run([cachelab, "list", "--markdown"], capture_output=True, text=True, check=True).stdout
+    return out.rstrip("\n") + "\n"
+
+
+KINDS = {"table": table_block, "claims": claims_block, "verdicts": verdicts_block, "reproduction": reproduction_block,
+         "environment": lambda a: environment_line(summary_of(a[0]), a[0]) + "\n"}
+
+
+def render(spec, cachelab):
+    kind, *args = spec.split()
+    if kind == "config-reference":
+        return config_block(args, cachelab)
+    if kind not in KINDS:
+        raise ValueError(f"unknown generated block `{kind}` (kinds: {', '.join(list(KINDS) + ['config-reference'])})")
+    return KINDS[kind](args)
+
+
+PAGE_DIR = [ROOT]  # the folder of the page being generated (links are relative to it)
+
+
+def regenerate(text, cachelab, problems, where):
+    PAGE_DIR[0] = os.path.dirname(os.path.join(ROOT, where))
+    def sub(m):
+        try:
+            body = render(m.group("spec"), cachelab)
+        except (ValueError, OSError, subprocess.CalledProcessError) as e:
+            problems.append(f"{where}: generated block `{m.group('spec')}`: {e}")
+            return m.group(0)
+        return m.group(1) + body + m.group(4)
+    return BLOCK.sub(sub, text)
+
+
+# ---- links ----------------------------------------------------------------------------------
+
+def anchors(path):
+    """GitHub's heading anchors of a markdown page (lowercase, spaces to '-', punctuation dropped)."""
+    out, seen = set(), {}
+    in_code = False
+    with open(path) as fh:
+        for line in fh:
+            if line.startswith("```"):
+                in_code = not in_code
+            if in_code or not line.startswith("#"):
+                continue
+            title = re.sub(r"[`*_]|\[([^\]]*)\]\([^)]*\)", lambda m: m.group(1) or "", line.lstrip("#").strip())
+            a = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+            n = seen.get(a, 0)
+            seen[a] = n + 1
+            out.add(a if n == 0 else f"{a}-{n}")
+    return out
+
+
+def check_links(path, text, problems):
+    here = os.path.dirname(path)
+    stripped = re.sub(r"```.*?```", "", text, flags=re.S)
+    stripped = re.sub(r"`[^`\n]*`", "", stripped)
+    for target in re.findall(r"\]\(([^)\s]+)\)", stripped):
+        if re.match(r"[a-z]+:", target):
+            continue  # external: not reachable from here
+        file, _, anchor = target.partition("#")
+        dest = os.path.normpath(os.path.join(here, file)) if file else path
+        if not os.path.exists(dest):
+            problems.append(f"{rel(path)}: link `{target}`: {rel(dest)} does not exist")
+        elif anchor and dest.endswith(".md") and anchor not in anchors(dest):
+            problems.append(f"{rel(path)}: link `{target}`: no heading #{anchor} in {rel(dest)}")
+
+
+# ---- commands -------------------------------------------------------------------------------
+
+def commands(text):
+    """The command lines of the ```bash blocks (continuations joined, comments dropped)."""
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        joined = re.sub(r"\\\n\s*", " ", block)
+        for line in joined.splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if line and not line.startswith("#"):
+                yield line
+
+
+class CommandChecker:
+    def __init__(self, cachelab):
+        self.cachelab = cachelab
+        self.help = {}
+        self.validated = {}
+
+    def command_help(self, sub):
+        if sub not in self.help:
+            r = subprocess.run([self.cachelab, sub, "--help"], capture_output=True, text=True)
+            self.help[sub] = r.stdout if r.returncode == 0 and "usage: cachelab" in r.stdout else None
+        return self.help[sub]
+
+    def check(self, line, where, problems):
+        for segment in re.split(r"\s*(?:&&|\|\||;|\|)\s*", line):
+            try:
+                words = shlex.split(segment)
+            except ValueError as e:
+                problems.append(f"{where}: `{segment}`: {e}")
+                continue
+            while words and re.match(r"^[A-Z_]+=", words[0]):
+                words = words[1:]  # VAR=value prefixes
+            if not words:
+                continue
+            if words[0] == "bash" and len(words) > 1:
+                self.exists(words[1], segment, where, problems)
+            elif words[0].endswith("cachelab") and self.cachelab:
+                self.check_cachelab(words[1:], segment, where, problems)
+
+    def exists(self, path, segment, where, problems):
+        if "$" in path or "*" in path or path.isupper():
+            return
+        if not os.path.exists(os.path.join(ROOT, path)):
+            problems.append(f"{where}: `{segment}`: `{path}` does not exist")
+
+    def check_cachelab(self, args, segment, where, problems):
+        if not args or args[0].startswith("-"):
+            return
+        sub = args[0]
+        text = self.command_help(sub)
+        if text is None:
+            problems.append(f"{where}: `{segment}`: `cachelab {sub}` is not a command")
+            return
+        for a in args[1:]:
+            if a.startswith("--"):
+                flag = a.split("=", 1)[0]
+                if not re.search(re.escape(flag) + r"\b", text):
+                    problems.append(f"{where}: `{segment}`: `cachelab {sub}` has no option {flag}")
+        positional = [a for a in args[1:] if not a.startswith("-")]
+        for p in positional:
+            if p.endswith((".yaml", ".sh", ".py")) and "/" in p:
+                self.exists(p, segment, where, problems)
+        if sub in ("run", "sweep", "validate", "calibrate", "profile") and positional and \
+                positional[0].endswith(".yaml") and os.path.exists(os.path.join(ROOT, positional[0])):
+            overrides = [p for p in positional[1:] if "=" in p and "$" not in p]
+            key = tuple([positional[0]] + overrides)
+            if key not in self.validated:
+                r = subprocess.run([self.cachelab, "validate", *key, "--count"], capture_output=True, text=True, cwd=ROOT)
+                self.validated[key] = r.stderr.strip() if r.returncode != 0 else None
+            if self.validated[key]:
+                problems.append(f"{where}: `{segment}`: {self.validated[key]}")
+
+
+# ---- main -----------------------------------------------------------------------------------
+
+def main(argv):
+    p = argparse.ArgumentParser(description="regenerate (or --check) the docs' generated blocks, links and commands")
+    p.add_argument("--check", action="store_true")
+    p.add_argument("--cachelab", default="", help="the built binary (config reference, command checks)")
+    args = p.parse_args(argv[1:])
+    problems, stale = [], []
+    checker = CommandChecker(args.cachelab)
+    for path in pages():
+        with open(path) as fh:
+            text = fh.read()
+        new = regenerate(text, args.cachelab, problems, rel(path))
+        if new != text:
+            if args.check:
+                stale.append(rel(path))
+            else:
+                with open(path, "w") as fh:
+                    fh.write(new)
+                print(f"docs: rewrote {rel(path)}")
+        check_links(path, new, problems)
+        for line in commands(new):
+            checker.check(line, rel(path), problems)
+    for s in stale:
+        problems.append(f"{s}: generated blocks are stale (run `python3 tools/docs.py --cachelab build/cachelab`)")
+    for msg in problems:
+        print(f"docs: {msg}", file=sys.stderr)
+    n = len(pages())
+    print(f"docs: {n} pages, {len(checker.validated)} experiment commands validated, {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
