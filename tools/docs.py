@@ -217,7 +217,7 @@ def anchors(path):
                 in_code = not in_code
             if in_code or not line.startswith("#"):
                 continue
-            title = re.sub(r"[`*_]|\[([^\]]*)\]\([^)]*\)", lambda m: m.group(1) or "", line.lstrip("#").strip())
+            title = re.sub(r"[`*]|\[([^\]]*)\]\([^)]*\)", lambda m: m.group(1) or "", line.lstrip("#").strip())
             a = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
             n = seen.get(a, 0)
             seen[a] = n + 1

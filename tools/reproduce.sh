@@ -47,7 +47,7 @@ name_of() { /usr/bin/python3 -c 'import os,sys,yaml; d=yaml.safe_load(open(sys.a
 # The experiment's `#   cachelab calibrate ...` header lines, with an extra override ($2).
 calibrate() {
   local file=$1 extra=${2:-}
-  grep -E '^#\s+cachelab calibrate ' "$file" | sed -E 's/^#\s+cachelab //; s/\s+#.*$//' | while read -r line; do
+  { grep -E '^#\s+cachelab calibrate ' "$file" || true; } | sed -E 's/^#\s+cachelab //; s/\s+#.*$//' | while read -r line; do
     if [ -n "$extra" ]; then line=$(echo "$line" | sed -E 's/ seed=[0-9]+//')" $extra"; fi
     echo "[reproduce] cachelab $line"
     # shellcheck disable=SC2086
