@@ -12,7 +12,9 @@ Numbers in the docs are never typed: a block
 is rewritten from the committed summaries (docs/summaries/<experiment>.json, written by
 `cachelab report results/EXP --summary`) or from the components themselves. Kinds:
 
-  table EXP.yaml [metrics=a,b] [variants=x,y]   mean (± std across seeds) per variant
+  table EXP.yaml [EXP2.yaml ...] [metrics=a,b] [variants=x,y]
+                                                mean (± std across seeds) per variant; with
+                                                several files variants are `name/variant`
   claims EXP.yaml                               each claim of the experiment and its verdict
   environment EXP.yaml                          where and at which commit its runs were made
   verdicts                                      every claim of every summary (docs/papers.md)
@@ -93,11 +95,11 @@ def cell(metric, values):
     vals = [float(v) for v in values]
     if not vals:
         return "-"
+    if len(set(vals)) == 1:
+        return fmt_metric(metric, vals[0])
     if not all(math.isfinite(v) for v in vals):
         return " / ".join(fmt_metric(metric, v) for v in vals)
     mean = sum(vals) / len(vals)
-    if len(vals) == 1:
-        return fmt_metric(metric, mean)
     sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
     return f"{fmt_metric(metric, mean)} ± {fmt_metric(metric, sd) if metric != 'accuracy' else f'{100 * sd:.1f}'}"
 
@@ -111,29 +113,47 @@ def groups(s):
 
 
 def table_block(args):
-    exp_file, opts = args[0], dict(a.split("=", 1) for a in args[1:])
-    s = summary_of(exp_file)
-    g = groups(s)
-    names = opts["variants"].split(",") if "variants" in opts else list(g)
-    for n in names:
-        if n not in g:
-            raise ValueError(f"`{exp_file}` has no done variant `{n}` (variants: {', '.join(g)})")
+    """Rows are variant groups of one experiment or, with several experiment files, `name/variant`
+    entries of `variants=` (all done variants of each when it is omitted)."""
+    files = [a for a in args if a.endswith(".yaml")]
+    opts = dict(a.split("=", 1) for a in args if "=" in a)
+    if not files:
+        raise ValueError("a table names at least one experiment file")
+    summ = {experiment_name(f): (f, summary_of(f)) for f in files}
+    many = len(summ) > 1
+    rows = []  # (label, runs)
+    wanted = opts["variants"].split(",") if "variants" in opts else \
+        [f"{n}/{v}" if many else v for n, (_, s) in summ.items() for v in groups(s)]
+    for w in wanted:
+        exp, _, variant = w.rpartition("/")
+        candidates = [exp] if exp else list(summ)
+        found = [(n, groups(summ[n][1])[variant]) for n in candidates if n in summ and variant in groups(summ[n][1])]
+        if not found:
+            raise ValueError(f"no done variant `{w}` in {', '.join(files)} "
+                             f"(variants: {', '.join(v for _, s in summ.values() for v in groups(s))})")
+        rows.append((w if many else variant, found[0][1]))
     metrics = opts["metrics"].split(",") if "metrics" in opts else \
-        [m for m in DEFAULT_METRICS if any(m in r["metrics"] for n in names for r in g[n])]
-    seeds = max(len(g[n]) for n in names)
+        [m for m in DEFAULT_METRICS if any(m in r["metrics"] for _, rs in rows for r in rs)]
+    seeds = max(len(rs) for _, rs in rows)
     lines = ["| variant | " + " | ".join(HEADERS.get(m, m) for m in metrics) + " |",
              "|---|" + "---|" * len(metrics)]
-    for n in names:
-        lines.append(f"| {n} | " + " | ".join(cell(m, [r["metrics"][m] for r in g[n] if m in r["metrics"]])
-                                             for m in metrics) + " |")
+    for label, rs in rows:
+        lines.append(f"| {label} | " + " | ".join(cell(m, [r["metrics"][m] for r in rs if m in r["metrics"]])
+                                                 for m in metrics) + " |")
     note = f"Mean ± standard deviation over {seeds} seeds. " if seeds > 1 else ""
-    return "\n".join(lines) + f"\n\n{note}{environment_line(s, exp_file)}\n"
+    return "\n".join(lines) + f"\n\n{note}" + " ".join(environment_line(s, f) for f, s in summ.values()) + "\n"
+
+
+def cpu_text(e):
+    """The CPU(s) of an environment, without `|` (the docs put it in table cells)."""
+    cpu = e.get("cpu") if isinstance(e.get("cpu"), str) else "; ".join(e.get("cpu") or ["not recorded"])
+    return cpu.replace(" | ", ", ")
 
 
 def environment_line(s, exp_file):
     e = s["environment"]
     sha = e.get("git_sha") if isinstance(e.get("git_sha"), str) else ", ".join(e.get("git_sha") or [])
-    cpu = e.get("cpu") if isinstance(e.get("cpu"), str) else "; ".join(e.get("cpu") or ["not recorded"])
+    cpu = cpu_text(e)
     when = (e.get("created_utc") or ["?"])[-1][:10]
     link = os.path.relpath(os.path.join(ROOT, "docs", "summaries", s["experiment"] + ".json"), PAGE_DIR[0])
     return (f"*Generated from [`docs/summaries/{s['experiment']}.json`]({link}) "
@@ -164,9 +184,8 @@ def reproduction_block(args):
             r = json.load(fh)
         same = sum(v["same"] for v in r["verdicts"])
         changed = "; ".join(f"{v['claim']}: {v['committed']} -> {v['now']}" for v in r["verdicts"] if not v["same"])
-        cpu = lambda e: e.get("cpu") if isinstance(e.get("cpu"), str) else "; ".join(e.get("cpu") or ["?"])  # noqa: E731
         lines.append(f"| `{r['experiment']}` | {r['numbers_within']} of {r['numbers']} | {same} of {len(r['verdicts'])} "
-                     f"| {changed or '-'} | {cpu(r['committed_environment'])} | {cpu(r['environment'])} |")
+                     f"| {changed or '-'} | {cpu_text(r['committed_environment'])} | {cpu_text(r['environment'])} |")
     return "\n".join(lines) + "\n"
 
 
