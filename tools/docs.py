@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """The docs' generated parts, and the checks that keep every page honest.
 
-usage: /usr/bin/python3 tools/docs.py [--check] [--cachelab build/cachelab]
+usage: /usr/bin/python3 tools/docs.py [--check] [--cachelab build/cachelab] [--page docs/X.md ...]
 
 Numbers in the docs are never typed: a block
 
@@ -339,10 +339,12 @@ def main(argv):
     p = argparse.ArgumentParser(description="regenerate (or --check) the docs' generated blocks, links and commands")
     p.add_argument("--check", action="store_true")
     p.add_argument("--cachelab", default="", help="the built binary (config reference, command checks)")
+    p.add_argument("--page", action="append", default=[], help="only this page (repeatable; default every page)")
     args = p.parse_args(argv[1:])
     problems, stale = [], []
     checker = CommandChecker(args.cachelab)
-    for path in pages():
+    chosen = [os.path.abspath(p) for p in args.page] or pages()
+    for path in chosen:
         with open(path) as fh:
             text = fh.read()
         new = regenerate(text, args.cachelab, problems, rel(path))
@@ -360,7 +362,7 @@ def main(argv):
         problems.append(f"{s}: generated blocks are stale (run `python3 tools/docs.py --cachelab build/cachelab`)")
     for msg in problems:
         print(f"docs: {msg}", file=sys.stderr)
-    n = len(pages())
+    n = len(chosen)
     print(f"docs: {n} pages, {len(checker.validated)} experiment commands validated, {len(problems)} problem(s)")
     return 1 if problems else 0
 
