@@ -498,13 +498,34 @@ void apply_override(ConfigNode& root, const std::string& assignment) {
                                       << "` has an empty key; write it as key=value, e.g. "
                                          "`cache.interval=3`");
 
+  // `a.b.c`, where `a[b.c]` quotes a key that has dots itself (a variant `fbcache_t0.05`).
+  // `bracketed[i]`: part i was quoted, so it is never merged with its neighbours below.
   std::vector<std::string> parts;
-  std::stringstream ss(key);
-  for (std::string part; std::getline(ss, part, '.');) parts.push_back(part);
-  if (key.back() == '.') parts.push_back("");
-  for (const auto& part : parts)
-    CL_CHECK(!part.empty(), kCommandLine << ": override `" << assignment << "`: key `" << key
-                                         << "` has an empty part");
+  std::vector<bool> bracketed;
+  std::string part;
+  bool in_bracket = false, closed = false;
+  for (char c : key) {
+    if (in_bracket) {
+      if (c == ']') in_bracket = false, closed = true;
+      else part += c;
+    } else if (c == '[') {
+      CL_CHECK(!closed, kCommandLine << ": override `" << assignment << "`: write `a[b].c`, a `.` after `]`");
+      if (!part.empty() || parts.empty()) parts.push_back(part), bracketed.push_back(false);
+      part.clear();
+      in_bracket = true;
+    } else if (c == '.') {
+      parts.push_back(part), bracketed.push_back(closed);
+      part.clear();
+      closed = false;
+    } else {
+      CL_CHECK(!closed, kCommandLine << ": override `" << assignment << "`: write `a[b].c`, a `.` after `]`");
+      part += c;
+    }
+  }
+  CL_CHECK(!in_bracket, kCommandLine << ": override `" << assignment << "`: `[` without its `]`");
+  parts.push_back(part), bracketed.push_back(closed);
+  for (const auto& p : parts)
+    CL_CHECK(!p.empty(), kCommandLine << ": override `" << assignment << "`: key `" << key << "` has an empty part");
 
   YAML::Node parsed;
   try {
@@ -515,6 +536,35 @@ void apply_override(ConfigNode& root, const std::string& assignment) {
   }
   ConfigNode value = convert(parsed, kCommandLine, 0, "");
   set_location(value, kCommandLine, 0);
+
+  // A map key that itself contains dots is matched whole: the longest run of parts that names
+  // an existing key wins (`variants.fbcache_t0.05.cache.threshold` reaches `fbcache_t0.05`).
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    if (bracketed[i]) continue;
+    const ConfigNode* node = &root;
+    for (size_t k = 0; k < i && node; ++k)
+      node = node->is_map() ? node->find(parts[k]) : nullptr;
+    if (!node || !node->is_map() || node->find(parts[i])) continue;
+    for (size_t j = parts.size(); j > i + 1; --j) {
+      std::string joined = parts[i];
+      for (size_t k = i + 1; k < j; ++k) joined += "." + parts[k];
+      bool plain = std::none_of(bracketed.begin() + i, bracketed.begin() + j, [](bool b) { return b; });
+      if (plain && node->find(joined)) {
+        parts[i] = joined;
+        parts.erase(parts.begin() + i + 1, parts.begin() + j);
+        bracketed.erase(bracketed.begin() + i + 1, bracketed.begin() + j);
+        break;
+      }
+    }
+  }
+  // An override never adds a variant: a name that matches none is a typo.
+  if (parts.size() > 1 && parts[0] == "variants" && root.find("variants") && root.find("variants")->is_map() &&
+      !root.find("variants")->find(parts[1])) {
+    std::string names;
+    for (auto& kv : root.find("variants")->map) names += (names.empty() ? "" : ", ") + kv.first;
+    CL_FAIL(kCommandLine << ": override `" << assignment << "`: no variant `" << parts[1] << "`; variants: " << names
+                         << " (a name with dots can also be written `variants[NAME].key`)");
+  }
 
   ConfigNode* cur = &root;
   for (size_t i = 0; i < parts.size(); ++i) {

@@ -17,8 +17,9 @@ is rewritten from the committed summaries (docs/summaries/<experiment>.json, wri
                                                 several files variants are `name/variant`
   claims EXP.yaml                               each claim of the experiment and its verdict
   environment EXP.yaml                          where and at which commit its runs were made
-  verdicts                                      every claim of every summary (docs/papers.md)
+  verdicts [EXP.yaml ...]                       every claim of these experiments (of every summary)
   reproduction                                  the last re-check of every summary (docs/reproduction/*.json)
+  tolerances                                    how far a re-run may move each metric (tools/summary.py)
   config-reference                              `cachelab list --markdown`
 
 Without --check the blocks are rewritten in place. With --check nothing is written and the
@@ -169,10 +170,14 @@ def claims_block(args):
 
 
 def verdicts_block(args):
+    """Every claim of the named experiments (of every committed summary when none is named)."""
+    if args:
+        items = [(f, summary_of(f)) for f in args]
+    else:
+        items = [(None, summaries.load(p)) for p in sorted(glob.glob(os.path.join(ROOT, "docs", "summaries", "*.json")))]
     lines = ["| experiment | claim | verdict here |", "|---|---|---|"]
-    for path in sorted(glob.glob(os.path.join(ROOT, "docs", "summaries", "*.json"))):
-        s = summaries.load(path)
-        lines += [f"| `{s['experiment']}` | {c['text']} | {summaries.verdict_text(c)} |" for c in s["claims"]]
+    for f, s in items:
+        lines += [f"| `{f or s['experiment']}` | {c['text']} | {summaries.verdict_text(c)} |" for c in s["claims"]]
     return "\n".join(lines) + "\n"
 
 
@@ -196,7 +201,15 @@ def config_block(args, cachelab):
     return out.rstrip("\n") + "\n"
 
 
-KINDS = {"table": table_block, "claims": claims_block, "verdicts": verdicts_block, "reproduction": reproduction_block,
+def tolerances_block(args):
+    lines = ["| metric | a re-run reproduces it when it moves by at most |", "|---|---|"]
+    for m, (kind, amount) in summaries.TOLERANCE.items():
+        lines.append(f"| `{m}` | {amount:g} {'(absolute)' if kind == 'abs' else '(relative)'} |".replace(
+            f"{amount:g} (relative)", f"{amount * 100:g}% (relative)"))
+    return "\n".join(lines) + "\n"
+
+
+KINDS = {"table": table_block, "tolerances": tolerances_block, "claims": claims_block, "verdicts": verdicts_block, "reproduction": reproduction_block,
          "environment": lambda a: environment_line(summary_of(a[0]), a[0]) + "\n"}
 
 

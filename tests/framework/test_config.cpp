@@ -280,6 +280,32 @@ BOOST_AUTO_TEST_CASE(merge_rules) {
   BOOST_CHECK_EQUAL(root.find("outer")->find("steps")->seq[2].path, "outer.steps.2");
 }
 
+// A variant whose name has dots (`fbcache_t0.05`) is reached by the longest existing key or
+// quoted in brackets; an override never adds a variant, and a typo lists the variants.
+BOOST_AUTO_TEST_CASE(overrides_reach_variants_with_dots) {
+  const char* text =
+      "variants:\n  fbcache_t0.05: {cache: {type: fbcache, threshold: 0.05}}\n"
+      "  fbcache_t0.1: {cache: {type: fbcache, threshold: 0.1}}\n  fora: {cache: {type: fora}}\n";
+  ConfigNode root = cachelab::parse_config_string(text, "exp.yaml");
+  auto threshold = [&](const char* v) { return root.find("variants")->find(v)->find("cache")->find("threshold"); };
+  cachelab::apply_override(root, "variants.fbcache_t0.05.cache.threshold=0.06");
+  BOOST_CHECK_EQUAL(threshold("fbcache_t0.05")->scalar, "0.06");
+  BOOST_CHECK_EQUAL(threshold("fbcache_t0.05")->path, "variants.fbcache_t0.05.cache.threshold");
+  BOOST_CHECK_EQUAL(threshold("fbcache_t0.1")->scalar, "0.1");
+  cachelab::apply_override(root, "variants[fbcache_t0.1].cache.threshold=0.2");
+  BOOST_CHECK_EQUAL(threshold("fbcache_t0.1")->scalar, "0.2");
+  cachelab::apply_override(root, "variants.fora.cache.interval=3");
+  BOOST_CHECK_EQUAL(root.find("variants")->find("fora")->find("cache")->find("interval")->scalar, "3");
+  BOOST_CHECK_EQUAL(root.find("variants")->map.size(), 3u);
+
+  std::string msg = error_of([&] { cachelab::apply_override(root, "variants.fbcache_t0.5.cache.threshold=1"); });
+  CHECK_CONTAINS(msg, "no variant `fbcache_t0`; variants: fbcache_t0.05, fbcache_t0.1, fora");
+  msg = error_of([&] { cachelab::apply_override(root, "variants[fbcache_t0.05.cache.threshold=1"); });
+  CHECK_CONTAINS(msg, "without its `]`");
+  msg = error_of([&] { cachelab::apply_override(root, "variants[fora]cache=1"); });
+  CHECK_CONTAINS(msg, "a `.` after `]`");
+}
+
 BOOST_AUTO_TEST_CASE(overrides) {
   ConfigNode root = cachelab::parse_config_string(
       "cache:\n  type: fora\n  interval: 2\nsteps: 50\nclaims:\n  - left: a\n", "exp.yaml");
