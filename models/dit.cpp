@@ -281,7 +281,9 @@ std::vector<std::pair<std::string, at::Tensor>> Dit::named_tensors() { return mo
 std::vector<at::Tensor> Dit::trainable_parameters() { return modules::trainable_parameters(*impl_); }
 
 void Dit::load(const std::string& path) {
-  load_into(named_tensors(), path, "cachelab train configs/train/dit-mnist.yaml");
+  load_into(named_tensors(), path,
+            "cachelab train configs/train/dit-mnist.yaml` for the bundled DiT, or `tools/convert_dit.py` for the public "
+            "DiT checkpoints (docs/full-size.md)");
 }
 
 void Dit::save(const std::string& path, const std::vector<std::pair<std::string, std::string>>& metadata) {

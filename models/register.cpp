@@ -19,6 +19,7 @@ void register_models() {
   samplers().add<EulerFlowSampler, EulerFlowOptions>("euler_flow", "rectified flow, Euler steps on a predicted velocity", __FILE__);
   samplers().add<HeunFlowSampler, HeunFlowOptions>("heun_flow", "rectified flow, Heun (2nd-order) steps: 2 evaluations per step", __FILE__);
   samplers().add<DdpmSampler, DdpmOptions>("ddpm", "ancestral DDPM over a respaced schedule", __FILE__);
+  samplers().add<AdmSampler, AdmOptions>("adm", "guided diffusion's respaced DDPM / DDIM, step for step as DiT's sample.py", __FILE__);
   backbones().add<TinyMdlm, TinyMdlmOptions>("tiny_mdlm", "small bidirectional transformer over tokens (masked-diffusion LM)", __FILE__);
   backbones().add<TinyVideo, TinyVideoOptions>("tiny_video", "small frame-causal transformer over patches of video frames", __FILE__);
   pipelines().add<ImagePipeline, ImagePipelineOptions>("image", "images: x_T ~ N(0, I), one denoiser call per sampler step", __FILE__);

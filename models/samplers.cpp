@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <set>
+#include <sstream>
 
 #include "framework/error.h"
 
@@ -100,6 +102,105 @@ at::Tensor DdpmSampler::step(int i, const at::Tensor& x, const at::Tensor& model
     log_var = at::full_like(x, std::log(o_.variance == "small" ? post_var : beta));
   }
   CL_CHECK(noise.defined(), "ddpm: step needs noise");
+  return mean + at::exp(0.5 * log_var) * noise;
+}
+
+std::vector<int64_t> adm_space_timesteps(int T, const std::string& respacing) {
+  CL_CHECK(!respacing.empty(), "adm: timestep_respacing is empty; give e.g. \"250\" or \"ddim50\"");
+  std::set<int64_t> kept;
+  if (respacing.rfind("ddim", 0) == 0) {
+    const std::string n = respacing.substr(4);
+    CL_CHECK(!n.empty() && n.find_first_not_of("0123456789") == std::string::npos,
+             "adm: timestep_respacing `" << respacing << "`: write ddimN with N a number of steps");
+    const int64_t want = std::stoll(n);
+    for (int64_t stride = 1; stride < T; ++stride)
+      if ((T + stride - 1) / stride == want) {
+        for (int64_t t = 0; t < T; t += stride) kept.insert(t);
+        return {kept.begin(), kept.end()};
+      }
+    CL_FAIL("adm: timestep_respacing `" << respacing << "`: no integer stride gives exactly " << want << " of "
+                                        << T << " steps");
+  }
+  std::vector<int64_t> counts;
+  std::stringstream ss(respacing);
+  for (std::string item; std::getline(ss, item, ',');) {
+    CL_CHECK(!item.empty() && item.find_first_not_of("0123456789 ") == std::string::npos,
+             "adm: timestep_respacing `" << respacing << "`: write step counts such as \"250\" or \"10,15,20\"");
+    counts.push_back(std::stoll(item));
+  }
+  const int64_t per = T / int64_t(counts.size()), extra = T % int64_t(counts.size());
+  int64_t start = 0;
+  for (size_t i = 0; i < counts.size(); ++i) {
+    const int64_t size = per + (int64_t(i) < extra ? 1 : 0), count = counts[i];
+    CL_CHECK(count >= 1 && size >= count, "adm: timestep_respacing `" << respacing << "`: cannot divide a section of "
+                                                                       << size << " steps into " << count);
+    const double stride = count <= 1 ? 1.0 : double(size - 1) / double(count - 1);
+    double cur = 0.0;  // accumulated, and rounded half to even, as ADM does
+    for (int64_t k = 0; k < count; ++k, cur += stride) kept.insert(start + int64_t(std::nearbyint(cur)));
+    start += size;
+  }
+  return {kept.begin(), kept.end()};
+}
+
+AdmSampler::AdmSampler(const AdmOptions& o) : o_(o) {
+  CL_CHECK(o.method == "ddpm" || o.method == "ddim", "adm: method must be ddpm or ddim, got `" << o.method << "`");
+  const double scale = 1000.0 / o.train_steps;
+  base_ = NoiseSchedule::linear(o.train_steps, scale * 1e-4, scale * 0.02);
+  const std::vector<int64_t> kept = adm_space_timesteps(o.train_steps, o.timestep_respacing);
+  double last = 1.0;
+  for (int64_t t : kept) {
+    betas_.push_back(1.0 - base_.alpha_bar[size_t(t)] / last);
+    last = base_.alpha_bar[size_t(t)];
+  }
+  const size_t n = betas_.size();
+  double prod = 1.0;
+  for (size_t j = 0; j < n; ++j) {
+    abar_prev_.push_back(prod);
+    prod *= 1.0 - betas_[j];
+    abar_.push_back(prod);
+  }
+  for (size_t j = 0; j < n; ++j) {
+    sqrt_recip_.push_back(std::sqrt(1.0 / abar_[j]));
+    sqrt_recipm1_.push_back(std::sqrt(1.0 / abar_[j] - 1));
+    post_var_.push_back(betas_[j] * (1.0 - abar_prev_[j]) / (1.0 - abar_[j]));
+    coef1_.push_back(betas_[j] * std::sqrt(abar_prev_[j]) / (1.0 - abar_[j]));
+    coef2_.push_back((1.0 - abar_prev_[j]) * std::sqrt(1.0 - betas_[j]) / (1.0 - abar_[j]));
+  }
+  for (size_t j = 0; j < n; ++j)  // the posterior variance is 0 at j = 0: ADM clips its log to j = 1's
+    post_log_var_.push_back(std::log(n > 1 && j == 0 ? post_var_[1] : post_var_[j]));
+  for (auto it = kept.rbegin(); it != kept.rend(); ++it) ts_.push_back(*it);
+}
+
+at::Tensor AdmSampler::step(int i, const at::Tensor& x, const at::Tensor& model_out, const at::Tensor& noise) const {
+  const int n = int(ts_.size());
+  CL_CHECK(i >= 0 && i < n, "adm: step " << i << " outside [0, " << n << ")");
+  const size_t j = size_t(n - 1 - i);  // ADM's index into the kept steps
+  const int64_t C = x.size(1);
+  // Coefficients are float64 and multiply float32 tensors as float32 (ADM's _extract_into_tensor).
+  auto f = [](double v) { return float(v); };
+  auto eps = model_out.narrow(1, 0, C);
+  auto x0 = f(sqrt_recip_[j]) * x - f(sqrt_recipm1_[j]) * eps;
+  if (o_.clip_denoised) x0 = x0.clamp(-1, 1);
+  if (o_.method == "ddim") {
+    auto e = (f(sqrt_recip_[j]) * x - x0) / f(sqrt_recipm1_[j]);
+    const float a = f(abar_[j]), ap = f(abar_prev_[j]);
+    const float sigma = float(o_.eta) * std::sqrt((1 - ap) / (1 - a)) * std::sqrt(1 - a / ap);
+    auto mean = x0 * std::sqrt(ap) + std::sqrt(1 - ap - sigma * sigma) * e;
+    if (j == 0 || sigma == 0) return mean;
+    CL_CHECK(noise.defined(), "adm: a ddim step with eta > 0 needs noise");
+    return mean + sigma * noise;
+  }
+  auto mean = f(coef1_[j]) * x0 + f(coef2_[j]) * x;
+  if (j == 0) return mean;  // t == 0: no noise
+  at::Tensor log_var;
+  if (model_out.size(1) >= 2 * C) {  // learned range between the clipped posterior and beta
+    auto frac = (model_out.narrow(1, C, C) + 1) / 2;
+    log_var = frac * f(std::log(betas_[j])) + (1 - frac) * f(post_log_var_[j]);
+  } else {
+    const double var = o_.variance == "small" ? post_var_[j] : (j == 0 && n > 1 ? post_var_[1] : betas_[j]);
+    log_var = at::full_like(x, f(std::log(var)));
+  }
+  CL_CHECK(noise.defined(), "adm: a ddpm step needs noise");
   return mean + at::exp(0.5 * log_var) * noise;
 }
 

@@ -134,6 +134,65 @@ class HeunFlowSampler final : public Sampler {
   std::vector<int64_t> ts_;
 };
 
+// Guided diffusion's respaced sampler (ADM, as DiT's sample.py and sample_ddp.py call it),
+// reproduced step for step:
+//  - the kept timesteps follow `timestep_respacing` exactly as ADM's space_timesteps: "250"
+//    takes round(c) for c = 0, 999/249, 2 x 999/249, ... accumulated by repeated addition and
+//    rounded half to even (not our floor spacing); "ddimN" the integer stride giving N steps;
+//    "10,15,20" that many steps from each of three equal sections;
+//  - betas recomputed for the kept steps (1 - abar_t / abar_prev_kept), then every
+//    coefficient derived from them in float64 and applied in float32;
+//  - x0 = sqrt(1/abar) x - sqrt(1/abar - 1) eps, clipped only with clip_denoised;
+//  - ddpm: the posterior mean, and a learned-range log variance when the model outputs 2C
+//    channels (frac = (v + 1) / 2 between the clipped posterior and beta), else fixed
+//    large (beta, the posterior's at the first step) or small; no noise on the last step;
+//  - ddim: ADM's ddim_sample (eta).
+// The model is called with the original timesteps (what ADM's _WrappedModel passes).
+struct AdmOptions {
+  std::string timestep_respacing = "250";
+  std::string method = "ddpm";
+  double eta = 0.0;
+  std::string variance = "large";
+  bool clip_denoised = false;
+  int train_steps = 1000;
+  template <class V>
+  void fields(V& v) {
+    v("timestep_respacing", timestep_respacing, "ADM's respacing: \"250\", \"ddim50\", or section counts \"10,15,20\"");
+    v("method", method, "ddpm (ADM p_sample, DiT's default) | ddim (ADM ddim_sample)");
+    v("eta", eta, "ddim: stochasticity (0 = deterministic)");
+    v("variance", variance, "fixed variance when the model does not learn sigma: large | small");
+    v("clip_denoised", clip_denoised, "clip the predicted clean sample to [-1, 1] (DiT's sample.py: false)");
+    v("train_steps", train_steps, "timesteps of the linear training schedule (betas scaled by 1000 / train_steps)");
+  }
+  template <class C>
+  void check(C& c) const {
+    c.one_of("method", method, {"ddpm", "ddim"});
+    c.one_of("variance", variance, {"large", "small"});
+    c.require(eta >= 0, "eta", "must be >= 0");
+    c.require(train_steps >= 2, "train_steps", "must be >= 2");
+  }
+};
+
+// ADM's space_timesteps: the kept original timesteps, ascending. Throws on a respacing that
+// cannot be made (a section smaller than its count, no integer stride for "ddimN").
+std::vector<int64_t> adm_space_timesteps(int train_steps, const std::string& respacing);
+
+class AdmSampler final : public Sampler {
+ public:
+  explicit AdmSampler(const AdmOptions& o);
+  const std::vector<int64_t>& timesteps() const override { return ts_; }
+  bool needs_noise() const override { return o_.method == "ddpm" || o_.eta > 0; }
+  at::Tensor step(int i, const at::Tensor& x, const at::Tensor& model_out, const at::Tensor& noise) const override;
+  const NoiseSchedule& schedule() const override { return base_; }
+
+ private:
+  AdmOptions o_;
+  NoiseSchedule base_;           // the training schedule (linear over train_steps)
+  std::vector<int64_t> ts_;      // original timesteps, sampling order (descending)
+  // Per kept step j (ascending, j = 0 the last sampling step), as ADM's GaussianDiffusion.
+  std::vector<double> betas_, abar_, abar_prev_, sqrt_recip_, sqrt_recipm1_, post_var_, post_log_var_, coef1_, coef2_;
+};
+
 class DdimSampler final : public Sampler {
  public:
   explicit DdimSampler(const DdimOptions& o);

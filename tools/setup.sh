@@ -17,6 +17,7 @@ pkgs=(
   libboost-program-options-dev libboost-test-dev
   libopenblas0-openmp
   python3-h5py python3-numpy python3-matplotlib python3-pandas python3-yaml
+  python3-torch  # tools/convert_dit.py (public DiT checkpoints are pickles) and its test
   dataset-fashion-mnist nlohmann-json3-dev
   slurm-wlm munge  # tests/tools/test_slurm.sh starts a one-node Slurm
   chromium  # tests/tools/test_report_render.sh renders the report in headless Chromium
