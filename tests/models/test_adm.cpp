@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <boost/test/unit_test.hpp>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -25,7 +26,21 @@ std::map<std::string, at::Tensor> fixture(const std::string& name) {
 }
 
 // The fixture's DiT: 8x8x4 latents, patch 2, width 32, 2 blocks, 4 heads, 10 classes, learned sigma.
-std::unique_ptr<Dit> fixture_dit() {
+// With `full`: DiT-XL/2-256 and the weights `tools/fixtures/dit_adm.py --full` wrote to `dir`.
+std::unique_ptr<Dit> fixture_dit(bool full = false, const std::string& dir = "") {
+  if (full) {
+    DitOptions o;
+    o.input_size = 32;
+    o.patch_size = 2;
+    o.in_channels = 4;
+    o.hidden_size = 1152;
+    o.depth = 28;
+    o.num_heads = 16;
+    o.num_classes = 1000;
+    o.learn_sigma = true;
+    o.weights = dir + "/dit_xl2_full_weights.safetensors";
+    return std::make_unique<Dit>(o);
+  }
   DitOptions o;
   o.input_size = 8;
   o.patch_size = 2;
@@ -128,6 +143,33 @@ BOOST_AUTO_TEST_CASE(ddim25_equals_the_reference_ddim_sample_loop) {
                at::Tensor());
   const double err = rel_err(x, d.at("ddim25_final"));
   BOOST_TEST_MESSAGE("ddim25: max relative error " << err);
+  BOOST_CHECK_LT(err, 1e-4);
+}
+
+// Full size, run once by hand (2.7 GB of random weights, not committed; docs/full-size.md):
+//   /usr/bin/python3 tools/fixtures/dit_adm.py DIT_REPO --full 10 --out /tmp/full
+//   CACHELAB_FULL_FIXTURES=/tmp/full build/tests/test_models --run_test=dit_adm/full_size
+BOOST_AUTO_TEST_CASE(full_size, *boost::unit_test::disabled()) {
+  const char* dir = std::getenv("CACHELAB_FULL_FIXTURES");
+  BOOST_REQUIRE_MESSAGE(dir && std::filesystem::exists(std::string(dir) + "/dit_xl2_full_data.safetensors"),
+                        "set CACHELAB_FULL_FIXTURES to the folder tools/fixtures/dit_adm.py --full wrote");
+  auto f = read_safetensors(std::string(dir) + "/dit_xl2_full_data.safetensors");
+  std::map<std::string, at::Tensor> d(f.tensors.begin(), f.tensors.end());
+  auto dit = fixture_dit(true, dir);
+  Dit& m = *dit;
+  c10::InferenceMode guard;
+  const double scale = d.at("cfg_scale").item<double>();
+  const double fwd = rel_err(guided(m, d.at("z"), 500, d.at("labels"), scale), d.at("forward_cfg"));
+  BOOST_TEST_MESSAGE("DiT-XL/2 guided forward: max relative error " << fwd);
+  BOOST_CHECK_LT(fwd, 1e-4);
+  AdmOptions o;
+  o.timestep_respacing = std::to_string(d.at("noise").size(0));
+  AdmSampler s(o);
+  auto x = d.at("z"), noise = d.at("noise");
+  for (int i = 0; i < s.num_steps(); ++i)
+    x = s.step(i, x, guided(m, x, s.timesteps()[size_t(i)], d.at("labels"), scale), noise[i]);
+  const double err = rel_err(x, d.at("final"));
+  BOOST_TEST_MESSAGE("DiT-XL/2, " << s.num_steps() << " ADM steps: max relative error of the final latents " << err);
   BOOST_CHECK_LT(err, 1e-4);
 }
 
