@@ -28,29 +28,17 @@ std::map<std::string, at::Tensor> fixture(const std::string& name) {
 // The fixture's DiT: 8x8x4 latents, patch 2, width 32, 2 blocks, 4 heads, 10 classes, learned sigma.
 // With `full`: DiT-XL/2-256 and the weights `tools/fixtures/dit_adm.py --full` wrote to `dir`.
 std::unique_ptr<Dit> fixture_dit(bool full = false, const std::string& dir = "") {
-  if (full) {
-    DitOptions o;
-    o.input_size = 32;
-    o.patch_size = 2;
-    o.in_channels = 4;
-    o.hidden_size = 1152;
-    o.depth = 28;
-    o.num_heads = 16;
-    o.num_classes = 1000;
-    o.learn_sigma = true;
-    o.weights = dir + "/dit_xl2_full_weights.safetensors";
-    return std::make_unique<Dit>(o);
-  }
   DitOptions o;
-  o.input_size = 8;
+  o.input_size = full ? 32 : 8;
   o.patch_size = 2;
   o.in_channels = 4;
-  o.hidden_size = 32;
-  o.depth = 2;
-  o.num_heads = 4;
-  o.num_classes = 10;
+  o.hidden_size = full ? 1152 : 32;
+  o.depth = full ? 28 : 2;
+  o.num_heads = full ? 16 : 4;
+  o.num_classes = full ? 1000 : 10;
   o.learn_sigma = true;
-  o.weights = project_root() + "/tests/fixtures/dit_adm_weights.safetensors";
+  o.weights = full ? dir + "/dit_xl2_full_weights.safetensors"
+                   : project_root() + "/tests/fixtures/dit_adm_weights.safetensors";
   return std::make_unique<Dit>(o);
 }
 
