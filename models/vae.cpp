@@ -46,6 +46,41 @@ at::Tensor swish(const at::Tensor& x) { return x * at::sigmoid(x); }  // as ldm'
 
 }  // namespace
 
+SdVaeOptions sd_vae_options_of(const std::string& path) {
+  SafetensorsFile f = read_safetensors(path);
+  static const std::regex level_re(R"((?:first_stage_model\.)?decoder\.(up|up_blocks)\.(\d+)\.(block|resnets)\.(\d+)\.conv1\.weight)");
+  std::map<int, int64_t> width;  // CompVis level -> output width of its first resnet
+  std::map<int, int> blocks;     // CompVis level -> resnets
+  bool diffusers = false;
+  std::map<std::string, at::Tensor> by_name;
+  for (auto& [name, t] : f.tensors) {
+    std::string n = name.rfind("first_stage_model.", 0) == 0 ? name.substr(18) : name;
+    by_name[n] = t;
+    std::smatch m;
+    if (!std::regex_match(name, m, level_re)) continue;
+    diffusers |= m[1] == "up_blocks";
+    const int level = std::stoi(m[2]), j = std::stoi(m[4]);
+    blocks[level] = std::max(blocks[level], j + 1);
+    if (j == 0) width[level] = t.size(0);
+  }
+  CL_CHECK(!width.empty() && by_name.count("decoder.conv_out.weight") && by_name.count("post_quant_conv.weight"),
+           "`" << path << "` holds no SD VAE decoder (no decoder.up / up_blocks resnets, conv_out, post_quant_conv)");
+  SdVaeOptions o;
+  const int levels = int(width.size());
+  o.ch_mult.assign(size_t(levels), 1);
+  const int64_t top = width[diffusers ? levels - 1 : 0];
+  o.ch = int(top);
+  for (auto& [level, w] : width) {
+    const int compvis = diffusers ? levels - 1 - level : level;
+    CL_CHECK(w % top == 0, "`" << path << "`: decoder width " << w << " is not a multiple of the top width " << top);
+    o.ch_mult[size_t(compvis)] = int(w / top);
+  }
+  o.num_res_blocks = blocks.begin()->second - 1;
+  o.z_channels = int(by_name["post_quant_conv.weight"].size(0));
+  o.out_channels = int(by_name["decoder.conv_out.weight"].size(0));
+  return o;
+}
+
 SdVaeDecoder::SdVaeDecoder(const SdVaeOptions& o) : o_(o) {
   CL_CHECK(!o.ch_mult.empty() && o.ch > 0 && o.ch % 32 == 0 && o.num_res_blocks >= 0,
            "sd_vae: ch must be a positive multiple of 32 (GroupNorm(32)) and ch_mult non-empty");

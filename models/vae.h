@@ -31,6 +31,11 @@ struct SdVaeOptions {
   double scaling = 0.18215;              // latents are divided by this before decoding (DiT, SD 1.x)
 };
 
+// The decoder shape a weights file holds (any layout): widths per resolution from the first
+// resnet of each, res blocks per resolution, latent and output channels. SD's VAE gives
+// the defaults above. Throws when the file holds no decoder.
+SdVaeOptions sd_vae_options_of(const std::string& path);
+
 class SdVaeDecoder {
  public:
   explicit SdVaeDecoder(const SdVaeOptions& o = {});

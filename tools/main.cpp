@@ -23,6 +23,7 @@
 #include "framework/system_info.h"
 #include "tools/components.h"
 #include "framework/paths.h"
+#include "tools/decode_command.h"
 #include "tools/schedule_command.h"
 #include "tools/train_command.h"
 
@@ -46,6 +47,7 @@ usage:
   cachelab report results/EXPERIMENT         write results/EXPERIMENT/report/index.html (--check: gate on claims;
                                              --summary / --compare: a committed summary; --perturbed: fragile claims)
   cachelab export results/EXPERIMENT         tidy tables: --level run|step|site, --format csv|parquet
+  cachelab decode RUN.h5|results/EXP --vae F  saved latent samples -> uint8 images in .npz (arr_0) for the ADM evaluator
   cachelab info                              cores, threads, BLAS, LibTorch, HDF5, data folder, bundled weights
 
 environment: CACHELAB_ROOT (project root: configs/, models/weights/; default the source checkout),
@@ -88,6 +90,11 @@ const std::map<std::string, CommandHelp>& command_help() {
        {"cachelab export results/EXPERIMENT [--level run|step|site] [--format csv|parquet] [--output FILE]\n  tidy "
         "long-format tables of the experiment's runs",
         {"level", "format", "output"}}},
+      {"decode",
+       {"cachelab decode RUN.h5|results/EXPERIMENT --vae FILE [--output F] [--samples x|reference] [--threads N]\n"
+        "  decode a run's saved latent samples with the SD VAE into uint8 NHWC images in an .npz (arr_0), as DiT's "
+        "sample_ddp.py writes them for the ADM evaluator (a folder: every done run, into <folder>/npz/)",
+        {"vae", "output", "samples", "threads"}}},
       {"info", {"cachelab info [--threads N]\n  cores, threads, BLAS, LibTorch, HDF5, data folder, bundled weights",
                 {"threads", "results"}}},
   };
@@ -164,6 +171,7 @@ int run_cli(int argc, char** argv) {
   double max_hours = 24;
   std::string level = "run", format = "csv", output;
   std::string summary_file, compare_file;
+  std::string vae_file, which_samples = "x";
   std::vector<std::string> perturbed;
   opts.add_options()("help,h", "this help")("jobs,j", po::value(&jobs), "parallel worker processes (default 1)")(
       "index", po::value(&index), "run only grid point i (a Slurm array task)")(
@@ -181,7 +189,7 @@ int run_cli(int argc, char** argv) {
       "claims whose verdict changes there are reported fragile (repeatable)")(
       "level", po::value(&level), "export: run | step | site (default run)")(
       "format", po::value(&format), "export: csv | parquet (default csv)")(
-      "output", po::value(&output), "export: output file (default <folder>/export_<level>.<format>)")("count", "print the number of runs and exit")(
+      "output", po::value(&output), "export / decode: output file (export default <folder>/export_<level>.<format>)")("count", "print the number of runs and exit")(
       "markdown", "list: print markdown tables (as in the README)")(
       "slurm", "sweep: submit as Slurm job arrays (the references first, then the runs after them)")(
       "partition", po::value(&slurm.partition), "--slurm: partition")("time", po::value(&slurm.time), "--slurm: time limit per task")(
@@ -190,7 +198,9 @@ int run_cli(int argc, char** argv) {
       "sbatch-arg", po::value(&slurm.sbatch_args), "--slurm: one more #SBATCH line, e.g. --sbatch-arg=--account=A (repeatable)")(
       "dry-run", "--slurm: print the scripts, submit nothing")(
       "collect", "sweep: write index.csv from the finished runs, list the rest; exit 0 all done, 1 some failed, 4 some missing or in progress")(
-      "reference", po::value(&reference), "run only reference i (a --slurm references task)");
+      "reference", po::value(&reference), "run only reference i (a --slurm references task)")(
+      "vae", po::value(&vae_file), "decode: the SD VAE weights (diffusers or CompVis layout, safetensors)")(
+      "samples", po::value(&which_samples), "decode: x (the run's samples, default) | reference (its reference's)");
   po::options_description hidden;  // parsed, never shown
   std::string command;
   std::vector<std::string> positional;
@@ -337,6 +347,17 @@ int run_cli(int argc, char** argv) {
     split_args(positional, &file, &overrides);
     return train_command(file, overrides);
   }
+  if (command == "decode") {
+    CL_CHECK(positional.size() == 1, "usage: cachelab decode RUN.h5|results/EXPERIMENT --vae FILE [--output F]");
+    CL_CHECK(which_samples == "x" || which_samples == "reference", "--samples must be x or reference, got `"
+                                                                       << which_samples << "`");
+    DecodeOptions d;
+    d.vae = vae_file;
+    d.output = output;
+    d.reference = which_samples == "reference";
+    d.threads = threads > 0 ? threads : 1;
+    return decode_command(positional[0], d);
+  }
   if (command == "export") {
     CL_CHECK(positional.size() == 1,
              "usage: cachelab export results/EXPERIMENT [--level run|step|site] [--format csv|parquet] [--output FILE]");
@@ -369,7 +390,7 @@ int run_cli(int argc, char** argv) {
     CL_FAIL("could not start /usr/bin/python3 for the report; run `bash tools/setup.sh` (python3-h5py, matplotlib)");
   }
   const std::vector<std::string> commands = {"list",  "run",    "sweep",  "validate", "calibrate",
-                                             "train", "report", "export", "info", "profile", "schedule"};
+                                             "train", "report", "export", "info", "profile", "schedule", "decode"};
   CL_FAIL("unknown command `" << command << "`" << did_you_mean(command, commands) << "; see `cachelab --help`");
 }
 
