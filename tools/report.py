@@ -592,7 +592,7 @@ def main(argv):
         f"<br>{html.escape(sentence)}{fragility_html(c)}</li>"
         for (v, label, sentence, _), c in zip(claims, summ["claims"])) or "<li>(no claims stated)</li>"
     context = " | ".join(f"{k}: {html.escape(str(any_run.get(k, '?')))}"
-                         for k in ("git_sha", "host", "threads", "blas", "torch_version", "created_utc"))
+                         for k in ("git_sha", "host", "cpu", "threads", "blas", "torch_version", "created_utc"))
     body = "".join(f"<h2>{t}</h2><p class='cap'>{c}</p><img src='{p}' alt='{html.escape(t)}'>"
                    for t, p, c in figures)
     per_run = (f"<details><summary>Every run ({len(names)})</summary>{table_html(runs, names)}</details>"

@@ -88,11 +88,16 @@ def claim_entries(claims, evaluated):
 
 
 def verdict_text(claim):
-    """`holds (3 of 3)`, or `fragile: holds (3 of 3) here; inconclusive (2 of 3) with 2 threads`."""
+    """`holds (3 of 3)`, `fragile: holds (3 of 3) here; inconclusive (2 of 3) with 2 threads`, or
+    `fragile: holds (3 of 3) here, by a smallest margin of 0.03, inside the 0.45 ...`."""
     def one(c):
         return c["verdict"] + (f" ({c['wins']} of {c['n']})" if "wins" in c else "")
     if not claim.get("fragile"):
         return one(claim)
+    if claim.get("fragile_by") == "margin":
+        smallest = min(abs(v) for v in claim["margins"].values())
+        return (f"fragile: {one(claim)} here, by a smallest margin of {smallest:.3g}, inside the "
+                f"{claim['perturbation_spread']:.3g} the perturbations moved a margin by")
     others = "; ".join(f"{one(p)} {p['label']}" for p in claim["perturbed"] if p["verdict"] != claim["verdict"])
     return f"fragile: {one(claim)} here; {others}"
 
@@ -109,7 +114,6 @@ def perturb(claims, perturbed):
             c["perturbed"].append({"label": label, **{k: o[k] for k in ("verdict", "wins", "n") if k in o}})
             for k, v in (o.get("margins") or {}).items():
                 margins.setdefault(k, []).append(v)
-        c["fragile"] = any(p["verdict"] != c["verdict"] for p in c["perturbed"])
         base = [v for v in (c.get("margins") or {}).values() if math.isfinite(v)]
         if len(base) > 1:
             mean = sum(base) / len(base)
@@ -117,6 +121,12 @@ def perturb(claims, perturbed):
         spreads = [max(v) - min(v) for v in margins.values() if len(v) > 1 and all(math.isfinite(x) for x in v)]
         if spreads:
             c["perturbation_spread"] = rounded(max(spreads))
+        # Fragile: another verdict under a perturbation, or a decided verdict whose smallest
+        # margin is inside what the perturbations moved a margin by (another machine may flip it).
+        c["fragile_by"] = ("verdict" if any(p["verdict"] != c["verdict"] for p in c["perturbed"]) else
+                           "margin" if c["verdict"] in ("holds", "does not hold") and base and spreads and
+                           min(abs(v) for v in base) <= c["perturbation_spread"] else "")
+        c["fragile"] = bool(c["fragile_by"])
     return claims
 
 

@@ -112,6 +112,13 @@ def main(argv):
     check(not steady[0]["fragile"] and summary.verdict_text(steady[0]) == "holds (3 of 3)",
           "a verdict that survives the perturbation is not fragile")
 
+    # Same verdict under the perturbation, but a seed's margin (0.1) is inside what the
+    # perturbation moved a margin by (0.5): fragile all the same.
+    thin = fake_summary([30.1, 31.0, 32.0], [30.0, 30.0, 31.0], "holds", 3)["claims"]
+    summary.perturb(thin, [("with 2 threads", fake_summary([30.5, 31, 32], [30.0, 30, 31], "holds", 3)["claims"])])
+    check(thin[0]["fragile"] and thin[0]["fragile_by"] == "margin" and "smallest margin of 0.1" in summary.verdict_text(thin[0]),
+          "a holding verdict whose margin is inside the perturbation's spread is fragile")
+
     print(f"{len(failures)} failed")
     return 1 if failures else 0
 
