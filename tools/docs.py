@@ -46,7 +46,7 @@ import summary as summaries  # noqa: E402
 BLOCK = re.compile(r"(<!-- generated: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
 DEFAULT_METRICS = ["speedup_flops", "speedup_wall", "psnr", "ssim", "fid", "accuracy"]
 HEADERS = {"speedup_flops": "FLOPs x", "speedup_wall": "wall x", "psnr": "PSNR (dB)", "ssim": "SSIM", "fid": "FID",
-           "accuracy": "agreement", "mse": "MSE", "reuse_fraction": "reused", "token_match": "token match",
+           "accuracy": "agreement", "accuracy_worst_class": "worst class", "mse": "MSE", "reuse_fraction": "reused", "token_match": "token match",
            "final_err_rel_l1": "final rel. L1"}
 
 
@@ -81,7 +81,7 @@ def summary_of(exp_file):
 def fmt_metric(metric, v):
     if isinstance(v, str) or not math.isfinite(v):
         return str(v)
-    if metric == "accuracy":
+    if metric in ("accuracy", "accuracy_worst_class"):
         return f"{100 * v:.1f}%"
     if metric in ("ssim", "reuse_fraction"):
         return f"{v:.3f}"
@@ -102,7 +102,7 @@ def cell(metric, values):
         return " / ".join(fmt_metric(metric, v) for v in vals)
     mean = sum(vals) / len(vals)
     sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
-    return f"{fmt_metric(metric, mean)} ± {fmt_metric(metric, sd) if metric != 'accuracy' else f'{100 * sd:.1f}'}"
+    return f"{fmt_metric(metric, mean)} ± {fmt_metric(metric, sd) if not metric.startswith('accuracy') else f'{100 * sd:.1f}'}"
 
 
 def groups(s):
