@@ -16,3 +16,6 @@ expect() {
   done
   ok "$what"
 }
+# The checkout's root, and `use_tmp`: a fresh folder in $tmp, removed when the script exits.
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+use_tmp() { tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT; }

@@ -7,9 +7,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
 exe=$1
-root=$(cd "$here/../.." && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+use_tmp
 /usr/bin/python3 - "$root" "$tmp" <<'PY'
 import os, sys, torch
 sys.path.insert(0, os.path.join(sys.argv[1], "tools", "fixtures"))

@@ -5,9 +5,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
 exe=$1
-root=$(cd "$here/../.." && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+use_tmp
 cat > "$tmp/decode.yaml" <<YAML
 name: decode
 backbone: {type: dit, input_size: 8, patch_size: 2, in_channels: 4, hidden_size: 32, depth: 2, num_heads: 4,
