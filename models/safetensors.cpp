@@ -75,22 +75,40 @@ SafetensorsFile read_safetensors(const std::string& path) {
   SafetensorsFile out;
   // JSON objects are unordered; keep the file's data order (by offset).
   std::vector<std::tuple<int64_t, std::string, at::Tensor>> ordered;
+  // Every field is checked for its JSON type and range: a malformed header is a clear error,
+  // never a JSON library exception or an overflowing size (tests/fuzz/corpus/safetensors).
+  auto integers = [&](const nlohmann::json& v, const std::string& name, const char* what) {
+    CL_CHECK(v.is_array(), corrupt << " (tensor `" << name << "`: " << what << " is not a list)");
+    std::vector<int64_t> out;
+    for (auto& x : v) {
+      CL_CHECK(x.is_number_integer() && x.get<int64_t>() >= 0,
+               corrupt << " (tensor `" << name << "`: " << what << " holds " << x.dump() << ", not a count)");
+      out.push_back(x.get<int64_t>());
+    }
+    return out;
+  };
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (it.key() == "__metadata__") {
+      CL_CHECK(it->is_object(), corrupt << " (__metadata__ is not a JSON object)");
       for (auto m = it->begin(); m != it->end(); ++m)
         out.metadata[m.key()] = m->is_string() ? m->get<std::string>() : m->dump();
       continue;
     }
     const auto& e = it.value();
-    CL_CHECK(e.contains("dtype") && e.contains("shape") && e.contains("data_offsets"),
+    CL_CHECK(e.is_object() && e.contains("dtype") && e.contains("shape") && e.contains("data_offsets"),
              corrupt << " (entry `" << it.key() << "` lacks dtype, shape or data_offsets)");
+    CL_CHECK(e["dtype"].is_string(), corrupt << " (tensor `" << it.key() << "`: dtype is not a string)");
     auto type = dtype_of(e["dtype"].get<std::string>(), path);
-    std::vector<int64_t> shape = e["shape"].get<std::vector<int64_t>>();
-    auto off = e["data_offsets"].get<std::vector<int64_t>>();
-    CL_CHECK(off.size() == 2 && off[0] >= 0 && off[0] <= off[1] && off[1] <= data_size,
+    std::vector<int64_t> shape = integers(e["shape"], it.key(), "shape");
+    auto off = integers(e["data_offsets"], it.key(), "data_offsets");
+    CL_CHECK(off.size() == 2 && off[0] <= off[1] && off[1] <= data_size,
              corrupt << " (tensor `" << it.key() << "` lies outside the file's data)");
     int64_t numel = 1;
-    for (auto d : shape) numel *= d;
+    for (auto d : shape) {
+      CL_CHECK(d == 0 || numel <= data_size / d, corrupt << " (tensor `" << it.key() << "` has shape " << shape_str(shape)
+                                                         << ", more elements than the file holds)");
+      numel *= d;
+    }
     CL_CHECK(numel * int64_t(at::elementSize(type)) == off[1] - off[0],
              corrupt << " (tensor `" << it.key() << "` has " << off[1] - off[0] << " bytes for shape "
                      << shape_str(shape) << ")");
