@@ -36,13 +36,13 @@ const char* name_of(at::ScalarType t) {
   CL_FAIL("cannot write dtype " << at::toString(t) << " to safetensors");
 }
 
+}  // namespace
+
 std::string shape_str(at::IntArrayRef s) {
   std::string r = "[";
   for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
   return r + "]";
 }
-
-}  // namespace
 
 SafetensorsFile read_safetensors(const std::string& path) {
   std::ifstream in(path, std::ios::binary | std::ios::ate);

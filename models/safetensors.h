@@ -16,6 +16,9 @@ struct SafetensorsFile {
   std::map<std::string, std::string> metadata;
 };
 
+// "[2, 3, 4]", for error messages.
+std::string shape_str(at::IntArrayRef shape);
+
 // Throws cachelab::Error naming the file on a missing, truncated or corrupt file.
 SafetensorsFile read_safetensors(const std::string& path);
 // Writes atomically (to path + ".tmp", then renamed). Supports F32, F64, F16, I64, I32, U8.

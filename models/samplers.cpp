@@ -197,7 +197,7 @@ at::Tensor AdmSampler::step(int i, const at::Tensor& x, const at::Tensor& model_
     auto frac = (model_out.narrow(1, C, C) + 1) / 2;
     log_var = frac * f(std::log(betas_[j])) + (1 - frac) * f(post_log_var_[j]);
   } else {
-    const double var = o_.variance == "small" ? post_var_[j] : (j == 0 && n > 1 ? post_var_[1] : betas_[j]);
+    const double var = o_.variance == "small" ? post_var_[j] : betas_[j];  // j > 0 here
     log_var = at::full_like(x, f(std::log(var)));
   }
   CL_CHECK(noise.defined(), "adm: a ddpm step needs noise");

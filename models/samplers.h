@@ -145,7 +145,7 @@ class HeunFlowSampler final : public Sampler {
 //  - x0 = sqrt(1/abar) x - sqrt(1/abar - 1) eps, clipped only with clip_denoised;
 //  - ddpm: the posterior mean, and a learned-range log variance when the model outputs 2C
 //    channels (frac = (v + 1) / 2 between the clipped posterior and beta), else fixed
-//    large (beta, the posterior's at the first step) or small; no noise on the last step;
+//    large (beta) or small (the posterior); no noise on the last step;
 //  - ddim: ADM's ddim_sample (eta).
 // The model is called with the original timesteps (what ADM's _WrappedModel passes).
 struct AdmOptions {

@@ -11,12 +11,6 @@
 namespace cachelab {
 namespace {
 
-std::string shape_text(const std::vector<int64_t>& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
 // A diffusers name -> its CompVis name ("" = not a decoder tensor). `levels`: resolutions.
 std::string compvis_name(const std::string& name, int levels) {
   static const std::regex up(R"(decoder\.up_blocks\.(\d+)\.(resnets|upsamplers)\.(\d+)\.(.*))");
@@ -46,8 +40,7 @@ at::Tensor swish(const at::Tensor& x) { return x * at::sigmoid(x); }  // as ldm'
 
 }  // namespace
 
-SdVaeOptions sd_vae_options_of(const std::string& path) {
-  SafetensorsFile f = read_safetensors(path);
+SdVaeOptions sd_vae_options_of(const SafetensorsFile& f, const std::string& path) {
   static const std::regex level_re(R"((?:first_stage_model\.)?decoder\.(up|up_blocks)\.(\d+)\.(block|resnets)\.(\d+)\.conv1\.weight)");
   std::map<int, int64_t> width;  // CompVis level -> output width of its first resnet
   std::map<int, int> blocks;     // CompVis level -> resnets
@@ -121,8 +114,9 @@ std::map<std::string, std::vector<int64_t>> SdVaeDecoder::expected_shapes() cons
   return s;
 }
 
-std::string SdVaeDecoder::load(const std::string& path) {
-  SafetensorsFile f = read_safetensors(path);
+std::string SdVaeDecoder::load(const std::string& path) { return load(read_safetensors(path), path); }
+
+std::string SdVaeDecoder::load(const SafetensorsFile& f, const std::string& path) {
   bool diffusers = false, legacy = false;
   for (auto& [name, t] : f.tensors) {
     diffusers |= name.find("up_blocks.") != std::string::npos;
@@ -143,8 +137,8 @@ std::string SdVaeDecoder::load(const std::string& path) {
     at::Tensor v = t.to(at::kFloat);
     if (v.dim() == 2 && it->second.size() == 4) v = v.reshape({v.size(0), v.size(1), 1, 1});  // linear attention proj
     CL_CHECK(v.sizes().vec() == it->second, "VAE weights `" << path << "`: tensor `" << stored << "` has shape "
-                                                            << shape_text(v.sizes().vec()) << ", the decoder expects "
-                                                            << shape_text(it->second));
+                                                            << shape_str(v.sizes()) << ", the decoder expects "
+                                                            << shape_str(it->second));
     weights_[name] = v.contiguous();
   }
   for (auto& [name, shape] : want)

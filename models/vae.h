@@ -22,6 +22,8 @@
 
 namespace cachelab {
 
+struct SafetensorsFile;
+
 struct SdVaeOptions {
   int ch = 128;                          // width at the top resolution
   std::vector<int> ch_mult = {1, 2, 4, 4};  // width multipliers, top resolution first
@@ -34,7 +36,7 @@ struct SdVaeOptions {
 // The decoder shape a weights file holds (any layout): widths per resolution from the first
 // resnet of each, res blocks per resolution, latent and output channels. SD's VAE gives
 // the defaults above. Throws when the file holds no decoder.
-SdVaeOptions sd_vae_options_of(const std::string& path);
+SdVaeOptions sd_vae_options_of(const SafetensorsFile& file, const std::string& path);
 
 class SdVaeDecoder {
  public:
@@ -43,6 +45,7 @@ class SdVaeDecoder {
   // with the shape the options imply. Returns the layout found ("compvis", "diffusers",
   // "diffusers-legacy-attention").
   std::string load(const std::string& path);
+  std::string load(const SafetensorsFile& file, const std::string& path);  // a file already read
   // latents [B, z, h, w] (as the diffusion model samples them, before / scaling) -> images
   // [B, out, 8h, 8w] in about [-1, 1].
   at::Tensor decode(const at::Tensor& latents) const;

@@ -13,6 +13,7 @@
 #include "framework/error.h"
 #include "framework/npz.h"
 #include "framework/recorder.h"
+#include "models/safetensors.h"
 #include "models/vae.h"
 
 namespace cachelab {
@@ -73,10 +74,11 @@ int decode_command(const std::string& input, const DecodeOptions& o) {
   CL_CHECK(std::filesystem::exists(input), "`" << input << "` does not exist (a run file or a results folder)");
   CL_CHECK(o.batch >= 1, "--batch must be >= 1");
   at::set_num_threads(std::max(1, o.threads));
-  const SdVaeOptions shape = sd_vae_options_of(o.vae);
+  const SafetensorsFile weights = read_safetensors(o.vae);
+  const SdVaeOptions shape = sd_vae_options_of(weights, o.vae);
   SdVaeDecoder vae(shape);
-  std::printf("decode: VAE %s (%s layout, width %d, %zu resolutions)\n", o.vae.c_str(), vae.load(o.vae).c_str(), shape.ch,
-              shape.ch_mult.size());
+  std::printf("decode: VAE %s (%s layout, width %d, %zu resolutions)\n", o.vae.c_str(), vae.load(weights, o.vae).c_str(),
+              shape.ch, shape.ch_mult.size());
   if (!std::filesystem::is_directory(input)) {
     decode_file(input, o.output.empty() ? std::filesystem::path(input).replace_extension(".npz").string() : o.output,
                 vae, o);

@@ -239,7 +239,7 @@ def evaluate_claims(claims, runs):
 
 def finite(margins):
     """The finite margins, rounded (PSNR is inf where a variant equals its reference)."""
-    return {str(k): float(f"{v:.6g}") for k, v in margins.items() if math.isfinite(v)}
+    return {str(k): summary.rounded(v) for k, v in margins.items() if math.isfinite(v)}
 
 
 def describe(a):

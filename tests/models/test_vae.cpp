@@ -52,14 +52,14 @@ BOOST_AUTO_TEST_CASE(decodes_as_the_reference_from_every_layout) {
 
 BOOST_AUTO_TEST_CASE(the_decoder_shape_is_read_from_the_file) {
   for (const char* file : {"sd_vae_compvis.safetensors", "sd_vae_diffusers.safetensors"}) {
-    SdVaeOptions o = sd_vae_options_of(fixture(file));
+    SdVaeOptions o = sd_vae_options_of(read_safetensors(fixture(file)), fixture(file));
     BOOST_CHECK_EQUAL(o.ch, 32);
     BOOST_CHECK(o.ch_mult == std::vector<int>({1, 2}));
     BOOST_CHECK_EQUAL(o.num_res_blocks, 1);
     BOOST_CHECK_EQUAL(o.z_channels, 4);
     BOOST_CHECK_EQUAL(o.out_channels, 3);
   }
-  cachelab::testing::check_error([] { sd_vae_options_of(fixture("dit_adm_weights.safetensors")); },
+  cachelab::testing::check_error([] { sd_vae_options_of(read_safetensors(fixture("dit_adm_weights.safetensors")), "dit_adm_weights"); },
                                  {"holds no SD VAE decoder"});
 }
 
