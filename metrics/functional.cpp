@@ -80,3 +80,74 @@ double frechet_distance(const Eigen::VectorXd& mu1, const Eigen::MatrixXd& s1, c
 }
 
 }  // namespace cachelab
+
+namespace cachelab {
+
+InceptionScore inception_score(const at::Tensor& logits, int64_t split_size) {
+  CL_CHECK(logits.dim() == 2 && logits.size(0) >= 1, "inception_score: expects logits [N, classes]");
+  CL_CHECK(split_size >= 1, "inception_score: split_size must be >= 1");
+  auto logp = at::log_softmax(logits.to(at::kDouble), 1);
+  std::vector<double> scores;
+  for (int64_t begin = 0; begin < logp.size(0); begin += split_size) {
+    auto part = logp.narrow(0, begin, std::min(split_size, logp.size(0) - begin));
+    auto log_marginal = at::logsumexp(part, 0) - std::log(double(part.size(0)));  // log mean_x p(y|x)
+    auto kl = (part.exp() * (part - log_marginal)).sum(1).mean();
+    scores.push_back(std::exp(kl.item<double>()));
+  }
+  InceptionScore s;
+  s.splits = int(scores.size());
+  for (double v : scores) s.mean += v / double(scores.size());
+  for (double v : scores) s.std += (v - s.mean) * (v - s.mean) / double(scores.size());
+  s.std = std::sqrt(s.std);
+  return s;
+}
+
+namespace {
+
+constexpr int64_t kRowBlock = 1024;
+
+// Squared distances of the rows of a to the rows of b (float32, by norms and one product, as
+// ADM's evaluator does), clamped at 0.
+at::Tensor squared_distances(const at::Tensor& a, const at::Tensor& b) {
+  auto d = a.pow(2).sum(1, true) - 2 * at::mm(a, b.t()) + b.pow(2).sum(1).unsqueeze(0);
+  return d.clamp_min(0);
+}
+
+// Squared distance of each row to its k-th nearest other row.
+at::Tensor manifold_radii(const at::Tensor& f, int k) {
+  auto radii = at::empty({f.size(0)}, f.options());
+  for (int64_t begin = 0; begin < f.size(0); begin += kRowBlock) {
+    auto rows = f.narrow(0, begin, std::min(kRowBlock, f.size(0) - begin));
+    auto d = squared_distances(rows, f);
+    // index 0 of the sorted row is the point itself (distance 0)
+    radii.narrow(0, begin, rows.size(0)).copy_(std::get<0>(at::kthvalue(d, k + 1, 1)));
+  }
+  return radii;
+}
+
+// The fraction of the points of `a` inside some ball of `b` (centres b, squared radii rb).
+double covered(const at::Tensor& a, const at::Tensor& b, const at::Tensor& rb) {
+  int64_t inside = 0;
+  for (int64_t begin = 0; begin < a.size(0); begin += kRowBlock) {
+    auto rows = a.narrow(0, begin, std::min(kRowBlock, a.size(0) - begin));
+    inside += (squared_distances(rows, b) <= rb.unsqueeze(0)).any(1).sum().item<int64_t>();
+  }
+  return double(inside) / double(a.size(0));
+}
+
+}  // namespace
+
+PrecisionRecall precision_recall(const at::Tensor& reference, const at::Tensor& samples, int k) {
+  CL_CHECK(reference.dim() == 2 && samples.dim() == 2 && reference.size(1) == samples.size(1),
+           "precision_recall: expects features [N, F] with the same F");
+  CL_CHECK(k >= 1 && reference.size(0) > k && samples.size(0) > k,
+           "precision_recall: each set needs more than k = " << k << " points (reference " << reference.size(0)
+                                                             << ", samples " << samples.size(0) << ")");
+  auto r = reference.to(at::kFloat).contiguous(), s = samples.to(at::kFloat).contiguous();
+  PrecisionRecall pr;
+  pr.precision = covered(s, r, manifold_radii(r, k));
+  pr.recall = covered(r, s, manifold_radii(s, k));
+  return pr;
+}
+
+}  // namespace cachelab

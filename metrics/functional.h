@@ -25,3 +25,26 @@ double frechet_distance(const Eigen::VectorXd& mu1, const Eigen::MatrixXd& s1, c
                         const Eigen::MatrixXd& s2);
 
 }  // namespace cachelab
+
+namespace cachelab {
+
+// Inception Score as ADM's evaluator computes it (Salimans et al. 2016): softmax of the
+// logits, exp(mean KL(p(y|x) || p(y))) per split of `split_size` samples, then the mean over
+// the splits (50,000 samples: 10 splits). `std` is the spread over the splits (0 for one).
+struct InceptionScore {
+  double mean = 0, std = 0;
+  int splits = 0;
+};
+InceptionScore inception_score(const at::Tensor& logits, int64_t split_size = 5000);
+
+// Improved precision and recall (Kynkaanniemi et al. 2019) as ADM's evaluator computes them:
+// each set's manifold is the union of balls around its points whose radius is the distance
+// to the point's k-th nearest neighbour in the same set (the point itself not counted);
+// precision = the fraction of `samples` inside the reference manifold, recall = the fraction
+// of `reference` inside the samples' manifold. Features [N, F] (the 2048-d pool features).
+struct PrecisionRecall {
+  double precision = 0, recall = 0;
+};
+PrecisionRecall precision_recall(const at::Tensor& reference, const at::Tensor& samples, int k = 3);
+
+}  // namespace cachelab

@@ -24,6 +24,8 @@
 #include "tools/components.h"
 #include "framework/paths.h"
 #include "tools/decode_command.h"
+#include "tools/encode_command.h"
+#include "tools/fid_command.h"
 #include "tools/schedule_command.h"
 #include "tools/train_command.h"
 
@@ -48,6 +50,8 @@ usage:
                                              --summary / --compare: a committed summary; --perturbed: fragile claims)
   cachelab export results/EXPERIMENT         tidy tables: --level run|step|site, --format csv|parquet
   cachelab decode RUN.h5|results/EXP --vae F  saved latent samples -> uint8 images in .npz (arr_0) for the ADM evaluator
+  cachelab fid SAMPLES.npz REFERENCE.npz --inception F   FID, Inception Score, precision / recall (pytorch-fid's Inception)
+  cachelab encode-prompts --prompts F ...    prompts -> CLIP text embeddings for SD 1.x (a prompt file; --help)
   cachelab info                              cores, threads, BLAS, LibTorch, HDF5, data folder, bundled weights
 
 environment: CACHELAB_ROOT (project root: configs/, models/weights/; default the source checkout),
@@ -95,6 +99,12 @@ const std::map<std::string, CommandHelp>& command_help() {
         "  decode a run's saved latent samples with the SD VAE into uint8 NHWC images in an .npz (arr_0), as DiT's "
         "sample_ddp.py writes them for the ADM evaluator (a folder: every done run, into <folder>/npz/)",
         {"vae", "output", "samples", "threads"}}},
+      {"fid",
+       {"cachelab fid SAMPLES.npz REFERENCE.npz --inception FILE [--batch N] [--threads N] [--output F.json]\n"
+        "  FID, Inception Score and precision / recall (k = 3) of uint8 NHWC images (arr_0, as `decode` writes them) "
+        "against a reference batch (e.g. ADM's VIRTUAL_imagenet256_labeled.npz), on pytorch-fid's InceptionV3; "
+        "the reference's features are cached beside it",
+        {"inception", "batch", "threads", "output"}}},
       {"info", {"cachelab info [--threads N]\n  cores, threads, BLAS, LibTorch, HDF5, data folder, bundled weights",
                 {"threads", "results"}}},
   };
@@ -156,6 +166,7 @@ int run_cli(int argc, char** argv) {
   // Subcommands with their own options.
   if (argc > 1 && (std::string(argv[1]) == "profile" || std::string(argv[1]) == "schedule"))
     return schedule_commands(argc, argv);
+  if (argc > 1 && std::string(argv[1]) == "encode-prompts") return encode_prompts_command(argc, argv);
   // `cachelab help profile` = `cachelab profile --help` (their options live with them).
   if (argc > 2 && std::string(argv[1]) == "help" &&
       (std::string(argv[2]) == "profile" || std::string(argv[2]) == "schedule")) {
@@ -171,7 +182,8 @@ int run_cli(int argc, char** argv) {
   double max_hours = 24;
   std::string level = "run", format = "csv", output;
   std::string summary_file, compare_file;
-  std::string vae_file, which_samples = "x";
+  std::string vae_file, which_samples = "x", inception_file;
+  int batch = 50;
   std::vector<std::string> perturbed;
   opts.add_options()("help,h", "this help")("jobs,j", po::value(&jobs), "parallel worker processes (default 1)")(
       "index", po::value(&index), "run only grid point i (a Slurm array task)")(
@@ -189,7 +201,7 @@ int run_cli(int argc, char** argv) {
       "claims whose verdict changes there are reported fragile (repeatable)")(
       "level", po::value(&level), "export: run | step | site (default run)")(
       "format", po::value(&format), "export: csv | parquet (default csv)")(
-      "output", po::value(&output), "export / decode: output file (export default <folder>/export_<level>.<format>)")("count", "print the number of runs and exit")(
+      "output", po::value(&output), "export / decode / fid: output file (export default <folder>/export_<level>.<format>)")("count", "print the number of runs and exit")(
       "markdown", "list: print markdown tables (as in the README)")(
       "slurm", "sweep: submit as Slurm job arrays (the references first, then the runs after them)")(
       "partition", po::value(&slurm.partition), "--slurm: partition")("time", po::value(&slurm.time), "--slurm: time limit per task")(
@@ -200,7 +212,9 @@ int run_cli(int argc, char** argv) {
       "collect", "sweep: write index.csv from the finished runs, list the rest; exit 0 all done, 1 some failed, 4 some missing or in progress")(
       "reference", po::value(&reference), "run only reference i (a --slurm references task)")(
       "vae", po::value(&vae_file), "decode: the SD VAE weights (diffusers or CompVis layout, safetensors)")(
-      "samples", po::value(&which_samples), "decode: x (the run's samples, default) | reference (its reference's)");
+      "samples", po::value(&which_samples), "decode: x (the run's samples, default) | reference (its reference's)")(
+      "inception", po::value(&inception_file), "fid: pytorch-fid's InceptionV3 weights (tools/convert_inception.py)")(
+      "batch", po::value(&batch), "fid: images per Inception forward (default 50)");
   po::options_description hidden;  // parsed, never shown
   std::string command;
   std::vector<std::string> positional;
@@ -358,6 +372,15 @@ int run_cli(int argc, char** argv) {
     d.threads = threads > 0 ? threads : 1;
     return decode_command(positional[0], d);
   }
+  if (command == "fid") {
+    CL_CHECK(positional.size() == 2, "usage: cachelab fid SAMPLES.npz REFERENCE.npz --inception FILE [--output F.json]");
+    FidCommandOptions f;
+    f.inception = inception_file;
+    f.output = output;
+    f.batch = batch;
+    f.threads = threads > 0 ? threads : 1;
+    return fid_command(positional[0], positional[1], f);
+  }
   if (command == "export") {
     CL_CHECK(positional.size() == 1,
              "usage: cachelab export results/EXPERIMENT [--level run|step|site] [--format csv|parquet] [--output FILE]");
@@ -390,7 +413,8 @@ int run_cli(int argc, char** argv) {
     CL_FAIL("could not start /usr/bin/python3 for the report; run `bash tools/setup.sh` (python3-h5py, matplotlib)");
   }
   const std::vector<std::string> commands = {"list",  "run",    "sweep",  "validate", "calibrate",
-                                             "train", "report", "export", "info", "profile", "schedule", "decode"};
+                                             "train", "report", "export", "info", "profile", "schedule", "decode",
+                                             "encode-prompts", "fid"};
   CL_FAIL("unknown command `" << command << "`" << did_you_mean(command, commands) << "; see `cachelab --help`");
 }
 

@@ -13,7 +13,7 @@ SUDO=""
 
 pkgs=(
   build-essential cmake ninja-build ccache clang git pkg-config
-  libtorch-dev libyaml-cpp-dev libeigen3-dev libhdf5-dev
+  libtorch-dev libyaml-cpp-dev libeigen3-dev libhdf5-dev zlib1g-dev
   libboost-program-options-dev libboost-test-dev
   libopenblas0-openmp
   python3-h5py python3-numpy python3-matplotlib python3-pandas python3-yaml

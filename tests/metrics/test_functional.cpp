@@ -4,6 +4,7 @@
 #include <boost/test/unit_test.hpp>
 #include <cmath>
 
+#include "framework/error.h"
 #include "metrics/functional.h"
 
 using namespace cachelab;
@@ -91,6 +92,42 @@ BOOST_AUTO_TEST_CASE(feature_statistics_by_hand) {
   BOOST_CHECK_CLOSE(cov(0, 0), 4.0, 1e-12);   // (4 + 0 + 4) / 2
   BOOST_CHECK_CLOSE(cov(1, 1), 13.0, 1e-12);  // (9 + 1 + 16) / 2
   BOOST_CHECK_CLOSE(cov(0, 1), 7.0, 1e-12);   // (6 + 0 + 8) / 2
+}
+
+BOOST_AUTO_TEST_CASE(inception_score_limits_and_splits) {
+  // Identical predictions: p(y|x) = p(y), KL 0, score 1.
+  BOOST_CHECK_CLOSE(inception_score(at::randn({1, 7}).repeat({12, 1})).mean, 1.0, 1e-9);
+  // Confident and evenly spread over 4 classes: score 4 (ln 4 nats per sample).
+  auto confident = at::full({8, 4}, -60.0);
+  for (int i = 0; i < 8; ++i) confident[i][i % 4] = 60.0;
+  auto s = inception_score(confident);
+  BOOST_CHECK_CLOSE(s.mean, 4.0, 1e-6);
+  BOOST_CHECK_EQUAL(s.splits, 1);
+  // Splits of 4: the first all class 0 (score 1), the second over 4 classes (score 4).
+  auto two = at::cat({at::full({4, 4}, -60.0).index_fill(1, at::tensor({int64_t(0)}), 60.0), confident.narrow(0, 0, 4)});
+  auto s2 = inception_score(two, 4);
+  BOOST_CHECK_EQUAL(s2.splits, 2);
+  BOOST_CHECK_CLOSE(s2.mean, 2.5, 1e-6);
+  BOOST_CHECK_CLOSE(s2.std, 1.5, 1e-6);
+}
+
+BOOST_AUTO_TEST_CASE(precision_recall_by_hand) {
+  // 1-D, k = 1 (the nearest other point). Reference 0 1 2 3 10 100 101: radii 1 1 1 1 7 1 1.
+  // Samples 0.5 5 20 31 60: radii 4.5 4.5 11 11 29.
+  auto ref = at::tensor({0.0, 1.0, 2.0, 3.0, 10.0, 100.0, 101.0}).reshape({-1, 1});
+  auto smp = at::tensor({0.5, 5.0, 20.0, 31.0, 60.0}).reshape({-1, 1});
+  auto pr = precision_recall(ref, smp, 1);
+  BOOST_CHECK_CLOSE(pr.precision, 2.0 / 5, 1e-9);  // 0.5 (near 0) and 5 (within 7 of 10)
+  BOOST_CHECK_CLOSE(pr.recall, 5.0 / 7, 1e-9);     // all but 100, 101 (40 from 60, radius 29)
+  // A set against itself covers itself; far apart sets cover nothing.
+  auto f = at::randn({50, 8});
+  auto self = precision_recall(f, f, 3);
+  BOOST_CHECK_EQUAL(self.precision, 1.0);
+  BOOST_CHECK_EQUAL(self.recall, 1.0);
+  auto far = precision_recall(f, f + 100, 3);
+  BOOST_CHECK_EQUAL(far.precision, 0.0);
+  BOOST_CHECK_EQUAL(far.recall, 0.0);
+  BOOST_CHECK_THROW(precision_recall(f.narrow(0, 0, 3), f, 3), cachelab::Error);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
