@@ -9,6 +9,15 @@ namespace {
 
 at::Tensor narrow0(const at::Tensor& t, int64_t start, int64_t n) { return t.defined() ? t.narrow(0, start, n) : t; }
 at::Tensor cat0(const at::Tensor& a, const at::Tensor& b) { return a.defined() ? at::cat({a, b}) : a; }
+// Padding masks: an undefined one means every token of its embeddings is real.
+at::Tensor cat_mask(const at::Tensor& ma, const at::Tensor& ea, const at::Tensor& mb, const at::Tensor& eb) {
+  if (!ma.defined() && !mb.defined()) return ma;
+  auto full = [](const at::Tensor& m, const at::Tensor& e, const at::Tensor& like) {
+    return m.defined() ? m : at::ones({e.size(0), e.size(1)}, like.options());
+  };
+  const at::Tensor& like = ma.defined() ? ma : mb;
+  return at::cat({full(ma, ea, like), full(mb, eb, like)});
+}
 
 }  // namespace
 
@@ -17,6 +26,9 @@ Cond Cond::narrow(int64_t start, int64_t length) const {
   c.labels = narrow0(labels, start, length);
   c.tokens = narrow0(tokens, start, length);
   c.embeddings = narrow0(embeddings, start, length);
+  c.embeddings_mask = narrow0(embeddings_mask, start, length);
+  c.negative_embeddings = narrow0(negative_embeddings, start, length);
+  c.negative_mask = narrow0(negative_mask, start, length);
   return c;
 }
 
@@ -25,6 +37,11 @@ Cond Cond::cat(const Cond& a, const Cond& b) {
   c.labels = cat0(a.labels, b.labels);
   c.tokens = cat0(a.tokens, b.tokens);
   c.embeddings = cat0(a.embeddings, b.embeddings);
+  c.embeddings_mask = cat_mask(a.embeddings_mask, a.embeddings, b.embeddings_mask, b.embeddings);
+  c.negative_embeddings = cat0(a.negative_embeddings, b.negative_embeddings);
+  c.negative_mask = a.negative_embeddings.defined()
+                        ? cat_mask(a.negative_mask, a.negative_embeddings, b.negative_mask, b.negative_embeddings)
+                        : at::Tensor();
   return c;
 }
 

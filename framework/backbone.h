@@ -18,6 +18,10 @@ struct Cond {
   at::Tensor labels;      // [B] int64 class labels; the null label is Backbone::null_label()
   at::Tensor tokens;      // [B, L] int64 token ids (a prompt), or undefined
   at::Tensor embeddings;  // [B, L, E] float32 (a text encoder's output), or undefined
+  at::Tensor embeddings_mask;  // [B, L] (1 = real token, 0 = padding) of `embeddings`, or undefined = all real
+  // A negative prompt's embeddings and mask (same layout): the unconditional half of
+  // classifier-free guidance when defined (Backbone::null_cond), else the model's own null.
+  at::Tensor negative_embeddings, negative_mask;
   int64_t chunk = 0;      // AR video: index of the chunk being generated
   // Sequence models (masked LM, AR video): leading positions of x that are finished context
   // (prompt and decoded blocks; frames of past chunks). The model predicts only the positions

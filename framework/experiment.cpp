@@ -19,7 +19,7 @@ namespace {
 // The keys an experiment file may have at its top level.
 const std::vector<std::string> kTopKeys = {"name",  "description", "seed",    "backbone", "sampler",
                                            "pipeline", "guidance", "cache", "ops",     "run",
-                                           "metrics", "judge",    "variants", "sweep",   "claims"};
+                                           "metrics", "judge",    "decoder", "variants", "sweep",   "claims"};
 
 struct SeedOption {
   int64_t seed = 0;
@@ -30,7 +30,7 @@ struct SeedOption {
 };
 
 struct ClaimOptions {
-  std::string text, left, metric, op, right, value;
+  std::string text, left, metric, op, right, value, paper;
   template <class V>
   void fields(V& v) {
     v("text", text, "the claim in words");
@@ -39,6 +39,7 @@ struct ClaimOptions {
     v("op", op, "one of >, <, >=, <=");
     v("right", right, "variant on the right side (or give value)");
     v("value", value, "a number on the right side (or give right)");
+    v("paper", paper, "what the paper reports for this claim (shown beside the measurement: paper: ... / here: ...)");
   }
 };
 
@@ -104,7 +105,7 @@ Resolved resolve_run(const ConfigNode& cfg) {
     CL_CHECK(std::find(kTopKeys.begin(), kTopKeys.end(), k) != kTopKeys.end(),
              cfg.find(k)->where() << ": unknown top-level key `" << k << "`" << did_you_mean(k, kTopKeys)
                                   << "; valid: name, description, seed, backbone, sampler, pipeline, guidance, "
-                                     "cache, ops, run, metrics, judge, variants, sweep, claims");
+                                     "cache, ops, run, metrics, judge, decoder, variants, sweep, claims");
   auto need = [&](const char* key) -> const ConfigNode& {
     const ConfigNode* n = cfg.find(key);
     CL_CHECK(n && n->is_map(), "experiment `" << cfg.file << "` needs a `" << key << ":` map with a `type:`");
@@ -153,6 +154,7 @@ Resolved resolve_run(const ConfigNode& cfg) {
     for (auto& m : metrics_node->seq) mlist.seq.push_back(metrics().resolve(metric_spec(m)));
   }
   if (cfg.find("judge")) out.child("judge") = evaluators().resolve(with_default_type("judge", "lenet"));
+  if (cfg.find("decoder")) out.child("decoder") = decoders().resolve(with_default_type("decoder", "sd_vae"));
   Resolved r;
   r.yaml = to_yaml(out);
   ConfigNode refkey = ConfigNode::make_map();
@@ -365,6 +367,7 @@ ExperimentSpec load_experiment(const std::string& file, const std::vector<std::s
           CL_FAIL(item.where() << ": claim `value` must be a number, got `" << cl.value << "`");
         }
       }
+      if (!cl.paper.empty()) j["paper"] = cl.paper;
       claims.push_back(j);
     }
   }

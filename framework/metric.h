@@ -10,8 +10,9 @@
 namespace cachelab {
 
 // A trained network that judges samples: class agreement, and the feature space FID is
-// computed in (lenet-mnist now; other feature extractors later). Registered in
-// evaluators(); the experiment's `judge:` names one.
+// computed in (lenet-mnist; pytorch-fid's InceptionV3 for the papers' image models).
+// Registered in evaluators(); the experiment's `judge:` names one. Images are as the
+// samples are: [N, C, H, W] in [-1, 1].
 class Evaluator {
  public:
   virtual ~Evaluator() = default;
@@ -21,6 +22,10 @@ class Evaluator {
   // The data set the judge was trained on (mnist, fashion-mnist), "" when unknown: metrics
   // that compare with real data check it.
   virtual std::string dataset() const { return ""; }
+  // Class logits [N, classes] (the Inception Score's); by default the judge has none.
+  virtual at::Tensor logits(const at::Tensor& images);
+  // What identifies the judge's weights (a digest), for caches of features on disk; "" = none.
+  virtual std::string identity() const { return ""; }
 };
 
 struct MetricInputs {

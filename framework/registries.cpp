@@ -3,6 +3,8 @@
 #include <vector>
 
 #include "framework/backbone.h"
+#include "framework/decoder.h"
+#include "framework/error.h"
 #include "framework/layer.h"
 #include "framework/pipeline.h"
 #include "framework/metric.h"
@@ -23,7 +25,12 @@ CACHELAB_REGISTRY(caches, SiteLayer, "cache")
 CACHELAB_REGISTRY(ops_layers, Ops, "ops")
 CACHELAB_REGISTRY(metrics, Metric, "metric")
 CACHELAB_REGISTRY(evaluators, Evaluator, "judge")
+CACHELAB_REGISTRY(decoders, Decoder, "decoder")
 #undef CACHELAB_REGISTRY
+
+at::Tensor Evaluator::logits(const at::Tensor&) {
+  CL_FAIL("this judge gives no class logits (the Inception Score needs a classifier judge such as `inception`)");
+}
 
 namespace {
 std::vector<RegisterFn>& register_functions() {

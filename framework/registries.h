@@ -17,6 +17,7 @@ class Pipeline;
 class Guidance;
 class Metric;
 class Evaluator;
+class Decoder;
 
 Registry<Backbone>& backbones();    // denoisers: dit, ...
 Registry<Sampler>& samplers();      // ddim, ddpm, ...
@@ -25,7 +26,8 @@ Registry<Guidance>& guidances();    // cfg (classifier-free guidance conventions
 Registry<SiteLayer>& caches();      // site layers: none, fora, fbcache, taylorseer, dec, ...
 Registry<Ops>& ops_layers();        // linear/attention implementations: quantizers, K/V caches
 Registry<Metric>& metrics();        // psnr, ssim, fid, accuracy, ...
-Registry<Evaluator>& evaluators();  // judges of samples: lenet (class agreement, FID features)
+Registry<Evaluator>& evaluators();  // judges of samples: lenet (class agreement, FID features), inception
+Registry<Decoder>& decoders();      // latents -> images before the metrics: sd_vae
 
 // The folders' register functions, called once by register_all(). A folder that is not
 // linked into a binary simply is not registered there: main() names them all.

@@ -25,6 +25,9 @@ class Sampler {
   virtual ~Sampler() = default;
   virtual const std::vector<int64_t>& timesteps() const = 0;  // model timesteps, sampling order
   int num_steps() const { return static_cast<int>(timesteps().size()); }
+  // The model time of evaluation i, passed to the backbone: fractional on a continuous time
+  // grid (dpm_solver: 949.05, ...), where timesteps() holds it rounded.
+  virtual double model_time(int i) const { return double(timesteps()[size_t(i)]); }
   // Whether step() consumes fresh Gaussian noise (the runner draws it, seeded, so the
   // reference and every variant see the same noise).
   virtual bool needs_noise() const = 0;

@@ -25,6 +25,7 @@
 #include "framework/summary.h"
 #include "framework/system_info.h"
 #include "framework/backbone.h"
+#include "framework/decoder.h"
 #include "framework/layer.h"
 #include "framework/paths.h"
 #include "framework/pipeline.h"
@@ -148,6 +149,7 @@ class Session {
                                                                         << " is impossible: " << e.what());
       }
     }
+    decoder(run.config);  // a bad VAE file fails here
     if (const ConfigNode* m = run.config.find("metrics"))
       for (auto& entry : m->seq) {
         auto metric = metrics().build(metric_spec(entry));
@@ -299,6 +301,12 @@ class Session {
       if (ro.device != "cpu")
         CL_CHECK(at::hasCUDA(), "run.device is `" << ro.device << "` but this LibTorch build has no CUDA device; "
                                                  "use run.device=cpu or build against a CUDA LibTorch (README)");
+      // A missing weights file fails before a large model is allocated (DiT-XL/2: 2.7 GB).
+      if (const ConfigNode* w = node.find("weights"); w && w->is_scalar() && !w->scalar.empty())
+        CL_CHECK(fs::is_regular_file(resolve_path(w->scalar)),
+                 w->where() << ": weights file `" << w->scalar << "` not found (looked at " << resolve_path(w->scalar)
+                            << "); the bundled models are made by `cachelab train` (docs/models.md), the papers' "
+                               "public checkpoints are converted as docs/full-size.md shows");
       auto bb = backbones().build(node);
       if (ro.device != "cpu" || ro.dtype != "float32") bb->to(at::Device(ro.device), dtype_of(ro.dtype));
       it = backbones_.emplace(key, std::move(bb)).first;
@@ -365,6 +373,25 @@ class Session {
   Evaluator* judge() {
     if (!judge_ && !spec_.judge.is_null()) judge_ = evaluators().build(spec_.judge);
     return judge_.get();
+  }
+  // The run's `decoder:` (built once per resolved spec), or null.
+  Decoder* decoder(const ConfigNode& run_config) {
+    const ConfigNode* d = run_config.find("decoder");
+    if (!d) return nullptr;
+    const std::string key = to_yaml(*d);
+    auto it = decoders_.find(key);
+    if (it == decoders_.end()) it = decoders_.emplace(key, decoders().build(*d)).first;
+    return it->second.get();
+  }
+  // A reference's decoded samples, decoded once per (reference, decoder).
+  const at::Tensor& decoded_reference(const std::string& ref_id, const ConfigNode& run_config, const at::Tensor& samples) {
+    const std::string key = ref_id + "|" + to_yaml(*run_config.find("decoder"));
+    auto it = decoded_refs_.find(key);
+    if (it == decoded_refs_.end()) {
+      c10::InferenceMode guard;
+      it = decoded_refs_.emplace(key, decoder(run_config)->decode(samples)).first;
+    }
+    return it->second;
   }
 
   void recapture(const RunSpec& ref, const std::string& cache) {
@@ -571,6 +598,11 @@ class Session {
     MetricInputs in;
     in.samples = tr.samples;
     in.reference = ref->samples;
+    if (Decoder* dec = decoder(cfg)) {  // a latent model: the metrics see images
+      c10::InferenceMode guard;
+      in.samples = dec->decode(tr.samples);
+      in.reference = decoded_reference(run.reference_id, cfg, ref->samples);
+    }
     in.labels = tr.labels;
     in.data_dir = default_data_dir();
     for (auto& entry : cfg.find("metrics") ? cfg.find("metrics")->seq : std::vector<ConfigNode>{}) {
@@ -598,6 +630,8 @@ class Session {
   std::map<std::string, std::unique_ptr<Backbone>> backbones_;
   std::map<std::string, ReferenceTrace> refs_;
   std::unique_ptr<Evaluator> judge_;
+  std::map<std::string, std::unique_ptr<Decoder>> decoders_;
+  std::map<std::string, at::Tensor> decoded_refs_;
   std::set<std::string> warmed_, warned_random_, failed_refs_;
   fs::file_time_type started_ = fs::file_time_type::clock::now();
   std::map<std::string, UnitCost> unit_costs_;

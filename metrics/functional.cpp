@@ -1,7 +1,6 @@
 #include "metrics/functional.h"
 
 #include <ATen/ATen.h>
-#include <Eigen/Eigenvalues>
 
 #include <algorithm>
 #include <cmath>
@@ -68,20 +67,18 @@ double frechet_distance(const Eigen::VectorXd& mu1, const Eigen::MatrixXd& s1, c
                         const Eigen::MatrixXd& s2) {
   CL_CHECK(mu1.size() == mu2.size() && s1.rows() == s2.rows(), "frechet distance: dimensions differ");
   // sqrt(S1) of the symmetric PSD S1, then the eigenvalues of sqrt(S1) S2 sqrt(S1) (also PSD):
-  // tr((S1 S2)^(1/2)) = sum of their square roots.
-  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> e1(s1);
-  Eigen::VectorXd ev1 = e1.eigenvalues().cwiseMax(0.0).cwiseSqrt();
-  Eigen::MatrixXd sqrt1 = e1.eigenvectors() * ev1.asDiagonal() * e1.eigenvectors().transpose();
-  Eigen::MatrixXd inner = sqrt1 * s2 * sqrt1;
-  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> e2(0.5 * (inner + inner.transpose()), Eigen::EigenvaluesOnly);
-  const double tr_sqrt = e2.eigenvalues().cwiseMax(0.0).cwiseSqrt().sum();
+  // tr((S1 S2)^(1/2)) = sum of their square roots. LAPACK's symmetric eigensolver (through
+  // LibTorch): at 2048 dimensions (Inception features) several times faster than Eigen's.
+  const int64_t n = s1.rows();
+  auto t1 = at::from_blob(const_cast<double*>(s1.data()), {n, n}, at::kDouble);  // symmetric: layout-free
+  auto t2 = at::from_blob(const_cast<double*>(s2.data()), {n, n}, at::kDouble);
+  auto [ev1, vec1] = at::linalg_eigh(t1);
+  auto sqrt1 = at::mm(vec1 * ev1.clamp_min(0).sqrt().unsqueeze(0), vec1.t());
+  auto inner = at::mm(at::mm(sqrt1, t2), sqrt1);
+  const double tr_sqrt = at::linalg_eigvalsh((inner + inner.t()) * 0.5).clamp_min(0).sqrt().sum().item<double>();
   // Clamped: rounding can leave a tiny negative value for identical inputs.
   return std::max(0.0, (mu1 - mu2).squaredNorm() + s1.trace() + s2.trace() - 2.0 * tr_sqrt);
 }
-
-}  // namespace cachelab
-
-namespace cachelab {
 
 InceptionScore inception_score(const at::Tensor& logits, int64_t split_size) {
   CL_CHECK(logits.dim() == 2 && logits.size(0) >= 1, "inception_score: expects logits [N, classes]");

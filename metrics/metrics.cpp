@@ -16,7 +16,7 @@ namespace cachelab {
 namespace {
 
 Evaluator& need_judge(const MetricInputs& in, const char* metric) {
-  CL_CHECK(in.judge, "metric `" << metric << "` needs the LeNet judge: set `judge:` in the experiment "
+  CL_CHECK(in.judge, "metric `" << metric << "` needs a judge: set `judge:` in the experiment "
                                    "(default models/weights/lenet-mnist.safetensors)");
   return *in.judge;
 }

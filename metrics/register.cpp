@@ -1,6 +1,7 @@
 // Every metric, one line each.
 #include "framework/registries.h"
 #include "metrics/metrics.h"
+#include "metrics/sample_quality.h"
 #include "metrics/token_match.h"
 
 namespace cachelab {
@@ -11,6 +12,9 @@ void register_metrics() {
   r.add<PsnrMetric, RangeOptions>("psnr", "PSNR (dB) of final samples vs the reference samples", __FILE__);
   r.add<SsimMetric, RangeOptions>("ssim", "mean SSIM (11x11 Gaussian window) vs the reference samples", __FILE__);
   r.add<FidMetric, FidOptions>("fid", "Frechet distance on the LeNet judge's features: fid (vs real data), fid_ref (vs reference)", __FILE__);
+  r.add<SampleQualityMetric, SampleQualityOptions>(
+      "sample_quality", "ADM evaluator's numbers on the judge: fid_batch, fid_vs_reference, inception_score, precision, recall",
+      __FILE__);
   r.add<TokenMatchMetric, NoOptions>("token_match", "fraction of tokens (and of whole sequences) equal to the reference's", __FILE__);
   r.add<AccuracyMetric, NoOptions>("accuracy", "fraction of samples the LeNet judge classifies as the class asked for (+ accuracy_worst_class)", __FILE__);
 }

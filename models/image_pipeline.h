@@ -7,17 +7,35 @@
 
 namespace cachelab {
 
+// A prompt file (text-to-image backbones: pixart, ...) is a safetensors file of text-encoder
+// outputs, any length L and width E (tools/t5_embed.py writes PixArt's T5 features):
+//   embeddings           F32 [N, L, E]  one row per prompt
+//   mask                 [N, L]         optional; nonzero = a real token (default: all real)
+//   negative_embeddings  F32 [M, L, E]  optional; the unconditional half of guidance (else
+//                                       the backbone's own null, e.g. PixArt's null caption)
+//   negative_mask        [M, L]         optional
+//   ids                  [N, L]         optional token ids, not read (cachelab encode-prompts writes them)
+// Sample i of a run uses prompt i % N (and negative i % M) as Cond::embeddings /
+// embeddings_mask / negative_embeddings / negative_mask.
 struct ImagePipelineOptions {
+  std::string prompts;  // prompt file (relative to the project root); "" = class labels only
   template <class V>
-  void fields(V&) {}
+  void fields(V& v) {
+    v("prompts", prompts, "safetensors file of text embeddings (embeddings [N, L, E], optional mask, "
+                          "negative_embeddings, negative_mask); sample i uses prompt i % N");
+  }
 };
 
 class ImagePipeline final : public Pipeline {
  public:
-  explicit ImagePipeline(const ImagePipelineOptions&) {}
+  explicit ImagePipeline(const ImagePipelineOptions& o);
   int num_steps(const Sampler* sampler) const override;
   int64_t timestep(const Sampler* sampler, int i) const override;
   at::Tensor run(const PipelineInputs& in, StepDriver& driver) const override;
+  Cond condition(const Backbone& backbone, int64_t start, int64_t n) const override;
+
+ private:
+  at::Tensor embeddings_, mask_, negative_, negative_mask_;  // the prompt file's tensors, or undefined
 };
 
 // Classifier-free guidance: eps = uncond + scale (cond - uncond), with the conditional and

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "framework/error.h"
+#include "framework/paths.h"
 #include "models/safetensors.h"
 
 namespace cachelab {
@@ -225,6 +226,45 @@ at::Tensor FidInception::from_uint8_nhwc(const at::Tensor& images) {
   CL_CHECK(images.dim() == 4 && images.size(3) == 3 && images.scalar_type() == at::kByte,
            "expected uint8 images [B, H, W, 3]; got " << shape_str(images.sizes()));
   return images.permute({0, 3, 1, 2}).to(at::kFloat).div(255.0);
+}
+
+InceptionJudge::InceptionJudge(const InceptionJudgeOptions& o) : o_(o) {
+  const std::string path = resolve_path(o.weights);
+  net_.load(path);
+  digest_ = file_digest(path);
+}
+
+InceptionOutputs InceptionJudge::score_uint8(const at::Tensor& images) const {
+  std::vector<at::Tensor> pools, logits;
+  for (int64_t s = 0; s < images.size(0); s += o_.batch) {
+    auto out = net_.forward(FidInception::from_uint8_nhwc(images.narrow(0, s, std::min<int64_t>(o_.batch, images.size(0) - s))));
+    pools.push_back(out.pool);
+    logits.push_back(out.logits);
+  }
+  InceptionOutputs out;
+  out.pool = at::cat(pools);
+  out.logits = at::cat(logits);
+  return out;
+}
+
+const InceptionOutputs& InceptionJudge::run(const at::Tensor& images) {
+  if (last_in_.defined() && last_in_.is_same(images)) return last_out_;
+  CL_CHECK(images.dim() == 4 && images.size(1) == 3,
+           "the inception judge scores RGB images [N, 3, H, W]; the samples are " << shape_str(images.sizes())
+                                                                                 << " (latents? add a `decoder:`)");
+  // As sample.py saves them: clamp(127.5 x + 128, 0, 255) truncated to uint8, NHWC.
+  auto u = (images.to(at::kFloat) * 127.5 + 128).clamp(0, 255).to(at::kByte).permute({0, 2, 3, 1}).contiguous();
+  last_out_ = score_uint8(u);
+  last_in_ = images;
+  return last_out_;
+}
+
+at::Tensor InceptionJudge::features(const at::Tensor& images) { return run(images).pool; }
+at::Tensor InceptionJudge::logits(const at::Tensor& images) { return run(images).logits; }
+
+std::vector<double> InceptionJudge::class_accuracy(const at::Tensor&, const at::Tensor&) {
+  CL_FAIL("the inception judge has no classes of the samples' labels (its 1008 outputs are TensorFlow's ImageNet "
+          "graph's): use it for fid_ref and sample_quality, not accuracy");
 }
 
 }  // namespace cachelab

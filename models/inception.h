@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "framework/metric.h"
+
 namespace cachelab {
 
 struct InceptionOutputs {
@@ -56,6 +58,44 @@ class FidInception {
   std::map<std::string, std::vector<int64_t>> shapes_;
   std::map<std::string, at::Tensor> weights_;
   mutable std::map<std::string, Folded> folded_;  // conv name -> BatchNorm folded in
+};
+
+// The judge `inception`: FID features and Inception logits of samples as the papers score
+// them. Samples in [-1, 1] are first made the uint8 images DiT's sample.py saves
+// (clamp(127.5 x + 128) truncated), then read back as pytorch-fid reads them (/ 255).
+struct InceptionJudgeOptions {
+  std::string weights;  // converted pytorch-fid weights (tools/convert_inception.py)
+  int batch = 50;       // images per forward
+  template <class V>
+  void fields(V& v) {
+    v("weights", weights, "pytorch-fid's InceptionV3 as safetensors (tools/convert_inception.py), relative to the project root");
+    v("batch", batch, "images per Inception forward");
+  }
+  template <class C>
+  void check(C& c) const {
+    c.require(!weights.empty(), "weights",
+              "is required: pytorch-fid's pt_inception-2015-12-05-6726825d.pth converted with tools/convert_inception.py");
+    c.require(batch >= 1, "batch", "must be >= 1");
+  }
+};
+
+class InceptionJudge final : public Evaluator {
+ public:
+  explicit InceptionJudge(const InceptionJudgeOptions& o);
+  at::Tensor features(const at::Tensor& images) override;  // [N, 2048] pool features
+  at::Tensor logits(const at::Tensor& images) override;    // [N, 1008]
+  std::vector<double> class_accuracy(const at::Tensor& images, const at::Tensor& labels) override;  // throws
+  std::string identity() const override { return digest_; }
+  // uint8 [N, H, W, 3] images (an .npz's) -> both outputs, in batches.
+  InceptionOutputs score_uint8(const at::Tensor& images) const;
+
+ private:
+  const InceptionOutputs& run(const at::Tensor& images);
+  InceptionJudgeOptions o_;
+  FidInception net_;
+  std::string digest_;
+  at::Tensor last_in_;  // the images of the last run() (the same tensor asked for features, then logits)
+  InceptionOutputs last_out_;
 };
 
 }  // namespace cachelab

@@ -49,7 +49,7 @@ class Judge final : public Evaluator {
   void load(const std::string& path);
   void save(const std::string& path, const std::string& note = "");  // records dataset()
   std::string dataset() const override { return dataset_; }
-  at::Tensor logits(const at::Tensor& images);    // [N, 1, 32, 32] in [-1, 1] -> [N, 10]
+  at::Tensor logits(const at::Tensor& images) override;  // [N, 1, 32, 32] in [-1, 1] -> [N, 10]
   at::Tensor features(const at::Tensor& images) override;  // -> [N, 84]
   double accuracy(const at::Tensor& images, const at::Tensor& labels);  // fraction in [0, 1]
   // Agreement within each of the 10 classes (NaN for a class absent from `labels`).

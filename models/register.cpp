@@ -1,28 +1,40 @@
 // Every backbone, sampler, pipeline and guidance, one line each.
 #include "framework/registries.h"
 #include "models/dit.h"
+#include "models/dpm_solver.h"
 #include "models/image_pipeline.h"
+#include "models/inception.h"
 #include "models/lenet.h"
 #include "models/mdlm_pipeline.h"
+#include "models/plms.h"
+#include "models/pixart.h"
 #include "models/samplers.h"
+#include "models/sd_unet.h"
 #include "models/tiny_mdlm.h"
 #include "models/tiny_video.h"
 #include "models/unet.h"
+#include "models/vae.h"
 #include "models/video_pipeline.h"
 
 namespace cachelab {
 
 void register_models() {
   backbones().add<Dit, DitOptions>("dit", "class-conditional DiT with adaLN-Zero (reference parameter names)", __FILE__);
+  backbones().add<Pixart, PixartOptions>("pixart", "PixArt-alpha text-to-image DiT: adaLN-single, caption cross-attention (reference names)", __FILE__);
   backbones().add<Unet, UnetOptions>("unet", "class-conditional U-Net (skip connections; DeepCache branch sites)", __FILE__);
+  backbones().add<SdUnet, SdUnetOptions>("sd_unet", "Stable Diffusion 1.x text-conditional U-Net (CompVis / diffusers names; DeepCache branch sites)", __FILE__);
   samplers().add<DdimSampler, DdimOptions>("ddim", "DDIM over evenly spaced timesteps (eta = 0: deterministic)", __FILE__);
   samplers().add<EulerFlowSampler, EulerFlowOptions>("euler_flow", "rectified flow, Euler steps on a predicted velocity", __FILE__);
   samplers().add<HeunFlowSampler, HeunFlowOptions>("heun_flow", "rectified flow, Heun (2nd-order) steps: 2 evaluations per step", __FILE__);
   samplers().add<DdpmSampler, DdpmOptions>("ddpm", "ancestral DDPM over a respaced schedule", __FILE__);
+  samplers().add<DpmSolverSampler, DpmSolverOptions>("dpm_solver", "multistep DPM-Solver++ (PixArt-alpha's default: 20 steps, order 2, time_uniform)", __FILE__);
   samplers().add<AdmSampler, AdmOptions>("adm", "guided diffusion's respaced DDPM / DDIM, step for step as DiT's sample.py", __FILE__);
+  samplers().add<PlmsSampler, PlmsOptions>("plms", "PLMS as CompVis plms.py (Stable Diffusion; = diffusers PNDM with skip_prk_steps)", __FILE__);
   backbones().add<TinyMdlm, TinyMdlmOptions>("tiny_mdlm", "small bidirectional transformer over tokens (masked-diffusion LM)", __FILE__);
   backbones().add<TinyVideo, TinyVideoOptions>("tiny_video", "small frame-causal transformer over patches of video frames", __FILE__);
   pipelines().add<ImagePipeline, ImagePipelineOptions>("image", "images: x_T ~ N(0, I), one denoiser call per sampler step", __FILE__);
+  decoders().add<SdVae, SdVaeComponentOptions>("sd_vae", "Stable Diffusion's KL VAE decoder (DiT, PixArt, SD 1.x latents -> images)", __FILE__);
+  evaluators().add<InceptionJudge, InceptionJudgeOptions>("inception", "pytorch-fid's InceptionV3: FID features and Inception logits of RGB samples (sample_quality)", __FILE__);
   evaluators().add<Judge, LenetJudgeOptions>("lenet", "LeNet judge (lenet-mnist or lenet-fashion weights): class agreement and the FID feature space", __FILE__);
   pipelines().add<MdlmPipeline, MdlmPipelineOptions>("mdlm", "masked-diffusion LM: blocks of tokens x denoising steps, low-confidence remasking", __FILE__);
   pipelines().add<VideoPipeline, VideoPipelineOptions>("video", "AR video: chunks of frames x denoising steps, past chunks as context", __FILE__);

@@ -58,16 +58,53 @@ std::pair<at::Tensor, at::Tensor> x0_and_eps(const at::Tensor& x, const at::Tens
 }
 }  // namespace
 
-DdimSampler::DdimSampler(const DdimOptions& o)
-    : o_(o), sched_(NoiseSchedule::linear(o.train_steps, o.beta_start, o.beta_end)),
-      ts_(spaced_timesteps(o.train_steps, o.steps)) {
+NoiseSchedule scaled_linear_schedule(int T, double beta_start, double beta_end) {
+  CL_CHECK(T >= 2, "schedule: train_steps must be >= 2, got " << T);
+  NoiseSchedule s;
+  s.num_train_steps = T;
+  const double a = std::sqrt(beta_start), b = std::sqrt(beta_end);
+  double prod = 1.0;
+  for (int t = 0; t < T; ++t) {
+    const double r = a + (b - a) * t / (T - 1);
+    s.betas.push_back(r * r);
+    prod *= 1.0 - r * r;
+    s.alpha_bar.push_back(prod);
+  }
+  return s;
+}
+
+std::vector<int64_t> leading_timesteps(int T, int steps, int offset) {
+  CL_CHECK(steps >= 1 && steps <= T, "sampler: steps must be in [1, " << T << "], got " << steps);
+  std::vector<int64_t> ts;
+  for (int64_t t = 0; t < T; t += T / steps) ts.push_back(t + offset);
+  CL_CHECK(ts.back() < T, "sampler: steps_offset " << offset << " puts the last timestep past " << T - 1);
+  return ts;
+}
+
+DdimSampler::DdimSampler(const DdimOptions& o) : o_(o) {
   CL_CHECK(o.eta >= 0, "ddim: eta must be >= 0, got " << o.eta);
+  CL_CHECK(o.beta_schedule == "linear" || o.beta_schedule == "scaled_linear",
+           "ddim: beta_schedule must be linear or scaled_linear, got `" << o.beta_schedule << "`");
+  sched_ = o.beta_schedule == "linear" ? NoiseSchedule::linear(o.train_steps, o.beta_start, o.beta_end)
+                                       : scaled_linear_schedule(o.train_steps, o.beta_start, o.beta_end);
+  if (o.timestep_spacing == "leading") {
+    auto up = leading_timesteps(o.train_steps, o.steps, o.steps_offset);
+    ts_.assign(up.rbegin(), up.rend());
+  } else {
+    CL_CHECK(o.timestep_spacing == "floor", "ddim: timestep_spacing must be floor or leading, got `"
+                                                << o.timestep_spacing << "`");
+    ts_ = spaced_timesteps(o.train_steps, o.steps);
+    for (auto& t : ts_) t += o.steps_offset;
+    CL_CHECK(ts_.front() < o.train_steps, "ddim: steps_offset " << o.steps_offset << " puts a timestep past "
+                                                                << o.train_steps - 1);
+  }
 }
 
 at::Tensor DdimSampler::step(int i, const at::Tensor& x, const at::Tensor& model_out, const at::Tensor& noise) const {
   const int64_t C = x.size(1);
   const double abar = sched_.alpha_bar[ts_[i]];
-  const double abar_prev = i + 1 < int(ts_.size()) ? sched_.alpha_bar[ts_[i + 1]] : 1.0;
+  const double last = o_.set_alpha_to_one ? 1.0 : sched_.alpha_bar[0];
+  const double abar_prev = i + 1 < int(ts_.size()) ? sched_.alpha_bar[ts_[i + 1]] : last;
   auto [x0, eps] = x0_and_eps(x, model_out.narrow(1, 0, C), abar, o_.clip_x0, o_.prediction);
   const double sigma = o_.eta * std::sqrt((1 - abar_prev) / (1 - abar)) * std::sqrt(1 - abar / abar_prev);
   auto out = std::sqrt(abar_prev) * x0 + std::sqrt(std::max(0.0, 1 - abar_prev - sigma * sigma)) * eps;

@@ -30,23 +30,43 @@ struct ScheduleOptions {
   }
 };
 
+// Stable Diffusion's DDIM (CompVis ddim.py, diffusers' DDIMScheduler in SD's configuration) is
+// beta_schedule scaled_linear, beta_start 0.00085, beta_end 0.012, timestep_spacing leading,
+// steps_offset 1, set_alpha_to_one false, clip_x0 false.
 struct DdimOptions : ScheduleOptions {
   int steps = 50;
   double eta = 0.0;     // 0 = deterministic DDIM
   bool clip_x0 = true;  // clip the predicted clean sample to [-1, 1]
+  std::string beta_schedule = "linear";      // linear | scaled_linear (betas = linspace(sqrt(start), sqrt(end))^2)
+  std::string timestep_spacing = "floor";    // floor: floor(k T / steps); leading: k (T // steps) (CompVis)
+  int steps_offset = 0;                      // added to every timestep (SD: 1)
+  bool set_alpha_to_one = true;              // last step's alpha_bar_prev: 1, or alpha_bar[0] (SD)
   template <class V>
   void fields(V& v) {
     v("steps", steps, "number of sampling steps (evenly spaced timesteps)");
     v("eta", eta, "stochasticity: 0 = deterministic DDIM, 1 = DDPM-like");
     v("clip_x0", clip_x0, "clip the predicted clean sample to [-1, 1]");
+    v("beta_schedule", beta_schedule, "linear | scaled_linear (Stable Diffusion: betas = linspace(sqrt(beta_start), sqrt(beta_end))^2)");
+    v("timestep_spacing", timestep_spacing, "floor: floor(k T / steps) | leading: range(0, T, T // steps) as CompVis make_ddim_timesteps");
+    v("steps_offset", steps_offset, "added to every timestep (Stable Diffusion: 1)");
+    v("set_alpha_to_one", set_alpha_to_one, "the last step goes to alpha_bar = 1 (true) or to alpha_bar[0] (false, Stable Diffusion)");
     schedule_fields(v);
   }
   template <class C>
   void check(C& c) const {
     schedule_check(c, steps);
     c.require(eta >= 0, "eta", "must be >= 0");
+    c.one_of("beta_schedule", beta_schedule, {"linear", "scaled_linear"});
+    c.one_of("timestep_spacing", timestep_spacing, {"floor", "leading"});
+    c.require(steps_offset >= 0 && steps_offset < train_steps, "steps_offset", "must be in [0, train_steps)");
   }
 };
+
+// Stable Diffusion's schedule: betas = linspace(sqrt(beta_start), sqrt(beta_end), T)^2 (float64).
+NoiseSchedule scaled_linear_schedule(int T, double beta_start, double beta_end);
+// CompVis make_ddim_timesteps("uniform"): range(0, T, T // steps) + offset, ascending (as the
+// reference, ceil(T / (T // steps)) of them when steps does not divide T).
+std::vector<int64_t> leading_timesteps(int T, int steps, int offset);
 
 struct DdpmOptions : ScheduleOptions {
   int steps = 250;

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "framework/error.h"
+#include "framework/paths.h"
 #include "models/safetensors.h"
 
 namespace cachelab {
@@ -194,6 +195,25 @@ at::Tensor SdVaeDecoder::decode(const at::Tensor& latents) const {
 
 at::Tensor to_uint8_nhwc(const at::Tensor& images) {
   return (127.5 * images + 128.0).clamp(0, 255).permute({0, 2, 3, 1}).contiguous().to(at::kByte);
+}
+
+namespace {
+SdVaeDecoder loaded_vae(const std::string& path) {
+  const SafetensorsFile f = read_safetensors(path);
+  SdVaeDecoder vae(sd_vae_options_of(f, path));
+  vae.load(f, path);
+  return vae;
+}
+}  // namespace
+
+SdVae::SdVae(const SdVaeComponentOptions& o) : batch_(o.batch), vae_(loaded_vae(resolve_path(o.weights))) {}
+
+at::Tensor SdVae::decode(const at::Tensor& latents) {
+  CL_CHECK(latents.dim() == 4, "the sd_vae decoder takes latents [N, C, h, w]; the samples are " << shape_str(latents.sizes()));
+  std::vector<at::Tensor> out;
+  for (int64_t s = 0; s < latents.size(0); s += batch_)
+    out.push_back(vae_.decode(latents.narrow(0, s, std::min<int64_t>(batch_, latents.size(0) - s))));
+  return at::cat(out);
 }
 
 }  // namespace cachelab

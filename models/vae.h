@@ -20,6 +20,8 @@
 #include <string>
 #include <vector>
 
+#include "framework/decoder.h"
+
 namespace cachelab {
 
 struct SafetensorsFile;
@@ -58,6 +60,33 @@ class SdVaeDecoder {
   const at::Tensor& w(const std::string& name) const;
   SdVaeOptions o_;
   std::map<std::string, at::Tensor> weights_;  // CompVis names
+};
+
+// The decoder `sd_vae` (framework/decoder.h): `decoder: {type: sd_vae, weights: FILE}` in an
+// experiment scores a latent model's runs on images. The shape is read from the file.
+struct SdVaeComponentOptions {
+  std::string weights;  // any of the three layouts, relative to the project root
+  int batch = 8;        // latents per decode
+  template <class V>
+  void fields(V& v) {
+    v("weights", weights, "SD VAE weights (sd-vae-ft-ema / -mse, diffusers or CompVis layout, safetensors)");
+    v("batch", batch, "latents decoded at a time");
+  }
+  template <class C>
+  void check(C& c) const {
+    c.require(!weights.empty(), "weights", "is required (the VAE's diffusion_pytorch_model.safetensors; docs/full-size.md)");
+    c.require(batch >= 1, "batch", "must be >= 1");
+  }
+};
+
+class SdVae final : public Decoder {
+ public:
+  explicit SdVae(const SdVaeComponentOptions& o);
+  at::Tensor decode(const at::Tensor& latents) override;
+
+ private:
+  int batch_;
+  SdVaeDecoder vae_;
 };
 
 // Images in [-1, 1] [B, C, H, W] -> uint8 [B, H, W, C] exactly as DiT's sample_ddp.py stores

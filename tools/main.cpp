@@ -262,6 +262,7 @@ int run_cli(int argc, char** argv) {
     list_registry(ops_layers(), md);
     list_registry(metrics(), md);
     list_registry(evaluators(), md);
+    list_registry(decoders(), md);
     return 0;
   }
   if (command == "info") {

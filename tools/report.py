@@ -232,8 +232,8 @@ def evaluate_claims(claims, runs):
         if "right" in c and (p := paired(runs, lv["names"], rv["names"], metric, op)):
             verdict, wins, n, margins = p
             how, detail = f" (paired by seed: {wins} of {n} seeds)", {"wins": wins, "n": n, "margins": finite(margins)}
-        out.append((verdict, label, f"{metric}({left}) = {describe(lv)} {op} {rlabel} = {describe(rv)}: {verdict}{how}",
-                    detail))
+        here = f"{metric}({left}) = {describe(lv)} {op} {rlabel} = {describe(rv)}: {verdict}{how}"
+        out.append((verdict, label, f"paper: {c['paper']} / here: {here}" if c.get("paper") else here, detail))
     return out
 
 

@@ -18,12 +18,13 @@ BOOST_AUTO_TEST_CASE(census_every_expected_component_is_registered) {
     auto v = reg.names();
     return std::set<std::string>(v.begin(), v.end());
   };
-  const std::set<std::string> bb = {"dit", "tiny_mdlm", "tiny_video", "unet"}, sm = {"ddim", "ddpm", "euler_flow", "heun_flow"},
+  const std::set<std::string> bb = {"dit", "tiny_mdlm", "tiny_video", "unet", "sd_unet", "pixart"},
+                              sm = {"ddim", "ddpm", "euler_flow", "heun_flow", "adm", "plms", "dpm_solver"},
                               ca = {"none", "fora", "fbcache", "taylorseer", "teacache", "toca", "dec", "l2c",
                                     "dbcache", "delta_dit", "magcache", "zeus", "cg_taylor", "scm", "threshold_search",
                                     "schedule", "foca", "pab", "ras", "delta_cache", "deepcache", "sixbit", "vc", "residual_linear",
                                     "interval_adjust"},
-                              me = {"mse", "psnr", "ssim", "fid", "accuracy", "token_match"},
+                              me = {"mse", "psnr", "ssim", "fid", "accuracy", "token_match", "sample_quality"},
                               pi = {"image", "mdlm", "video"}, gu = {"cfg"}, op = {"prefix_kv", "rolling_kv", "w8a8", "ptq"};
   for (auto& n : bb) BOOST_CHECK_MESSAGE(names(backbones()).count(n), "backbone " << n);
   for (auto& n : sm) BOOST_CHECK_MESSAGE(names(samplers()).count(n), "sampler " << n);
@@ -31,6 +32,8 @@ BOOST_AUTO_TEST_CASE(census_every_expected_component_is_registered) {
   for (auto& n : gu) BOOST_CHECK_MESSAGE(names(guidances()).count(n), "guidance " << n);
   for (auto& n : op) BOOST_CHECK_MESSAGE(names(ops_layers()).count(n), "ops " << n);
   BOOST_CHECK_MESSAGE(names(evaluators()).count("lenet"), "judge lenet");
+  BOOST_CHECK_MESSAGE(names(evaluators()).count("inception"), "judge inception");
+  BOOST_CHECK_MESSAGE(names(decoders()).count("sd_vae"), "decoder sd_vae");
   for (auto& n : ca) BOOST_CHECK_MESSAGE(names(caches()).count(n), "cache " << n);
   for (auto& n : me) BOOST_CHECK_MESSAGE(names(metrics()).count(n), "metric " << n);
   for (auto& n : op) BOOST_CHECK_MESSAGE(names(ops_layers()).count(n), "ops " << n);
@@ -45,6 +48,8 @@ const std::map<std::string, std::string> kExamples = {
     {"vc", "type: vc\ninner: {type: fora, interval: 2}\ntable: results/calib/v.safetensors\n"},
     {"interval_adjust", "type: interval_adjust\ninner: {type: fora, interval: 2}\ntable: results/calib/i.safetensors\n"},
     {"schedule", "type: schedule\ncompute: [1, 0, 1]\n"},
+    {"inception", "type: inception\nweights: checkpoints/pt_inception.safetensors\n"},
+    {"sd_vae", "type: sd_vae\nweights: checkpoints/sd-vae-ft-ema.safetensors\n"},
     {"magcache", "type: magcache\ncalibration: results/calib/m.txt\n"},
     {"scm", "type: scm\npreset: fast\ninner: {type: fbcache, threshold: 0.2}\n"},
     {"threshold_search",
@@ -75,6 +80,7 @@ BOOST_AUTO_TEST_CASE(config_round_trip_of_every_component) {
   round_trip_all(ops_layers());
   round_trip_all(metrics());
   round_trip_all(evaluators());
+  round_trip_all(decoders());
 }
 
 BOOST_AUTO_TEST_CASE(unknown_type_lists_the_registered_names_with_a_suggestion) {

@@ -44,9 +44,9 @@ print("written")
 PY
 expect 0 "wrote" "the checkpoint converts" /usr/bin/python3 "$root/tools/convert_inception.py" "$tmp/pt_inception.pth" "$tmp/inception.safetensors"
 w="$tmp/inception.safetensors"
-expect 0 "FID|precision 1.0000   recall 1.0000|reference: 4 / 4 images|wrote" "samples against themselves" \
+expect 0 "FID|precision 1.0000   recall 1.0000|reference batch: 4 / 4 images|wrote" "samples against themselves" \
   "$exe" fid "$tmp/samples.npz" "$tmp/samples.npz" --inception "$w" --batch 3 --output "$tmp/self.json"
-expect 0 "reference: features from" "the reference's features are cached and reused" \
+expect 0 "reference batch: features from" "the reference's features are cached and reused" \
   "$exe" fid "$tmp/samples_deflated.npz" "$tmp/samples.npz" --inception "$w" --output "$tmp/deflated.json"
 expect 0 "ok" "FID 0 against itself; IS as numpy computes it from pytorch-fid's logits; deflated reads as stored" \
   /usr/bin/python3 - "$tmp" <<'PY'
@@ -81,5 +81,54 @@ r = subprocess.run(["/usr/bin/python3", root + "/tools/convert_inception.py", tm
 print(r.stderr)
 sys.exit(r.returncode)
 PY
+# Inside a run: a latent DiT's samples decoded by the SD VAE before the metrics, scored by the
+# inception judge; PSNR on images agrees with numpy's on what `cachelab decode` writes.
+cat > "$tmp/latent.yaml" <<YAML
+name: latent
+backbone: {type: dit, input_size: 8, patch_size: 2, in_channels: 4, hidden_size: 32, depth: 2, num_heads: 4,
+           num_classes: 10, learn_sigma: true, weights: tests/fixtures/dit_adm_weights.safetensors}
+guidance: {type: cfg, channels: first3}
+sampler: {type: adm, timestep_respacing: "10"}
+run: {samples: 4, batch: 4, save_samples: 4, cfg_scale: 4, timing_reps: 0}
+decoder: {type: sd_vae, weights: tests/fixtures/sd_vae_diffusers.safetensors}
+judge: {type: inception, weights: $w}
+metrics: [psnr, sample_quality]
+variants:
+  fora_n5: {cache: {type: fora, interval: 5}}
+YAML
+expect 0 "fora_n5" "a latent run is scored on decoded images by the inception judge" \
+  "$exe" run "$tmp/latent.yaml" --results "$tmp/results"
+run=$(ls "$tmp"/results/latent/fora_n5*.h5 | head -1)
+"$exe" decode "$run" --vae "$root/tests/fixtures/sd_vae_diffusers.safetensors" --output "$tmp/x.npz" >/dev/null
+"$exe" decode "$run" --vae "$root/tests/fixtures/sd_vae_diffusers.safetensors" --samples reference --output "$tmp/r.npz" >/dev/null
+expect 0 "image psnr" "PSNR is on the decoded images; sample_quality's numbers are in the run" /usr/bin/python3 - "$run" "$tmp" <<'PY'
+import sys
+import h5py, numpy as np
+run, tmp = sys.argv[1], sys.argv[2]
+with h5py.File(run, "r") as f:
+    s = {k: float(v) for k, v in f["summary"].attrs.items()} if "summary" in f else {}
+    if not s:
+        s = {k: float(f.attrs[k]) for k in f.attrs if k.startswith("summary.")}
+    s = {k.replace("summary.", ""): v for k, v in s.items()}
+    assert f["samples/x"].shape[1] == 4, f["samples/x"].shape  # the run file keeps latents
+for k in ["fid_vs_reference", "inception_score", "precision", "recall"]:
+    assert k in s and np.isfinite(s[k]), (k, s)
+x = np.load(tmp + "/x.npz")["arr_0"].astype(np.float64) / 127.5 - 1
+r = np.load(tmp + "/r.npz")["arr_0"].astype(np.float64) / 127.5 - 1
+# uint8 truncation moves each pixel of either image by less than one level (2 / 255), so the
+# root mean square differences of float and uint8 images differ by less than that.
+rms_float = np.sqrt(4 / 10 ** (s["psnr"] / 10))
+rms_uint8 = np.sqrt(((x - r) ** 2).mean())
+assert abs(rms_float - rms_uint8) < 2 / 255, (rms_float, rms_uint8)
+print("image psnr", s["psnr"], "rms", rms_float, "uint8 rms", rms_uint8)
+PY
+sed -i 's|weights: tests/fixtures/sd_vae_diffusers.safetensors}|weights: tests/fixtures/nope.safetensors}|' "$tmp/latent.yaml"
+expect 2 "nope.safetensors" "a missing VAE file fails before anything runs" "$exe" validate "$tmp/latent.yaml" --results "$tmp/r2"
+# The full-size experiment files: every key valid; what stops them here is only a public
+# checkpoint that users download (docs/full-size.md).
+for f in "$root"/experiments/full/*.yaml "$root"/experiments/papers/full/*.yaml; do
+  expect 2 "checkpoints/|not found" "$(basename "$f"): valid, waiting for the public weights" \
+    "$exe" validate "$f" run.device=cpu --results "$tmp/v"
+done
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -92,5 +92,11 @@ front_down = report_figures.pareto_front([(1.0, 60.0), (2.0, 58.0), (3.0, 63.0),
 ok = front_up == [6, 0, 1, 2] and front_down == [1, 3, 2]
 failed += not ok
 print(("ok  " if ok else "FAIL") + f" Pareto fronts {front_up} (want [6, 0, 1, 2]), {front_down} (want [1, 3, 2])")
+# A claim with the paper's figure reads "paper: ... / here: ..." and keeps its verdict.
+v, _, sentence, _ = report.evaluate_claims([{"left": "a", "metric": "psnr", "op": ">", "right": "b",
+                                             "paper": "FID 2.27 -> 2.43 at N = 3 (Table 1)"}], runs)[0]
+ok = v == "holds" and sentence.startswith("paper: FID 2.27 -> 2.43 at N = 3 (Table 1) / here: psnr(a) = 30")
+failed += not ok
+print(("ok  " if ok else "FAIL") + f" paper beside the measurement: {sentence}")
 print(f"report: {failed} failed")
 sys.exit(1 if failed else 0)
