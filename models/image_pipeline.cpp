@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <filesystem>
+
 #include "framework/error.h"
 #include "framework/paths.h"
 #include "models/safetensors.h"
@@ -17,6 +19,10 @@ Cond Pipeline::condition(const Backbone& backbone, int64_t start, int64_t n) con
 ImagePipeline::ImagePipeline(const ImagePipelineOptions& o) {
   if (o.prompts.empty()) return;
   const std::string path = resolve_path(o.prompts);
+  CL_CHECK(std::filesystem::is_regular_file(path),
+           "pipeline.prompts: prompt file `" << o.prompts << "` not found (looked at " << path
+                                             << "); write it with `cachelab encode-prompts` (SD 1.x, CLIP) or "
+                                                "tools/t5_embed.py (PixArt-α, T5), docs/full-size.md");
   auto file = read_safetensors(path);
   for (auto& kv : file.tensors) {
     if (kv.first == "embeddings") embeddings_ = kv.second.to(at::kFloat);

@@ -46,7 +46,7 @@ std::string shape_str(at::IntArrayRef s) {
 
 SafetensorsFile read_safetensors(const std::string& path) {
   std::ifstream in(path, std::ios::binary | std::ios::ate);
-  CL_CHECK(in.good(), "weights file `" << path << "` not found");
+  CL_CHECK(in.good(), "safetensors file `" << path << "` not found");
   const int64_t size = in.tellg();
   in.seekg(0);
   const std::string corrupt = "weights file `" + path + "` is truncated or not a safetensors file";

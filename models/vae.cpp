@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <filesystem>
 #include <regex>
 #include <set>
 
@@ -199,6 +200,9 @@ at::Tensor to_uint8_nhwc(const at::Tensor& images) {
 
 namespace {
 SdVaeDecoder loaded_vae(const std::string& path) {
+  CL_CHECK(std::filesystem::is_regular_file(path),
+           "decoder.weights: VAE file `" << path << "` not found; the SD VAE (sd-vae-ft-ema / -mse, "
+                                            "diffusion_pytorch_model.safetensors) or a whole SD checkpoint (docs/full-size.md)");
   const SafetensorsFile f = read_safetensors(path);
   SdVaeDecoder vae(sd_vae_options_of(f, path));
   vae.load(f, path);

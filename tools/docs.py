@@ -47,7 +47,18 @@ BLOCK = re.compile(r"(<!-- generated: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- 
 DEFAULT_METRICS = ["speedup_flops", "speedup_wall", "psnr", "ssim", "fid", "accuracy"]
 HEADERS = {"speedup_flops": "FLOPs x", "speedup_wall": "wall x", "psnr": "PSNR (dB)", "ssim": "SSIM", "fid": "FID",
            "accuracy": "agreement", "accuracy_worst_class": "worst class", "mse": "MSE", "reuse_fraction": "reused", "token_match": "token match",
-           "final_err_rel_l1": "final rel. L1"}
+           "final_err_rel_l1": "final rel. L1", "wall_over_flops": "wall / FLOPs", "speedup_wall_iqr": "wall x quartiles"}
+
+
+def metric_value(r, metric):
+    """A run's metric, or a derived one: wall_over_flops (speedup_wall / speedup_flops),
+    speedup_wall_iqr (the interleaved repetitions' quartiles, as text)."""
+    m = r["metrics"]
+    if metric == "wall_over_flops" and "speedup_wall" in m and "speedup_flops" in m:
+        return m["speedup_wall"] / m["speedup_flops"]
+    if metric == "speedup_wall_iqr" and "speedup_wall_q25" in m and "speedup_wall_q75" in m:
+        return f"{m['speedup_wall_q25']:.2f}-{m['speedup_wall_q75']:.2f}"
+    return m.get(metric)
 
 
 def pages():
@@ -85,7 +96,7 @@ def fmt_metric(metric, v):
         return f"{100 * v:.1f}%"
     if metric in ("ssim", "reuse_fraction"):
         return f"{v:.3f}"
-    if metric in ("speedup_flops", "speedup_wall", "psnr"):
+    if metric in ("speedup_flops", "speedup_wall", "psnr", "wall_over_flops"):
         return f"{v:.2f}"
     if metric in ("fid", "fid_ref"):
         return f"{v:.1f}"
@@ -93,6 +104,8 @@ def fmt_metric(metric, v):
 
 
 def cell(metric, values):
+    if metric == "speedup_wall_iqr":  # text: one run's quartiles each
+        return " / ".join(values) if values else "-"
     vals = [float(v) for v in values]
     if not vals:
         return "-"
@@ -139,7 +152,7 @@ def table_block(args):
     lines = ["| variant | " + " | ".join(HEADERS.get(m, m) for m in metrics) + " |",
              "|---|" + "---|" * len(metrics)]
     for label, rs in rows:
-        lines.append(f"| {label} | " + " | ".join(cell(m, [r["metrics"][m] for r in rs if m in r["metrics"]])
+        lines.append(f"| {label} | " + " | ".join(cell(m, [v for r in rs if (v := metric_value(r, m)) is not None])
                                                  for m in metrics) + " |")
     note = f"Mean ± standard deviation over {seeds} seeds. " if seeds > 1 else ""
     return "\n".join(lines) + f"\n\n{note}" + " ".join(environment_line(s, f) for f, s in summ.values()) + "\n"

@@ -268,7 +268,7 @@ def plot_site_error(site_err, sites, groups, path):
     if not shown or not sites:
         return False
     data = np.stack([site_err[g] for g in shown], axis=1)  # [P, G]
-    height = min(MAX_HEIGHT_IN - 1.5, 0.2 * len(sites) + 1.0)
+    height = min(MAX_HEIGHT_IN - 1.8, 0.2 * len(sites) + 1.0)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(shown) + 4.0), height + 1.8))
     norm = log_norm(data)
     im = ax.imshow(np.ma.masked_invalid(data), aspect="auto", cmap=heat_cmap(), norm=norm, interpolation="nearest")
