@@ -33,6 +33,8 @@ std::vector<uint8_t> flags(const YAML::Node& n, const std::string& where) {
 
 }  // namespace
 
+static Schedule parse_schedule(const YAML::Node& root, const std::string& path);
+
 Schedule load_schedule(const std::string& path) {
   CL_CHECK(std::filesystem::exists(path),
            "schedule file " << path << " does not exist; make one with `cachelab schedule PROFILE.h5 --method dp "
@@ -44,10 +46,20 @@ Schedule load_schedule(const std::string& path) {
   } catch (const YAML::Exception& e) {
     CL_FAIL(path << ": not a readable schedule file: " << e.what());
   }
+  CL_CHECK(root.IsMap(), path << ": not a schedule file (a YAML map with `steps` and `compute`)");
+  try {
+    return parse_schedule(root, path);
+  } catch (const YAML::Exception& e) {  // a value of the wrong type (a map for a number, ...)
+    CL_FAIL(path << ": not a readable schedule file: " << e.what());
+  }
+}
+
+static Schedule parse_schedule(const YAML::Node& root, const std::string& path) {
   Schedule s;
   CL_CHECK(root["steps"] && root["compute"], path << ": a schedule file needs `steps` and `compute`");
   s.method = root["method"] ? root["method"].as<std::string>() : "";
   s.steps = root["steps"].as<int>();
+  CL_CHECK(s.steps >= 1, path << ": `steps` must be >= 1, got " << s.steps);
   s.compute = flags(root["compute"], path + ": `compute`");
   CL_CHECK(int(s.compute.size()) == s.steps,
            path << ": `compute` has " << s.compute.size() << " entries for steps: " << s.steps);

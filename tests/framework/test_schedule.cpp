@@ -120,6 +120,13 @@ BOOST_AUTO_TEST_CASE(schedule_files_round_trip_and_bad_ones_are_refused) {
   cachelab::testing::check_error([&] { load_schedule(d.path + "/bad.yaml"); }, {"bad.yaml", "0 or 1"});
   d.file("short.yaml", "steps: 4\ncompute: [1, 0, 0]\n");
   cachelab::testing::check_error([&] { load_schedule(d.path + "/short.yaml"); }, {"3 entries", "steps: 4"});
+  // Values of the wrong type and files that are no map end in a clear error (found by fuzzing).
+  d.file("typed.yaml", "steps: {a: 1}\ncompute: [1]\n");
+  cachelab::testing::check_error([&] { load_schedule(d.path + "/typed.yaml"); }, {"typed.yaml", "not a readable schedule file"});
+  d.file("list.yaml", "- 1\n- 2\n");
+  cachelab::testing::check_error([&] { load_schedule(d.path + "/list.yaml"); }, {"list.yaml", "not a schedule file"});
+  d.file("zero.yaml", "steps: 0\ncompute: []\n");
+  cachelab::testing::check_error([&] { load_schedule(d.path + "/zero.yaml"); }, {"`steps` must be >= 1"});
 }
 
 BOOST_AUTO_TEST_CASE(profile_reuse_error_is_zero_at_lag_zero_and_grows_with_lag) {
