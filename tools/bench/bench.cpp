@@ -3,8 +3,12 @@
 //  (b) FORA N = 2, 3, 4: wall-clock speedup / FLOPs speedup
 //  (c) with --w8a8 CALIB: only W8A8 (calibrate to CALIB; linears' memory; forward, block-stack and
 //      linear times of int8 static / dynamic and fake vs fp32 at batch 1 and --batch; PSNR)
-// usage: cachelab_bench [--reps 7] [--batch 16] [--steps 50] [--threads 1] [--w8a8 CALIB]
+//  (d) with --eager DIT_CHECKOUT: only the DiT-XL/2-256 forward (random weights) at batch 1 and 8
+//      against eager PyTorch running the reference DiT (tools/bench/eager_dit.py; other
+//      processes, so not one process: see bench_eager)
+// usage: cachelab_bench [--reps 7] [--batch 16] [--steps 50] [--threads 1] [--w8a8 CALIB] [--eager DIT_CHECKOUT]
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>
@@ -26,7 +30,9 @@
 #include "framework/summary.h"
 #include "framework/system_info.h"
 #include "framework/paths.h"
+#include "models/dit.h"
 #include "models/image_pipeline.h"
+#include "models/safetensors.h"
 #include "models/samplers.h"
 #include "framework/metric.h"
 #include "quant/w8a8.h"
@@ -251,12 +257,65 @@ int bench_w8a8(Backbone& bb, const DdimSampler& sampler, RunOptions run, int rep
   return 0;
 }
 
+// (d) cachelab's DiT-XL/2-256 forward against eager PyTorch's (the reference DiT on Debian's
+// python3-torch, same threads, same weights and inputs): per batch size one warm-up here, then
+// `reps` repetitions that time cachelab's forward and the reference's (a python process per
+// repetition, its start-up, loading and warm-up excluded), alternating which goes first;
+// medians and quartiles of the times and of the eager / cachelab ratios, and the largest
+// difference of the outputs relative to their largest value.
+int bench_eager(const std::string& checkout, int reps, int threads) {
+  const std::string dir = "/tmp/cachelab_eager_dit";
+  const std::string py = "/usr/bin/python3 " + project_root() + "/tools/bench/eager_dit.py";
+  std::system(("mkdir -p " + dir).c_str());
+  std::printf("[bench] eager: the reference DiT-XL/2 from %s; random weights and inputs in %s\n", checkout.c_str(),
+              dir.c_str());
+  CL_CHECK(std::system((py + " make " + checkout + " " + dir).c_str()) == 0, "eager_dit.py make failed");
+  DitOptions o;
+  o.input_size = 32, o.patch_size = 2, o.in_channels = 4, o.hidden_size = 1152, o.depth = 28, o.num_heads = 16;
+  o.num_classes = 1000, o.learn_sigma = true, o.weights = dir + "/weights.safetensors";
+  Dit dit(o);
+  auto f = read_safetensors(dir + "/inputs.safetensors");
+  std::map<std::string, at::Tensor> in(f.tensors.begin(), f.tensors.end());
+  c10::InferenceMode guard;
+  PassThroughHooks hooks(dit.linears());
+  for (int64_t b : {1, 8}) {
+    auto x = in.at("x").narrow(0, 0, b), t = in.at("t").narrow(0, 0, b);
+    Cond c;
+    c.labels = in.at("y").narrow(0, 0, b);
+    at::Tensor out = dit.forward(x, t, c, hooks);  // warm-up
+    const std::string cmd = py + " time " + checkout + " " + dir + " " + std::to_string(b) + " " + std::to_string(threads) +
+                            " > " + dir + "/eager.txt";
+    auto eager = [&] {
+      CL_CHECK(std::system(cmd.c_str()) == 0, "eager_dit.py time failed");
+      std::FILE* fh = std::fopen((dir + "/eager.txt").c_str(), "r");
+      double sec = -1;
+      CL_CHECK(fh && std::fscanf(fh, "eager_seconds %lf", &sec) == 1, "no eager_seconds in " << dir << "/eager.txt");
+      std::fclose(fh);
+      return sec;
+    };
+    std::vector<double> ours, theirs;
+    for (int r = 0; r < reps; ++r) {
+      auto mine = [&] { ours.push_back(seconds([&] { out = dit.forward(x, t, c, hooks); })); };
+      if (r % 2 == 0) mine(), theirs.push_back(eager());
+      else theirs.push_back(eager()), mine();
+    }
+    auto ref = read_safetensors(dir + "/eager_out_" + std::to_string(b) + ".safetensors").tensors[0].second;
+    const double err = (out - ref).abs().max().item<double>() / ref.abs().max().item<double>();
+    std::printf("  batch %lld: cachelab %s s, eager PyTorch %s s, eager / cachelab %s (median [quartiles] of %d); "
+                "outputs differ by %.2g of the largest\n",
+                (long long)b, spread(ours).c_str(), spread(theirs).c_str(), spread(ratios(theirs, ours), "%.2f").c_str(),
+                reps, err);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int reps = 7, batch = 16, steps = 50, threads = 1;
-  std::string w8a8;
+  std::string w8a8, eager;
   for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--eager")) eager = argv[i + 1];
     if (!std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--batch")) batch = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
@@ -267,6 +326,10 @@ int main(int argc, char** argv) {
     register_components();
     auto info = system_info(threads);
     std::printf("%s\n", describe(info).c_str());
+    if (!eager.empty()) {
+      at::set_num_threads(threads);
+      return bench_eager(eager, reps, threads);
+    }
     ConfigNode preset = load_config(project_root() + "/configs/backbones/dit-mnist.yaml");
     auto backbone = backbones().build(*preset.find("backbone"));
     DdimOptions so;
