@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -85,6 +86,27 @@ std::vector<std::string> read_calibration_file(const std::string& path, const st
   CL_CHECK(found == digest, who << ": `" << p << "` was fitted on another backbone (digest " << found
                                 << ", this one is " << digest << "); re-run `cachelab calibrate EXP.yaml`");
   return payload;
+}
+
+std::vector<double> calibration_numbers(const std::vector<std::string>& lines, const std::string& path,
+                                        const std::string& who) {
+  std::vector<double> out;
+  for (auto& line : lines) {
+    std::istringstream in(line);
+    for (std::string tok; in >> tok;) {
+      size_t used = 0;
+      double v = 0;
+      try {
+        v = std::stod(tok, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      CL_CHECK(used == tok.size() && std::isfinite(v),
+               who << ": `" << path << "` holds `" << tok << "`, not a finite number; re-run `cachelab calibrate EXP.yaml`");
+      out.push_back(v);
+    }
+  }
+  return out;
 }
 
 }  // namespace cachelab

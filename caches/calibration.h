@@ -29,4 +29,10 @@ std::string write_calibration_file(const std::string& path, const std::string& h
 std::vector<std::string> read_calibration_file(const std::string& path, const std::string& digest,
                                                const std::string& who);
 
+// The whitespace-separated numbers of calibration payload lines (TeaCache's coefficients,
+// MagCache's ratios): every token must be a finite number, else the error names `who`, the
+// file and the token (a damaged file is never read halfway).
+std::vector<double> calibration_numbers(const std::vector<std::string>& lines, const std::string& path,
+                                        const std::string& who);
+
 }  // namespace cachelab

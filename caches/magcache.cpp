@@ -68,11 +68,7 @@ void MagCachePolicy::begin_run(RunContext& ctx) {
     if (o_.calibration.empty()) {
       table_ = o_.ratios;
     } else {
-      table_.clear();
-      for (auto& line : read_calibration_file(o_.calibration, digest_, "magcache")) {
-        std::istringstream in(line);
-        for (double r; in >> r;) table_.push_back(r);
-      }
+      table_ = calibration_numbers(read_calibration_file(o_.calibration, digest_, "magcache"), o_.calibration, "magcache");
       CL_CHECK(!table_.empty(), "magcache: `" << o_.calibration << "` holds no ratios");
     }
     loaded_ = true;

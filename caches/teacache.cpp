@@ -67,11 +67,7 @@ void TeaCachePolicy::begin_run(RunContext& ctx) {
   if (!o_.calibration.empty() && digest_.empty()) digest_ = backbone_digest(ctx);
   if (!o_.calibration.empty() && !calibrating_ && !loaded_) {
     const std::string path = resolve_path(o_.calibration);
-    std::string text;
-    for (auto& line : read_calibration_file(o_.calibration, digest_, "teacache")) text += line + " ";
-    std::istringstream in(text);
-    coef_.clear();
-    for (double c; in >> c;) coef_.push_back(c);
+    coef_ = calibration_numbers(read_calibration_file(o_.calibration, digest_, "teacache"), path, "teacache");
     CL_CHECK(!coef_.empty(), "teacache: `" << path << "` holds no coefficients");
     loaded_ = true;
   }

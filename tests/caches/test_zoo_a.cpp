@@ -222,11 +222,16 @@ BOOST_FIXTURE_TEST_CASE(calibration_writes_ratios_with_the_digest_and_a_real_run
   std::stringstream text;
   text << in.rdbuf();
   std::string s = text.str();
+  const std::string original = s;
   const auto at_digest = s.find("backbone_digest: ") + 17;
   s[at_digest] = s[at_digest] == '0' ? '1' : '0';
   std::ofstream(o.calibration) << s;
   MagCachePolicy other(o);
   check_error([&] { with(other); }, {"fitted on another backbone", "cachelab calibrate"});
+  // A damaged ratio is an error, not a table silently cut short at it.
+  std::ofstream(o.calibration) << original.substr(0, original.rfind(' ')) << " 0.9x7\n";
+  MagCachePolicy damaged(o);
+  check_error([&] { with(damaged); }, {"holds `0.9x7`, not a finite number"});
 }
 
 BOOST_AUTO_TEST_SUITE_END()
