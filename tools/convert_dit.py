@@ -12,7 +12,6 @@ file loads with every name and shape matched (the model is built as the backbone
 
   build/cachelab validate experiments/full/dit_xl2.yaml backbone.weights=checkpoints/DiT-XL-2-256x256.safetensors
 """
-import hashlib
 import os
 import sys
 
@@ -62,13 +61,7 @@ def main(argv):
         raise SystemExit(f"error: {src} not found")
     obj = torch.load(src, map_location="cpu")
     sd = state_dict_of(obj, src)
-    digest = hashlib.sha256(open(src, "rb").read()).hexdigest()[:16]
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    tmp = dst + ".tmp"
-    safetensors_io.write(tmp, sd, {"source": os.path.basename(src), "source_sha256_16": digest,
-                                   "converted_by": "tools/convert_dit.py"})
-    os.replace(tmp, dst)
-    n = sum(t.numel() for t in sd.values())
+    n = safetensors_io.write_converted(src, dst, sd, "tools/convert_dit.py")
     print(f"wrote {dst}: {len(sd)} tensors, {n / 1e6:.1f}M parameters ({describe(sd)})")
     return 0
 

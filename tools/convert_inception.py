@@ -25,8 +25,8 @@ def main():
     tensors = {k: v.float() for k, v in state.items() if not k.endswith("num_batches_tracked")}
     if "fc.weight" not in tensors or tuple(tensors["fc.weight"].shape) != (1008, 2048):
         sys.exit(f"{src}: no fc.weight [1008, 2048]; this is not the FID Inception (pytorch-fid's 1008-class TF port)")
-    safetensors_io.write(dst, tensors, {"source": os.path.basename(src)})
-    print(f"wrote {dst}: {len(tensors)} tensors")
+    n = safetensors_io.write_converted(src, dst, tensors, "tools/convert_inception.py")
+    print(f"wrote {dst}: {len(tensors)} tensors, {n / 1e6:.1f}M parameters")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ the presets (docs/full-size.md, section PixArt-α):
 
   build/cachelab validate pixart256.yaml
 """
-import hashlib
 import os
 import sys
 
@@ -67,13 +66,7 @@ def main(argv):
     if not os.path.exists(src):
         raise SystemExit(f"error: {src} not found")
     sd = state_dict_of(torch.load(src, map_location="cpu"), src, "--ema" in argv)
-    digest = hashlib.sha256(open(src, "rb").read()).hexdigest()[:16]
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    tmp = dst + ".tmp"
-    safetensors_io.write(tmp, sd, {"source": os.path.basename(src), "source_sha256_16": digest,
-                                   "converted_by": "tools/convert_pixart.py"})
-    os.replace(tmp, dst)
-    n = sum(t.numel() for t in sd.values())
+    n = safetensors_io.write_converted(src, dst, sd, "tools/convert_pixart.py")
     print(f"wrote {dst}: {len(sd)} tensors, {n / 1e6:.1f}M parameters ({describe(sd)})")
     return 0
 
