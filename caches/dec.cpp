@@ -7,27 +7,9 @@
 #include "framework/error.h"
 #include "framework/paths.h"
 #include "framework/registries.h"
-#include "models/safetensors.h"
+#include "framework/safetensors.h"
 
 namespace cachelab {
-
-std::pair<at::Tensor, at::Tensor> fit_affine(const at::Tensor& sx, const at::Tensor& sy, const at::Tensor& sxx,
-                                             const at::Tensor& sxy, double n) {
-  auto mx = sx / n, my = sy / n;
-  auto var = sxx / n - mx * mx, cov = sxy / n - mx * my;
-  auto flat = var <= 1e-12 * (sxx / n).clamp_min(1e-30);
-  auto a = at::where(flat, at::ones_like(var), cov / var.clamp_min(1e-30));
-  auto b = my - a * mx;
-  return {a, b};
-}
-
-void AffineSums::add(const at::Tensor& x_in, const at::Tensor& y_in) {
-  const auto x = x_in.to(at::kDouble), y = y_in.to(at::kDouble);
-  if (!sx.defined()) sx = sy = sxx = sxy = at::zeros({x.size(1)}, x.options());
-  sx = sx + x.sum(0), sy = sy + y.sum(0);
-  sxx = sxx + (x * x).sum(0), sxy = sxy + (x * y).sum(0);
-  n += double(x.size(0));
-}
 
 // A site output's channels: the last dim of token outputs [B, N, D], dim 1 of feature maps
 // [B, C, H, W] (U-Net branches and blocks).

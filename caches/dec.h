@@ -17,6 +17,7 @@
 #include <string>
 #include <utility>
 
+#include "framework/affine_fit.h"
 #include "framework/layer.h"
 #include "framework/registry.h"
 
@@ -45,20 +46,6 @@ struct DecOptions {
     c.require(!inner.empty(), "inner", "must name the corrected policy, e.g. {type: fora, interval: 3}");
     c.require(!table.empty(), "table", "must name the coefficient file (written by `cachelab calibrate`)");
   }
-};
-
-// Least-squares y ~ a x + b per channel (last dim) from running sums; a = 1 where x does
-// not vary. Inputs: sums over rows of x, y, x^2, x*y ([D] float64) and the row count.
-std::pair<at::Tensor, at::Tensor> fit_affine(const at::Tensor& sx, const at::Tensor& sy, const at::Tensor& sxx,
-                                             const at::Tensor& sxy, double n);
-
-// Running least-squares sums for fit_affine: add(x, y) with rows [R, C] of stand-ins x and
-// truths y (any dtype; summed in float64), then fit() gives (a, b) per channel, [C] each.
-struct AffineSums {
-  at::Tensor sx, sy, sxx, sxy;
-  double n = 0;
-  void add(const at::Tensor& x, const at::Tensor& y);
-  std::pair<at::Tensor, at::Tensor> fit() const { return fit_affine(sx, sy, sxx, sxy, n); }
 };
 
 // ERTACache's closed-form residual linearization (Ma et al., 2025), our reading: the cache

@@ -9,7 +9,7 @@
 #include "framework/error.h"
 #include "framework/paths.h"
 #include "framework/registries.h"
-#include "models/safetensors.h"
+#include "framework/safetensors.h"
 
 namespace cachelab {
 

@@ -7,7 +7,7 @@
 
 #include "framework/error.h"
 #include "framework/paths.h"
-#include "models/safetensors.h"
+#include "framework/safetensors.h"
 
 namespace cachelab {
 

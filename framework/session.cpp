@@ -22,22 +22,19 @@
 #include "framework/recorder.h"
 #include "framework/registries.h"
 #include "framework/runner.h"
+#include "framework/scorer.h"
 #include "framework/summary.h"
 #include "framework/system_info.h"
 #include "framework/backbone.h"
-#include "framework/decoder.h"
 #include "framework/layer.h"
 #include "framework/paths.h"
 #include "framework/pipeline.h"
-#include "framework/metric.h"
 #include "framework/multi_run.h"
 
 namespace cachelab {
 namespace fs = std::filesystem;
 
 namespace {
-
-bool metric_needs_judge(const ConfigNode& spec) { return metrics().build(spec)->needs_judge(); }
 
 // `key:` of a run config, or a map with `type: fallback`.
 ConfigNode component_or(const ConfigNode& cfg, const char* key, const char* fallback) {
@@ -76,7 +73,7 @@ std::vector<float> to_floats(const at::Tensor& t) {
   return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
 }
 
-// Everything one process keeps between runs: built backbones, loaded references, the judge.
+// Everything one process keeps between runs: built backbones, loaded references, the scorer (judge, decoders).
 class Session {
  public:
   Session(const ExperimentSpec& spec, const SweepOptions& o) : spec_(spec), o_(o) {
@@ -149,16 +146,7 @@ class Session {
                                                                         << " is impossible: " << e.what());
       }
     }
-    decoder(run.config);  // a bad VAE file fails here
-    if (const ConfigNode* m = run.config.find("metrics"))
-      for (auto& entry : m->seq) {
-        auto metric = metrics().build(metric_spec(entry));
-        for (auto& f : metric->files(default_data_dir()))
-          CL_CHECK(fs::exists(f), entry.where() << ": metric `" << metric_spec(entry).find("type")->scalar
-                                                << "` reads `" << f << "`, which is missing: run `bash "
-                                                   "tools/fetch_data.sh` or point CACHELAB_DATA at the data");
-        if (metric->needs_judge()) judge();
-      }
+    scorer_.prepare(run.config);
   }
 
   // Runs `run` with its calibrators observing, then writes what they fitted. The cache
@@ -370,30 +358,6 @@ class Session {
     }
     return best;
   }
-  Evaluator* judge() {
-    if (!judge_ && !spec_.judge.is_null()) judge_ = evaluators().build(spec_.judge);
-    return judge_.get();
-  }
-  // The run's `decoder:` (built once per resolved spec), or null.
-  Decoder* decoder(const ConfigNode& run_config) {
-    const ConfigNode* d = run_config.find("decoder");
-    if (!d) return nullptr;
-    const std::string key = to_yaml(*d);
-    auto it = decoders_.find(key);
-    if (it == decoders_.end()) it = decoders_.emplace(key, decoders().build(*d)).first;
-    return it->second.get();
-  }
-  // A reference's decoded samples, decoded once per (reference, decoder).
-  const at::Tensor& decoded_reference(const std::string& ref_id, const ConfigNode& run_config, const at::Tensor& samples) {
-    const std::string key = ref_id + "|" + to_yaml(*run_config.find("decoder"));
-    auto it = decoded_refs_.find(key);
-    if (it == decoded_refs_.end()) {
-      c10::InferenceMode guard;
-      it = decoded_refs_.emplace(key, decoder(run_config)->decode(samples)).first;
-    }
-    return it->second;
-  }
-
   void recapture(const RunSpec& ref, const std::string& cache) {
     Backbone& bb = backbone(*ref.config.find("backbone"), run_options(ref.config));
     BuiltRun parts = build(ref, bb);
@@ -595,22 +559,7 @@ class Session {
     }
     summary["reuse_fraction"] = reuse_fraction(tr.steps);
     summary["final_err_rel_l1"] = tr.steps.empty() ? 0 : tr.steps.back().err_ref_rel_l1;
-    MetricInputs in;
-    in.samples = tr.samples;
-    in.reference = ref->samples;
-    if (Decoder* dec = decoder(cfg)) {  // a latent model: the metrics see images
-      c10::InferenceMode guard;
-      in.samples = dec->decode(tr.samples);
-      in.reference = decoded_reference(run.reference_id, cfg, ref->samples);
-    }
-    in.labels = tr.labels;
-    in.data_dir = default_data_dir();
-    for (auto& entry : cfg.find("metrics") ? cfg.find("metrics")->seq : std::vector<ConfigNode>{}) {
-      const ConfigNode spec = metric_spec(entry);
-      auto metric = metrics().build(spec);
-      if (metric->needs_judge()) in.judge = judge();
-      for (auto& [k, v] : metric->compute(in)) summary[k] = v;
-    }
+    for (auto& [k, v] : scorer_.score(cfg, tr.samples, tr.labels, run.reference_id, ref->samples)) summary[k] = v;
     writer.set_summary(summary);
     writer.finish_done();
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -629,9 +578,7 @@ class Session {
   SystemInfo info_;
   std::map<std::string, std::unique_ptr<Backbone>> backbones_;
   std::map<std::string, ReferenceTrace> refs_;
-  std::unique_ptr<Evaluator> judge_;
-  std::map<std::string, std::unique_ptr<Decoder>> decoders_;
-  std::map<std::string, at::Tensor> decoded_refs_;
+  Scorer scorer_{spec_.judge};  // the judge, decoders and metrics
   std::set<std::string> warmed_, warned_random_, failed_refs_;
   fs::file_time_type started_ = fs::file_time_type::clock::now();
   std::map<std::string, UnitCost> unit_costs_;

@@ -12,8 +12,8 @@
 #include "framework/error.h"
 #include "framework/npz.h"
 #include "framework/paths.h"
+#include "framework/safetensors.h"
 #include "metrics/functional.h"
-#include "models/safetensors.h"
 
 namespace cachelab {
 

@@ -7,7 +7,7 @@
 #include <regex>
 
 #include "framework/error.h"
-#include "models/safetensors.h"
+#include "framework/safetensors.h"
 
 namespace cachelab {
 namespace {

@@ -6,8 +6,8 @@
 #include <cstdio>
 
 #include "framework/error.h"
+#include "framework/safetensors.h"
 #include "models/mnist.h"
-#include "models/safetensors.h"
 
 namespace cachelab {
 

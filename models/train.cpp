@@ -10,10 +10,10 @@
 #include "framework/error.h"
 #include "framework/interrupt.h"
 #include "framework/recorder.h"
+#include "framework/safetensors.h"
+#include "framework/sampler.h"
 #include "models/diffusion_loss.h"
 #include "models/mnist.h"
-#include "models/safetensors.h"
-#include "framework/sampler.h"
 
 namespace cachelab {
 namespace fs = std::filesystem;

@@ -13,10 +13,10 @@
 #include <set>
 #include <sstream>
 
+#include "framework/affine_fit.h"
 #include "framework/error.h"
 #include "framework/paths.h"
-#include "caches/dec.h"
-#include "models/safetensors.h"
+#include "framework/safetensors.h"
 #include "quant/quantize.h"
 
 namespace cachelab {

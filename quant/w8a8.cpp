@@ -16,7 +16,7 @@
 
 #include "framework/error.h"
 #include "framework/paths.h"
-#include "models/safetensors.h"
+#include "framework/safetensors.h"
 #include "quant/quantize.h"
 
 namespace cachelab {

@@ -13,7 +13,7 @@
 #include "framework/error.h"
 #include "framework/npz.h"
 #include "framework/recorder.h"
-#include "models/safetensors.h"
+#include "framework/safetensors.h"
 #include "models/vae.h"
 
 namespace cachelab {

@@ -12,9 +12,9 @@
 #include <vector>
 
 #include "framework/error.h"
+#include "framework/safetensors.h"
 #include "models/clip_text.h"
 #include "models/clip_tokenizer.h"
-#include "models/safetensors.h"
 
 namespace po = boost::program_options;
 

@@ -16,7 +16,7 @@
 #include "framework/config.h"
 #include "framework/registries.h"
 #include "framework/registry.h"
-#include "models/safetensors.h"
+#include "framework/safetensors.h"
 #include "models/samplers.h"
 #include "tests/test_util.h"
 #include "tools/components.h"

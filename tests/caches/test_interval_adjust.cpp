@@ -12,7 +12,7 @@
 #include "caches/interval_adjust.h"
 #include "framework/config.h"
 #include "framework/registries.h"
-#include "models/safetensors.h"
+#include "framework/safetensors.h"
 #include "tests/caches/fixture.h"
 
 using namespace cachelab;

@@ -11,7 +11,7 @@
 #include "caches/teacache.h"
 #include "caches/toca.h"
 #include "framework/registries.h"
-#include "models/safetensors.h"
+#include "framework/safetensors.h"
 #include "tests/caches/fixture.h"
 
 using namespace cachelab;

@@ -10,7 +10,7 @@
 #include "caches/vc.h"
 #include "framework/config.h"
 #include "framework/registries.h"
-#include "models/safetensors.h"
+#include "framework/safetensors.h"
 #include "tests/caches/fixture.h"
 
 using namespace cachelab;

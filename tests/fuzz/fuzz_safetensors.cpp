@@ -10,7 +10,7 @@
 #include <string>
 
 #include "framework/error.h"
-#include "models/safetensors.h"
+#include "framework/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::string path = "/tmp/cachelab_fuzz_safetensors." + std::to_string(::getpid());

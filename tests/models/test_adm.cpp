@@ -10,9 +10,9 @@
 #include <memory>
 
 #include "framework/paths.h"
+#include "framework/safetensors.h"
 #include "models/dit.h"
 #include "models/image_pipeline.h"
-#include "models/safetensors.h"
 #include "models/samplers.h"
 #include "tests/test_util.h"
 

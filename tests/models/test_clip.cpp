@@ -10,9 +10,9 @@
 #include <map>
 
 #include "framework/paths.h"
+#include "framework/safetensors.h"
 #include "models/clip_text.h"
 #include "models/clip_tokenizer.h"
-#include "models/safetensors.h"
 #include "tests/test_util.h"
 
 using namespace cachelab;

@@ -7,9 +7,9 @@
 #include <fstream>
 
 #include "framework/interrupt.h"
+#include "framework/safetensors.h"
 #include "framework/site.h"
 #include "models/diffusion_loss.h"
-#include "models/safetensors.h"
 #include "models/samplers.h"
 #include "models/train.h"
 #include "tests/test_util.h"

@@ -4,8 +4,8 @@
 #include <boost/test/unit_test.hpp>
 #include <fstream>
 
+#include "framework/safetensors.h"
 #include "models/dit.h"
-#include "models/safetensors.h"
 #include "tests/test_util.h"
 
 using namespace cachelab;

@@ -10,8 +10,8 @@
 
 #include "framework/error.h"
 #include "framework/paths.h"
+#include "framework/safetensors.h"
 #include "models/inception.h"
-#include "models/safetensors.h"
 
 using namespace cachelab;
 

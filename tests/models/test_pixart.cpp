@@ -11,10 +11,10 @@
 #include <memory>
 
 #include "framework/paths.h"
+#include "framework/safetensors.h"
 #include "models/dpm_solver.h"
 #include "models/image_pipeline.h"
 #include "models/pixart.h"
-#include "models/safetensors.h"
 #include "tests/test_util.h"
 
 using namespace cachelab;

@@ -5,7 +5,7 @@
 #include <boost/test/unit_test.hpp>
 #include <map>
 
-#include "models/safetensors.h"
+#include "framework/safetensors.h"
 #include "models/unet.h"
 #include "tests/test_util.h"
 

@@ -8,7 +8,7 @@
 #include <map>
 
 #include "framework/paths.h"
-#include "models/safetensors.h"
+#include "framework/safetensors.h"
 #include "models/vae.h"
 #include "tests/test_util.h"
 

@@ -12,7 +12,7 @@
 #include "framework/error.h"
 #include "framework/registries.h"
 #include "framework/runner.h"
-#include "models/safetensors.h"
+#include "framework/safetensors.h"
 #include "models/samplers.h"
 #include "quant/ptq.h"
 #include "quant/quantize.h"

@@ -14,7 +14,7 @@
 #include "framework/config.h"
 #include "framework/registries.h"
 #include "framework/runner.h"
-#include "models/safetensors.h"
+#include "framework/safetensors.h"
 #include "models/samplers.h"
 #include "quant/w8a8.h"
 #include "tests/caches/fixture.h"

@@ -24,18 +24,18 @@
 #include "caches/fora.h"
 #include "caches/none.h"
 #include "framework/config.h"
+#include "framework/metric.h"
+#include "framework/paths.h"
 #include "framework/registries.h"
-#include "tools/components.h"
 #include "framework/runner.h"
+#include "framework/safetensors.h"
 #include "framework/summary.h"
 #include "framework/system_info.h"
-#include "framework/paths.h"
 #include "models/dit.h"
 #include "models/image_pipeline.h"
-#include "models/safetensors.h"
 #include "models/samplers.h"
-#include "framework/metric.h"
 #include "quant/w8a8.h"
+#include "tools/components.h"
 
 using namespace cachelab;
 

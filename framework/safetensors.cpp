@@ -1,4 +1,4 @@
-#include "models/safetensors.h"
+#include "framework/safetensors.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
