@@ -14,24 +14,30 @@ int64_t lower_index(const int64_t* p, int64_t n, int64_t value) { return std::lo
 
 }  // namespace
 
+KvLogging bind_kv_logging(const char* who, RunContext* ctx) {
+  KvLogging out;
+  if (!ctx || !ctx->sites) return out;
+  const auto& sites = *ctx->sites;
+  for (size_t i = 0; i < sites.size(); ++i)
+    if (sites[i].kind == SiteKind::Attn && sites[i].block >= 0) {
+      if (size_t(sites[i].block) >= out.attn_site.size()) out.attn_site.resize(size_t(sites[i].block) + 1, -1);
+      out.attn_site[size_t(sites[i].block)] = int(i);
+    }
+  CL_CHECK(!out.attn_site.empty(), who << ": the backbone has no attention site (kind attn); K/V caches serve "
+                                          "sequence models (tiny_mdlm, llada, tiny_video)");
+  out.hit_extra = ctx->declare_site_extra(
+      "kv_hit_rate", "1",
+      "fraction of the keys and values this layer's queries attended to that the K/V cache supplied (the rest "
+      "were computed this step); NaN where the layer did not attend");
+  return out;
+}
+
 void KvCacheOps::begin_run(const std::vector<LinearRef>& linears, RunContext* ctx) {
   Ops::begin_run(linears, ctx);
   ctx_ = ctx;
-  attn_site_.clear();
-  if (ctx && ctx->sites) {
-    const auto& sites = *ctx->sites;
-    for (size_t i = 0; i < sites.size(); ++i)
-      if (sites[i].kind == SiteKind::Attn && sites[i].block >= 0) {
-        if (size_t(sites[i].block) >= attn_site_.size()) attn_site_.resize(size_t(sites[i].block) + 1, -1);
-        attn_site_[size_t(sites[i].block)] = int(i);
-      }
-    CL_CHECK(!attn_site_.empty(), name_ << ": the backbone has no attention site (kind attn); K/V caches serve "
-                                           "sequence models (tiny_mdlm, tiny_video)");
-    hit_extra_ = ctx->declare_site_extra(
-        "kv_hit_rate", "1",
-        "fraction of the keys and values this layer's queries attended to that the K/V cache supplied (the rest "
-        "were computed this step); NaN where the layer did not attend");
-  }
+  KvLogging log = bind_kv_logging(name_, ctx);
+  attn_site_ = log.attn_site;
+  hit_extra_ = log.hit_extra;
   // One entry per attention layer, so that a layer that has not stored yet holds the plan back.
   layers_.assign(attn_site_.size(), Layer());
 }
@@ -62,7 +68,8 @@ void KvCacheOps::drop_before(Layer& l, int64_t position) {
   l.pos.erase(l.pos.begin(), l.pos.begin() + idx);
 }
 
-KvPlan KvCacheOps::kv_plan(int64_t context) {
+SeqPlan KvCacheOps::seq_begin(const SeqForward& f) {
+  const int64_t context = f.context;
   context_ = context;
   int64_t start = layers_.empty() ? 0 : std::numeric_limits<int64_t>::max();
   for (auto& l : layers_) start = std::min(start, l.end);
@@ -77,7 +84,10 @@ KvPlan KvCacheOps::kv_plan(int64_t context) {
   // Every later query is at a position >= start: older keys are out of every window.
   if (window_ >= 0)
     for (auto& l : layers_) drop_before(l, start - window_);
-  return {start, window_};
+  SeqPlan plan;
+  plan.window = window_;
+  if (start > 0) plan.rows = every_row(f.batch, f.length).narrow(1, start, f.length - start).contiguous();
+  return plan;
 }
 
 at::Tensor KvCacheOps::attention(const AttnCall& call, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
@@ -89,7 +99,13 @@ at::Tensor KvCacheOps::attention(const AttnCall& call, const at::Tensor& q, cons
            name_ << ": attention positions must be CPU tensors");
   if (size_t(call.layer) >= layers_.size()) layers_.resize(size_t(call.layer) + 1);
   Layer& l = layers_[size_t(call.layer)];
-  const at::Tensor kp = call.kv_positions.to(at::kLong).contiguous(), qp = call.q_positions.to(at::kLong).contiguous();
+  // Every sample computes the same positions (seq_begin asks for one range): sample 0's speak for all.
+  auto first_row = [&](const at::Tensor& t) {
+    CL_CHECK(t.dim() == 2 && t.equal(t.narrow(0, 0, 1).expand_as(t)),
+             name_ << ": the rows computed differ between samples (another K/V cache in the ops chain?)");
+    return t.select(0, 0).to(at::kLong).contiguous();
+  };
+  const at::Tensor kp = first_row(call.kv_positions), qp = first_row(call.q_positions);
   const int64_t* p = kp.data_ptr<int64_t>();
   const int64_t n = kp.numel();
   CL_CHECK(n == k.size(2) && qp.numel() == q.size(2), name_ << ": positions do not match the queries or keys");
@@ -129,12 +145,13 @@ at::Tensor KvCacheOps::attention(const AttnCall& call, const at::Tensor& q, cons
   AttnCall inner = call;
   at::Tensor K = k, V = v;
   if (c > 0) K = k.narrow(2, c, n - c), V = v.narrow(2, c, n - c);
-  inner.kv_positions = kp.narrow(0, c, n - c);
+  at::Tensor kpos = kp.narrow(0, c, n - c);
   if (ck.defined()) {
     K = at::cat({ck, K}, 2);
     V = at::cat({cv, V}, 2);
-    inner.kv_positions = at::cat({cpos, inner.kv_positions});
+    kpos = at::cat({cpos, kpos});
   }
+  inner.kv_positions = kpos.unsqueeze(0).expand({q.size(0), kpos.numel()});
   return Ops::attention(inner, q, K, V);
 }
 

@@ -1,5 +1,5 @@
 // K/V caches for sequence models, as ops layers (they wrap the ops below them; every linear
-// layer passes through). The model asks Ops::kv_plan(context) before its layers: the cache
+// layer passes through). The model asks Ops::seq_begin before its layers: the cache
 // answers from which position on the model must compute, supplies the keys and values of the
 // earlier positions in every attention call (they come first and every query sees them), and
 // stores the keys and values of finished context (positions < context) as the model computes
@@ -56,13 +56,21 @@ struct RollingKvOptions {
   }
 };
 
+// What every K/V cache logs: each attention layer's site (by block; -1 where none) and the
+// `kv_hit_rate` extra. Throws, naming `who`, when the backbone has no attention site.
+struct KvLogging {
+  std::vector<int> attn_site;
+  int hit_extra = -1;
+};
+KvLogging bind_kv_logging(const char* who, RunContext* ctx);
+
 // The storage and attention both caches share; subclasses say when to drop it all.
 class KvCacheOps : public Ops {
  public:
   void begin_run(const std::vector<LinearRef>& linears, RunContext* ctx) override;
   void begin_step(const StepIndex& step) override;
   void end_step() override;
-  KvPlan kv_plan(int64_t context) override;
+  SeqPlan seq_begin(const SeqForward& f) override;
   at::Tensor attention(const AttnCall& call, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) override;
 
  protected:

@@ -17,6 +17,8 @@
 #include "caches/scm.h"
 #include "caches/pab.h"
 #include "caches/ras.h"
+#include "caches/d2cache.h"
+#include "caches/seq_kv.h"
 #include "caches/taylorseer.h"
 #include "caches/teacache.h"
 #include "caches/threshold_search.h"
@@ -52,6 +54,14 @@ void register_caches() {
       "prefix_kv", "Fast-dLLM block-wise prefix K/V cache for masked-diffusion LMs (mdlm)", __FILE__);
   ops_layers().add<RollingKvCache, RollingKvOptions>(
       "rolling_kv", "AR video: K/V of finished frames kept, attention over a window of past frames", __FILE__);
+  ops_layers().add<DualKvCache, DualKvOptions>(
+      "dual_kv", "Fast-dLLM dual K/V cache: prefix and masked suffix cached, only the current block computed", __FILE__);
+  ops_layers().add<DkvCache, DkvCacheOptions>(
+      "dkv_cache", "dKV-Cache-Decode: a token's K/V cached one step after it is decoded, periodic refresh", __FILE__);
+  ops_layers().add<D2Cache, D2CacheOptions>(
+      "d2cache", "d2Cache: per step, masked positions by confidence x certainty density, decoded tokens and an attention-rollout nucleus recomputed", __FILE__);
+  ops_layers().add<WindowDiffusionCache, WindowDiffusionOptions>(
+      "window_diffusion", "Window-Diffusion: phases of a full forward then the nearest masked tokens only, far masks pruned", __FILE__);
   r.add<DbCachePolicy, DbCacheOptions>(
       "dbcache", "DBCache: Fn front blocks decide, the middle is skipped while their residual barely changes, Bn back blocks run", __FILE__);
   r.add<DeltaDitPolicy, DeltaDitOptions>(

@@ -25,8 +25,12 @@ struct Cond {
   int64_t chunk = 0;      // AR video: index of the chunk being generated
   // Sequence models (masked LM, AR video): leading positions of x that are finished context
   // (prompt and decoded blocks; frames of past chunks). The model predicts only the positions
-  // after them, and a K/V cache (Ops::kv_plan) may keep their keys and values.
+  // after them, and a K/V cache (Ops::seq_begin) may keep their keys and values.
   int64_t context = 0;
+  int64_t block_end = -1;  // masked LMs: outputs cover positions [context, block_end); -1 = to the end
+  at::Tensor token_state;  // masked LMs: [B, L] int32 token states (framework/ops.h), or undefined
+  at::Tensor confidence;   // masked LMs: [B, L] float, the decoder's last confidences (SeqForward), or undefined
+  int step = 0;            // the run's step (StepIndex::i) this forward belongs to
   Cond narrow(int64_t start, int64_t length) const;   // rows [start, start + length) of the batch
   static Cond cat(const Cond& a, const Cond& b);      // along the batch
 };

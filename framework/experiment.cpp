@@ -162,6 +162,7 @@ Resolved resolve_run(const ConfigNode& cfg) {
   refkey.child("backbone") = out.child("backbone");
   if (out.find("sampler")) refkey.child("sampler") = out.child("sampler");
   refkey.child("pipeline") = out.child("pipeline");
+  refkey.child("pipeline").erase("decoder");  // references decode with the pipeline's baseline
   refkey.child("guidance") = out.child("guidance");
   refkey.child("run") = out.child("run");
   for (const char* k : {"threads", "probe_samples", "save_samples", "timing_reps", "timing_samples"})
@@ -314,6 +315,8 @@ ExperimentSpec load_experiment(const std::string& file, const std::vector<std::s
         ref.config = run.config;
         ref.config.erase("cache");
         ref.config.erase("ops");
+        // A masked LM's decoding rule is a method too: its reference is the baseline decoder.
+        if (ConfigNode* pl = ref.config.find("pipeline"); pl && pl->is_map()) pl->erase("decoder");
         ref.overrides = "(reference of " + name + ")";
         const Resolved rr = resolve_run(ref.config);
         ref.resolved_yaml = rr.yaml;

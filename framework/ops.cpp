@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "framework/error.h"
+
 namespace cachelab {
 
 bool linear_matches(const LinearRef& l, const std::vector<std::string>& patterns) {
@@ -46,7 +48,37 @@ at::Tensor Ops::attention(const AttnCall& call, const at::Tensor& q, const at::T
   return dense_attention(q, k, v, call.mask);
 }
 
-KvPlan Ops::kv_plan(int64_t context) { return inner_ ? inner_->kv_plan(context) : KvPlan{}; }
+SeqPlan Ops::seq_begin(const SeqForward& f) { return inner_ ? inner_->seq_begin(f) : SeqPlan{}; }
+void Ops::seq_rows(int layer, at::Tensor& rows, at::Tensor& x) {
+  if (inner_) inner_->seq_rows(layer, rows, x);
+}
+
+at::Tensor every_row(int64_t batch, int64_t length) {
+  return at::arange(length, at::kLong).unsqueeze(0).expand({batch, length}).contiguous();
+}
+
+at::Tensor rows_between(const at::Tensor& x, const at::Tensor& rows, int64_t begin, int64_t end, at::Tensor* present) {
+  if (!rows.defined()) {
+    if (present) *present = at::ones({x.size(0), end - begin}, x.options().dtype(at::kBool));
+    return x.narrow(1, begin, end - begin);
+  }
+  const int64_t B = rows.size(0), n = end - begin;
+  CL_CHECK(rows.size(1) > 0, "the K/V cache left no rows to compute");
+  auto want = at::arange(begin, end, at::kLong).unsqueeze(0).expand({B, n}).contiguous();
+  auto idx = at::searchsorted(rows.contiguous(), want).clamp_max(rows.size(1) - 1);
+  auto there = rows.gather(1, idx).eq(want).to(x.device());  // [B, n]
+  if (present) *present = there;
+  idx = idx.to(x.device());
+  std::vector<int64_t> shape = {B, n};
+  auto view = idx, keep = there;
+  for (int64_t d = 2; d < x.dim(); ++d) {
+    shape.push_back(x.size(d));
+    view = view.unsqueeze(-1);
+    keep = keep.unsqueeze(-1);
+  }
+  auto out = x.gather(1, view.expand(shape));
+  return there.all().item<bool>() ? out : out * keep.to(out.scalar_type());
+}
 
 at::Tensor dense_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask) {
   auto scores = at::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(double(q.size(-1))));

@@ -28,14 +28,39 @@ struct LinearRef {
 struct AttnCall {
   int layer = 0;             // attention layer index (the block)
   at::Tensor mask;           // additive mask broadcastable to [B, H, Nq, Nk], or undefined
-  at::Tensor q_positions;    // int64 [Nq] CPU sequence positions of the queries (K/V caches), or undefined
-  at::Tensor kv_positions;   // int64 [Nk] CPU sequence positions of k and v, ascending, or undefined
+  // Sequence models (K/V caches): int64 CPU positions of the queries [B, Nq] and of k and v
+  // [B, Nk], ascending per sample, or undefined. A sequence model's self-attention passes
+  // the rows it computes (SeqPlan / Ops::seq_rows) as both.
+  at::Tensor q_positions;
+  at::Tensor kv_positions;
 };
 
-// What a K/V cache supplies in the coming forward of a sequence model (Ops::kv_plan).
-struct KvPlan {
-  int64_t start = 0;    // the model computes positions >= start; the ops supplies the keys and
-                        // values of earlier positions at every attention layer
+// The state of each position of a sequence as the decoder sees it (Cond::token_state,
+// SeqForward::state): int32 codes, >= 0 = decoded (unmasked) at that step of the run.
+constexpr int32_t kTokenPrompt = -1;  // given: the prompt, or a clean context frame
+constexpr int32_t kTokenMasked = -2;  // still MASK
+
+// What a sequence model tells its ops before a forward (Ops::seq_begin): everything a K/V
+// cache decides from. Tensors are CPU.
+struct SeqForward {
+  int64_t batch = 0, length = 0;  // B and L: positions (tokens; frames for video)
+  int64_t context = 0;            // positions < context are finished (Cond::context)
+  int64_t block_end = 0;          // the model returns outputs for positions [context, block_end)
+  at::Tensor tokens;              // [B, L] int64 token ids (masked LMs), or undefined
+  at::Tensor state;               // [B, L] int32 token states, or undefined
+  at::Tensor confidence;          // [B, L] float: the decoder's confidence at each masked position
+                                  // after the previous forward (NaN elsewhere), or undefined
+  int num_layers = 0;
+  int step = 0;                   // the run's step (StepIndex::i)
+  bool causal = false;            // a query sees positions <= its own only (AR video)
+};
+
+// The ops' answer: which positions the model computes at its first layer, per sample, and
+// which keys a query may see. The ops supplies the keys and values of every other position
+// in each attention call (Ops::attention), and may change the rows before any later layer
+// (Ops::seq_rows).
+struct SeqPlan {
+  at::Tensor rows;      // int64 [B, R] CPU, ascending per sample; undefined = all L positions
   int64_t window = -1;  // a query at position p sees keys at positions >= p - window only; -1 = all
 };
 
@@ -48,12 +73,17 @@ class Ops {
   virtual void end_step();
   virtual at::Tensor linear(int id, const at::Tensor& x);
   virtual at::Tensor attention(const AttnCall& call, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
-  // K/V caches. A sequence model calls this once per forward, before its layers, with the
-  // number of leading positions that are finished context (Cond::context); the answer says
-  // from which position on it must compute (the ops supplies the keys and values of the
-  // earlier ones, visible to every query) and which keys a query may see, so the model
-  // counts the FLOPs that really run. Without a cache: {0, -1}, compute everything.
-  virtual KvPlan kv_plan(int64_t context);
+  // K/V caches. A sequence model calls seq_begin once per forward, before its layers; it
+  // computes the rows of the answer (all positions when undefined), passes their positions
+  // with every attention call, and counts the FLOPs of what it computes. Default: the inner
+  // ops' answer, else everything.
+  virtual SeqPlan seq_begin(const SeqForward& f);
+  // Before layer `layer` (0 .. num_layers; num_layers = before the final norm and head) with
+  // the rows [B, R] it is about to compute and their residual stream x [B, R, D]: the ops may
+  // replace both, adding rows whose hidden states it kept or dropping rows (every sample
+  // keeps the same count R'). Outputs cover [context, block_end): a position the final rows
+  // lack gets a zero output (rows_between). Default: the inner ops', else unchanged.
+  virtual void seq_rows(int layer, at::Tensor& rows, at::Tensor& x);
   // An ops fitted by `cachelab calibrate` (a quantizer's scales) returns its calibrator;
   // the default asks the inner ops.
   virtual Calibrator* calibrator() { return inner_ ? inner_->calibrator() : nullptr; }
@@ -68,6 +98,16 @@ class Ops {
 // Whether a layer-selection list picks linear `l`: `blocks` = every linear inside a block,
 // `all`, or a substring of the checkpoint name (the `layers` key of every quantizer).
 bool linear_matches(const LinearRef& l, const std::vector<std::string>& patterns);
+
+// Sequence models' row bookkeeping. every_row: int64 [B, L] CPU, all positions per sample.
+at::Tensor every_row(int64_t batch, int64_t length);
+// Of x [B, R, ...] holding positions `rows` [B, R] (ascending per sample; undefined = all),
+// the rows at positions [begin, end), in order: [B, end - begin, ...]; a position the rows
+// lack reads zeros, and `present` (if given) receives [B, end - begin] bool on x's device:
+// which positions were there. A masked LM returns zero logits (a uniform prediction) at the
+// positions its rows lack, so a cache may leave masked positions uncomputed (d2Cache).
+at::Tensor rows_between(const at::Tensor& x, const at::Tensor& rows, int64_t begin, int64_t end,
+                        at::Tensor* present = nullptr);
 
 // x W^T + b exactly as torch::nn::Linear computes it.
 at::Tensor dense_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);

@@ -53,6 +53,15 @@ class Pipeline {
   virtual at::Tensor run(const PipelineInputs& in, StepDriver& driver) const = 0;
   // The condition of samples [start, start + n) of a run (class i % classes for images).
   virtual Cond condition(const Backbone& backbone, int64_t start, int64_t n) const;
+  // The same for a run of seed `seed` (the experiment's `seed:`): what the runner asks. By
+  // default the condition does not depend on the seed; a pipeline drawing its prompts from a
+  // generator (mdlm tasks) draws another set per seed, so a sweep over seeds samples problems.
+  virtual Cond seeded_condition(const Backbone& backbone, int64_t start, int64_t n, int64_t seed) const {
+    (void)seed;
+    return condition(backbone, start, n);
+  }
+  // Tokens one sample generates (a masked LM's gen_length), for tokens/s; 0 = not a token model.
+  virtual int64_t tokens_per_sample() const { return 0; }
 };
 
 // Classifier-free guidance and its conventions (a registered component).

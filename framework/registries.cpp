@@ -6,6 +6,7 @@
 #include "framework/decoder.h"
 #include "framework/error.h"
 #include "framework/layer.h"
+#include "framework/lm_decoder.h"
 #include "framework/pipeline.h"
 #include "framework/metric.h"
 
@@ -26,6 +27,7 @@ CACHELAB_REGISTRY(ops_layers, Ops, "ops")
 CACHELAB_REGISTRY(metrics, Metric, "metric")
 CACHELAB_REGISTRY(evaluators, Evaluator, "judge")
 CACHELAB_REGISTRY(decoders, Decoder, "decoder")
+CACHELAB_REGISTRY(lm_decoders, LmDecoder, "lm_decoder")
 #undef CACHELAB_REGISTRY
 
 at::Tensor Evaluator::logits(const at::Tensor&) {
@@ -46,6 +48,7 @@ ConfigNode resolve_component(const std::string& kind, const ConfigNode& node) {
   if (kind == "ops") return ops_layers().resolve(node);
   if (kind == "guidance") return guidances().resolve(node);
   if (kind == "metric") return metrics().resolve(node);
+  if (kind == "lm_decoder") return lm_decoders().resolve(node);
   CL_FAIL("internal: no registry of kind `" << kind << "` for a nested component");
 }
 

@@ -18,6 +18,7 @@ class Guidance;
 class Metric;
 class Evaluator;
 class Decoder;
+class LmDecoder;
 
 Registry<Backbone>& backbones();    // denoisers: dit, ...
 Registry<Sampler>& samplers();      // ddim, ddpm, ...
@@ -28,6 +29,7 @@ Registry<Ops>& ops_layers();        // linear/attention implementations: quantiz
 Registry<Metric>& metrics();        // psnr, ssim, fid, accuracy, ...
 Registry<Evaluator>& evaluators();  // judges of samples: lenet (class agreement, FID features), inception
 Registry<Decoder>& decoders();      // latents -> images before the metrics: sd_vae
+Registry<LmDecoder>& lm_decoders();  // masked-LM decoding rules (the mdlm pipeline's `decoder:`): low_confidence, ...
 
 // The folders' register functions, called once by register_all(). A folder that is not
 // linked into a binary simply is not registered there: main() names them all.

@@ -455,7 +455,7 @@ Trajectory run_trajectory(const RunParts& parts, const RunOptions& run, const Re
     in.sampler = parts.sampler;
     in.guidance = parts.guidance;
     in.run = &run;
-    in.cond = pipe.condition(bb, b0, B);
+    in.cond = pipe.seeded_condition(bb, b0, B, run.seed);
     in.batch = B;
     at::Tensor x = pipe.run(in, rd);
     if (!x.defined() || driver.failed()) {

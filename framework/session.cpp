@@ -558,6 +558,13 @@ class Session {
       writer.write_double_array("timing/variant_s", t_var);
     }
     summary["reuse_fraction"] = reuse_fraction(tr.steps);
+    // Denoiser forwards per sample: steps that computed anything (a decoder that finishes a
+    // block early, or a skipped step, runs none).
+    summary["forwards"] = double(std::count_if(tr.steps.begin(), tr.steps.end(), [](const StepRecord& s) { return s.flops > 0; }));
+    if (const int64_t tok = parts.pipeline->tokens_per_sample(); tok > 0) {
+      summary["tokens_per_s"] = double(ro.samples) * double(tok) / tr.wall_s;
+      summary["ref_tokens_per_s"] = double(ro.samples) * double(tok) / ref->wall_s;
+    }
     summary["final_err_rel_l1"] = tr.steps.empty() ? 0 : tr.steps.back().err_ref_rel_l1;
     for (auto& [k, v] : scorer_.score(cfg, tr.samples, tr.labels, run.reference_id, ref->samples)) summary[k] = v;
     writer.set_summary(summary);
@@ -565,7 +572,7 @@ class Session {
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("  %-28s done in %5.1fs  speedup %.2fx wall / %.2fx FLOPs", run.name.c_str(), secs,
                 summary["speedup_wall"], summary["speedup_flops"]);
-    for (const char* k : {"psnr", "fid", "accuracy", "token_match"})
+    for (const char* k : {"psnr", "fid", "accuracy", "token_match", "exact_match"})
       if (summary.count(k)) std::printf("  %s %.4g", k, summary[k]);
     std::printf("\n");
     std::fflush(stdout);

@@ -1,5 +1,6 @@
 // Every metric, one line each.
 #include "framework/registries.h"
+#include "metrics/exact_match.h"
 #include "metrics/metrics.h"
 #include "metrics/sample_quality.h"
 #include "metrics/token_match.h"
@@ -16,6 +17,7 @@ void register_metrics() {
       "sample_quality", "ADM evaluator's numbers on the judge: fid_batch, fid_vs_reference, inception_score, precision, recall",
       __FILE__);
   r.add<TokenMatchMetric, NoOptions>("token_match", "fraction of tokens (and of whole sequences) equal to the reference's", __FILE__);
+  r.add<ExactMatchMetric, LmTaskOptions>("exact_match", "fraction of generated answers a task's checker accepts (mdlm pipeline with a task)", __FILE__);
   r.add<AccuracyMetric, NoOptions>("accuracy", "fraction of samples the LeNet judge classifies as the class asked for (+ accuracy_worst_class)", __FILE__);
 }
 

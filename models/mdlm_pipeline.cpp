@@ -6,6 +6,8 @@
 #include <limits>
 
 #include "framework/error.h"
+#include "framework/ops.h"
+#include "framework/registries.h"
 #include "models/masked_lm.h"
 
 namespace cachelab {
@@ -15,6 +17,35 @@ MdlmPipeline::MdlmPipeline(const MdlmPipelineOptions& o) : o_(o) {
            "mdlm: block_length " << o.block_length << " must divide gen_length " << o.gen_length);
   CL_CHECK(o.steps_per_block >= 1 && o.steps_per_block <= o.block_length,
            "mdlm: steps_per_block must be in [1, block_length]");
+  ConfigNode node = o.decoder.node;
+  if (o.decoder.empty()) {
+    node = ConfigNode::make_map();
+    node.map.emplace_back("type", ConfigNode::make_scalar("low_confidence"));
+  }
+  decoder_ = lm_decoders().build(node);
+}
+
+Cond MdlmPipeline::condition(const Backbone& backbone, int64_t start, int64_t n) const {
+  return seeded_condition(backbone, start, n, 0);
+}
+
+Cond MdlmPipeline::seeded_condition(const Backbone& backbone, int64_t start, int64_t n, int64_t seed) const {
+  if (o_.task.task.empty()) return Pipeline::condition(backbone, start, n);
+  LmTaskOptions to = o_.task;
+  to.task_seed += seed;
+  const LmTask task(to);
+  const auto* lm = dynamic_cast<const MaskedLm*>(&backbone);
+  CL_CHECK(lm, "the mdlm pipeline needs a masked-diffusion LM backbone (tiny_mdlm, llada)");
+  CL_CHECK(lm->vocab_size() >= CharTokenizer::vocab_size() && lm->mask_id() >= CharTokenizer::vocab_size(),
+           "mdlm: task " << task.name() << " uses the character tokenizer's " << CharTokenizer::vocab_size()
+                         << " ids: the model's vocabulary (" << lm->vocab_size() << ") must hold them and its MASK id ("
+                         << lm->mask_id() << ") lie outside them");
+  CL_CHECK(o_.gen_length >= task.gen_length(), "mdlm: task " << task.name() << " answers in " << task.gen_length()
+                                                             << " tokens: set pipeline.gen_length >= " << task.gen_length()
+                                                             << " (got " << o_.gen_length << ")");
+  Cond c;
+  c.tokens = task.encode_prompts(task.problems(/*test=*/true, uint64_t(start), n));
+  return c;
 }
 
 int MdlmPipeline::num_steps(const Sampler*) const { return o_.gen_length / o_.block_length * o_.steps_per_block; }
@@ -51,33 +82,67 @@ at::Tensor MdlmPipeline::run(const PipelineInputs& in, StepDriver& driver) const
   CL_CHECK(L <= lm->max_length(), "mdlm: prompt (" << P << ") + gen_length (" << G << ") exceeds the model's max_length "
                                                   << lm->max_length());
   at::Tensor x = at::cat({prompt, at::full({B, G}, mask, prompt.options())}, 1);
+  // Token states (framework/ops.h): prompt, masked, or the step a token was decoded at.
+  at::Tensor state = at::cat({at::full({B, P}, kTokenPrompt, at::kInt), at::full({B, G}, kTokenMasked, at::kInt)}, 1);
+  // The decoder's confidence at every masked position of the last forward's block (NaN elsewhere).
+  at::Tensor confidence = at::full({B, L}, std::numeric_limits<float>::quiet_NaN(), at::kFloat);
   const int blocks = int(G / o_.block_length), S = o_.steps_per_block, T = num_steps(nullptr);
   Cond cond = in.cond;
   for (int b = 0; b < blocks; ++b) {
     const int64_t start = P + int64_t(b) * o_.block_length;
     cond.context = start;
+    cond.block_end = start + o_.block_length;
     for (int s = 0; s < S; ++s) {
       const int i = b * S + s;
       const int64_t ts = timestep(nullptr, i);
       driver.begin_step({i, T, b, s, S, ts});
-      auto t = at::full({B}, double(ts), driver.options().dtype(at::kFloat));
-      // logits of positions [start, L): the current block comes first.
-      auto logits = bb.forward(x, t, cond, driver.hooks()).narrow(1, 0, o_.block_length).to(at::kFloat);
+      cond.step = i;
+      cond.token_state = state;
+      cond.confidence = confidence;
+      auto block = x.narrow(1, start, o_.block_length);
+      auto masked = block.eq(mask);
+      // Drawn at every step, so the stream does not depend on which steps ran a forward.
+      auto noise = driver.randn({B, int64_t(o_.block_length)}).to(at::kFloat);
+      if (!masked.any().item<bool>()) {  // finished early (threshold / factor decoding): no forward
+        if (!driver.end_step(x)) return at::Tensor();
+        continue;
+      }
+      // logits of the block's positions [start, start + block_length)
+      at::Tensor logits;
+      if (o_.cfg_scale > 0) {  // one forward on [x; x with its prompt masked]
+        auto un = x.clone();
+        un.narrow(1, 0, P).fill_(mask);
+        Cond both = Cond::cat(cond, cond);
+        auto t2 = at::full({2 * B}, double(ts), driver.options().dtype(at::kFloat));
+        auto out = bb.forward(at::cat({x, un}), t2, both, driver.hooks()).to(at::kFloat);
+        auto c = out.narrow(0, 0, B), u = out.narrow(0, B, B);
+        logits = u + (o_.cfg_scale + 1) * (c - u);
+      } else {
+        auto t = at::full({B}, double(ts), driver.options().dtype(at::kFloat));
+        logits = bb.forward(x, t, cond, driver.hooks()).to(at::kFloat);
+      }
       if (!at::isfinite(logits).all().item<bool>()) {  // token ids cannot go non-finite: the logits tell
         driver.end_step(logits);
         return at::Tensor();
       }
-      auto probs = at::softmax(logits, -1);
-      auto best = probs.max(-1);
-      at::Tensor conf = std::get<0>(best), pred = std::get<1>(best);  // [B, block]
-      auto block = x.narrow(1, start, o_.block_length);
-      auto masked = block.eq(mask);
-      conf = at::where(masked, conf, at::full_like(conf, -std::numeric_limits<float>::infinity()));
-      // Low-confidence remasking: keep (unmask) the k most confident, leave the rest masked.
-      const int k = tokens_at_step(s);
-      auto chosen = std::get<1>(conf.topk(k, -1));  // [B, k] positions within the block
-      auto updated = block.scatter(1, chosen, pred.gather(1, chosen));
+      UnmaskStep us;
+      us.logits = logits;
+      us.masked = masked;
+      us.noise = noise;
+      us.inner = s;
+      us.steps = S;
+      us.quota = tokens_at_step(s);
+      UnmaskChoice c = decoder_->choose(us);
+      CL_CHECK(c.unmask.defined() && c.unmask.sizes() == masked.sizes(), "internal: the decoder's choice has the wrong shape");
+      auto pick = c.unmask & masked;
+      if (s == S - 1) pick = masked;  // the block's last step decodes what is left
+      auto updated = at::where(pick, c.tokens.to(block.scalar_type()), block);
       x = at::cat({x.narrow(1, 0, start), updated, x.narrow(1, start + o_.block_length, L - start - o_.block_length)}, 1);
+      auto st = state.narrow(1, start, o_.block_length);
+      st.masked_fill_(pick.cpu(), i);
+      auto conf = std::get<0>(at::softmax(logits.to(at::kDouble), -1).max(-1)).to(at::kFloat).cpu();
+      confidence.fill_(std::numeric_limits<float>::quiet_NaN());
+      confidence.narrow(1, start, o_.block_length).copy_(at::where((masked & ~pick).cpu(), conf, confidence.narrow(1, start, o_.block_length)));
       if (!driver.end_step(x)) return at::Tensor();
     }
   }

@@ -1,14 +1,22 @@
 // The `mdlm` pipeline: block-wise decoding of a masked-diffusion LM (LLaDA's semi-
-// autoregressive sampler with low-confidence remasking).
+// autoregressive sampler).
 //
 // The sequence is prompt + gen_length MASK tokens. The generation is decoded in blocks of
 // block_length tokens, left to right (outer loop, StepIndex::outer = block); each block takes
-// steps_per_block denoising steps (inner loop, StepIndex::inner = step). A step runs the model
-// with Cond::context = prompt + finished blocks, takes the greedy argmax token and its
-// softmax probability at every masked position of the current block, and unmasks the most
-// confident ones: a fixed number per step (block_length / steps_per_block, the first
-// block_length % steps_per_block steps one more, as LLaDA), so a block is fully decoded
-// after its steps and the run unmasks exactly gen_length tokens. Deterministic: no sampling.
+// at most steps_per_block denoising steps (inner loop, StepIndex::inner = step). A step runs
+// the model with Cond::context = prompt + finished blocks, Cond::block_end = the block's end
+// (logits of the block only) and Cond::token_state (prompt / masked / the step each token
+// was decoded at, for K/V caches), and the decoder (`decoder:`, models/lm_decoders.h) picks
+// which masked positions of the block take their greedy argmax token. The fixed schedule's
+// quota per step is block_length / steps_per_block, the first block_length % steps_per_block
+// steps one more, as LLaDA; at a block's last step every position still masked is decoded, so
+// the run always unmasks gen_length tokens. When a decoder (threshold, factor) finishes a
+// block early, its remaining steps run no forward (they count no FLOPs and keep the tokens).
+// Deterministic (random remasking draws its order from the batch's seeded generator).
+// cfg_scale > 0: SMDM's unsupervised classifier-free guidance as LLaDA's generate.py applies
+// it: each step also runs the sequence with its prompt replaced by MASK (one forward on the
+// doubled batch) and decodes from u + (cfg_scale + 1)(c - u). Not run.cfg_scale, which is
+// the image pipelines' guidance and must stay 1 here.
 //
 // The prompt is Cond::tokens when the condition has them ([B, P] int64), else P =
 // prompt_length tokens drawn uniformly from the vocabulary by the batch's seeded generator
@@ -16,8 +24,19 @@
 // variant. Output: the final token ids [B, P + gen_length] int64. The sample after each step
 // (/steps, references) is the token sequence. /steps/t is 1000 x the masked fraction of the
 // generation when the step starts. Needs a MaskedLm backbone and run.cfg_scale = 1.
+//
+// With `task` set (framework/lm_tasks.h: addition, multiplication, sorting, reversal,
+// word_problems), the prompts are that task's test-split problems: sample i of a run is test
+// problem i of the generator seeded with task_seed + the run's seed (so `sweep: {seed: [0, 1,
+// 2]}` decodes three problem sets); prompt_length is then the task's, and gen_length must be
+// at least the task's, whose answers the `exact_match` metric checks.
 #pragma once
+#include <memory>
+
+#include "framework/config.h"
+#include "framework/lm_decoder.h"
 #include "framework/pipeline.h"
+#include "framework/lm_tasks.h"
 
 namespace cachelab {
 
@@ -26,6 +45,9 @@ struct MdlmPipelineOptions {
   int gen_length = 16;      // tokens generated
   int block_length = 8;     // tokens per block (divides gen_length)
   int steps_per_block = 4;  // denoising steps per block
+  LmTaskOptions task;       // prompts from a task's test split (task.task "" = generated prompts)
+  ComponentSpec decoder{"lm_decoder", {}};  // which masked positions commit at a step (empty = low_confidence)
+  double cfg_scale = 0;     // SMDM / LLaDA unsupervised classifier-free guidance; 0 = off
 
   template <class V>
   void fields(V& v) {
@@ -33,6 +55,10 @@ struct MdlmPipelineOptions {
     v("gen_length", gen_length, "tokens to generate");
     v("block_length", block_length, "tokens per block, decoded left to right; divides gen_length");
     v("steps_per_block", steps_per_block, "denoising steps per block (unmasks block_length / steps tokens each)");
+    task.fields(v);  // task, digits, mul_digits, length, ... (framework/lm_tasks.h)
+    v("decoder", decoder, "decoding rule (models/lm_decoders.h): low_confidence (default), random, threshold, factor");
+    v("cfg_scale", cfg_scale, "unsupervised classifier-free guidance (SMDM, LLaDA's cfg_scale): logits = u + (s + 1)(c - u), "
+                              "u from the sequence with its prompt masked; 0 = off (one forward per step, else two)");
   }
   template <class C>
   void check(C& c) const {
@@ -41,6 +67,9 @@ struct MdlmPipelineOptions {
     c.require(block_length >= 1 && gen_length % block_length == 0, "block_length", "must divide gen_length");
     c.require(steps_per_block >= 1 && steps_per_block <= block_length, "steps_per_block",
               "must be in [1, block_length]");
+    task.check(c);
+    c.require(cfg_scale >= 0, "cfg_scale", "must be >= 0 (0 = no guidance)");
+    c.require(task.task != "mix", "task", "the pipeline decodes one task's test split: name the task, not mix");
   }
 };
 
@@ -51,11 +80,17 @@ class MdlmPipeline final : public Pipeline {
   int inner_steps(const Sampler* sampler) const override;
   int64_t timestep(const Sampler* sampler, int i) const override;
   at::Tensor run(const PipelineInputs& in, StepDriver& driver) const override;
+  // With a task: its test problems [start, start + n) as Cond::tokens [n, P] (PAD-left-padded).
+  Cond condition(const Backbone& backbone, int64_t start, int64_t n) const override;
+  // With a task: the problems of generator seed task_seed + seed.
+  Cond seeded_condition(const Backbone& backbone, int64_t start, int64_t n, int64_t seed) const override;
+  int64_t tokens_per_sample() const override { return o_.gen_length; }
   // Tokens unmasked at step `inner` of a block.
   int tokens_at_step(int inner) const;
 
  private:
   MdlmPipelineOptions o_;
+  std::shared_ptr<const LmDecoder> decoder_;
 };
 
 }  // namespace cachelab

@@ -2,9 +2,11 @@
 #include "framework/registries.h"
 #include "models/dit.h"
 #include "models/dpm_solver.h"
+#include "models/lm_decoders.h"
 #include "models/image_pipeline.h"
 #include "models/inception.h"
 #include "models/lenet.h"
+#include "models/llada.h"
 #include "models/mdlm_pipeline.h"
 #include "models/plms.h"
 #include "models/pixart.h"
@@ -31,7 +33,12 @@ void register_models() {
   samplers().add<AdmSampler, AdmOptions>("adm", "guided diffusion's respaced DDPM / DDIM, step for step as DiT's sample.py", __FILE__);
   samplers().add<PlmsSampler, PlmsOptions>("plms", "PLMS as CompVis plms.py (Stable Diffusion; = diffusers PNDM with skip_prk_steps)", __FILE__);
   backbones().add<TinyMdlm, TinyMdlmOptions>("tiny_mdlm", "small bidirectional transformer over tokens (masked-diffusion LM)", __FILE__);
+  backbones().add<Llada, LladaOptions>("llada", "LLaDA masked-diffusion LM (public config.json, sharded bf16 safetensors, reference names)", __FILE__);
   backbones().add<TinyVideo, TinyVideoOptions>("tiny_video", "small frame-causal transformer over patches of video frames", __FILE__);
+  lm_decoders().add<LowConfidenceDecoder, LowConfidenceOptions>("low_confidence", "LLaDA: a fixed number of tokens per step, the most confident first", __FILE__);
+  lm_decoders().add<RandomDecoder, LowConfidenceOptions>("random", "LLaDA's random remasking: a fixed number per step in a seeded random order", __FILE__);
+  lm_decoders().add<ThresholdDecoder, ThresholdDecodingOptions>("threshold", "Fast-dLLM: every token whose confidence is >= threshold (at least one)", __FILE__);
+  lm_decoders().add<FactorDecoder, FactorDecodingOptions>("factor", "Fast-dLLM factor-based: the n most confident, n the largest with (n + 1)(1 - c_n) < factor", __FILE__);
   pipelines().add<ImagePipeline, ImagePipelineOptions>("image", "images: x_T ~ N(0, I), one denoiser call per sampler step", __FILE__);
   decoders().add<SdVae, SdVaeComponentOptions>("sd_vae", "Stable Diffusion's KL VAE decoder (DiT, PixArt, SD 1.x latents -> images)", __FILE__);
   evaluators().add<InceptionJudge, InceptionJudgeOptions>("inception", "pytorch-fid's InceptionV3: FID features and Inception logits of RGB samples (sample_quality)", __FILE__);

@@ -106,49 +106,67 @@ at::Tensor TinyMdlm::forward(const at::Tensor& x, const at::Tensor& t, const Con
   CL_CHECK(L <= options_.max_length, "tiny_mdlm: a sequence of " << L << " tokens exceeds max_length "
                                                                   << options_.max_length);
   CL_CHECK(ctx >= 0 && ctx < L, "tiny_mdlm: context " << ctx << " must be in [0, " << L << ")");
-  const KvPlan plan = ops.kv_plan(ctx);
+  const int64_t B = x.size(0), end = cond.block_end < 0 ? L : cond.block_end;
+  CL_CHECK(end > ctx && end <= L, "tiny_mdlm: block_end " << end << " must be in (" << ctx << ", " << L << "]");
+  SeqForward f;
+  f.batch = B;
+  f.length = L;
+  f.context = ctx;
+  f.block_end = end;
+  f.tokens = x.cpu();
+  f.state = cond.token_state.defined() ? cond.token_state.cpu() : at::Tensor();
+  f.confidence = cond.confidence.defined() ? cond.confidence.cpu() : at::Tensor();
+  f.num_layers = options_.depth;
+  f.step = cond.step;
+  const SeqPlan plan = ops.seq_begin(f);
   CL_CHECK(plan.window < 0, "tiny_mdlm: the ops asked for an attention window, which a bidirectional model "
-                            "does not support (use prefix_kv, not rolling_kv)");
-  CL_CHECK(plan.start >= 0 && plan.start <= ctx,
-           "tiny_mdlm: the ops supplies keys up to position " << plan.start << ", beyond the context " << ctx);
-  const int64_t S = plan.start, R = L - S, O = L - ctx;
+                            "does not support (use a masked-LM K/V cache, not rolling_kv)");
+  at::Tensor rows = plan.rows.defined() ? plan.rows : every_row(B, L);
+  CL_CHECK(rows.dim() == 2 && rows.size(0) == B && rows.size(1) >= 1, "tiny_mdlm: the ops' rows must be [B, R >= 1]");
+  const int64_t O = end - ctx;
   const int64_t D = options_.hidden_size, heads = options_.num_heads, hd = D / heads;
-  const at::Tensor positions = at::arange(S, L, at::kLong);  // CPU, as AttnCall asks
   auto lin = [&](int id, const at::Tensor& v) { return ops.linear(id, v); };
 
   return hooks.at(kSiteModel, {x}, [&](const SiteCall& mc) -> Tensors {
-    auto tokens = mc.inputs[0].narrow(1, S, R);
-    auto h = m.tok_embed->forward(tokens) + m.pos_embed.narrow(0, S, R);
+    const auto dev_rows = rows.to(mc.inputs[0].device());
+    auto h = m.tok_embed->forward(mc.inputs[0].gather(1, dev_rows)) + m.pos_embed.index_select(0, dev_rows.flatten())
+                                                                        .view({B, rows.size(1), D});
     h = hooks.at(kSiteBody, {h}, [&](const SiteCall& bc) -> Tensors {
       auto z = bc.inputs[0];
       for (int i = 0; i < options_.depth; ++i) {
         auto& layer = *m.layers[size_t(i)]->as<modules::PreLnLayerImpl>();
         const LayerIds& id = ids_[size_t(i)];
+        ops.seq_rows(i, rows, z);
+        const double R = double(rows.size(1));
         z = hooks.at(layer_site(i), {z}, [&](const SiteCall& lc) -> Tensors {
           const auto& zin = lc.inputs[0];
           auto a = hooks.at(layer_site(i) + 1, {zin}, [&](const SiteCall& ac) -> Tensors {
             const auto& u = ac.inputs[0];
-            const int64_t B = u.size(0), N = u.size(1);
+            const int64_t N = u.size(1);
             auto qkv = lin(id.qkv, norm(layer.norm1, u)).reshape({B, N, 3, heads, hd}).permute({2, 0, 3, 1, 4});
             AttnCall call;
             call.layer = i;
-            call.q_positions = positions;
-            call.kv_positions = positions;
+            call.q_positions = rows;
+            call.kv_positions = rows;
             auto o = ops.attention(call, qkv[0], qkv[1], qkv[2]);  // keys of all L positions
             return {lin(id.proj, o.transpose(1, 2).reshape({B, N, D}))};
-          }, attn_flops(double(R), double(L)))[0];
+          }, attn_flops(R, double(L)))[0];
           auto z1 = zin + a;
           auto f = hooks.at(layer_site(i) + 2, {z1}, [&](const SiteCall& fc) -> Tensors {
             auto u = fc.rows.defined() ? fc.inputs[0].index_select(1, fc.rows) : fc.inputs[0];
             return {lin(id.fc2, at::gelu(lin(id.fc1, norm(layer.norm2, u))))};
-          }, mlp_flops(double(R)))[0];
+          }, mlp_flops(R))[0];
           return {z1 + f};
         }, 0.0)[0];
       }
+      ops.seq_rows(options_.depth, rows, z);
       return {z};
     }, 0.0)[0];
-    // Logits only for the positions after the context (what the pipeline decodes).
-    return {lin(head_, norm(m.norm_f, h.narrow(1, ctx - S, O)))};
+    // Logits only for the positions [context, block_end) (what the decoder reads).
+    at::Tensor present;
+    auto logits = lin(head_, norm(m.norm_f, rows_between(h, rows, ctx, end, &present)));
+    // Positions the rows lack: zero logits (a uniform prediction).
+    return {present.all().item<bool>() ? logits : logits * present.unsqueeze(-1).to(logits.scalar_type())};
   }, model_flops(double(O)))[0];
 }
 

@@ -12,11 +12,12 @@
 // layers.i.mlp (Mlp; accepts a row subset). Body and block sites carry the residual stream
 // [B, R, D] of the positions computed this forward.
 //
-// K/V caches: forward asks the ops for a plan (Ops::kv_plan with Cond::context); when the
-// ops supplies the keys and values of positions < start, only positions [start, L) are
-// computed (R = L - start rows), attending to all L keys. Logits cover the positions after
-// the context only. FLOPs are passed per call (what ran): the site table holds the figures
-// of a full forward of max_length tokens with no context.
+// K/V caches (framework/ops.h): forward asks Ops::seq_begin which rows (positions, per sample)
+// to compute and calls Ops::seq_rows before every layer and before the head, so a cache may
+// change them; attention calls carry the rows' positions and the ops supplies the keys and
+// values of the other positions. Logits cover positions [context, block_end) (Cond), which
+// the final rows must include. FLOPs are passed per call (what ran): the site table holds
+// the figures of a full forward of max_length tokens with no context.
 #pragma once
 #include <memory>
 #include <string>
@@ -66,8 +67,8 @@ class TinyMdlm final : public Backbone, public MaskedLm {
   explicit TinyMdlm(const TinyMdlmOptions& options);
   ~TinyMdlm() override;
   // x: [B, L] int64 token ids (L <= max_length); cond.context: leading positions that are
-  // finished (prompt and decoded blocks), 0 <= context < L. Returns logits [B, L - context, V]
-  // float for positions [context, L).
+  // finished (prompt and decoded blocks), 0 <= context < L. Returns logits [B, end - context, V]
+  // float for positions [context, end), end = cond.block_end (-1 = L).
   at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const Cond& cond, Hooks& hooks) override;
   const std::vector<Site>& sites() const override { return sites_; }
   const std::vector<LinearRef>& linears() const override { return linears_; }

@@ -143,10 +143,24 @@ at::Tensor TinyVideo::forward(const at::Tensor& x, const at::Tensor& t, const Co
   const int64_t F = x.size(1), ctx = cond.context;
   CL_CHECK(F <= options_.max_frames, "tiny_video: " << F << " frames exceed max_frames " << options_.max_frames);
   CL_CHECK(ctx >= 0 && ctx < F, "tiny_video: context " << ctx << " must be in [0, " << F << ")");
-  const KvPlan plan = ops.kv_plan(ctx);
-  CL_CHECK(plan.start >= 0 && plan.start <= ctx,
-           "tiny_video: the ops supplies frames up to " << plan.start << ", beyond the context " << ctx);
-  const int64_t S = plan.start, R = F - S, O = F - ctx, P = tokens_per_frame();
+  SeqForward sf;
+  sf.batch = x.size(0);
+  sf.length = F;
+  sf.context = ctx;
+  sf.block_end = F;
+  sf.num_layers = options_.depth;
+  sf.step = cond.step;
+  sf.causal = true;
+  const SeqPlan plan = ops.seq_begin(sf);
+  // Frames are computed as one trailing range [S, F), the same for every sample.
+  int64_t S = 0;
+  if (plan.rows.defined()) {
+    S = plan.rows.size(1) > 0 ? plan.rows[0][0].item<int64_t>() : F;
+    CL_CHECK(plan.rows.size(1) == F - S && plan.rows.equal(every_row(sf.batch, F).narrow(1, S, F - S)),
+             "tiny_video: the ops must ask for one trailing range of frames, the same for every sample");
+  }
+  CL_CHECK(S <= ctx, "tiny_video: the ops supplies frames up to " << S << ", beyond the context " << ctx);
+  const int64_t R = F - S, O = F - ctx, P = tokens_per_frame();
   const int64_t D = options_.hidden_size, heads = options_.num_heads, hd = D / heads;
   // A query of frame f sees frames [first_key(f), f].
   auto first_key = [&](int64_t f) { return plan.window >= 0 ? std::max<int64_t>(0, f - plan.window) : int64_t(0); };
@@ -191,8 +205,8 @@ at::Tensor TinyVideo::forward(const at::Tensor& x, const at::Tensor& t, const Co
               std::vector<at::Tensor> kk(ks.begin() + (first - S), ks.end()), vv(vs.begin() + (first - S), vs.end());
               AttnCall call;
               call.layer = i;
-              call.q_positions = at::full({P}, f, at::kLong);
-              call.kv_positions = at::arange(first, f + 1, at::kLong).repeat_interleave(P);
+              call.q_positions = at::full({B, P}, f, at::kLong);
+              call.kv_positions = at::arange(first, f + 1, at::kLong).repeat_interleave(P).unsqueeze(0).expand({B, -1});
               auto o = ops.attention(call, qkv[0], at::cat(kk, 2), at::cat(vv, 2));
               outs.push_back(lin(id.proj, o.transpose(1, 2).reshape({B, P, D})));
             }

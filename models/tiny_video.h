@@ -20,8 +20,9 @@
 // keys of frames <= f (no mask needed), and every linear layer runs frame by frame, so a
 // frame's numbers never depend on how many frames are computed with it. That is what makes
 // a K/V cache that keeps every past frame bitwise equal to recomputing them all.
-// K/V caches: forward asks Ops::kv_plan(context); frames < start come from the cache, and
-// with a window w a query of frame f sees frames >= f - w only. Attention positions are
+// K/V caches: forward asks Ops::seq_begin (causal); the rows it computes must be one trailing
+// range of frames [start, F), the same for every sample (Ops::seq_rows is not offered): frames
+// < start come from the cache, and with a window w a query of frame f sees frames >= f - w only. Attention positions are
 // frame indices (every token of a frame has the frame's position). FLOPs are passed per
 // call; the site table holds those of max_frames frames, full causal attention, no context.
 #pragma once

@@ -1,5 +1,6 @@
 // Training of the bundled diffusion backbones (DDPM epsilon or rectified-flow objective), resumable.
 #pragma once
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,36 @@ struct TrainOptions {
     v("time_scale", time_scale, "flow: model timestep = t x time_scale (match the flow sampler's time_scale)");
     v("init_from", init_from, "weights a new run starts from (same architecture; empty = random init)");
   }
+};
+
+// The resumable plumbing every trainer shares: the parameters and their EMA copy, AdamW,
+// the checkpoints in checkpoint_dir (model, ema, optimizer: resumed when present; else the
+// exported weights' step is continued; else init_from), the learning-rate schedule
+// (warm-up, decays), gradient clipping, progress lines, the loss curve (<checkpoint_dir>/
+// loss.csv -> train_log.h5) and SIGINT / SIGTERM handling. A trainer's step:
+//   const double lr = run.begin_step();  // sets lr, zeroes the gradients
+//   ... loss.backward() ...
+//   run.end_step(loss_value, lr);         // clip, AdamW step, EMA, log, checkpoint
+class TrainRun {
+ public:
+  // Sets the threads and the seed, resumes, prints the opening lines: `summary` describes
+  // the model; `objective` is named on the progress line; `objective_description` goes to
+  // train_log.h5. `format` is the exported weights' metadata `format`.
+  TrainRun(Backbone& model, const TrainOptions& o, const std::string& format, const std::string& summary,
+           const std::string& objective, const std::string& objective_description, const std::string& config_yaml);
+  ~TrainRun();
+  int step() const;
+  // True (and says so) when the run is already at o.steps.
+  bool finished() const;
+  // Opens the loss log and starts the clock (call once, before the first step).
+  void start();
+  double begin_step();
+  void end_step(double loss, double lr);
+  const std::string& output() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
 };
 
 // Trains (or resumes) a class-conditional image backbone on the DDPM objective with label

@@ -47,6 +47,7 @@ BLOCK = re.compile(r"(<!-- generated: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- 
 DEFAULT_METRICS = ["speedup_flops", "speedup_wall", "psnr", "ssim", "fid", "accuracy"]
 HEADERS = {"speedup_flops": "FLOPs x", "speedup_wall": "wall x", "psnr": "PSNR (dB)", "ssim": "SSIM", "fid": "FID",
            "accuracy": "agreement", "accuracy_worst_class": "worst class", "mse": "MSE", "reuse_fraction": "reused", "token_match": "token match",
+           "exact_match": "exact match",
            "final_err_rel_l1": "final rel. L1", "wall_over_flops": "wall / FLOPs", "speedup_wall_iqr": "wall x quartiles"}
 
 
@@ -92,7 +93,7 @@ def summary_of(exp_file):
 def fmt_metric(metric, v):
     if isinstance(v, str) or not math.isfinite(v):
         return str(v)
-    if metric in ("accuracy", "accuracy_worst_class"):
+    if metric in ("accuracy", "accuracy_worst_class", "exact_match", "exact_match_reference"):
         return f"{100 * v:.1f}%"
     if metric in ("ssim", "reuse_fraction"):
         return f"{v:.3f}"

@@ -17,6 +17,7 @@
 #include "framework/error.h"
 #include "framework/interrupt.h"
 #include "framework/experiment.h"
+#include "framework/lm_decoder.h"
 #include "framework/registries.h"
 #include "framework/session.h"
 #include "framework/slurm.h"
@@ -263,6 +264,7 @@ int run_cli(int argc, char** argv) {
     list_registry(metrics(), md);
     list_registry(evaluators(), md);
     list_registry(decoders(), md);
+    list_registry(lm_decoders(), md);
     return 0;
   }
   if (command == "info") {

@@ -25,7 +25,7 @@ import report_figures as figs  # noqa: E402
 import summary  # noqa: E402
 
 TABLE_KEYS = ["speedup_flops", "speedup_wall", "psnr", "ssim", "mse", "fid", "fid_ref", "accuracy", "token_match",
-              "reuse_fraction", "final_err_rel_l1", "wall_s"]
+              "exact_match", "tokens_per_s", "forwards", "reuse_fraction", "final_err_rel_l1", "wall_s"]
 OPS = {">": lambda a, b: a > b, "<": lambda a, b: a < b, ">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b}
 FID_MIN_SAMPLES = 1000  # below this, FID is dominated by its small-sample bias
 
@@ -289,7 +289,7 @@ def build_figures(runs, names, groups, out):
     style = figs.Style(list(groups), method)
     variants = [g for g in groups if not is_ref(runs[groups[g][0]]) and done(runs, groups[g])]
     agg = {g: {k: aggregate(runs, groups[g], k) for k in ("speedup_flops", "speedup_wall", "psnr", "fid", "ssim",
-                                                          "accuracy", "token_match")} for g in variants}
+                                                          "accuracy", "exact_match", "token_match")} for g in variants}
     series = {}
     for g, m in groups.items():
         s = {}

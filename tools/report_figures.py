@@ -117,7 +117,7 @@ def plot_speed_quality(agg, groups, style, path):
     """Speed vs quality per variant group: mean over seeds with error bars (one standard
     deviation across seeds), the Pareto front over the FLOPs speedup marked. PSNR inf
     (identical to the reference) is drawn at the top edge with an upward triangle."""
-    metrics = [m for m in ("psnr", "fid", "ssim", "accuracy", "token_match")
+    metrics = [m for m in ("psnr", "fid", "ssim", "accuracy", "exact_match", "token_match")
                if any(agg[g].get(m) for g in groups)][:2]
     shown = [g for g in groups if agg[g].get("speedup_flops")]
     if not metrics or not shown:

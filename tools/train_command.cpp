@@ -13,6 +13,7 @@
 #include "models/lenet.h"
 #include "models/mnist.h"
 #include "models/train.h"
+#include "models/train_lm.h"
 
 namespace cachelab {
 
@@ -25,7 +26,7 @@ int train_command(const std::string& file, const std::vector<std::string>& overr
              root.find(k)->where() << ": unknown key `" << k << "` in a training config" << did_you_mean(k, keys)
                                    << "; valid: model, backbone, sampler (l2c only), train");
   const ConfigNode* model = root.find("model");
-  CL_CHECK(model && model->is_scalar(), file << ": a training config needs `model: dit`, `model: lenet` or `model: l2c`");
+  CL_CHECK(model && model->is_scalar(), file << ": a training config needs `model: dit`, `model: unet`, `model: lenet`, `model: l2c` or `model: mdlm`");
   CL_CHECK(!root.find("sampler") || model->scalar == "l2c",
            root.find("sampler")->where() << ": `sampler:` is read by `model: l2c` only");
   const ConfigNode empty = ConfigNode::make_map("train");
@@ -59,6 +60,18 @@ int train_command(const std::string& file, const std::vector<std::string>& overr
     train_lenet(to);
     return 0;
   }
+  if (model->scalar == "mdlm") {
+    // A masked-diffusion LM (the backbone map is an experiment's: tiny_mdlm, llada) on the
+    // exactly-checkable tasks of framework/lm_tasks.h.
+    CL_CHECK(root.find("backbone"), file << ": `model: mdlm` needs a `backbone:` map (type tiny_mdlm or llada)");
+    auto to = read_checked<LmTrainOptions>(train, "train");
+    std::printf("%s\n", describe(system_info(to.threads)).c_str());
+    ConfigNode bb_node = *root.find("backbone");
+    bb_node.erase("weights");  // random init (or a resume); train.output is where the weights go
+    auto bb = backbones().build(bb_node);
+    train_masked_lm(*bb, to, to_yaml(root));
+    return 0;
+  }
   if (model->scalar == "l2c") {
     // A router for a frozen backbone under one sampler (the backbone and sampler maps are
     // the experiment's, read by their registries).
@@ -75,7 +88,8 @@ int train_command(const std::string& file, const std::vector<std::string>& overr
     return 0;
   }
   CL_FAIL(model->where() << ": unknown model `" << model->scalar << "`"
-                         << did_you_mean(model->scalar, {"dit", "unet", "lenet", "l2c"}) << "; valid: dit, unet, lenet, l2c");
+                         << did_you_mean(model->scalar, {"dit", "unet", "lenet", "l2c", "mdlm"})
+                         << "; valid: dit, unet, lenet, l2c, mdlm");
 }
 
 }  // namespace cachelab

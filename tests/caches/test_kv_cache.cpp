@@ -1,4 +1,4 @@
-// K/V caches on the sequence pipelines: prefix_kv (mdlm) and rolling_kv (video). What each
+// K/V caches on the sequence pipelines: prefix_kv, dual_kv, dkv_cache (mdlm) and rolling_kv (video). What each
 // must show: the exact settings reproduce the uncached run bit for bit; the approximate ones
 // compute fewer rows (FLOPs count what ran) and log their hit rate.
 #include <ATen/ATen.h>
@@ -8,65 +8,23 @@
 
 #include "caches/kv_cache.h"
 #include "caches/none.h"
+#include "caches/seq_kv.h"
+#include "framework/config.h"
+#include "framework/registries.h"
 #include "framework/runner.h"
 #include "models/mdlm_pipeline.h"
 #include "models/samplers.h"
 #include "models/tiny_mdlm.h"
 #include "models/tiny_video.h"
 #include "models/video_pipeline.h"
+#include "tests/caches/mdlm_fixture.h"
 #include "tests/test_util.h"
 
 using namespace cachelab;
 
-namespace {
-
-Trajectory run_seq(Backbone& bb, const Pipeline& pipe, Ops* ops, const RunOptions& run, const ReferenceTrace* ref,
-                   ReferenceTrace* capture) {
-  NoCache none{NoCacheOptions{}};
-  RunParts parts;
-  parts.backbone = &bb;
-  parts.pipeline = &pipe;
-  parts.layers = {&none};
-  parts.ops = ops;
-  return run_trajectory(parts, run, ref, capture);
-}
-
-int extra_id(const Trajectory& t, const std::string& name) {
-  for (size_t i = 0; i < t.extras.size(); ++i)
-    if (t.extras[i].name == name) return int(i);
-  return -1;
-}
-
-// ---- masked-diffusion LM: prompt 8 + 24 generated tokens, blocks of 8, 4 steps per block.
-struct MdlmFixture {
-  TinyMdlm model{[] {
-    TinyMdlmOptions o;
-    o.hidden_size = 32;
-    o.max_length = 32;
-    return o;
-  }()};
-  MdlmPipelineOptions po = [] {
-    MdlmPipelineOptions o;
-    o.prompt_length = 8;
-    o.gen_length = 24;
-    o.block_length = 8;
-    o.steps_per_block = 4;
-    return o;
-  }();
-  MdlmPipeline pipe{po};
-  RunOptions run;
-  ReferenceTrace ref;
-  Trajectory ref_traj;
-  MdlmFixture() {
-    run.samples = 3;
-    run.batch = 3;
-    run.cfg_scale = 1;
-    run.probe_samples = 3;
-    ref_traj = run_seq(model, pipe, nullptr, run, nullptr, &ref);
-  }
-};
-
-}  // namespace
+using cachelab::testing::extra_id;
+using cachelab::testing::MdlmFixture;
+using cachelab::testing::run_seq;
 
 BOOST_FIXTURE_TEST_SUITE(mdlm_prefix_kv, MdlmFixture)
 
@@ -118,12 +76,12 @@ BOOST_AUTO_TEST_CASE(reuse_within_a_block_computes_fewer_rows_and_logs_the_hit_r
   PrefixKvCache cache{PrefixKvOptions{}};  // recompute at a block's first step only
   auto t = run_seq(model, pipe, &cache, run, &ref, nullptr);
   // FLOPs of what ran: at a block's first step all L = 32 positions, else the block and
-  // suffix after the context; keys are always all 32; logits only after the context.
+  // suffix after the context; keys are always all 32; logits only for the block (8 rows).
   const double D = 32, M = 128, V = 32, L = 32, depth = 2;
   double want = 0;
   for (int i = 0; i < 12; ++i) {
     const double ctx = 8 + 8 * (i / 4), R = i % 4 == 0 ? L : L - ctx;
-    want += depth * (2 * R * D * 3 * D + 4 * R * L * D + 2 * R * D * D + 4 * R * D * M) + 2 * (L - ctx) * D * V;
+    want += depth * (2 * R * D * 3 * D + 4 * R * L * D + 2 * R * D * D + 4 * R * D * M) + 2 * 8 * D * V;
   }
   BOOST_CHECK_CLOSE(t.flops, 3 * want, 1e-9);
   BOOST_CHECK_LT(t.flops, ref_traj.flops);
@@ -166,6 +124,196 @@ BOOST_AUTO_TEST_CASE(refresh_interval_recomputes_inside_the_block) {
 BOOST_AUTO_TEST_CASE(rolling_kv_is_refused_by_the_bidirectional_model) {
   RollingKvCache rolling{RollingKvOptions{}};
   cachelab::testing::check_error([&] { run_seq(model, pipe, &rolling, run, &ref, nullptr); }, {"bidirectional"});
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// dual_kv and dkv_cache: written against the sequence protocol (framework/ops.h) alone.
+BOOST_FIXTURE_TEST_SUITE(mdlm_seq_kv, MdlmFixture)
+
+double hit_at(const Trajectory& t, const Backbone& bb, int step, int layer) {
+  const int hit = extra_id(t, "kv_hit_rate"), attn = find_site(bb.sites(), "layers." + std::to_string(layer) + ".attn");
+  BOOST_REQUIRE_GE(hit, 0);
+  return t.steps[size_t(step)].site_extra[size_t(hit)][size_t(attn)];
+}
+
+BOOST_AUTO_TEST_CASE(exact_settings_are_bitwise_the_uncached_run) {
+  DualKvOptions d;
+  d.refresh = 1;
+  DualKvCache dual(d);
+  DkvCacheOptions k;
+  k.refresh = 1;
+  DkvCache dkv(k);
+  for (Ops* ops : std::vector<Ops*>{&dual, &dkv}) {
+    auto t = run_seq(model, pipe, ops, run, &ref, nullptr);
+    BOOST_CHECK(at::equal(t.samples, ref.samples));
+    BOOST_CHECK_EQUAL(t.flops, ref_traj.flops);
+    for (auto& s : t.steps) BOOST_CHECK_EQUAL(s.err_ref[TinyMdlm::kSiteModel], 0.0);  // logits, bit for bit
+  }
+}
+
+BOOST_AUTO_TEST_CASE(dual_cache_computes_only_the_block_between_refreshes) {
+  DualKvCache dual{DualKvOptions{}};
+  auto t = run_seq(model, pipe, &dual, run, &ref, nullptr);
+  // All 32 positions at a block's first step, else the block's 8; keys always all 32; logits of the block.
+  const double D = 32, M = 128, V = 32, L = 32, depth = 2;
+  double want = 0;
+  for (int i = 0; i < 12; ++i) {
+    const double R = i % 4 == 0 ? L : 8;
+    want += depth * (2 * R * D * 3 * D + 4 * R * L * D + 2 * R * D * D + 4 * R * D * M) + 2 * 8 * D * V;
+  }
+  BOOST_CHECK_CLOSE(t.flops, 3 * want, 1e-9);
+  for (int i = 0; i < 12; ++i)
+    for (int layer = 0; layer < 2; ++layer) BOOST_CHECK_CLOSE(hit_at(t, model, i, layer), i % 4 == 0 ? 0.0 : 24.0 / 32, 1e-12);
+  BOOST_CHECK_EQUAL(t.samples.eq(model.mask_id()).sum().item<int64_t>(), 0);
+  BOOST_CHECK(at::equal(t.samples.narrow(1, 0, 8), ref.samples.narrow(1, 0, 8)));
+  BOOST_TEST_MESSAGE("dual_kv FLOPs / uncached " << t.flops / ref_traj.flops << ", tokens differing "
+                                                  << t.samples.ne(ref.samples).sum().item<int64_t>() << " of 72");
+}
+
+BOOST_AUTO_TEST_CASE(dkv_cache_keeps_a_token_one_step_after_it_is_decoded) {
+  DkvCache dkv{DkvCacheOptions{}};  // refresh 4: full forwards at a block's steps 0 and 1
+  auto t = run_seq(model, pipe, &dkv, run, &ref, nullptr);
+  // 2 tokens per step. At step 2 of block b the store holds the prompt, the finished blocks and
+  // the 2 tokens decoded at step 0 (kept by step 1's full forward); the 2 decoded at step 1 are
+  // computed again. At step 3 those 2 are kept as well.
+  for (int b = 0; b < 3; ++b) {
+    const double done = 8 + 8 * b;
+    for (int layer = 0; layer < 2; ++layer) {
+      BOOST_CHECK_EQUAL(hit_at(t, model, 4 * b, layer), 0.0);
+      BOOST_CHECK_EQUAL(hit_at(t, model, 4 * b + 1, layer), 0.0);
+      BOOST_CHECK_CLOSE(hit_at(t, model, 4 * b + 2, layer), (done + 2) / 32, 1e-12);
+      BOOST_CHECK_CLOSE(hit_at(t, model, 4 * b + 3, layer), (done + 4) / 32, 1e-12);
+    }
+  }
+  // Drift at a block's step 1 (a full forward re-storing the positions kept at step 0, whose
+  // tokens have not changed): layer 0's keys depend on the token and position only, so they
+  // come back bit for bit; layer 1's attend to the 2 tokens decoded at step 0 and move.
+  const int dk = extra_id(t, "kv_drift_k"), dv = extra_id(t, "kv_drift_v"), bytes = extra_id(t, "kv_bytes");
+  BOOST_REQUIRE(dk >= 0 && dv >= 0 && bytes >= 0);
+  const int a0 = find_site(model.sites(), "layers.0.attn"), a1 = find_site(model.sites(), "layers.1.attn");
+  for (int b = 0; b < 3; ++b) {
+    const auto& st = t.steps[size_t(4 * b + 1)];
+    BOOST_CHECK_EQUAL(st.site_extra[size_t(dk)][size_t(a0)], 0.0);
+    BOOST_CHECK_EQUAL(st.site_extra[size_t(dv)][size_t(a0)], 0.0);
+    BOOST_CHECK_GT(st.site_extra[size_t(dk)][size_t(a1)], 1e-4);
+    BOOST_TEST_MESSAGE("block " << b << " step 1, layer 1 K/V drift " << st.site_extra[size_t(dk)][size_t(a1)] << " / "
+                                << st.site_extra[size_t(dv)][size_t(a1)]);
+    // The store holds every position of each layer's keys and values: 3 x 4 heads x 32 x 8 x 2 floats.
+    BOOST_CHECK_EQUAL(st.site_extra[size_t(bytes)][size_t(a0)], 3.0 * 4 * 32 * 8 * 2 * 4);
+  }
+  BOOST_CHECK(std::isnan(t.steps[0].site_extra[size_t(dk)][size_t(a1)]));  // nothing stored yet
+  BOOST_CHECK_LT(t.flops, ref_traj.flops);
+  BOOST_CHECK_EQUAL(t.samples.eq(model.mask_id()).sum().item<int64_t>(), 0);
+  BOOST_TEST_MESSAGE("dkv_cache FLOPs / uncached " << t.flops / ref_traj.flops << ", tokens differing "
+                                                    << t.samples.ne(ref.samples).sum().item<int64_t>() << " of 72");
+}
+
+BOOST_AUTO_TEST_CASE(window_diffusion_computes_the_nearest_masks_and_prunes_the_far_ones) {
+  // One block of 24 (as the reference decodes), 12 steps of 2 tokens; phases of 4 steps.
+  auto o = po;
+  o.block_length = 24;
+  o.steps_per_block = 12;
+  MdlmPipeline one_block{o};
+  ReferenceTrace uncached;
+  auto ref1 = run_seq(model, one_block, nullptr, run, nullptr, &uncached);
+  WindowDiffusionOptions exact;
+  exact.refresh = 1;
+  WindowDiffusionCache every_step(exact);
+  auto e = run_seq(model, one_block, &every_step, run, &uncached, nullptr);
+  BOOST_CHECK(at::equal(e.samples, uncached.samples));
+  WindowDiffusionOptions w;
+  w.refresh = 4;
+  w.window = 8;
+  w.active = 4;
+  WindowDiffusionCache cache(w);
+  auto t = run_seq(model, one_block, &cache, run, &uncached, nullptr);
+  // A phase starting at step p (0, 4, 8) computes everything; its window is the prompt, the
+  // 2 (p + 1) tokens decoded by then and the (up to) 8 nearest masks: 18, 26, 32 keys. Its
+  // later steps compute the 4 nearest masks (fewer once fewer remain) and the tokens decoded
+  // in the phase (those of step p only at step p + 1): 6, 6, 8 rows; 6, 6, 6 in the last
+  // phase. The hit rate is the window's share not computed.
+  const double D = 32, M = 128, V = 32, L = 32, depth = 2;
+  const double rows[12] = {L, 6, 6, 8, L, 6, 6, 8, L, 6, 6, 6}, window[3] = {18, 26, 32};
+  double want = 0;
+  for (int i = 0; i < 12; ++i) {
+    const double R = rows[i], W = window[i / 4];
+    want += depth * (2 * R * D * 3 * D + 4 * R * L * D + 2 * R * D * D + 4 * R * D * M) + 2 * 24 * D * V;
+    for (int layer = 0; layer < 2; ++layer)
+      BOOST_CHECK_CLOSE(hit_at(t, model, i, layer), i % 4 == 0 ? 0.0 : (W - R) / W, 1e-12);
+  }
+  BOOST_CHECK_CLOSE(t.flops, 3 * want, 1e-9);
+  BOOST_CHECK_EQUAL(t.samples.eq(model.mask_id()).sum().item<int64_t>(), 0);
+  BOOST_TEST_MESSAGE("window_diffusion FLOPs / uncached " << t.flops / ref1.flops << " (attention counted over all keys), "
+                     "tokens differing " << t.samples.ne(uncached.samples).sum().item<int64_t>() << " of 72");
+}
+
+BOOST_AUTO_TEST_CASE(threshold_decoding_finishes_blocks_early_without_forwards) {
+  register_all();
+  auto with_decoder = [&](const std::string& yaml) {
+    auto o = po;
+    o.decoder.node = read_options<MdlmPipelineOptions>(parse_config_string("decoder: " + yaml + "\n", "p.yaml"),
+                                                       "pipeline `mdlm`").decoder.node;
+    return o;
+  };
+  // A threshold nothing misses: every block is decoded at its first step.
+  MdlmPipeline all_at_once{with_decoder("{type: threshold, threshold: 0.000001}")};
+  auto t = run_seq(model, all_at_once, nullptr, run, nullptr, nullptr);
+  BOOST_CHECK_EQUAL(t.samples.eq(model.mask_id()).sum().item<int64_t>(), 0);
+  for (int i = 0; i < 12; ++i) BOOST_CHECK_EQUAL(t.steps[size_t(i)].flops > 0, i % 4 == 0);
+  BOOST_CHECK_CLOSE(t.flops, ref_traj.flops / 4, 1e-9);
+  // A threshold nothing reaches (random weights): one token per step, the rest at the block's last step.
+  ReferenceTrace trace;
+  MdlmPipeline one_by_one{with_decoder("{type: threshold, threshold: 1.0}")};
+  run_seq(model, one_by_one, nullptr, run, nullptr, &trace);
+  for (int i = 0; i < 12; ++i) {
+    const int inner = i % 4, left_in_block = inner == 3 ? 0 : 8 - (inner + 1);
+    const int later_blocks = 8 * (2 - i / 4);
+    BOOST_CHECK_EQUAL(trace.x_after_step[size_t(i)].eq(model.mask_id()).sum().item<int64_t>(),
+                      3 * (left_in_block + later_blocks));
+  }
+  // With the dual cache: still every token decoded, fewer FLOPs than without it.
+  DualKvCache dual{DualKvOptions{}};
+  auto td = run_seq(model, one_by_one, &dual, run, nullptr, nullptr);
+  BOOST_CHECK_EQUAL(td.samples.eq(model.mask_id()).sum().item<int64_t>(), 0);
+  BOOST_CHECK_LT(td.flops, ref_traj.flops);
+}
+
+BOOST_AUTO_TEST_CASE(unsupervised_cfg_decodes_from_the_guided_logits) {
+  auto o = po;
+  o.cfg_scale = 1.5;
+  MdlmPipeline guided{o};
+  ReferenceTrace trace;
+  auto t = run_seq(model, guided, nullptr, run, nullptr, &trace);
+  BOOST_CHECK_CLOSE(t.flops, 2 * ref_traj.flops, 1e-9);  // the doubled batch
+  // Step 0 by hand: c from the sequence, u from it with the prompt masked, u + 2.5 (c - u).
+  const auto& x0 = ref.x_after_step[0];  // batch 0 after the unguided first step: its prompt
+  auto x = x0.clone();
+  x.narrow(1, 8, 24).fill_(model.mask_id());
+  auto un = x.clone();
+  un.narrow(1, 0, 8).fill_(model.mask_id());
+  PassThroughHooks hooks(model.linears());
+  Cond cond;
+  cond.context = 8;
+  cond.block_end = 16;
+  auto t0 = at::zeros({3});
+  auto c = model.forward(x, t0, cond, hooks), u = model.forward(un, t0, cond, hooks);
+  auto g = u + 2.5 * (c - u);
+  auto conf = at::softmax(g.to(at::kDouble), -1).max(-1);
+  auto pick = std::get<1>(std::get<0>(conf).topk(2, 1));
+  auto want = x.narrow(1, 8, 8).scatter(1, pick, std::get<1>(conf).gather(1, pick));
+  BOOST_CHECK(at::equal(trace.x_after_step[0].narrow(1, 8, 8), want));
+  BOOST_CHECK(!at::equal(t.samples, ref.samples));  // guidance changes the decoding
+  BOOST_CHECK_EQUAL(t.samples.eq(model.mask_id()).sum().item<int64_t>(), 0);
+}
+
+BOOST_AUTO_TEST_CASE(masked_lm_caches_refuse_causal_video) {
+  DualKvCache dual{DualKvOptions{}};
+  SeqForward f;
+  f.batch = 1;
+  f.length = 4;
+  f.causal = true;
+  cachelab::testing::check_error([&] { dual.seq_begin(f); }, {"causal", "rolling_kv"});
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -66,6 +66,26 @@ BOOST_AUTO_TEST_CASE(uncached_experiment_is_its_references) {
   BOOST_CHECK_EQUAL(cached.runs.size(), 2u);
 }
 
+// A masked LM's decoding rule is a method: every variant is measured against the baseline decoder.
+BOOST_AUTO_TEST_CASE(masked_lm_references_decode_with_the_baseline) {
+  TempDir d;
+  auto e = load_experiment(d.file("m.yaml", R"(backbone: {type: tiny_mdlm, hidden_size: 16, max_length: 24}
+pipeline: {type: mdlm, prompt_length: 8, gen_length: 16, block_length: 8, steps_per_block: 8}
+run: {samples: 2, batch: 2}
+variants:
+  dual: {ops: [{type: dual_kv}]}
+  threshold: {pipeline.decoder: {type: threshold, threshold: 0.8}}
+  both: {ops: [{type: dual_kv}], pipeline.decoder: {type: threshold}}
+)"), {});
+  BOOST_REQUIRE_EQUAL(e.runs.size(), 3u);
+  BOOST_REQUIRE_EQUAL(e.references.size(), 1u);
+  BOOST_CHECK_EQUAL(e.runs[0].reference_id, e.runs[1].reference_id);
+  BOOST_CHECK_EQUAL(e.runs[1].reference_id, e.runs[2].reference_id);
+  BOOST_CHECK(e.runs[1].resolved_yaml.find("threshold: 0.8") != std::string::npos);
+  BOOST_CHECK(e.references[0].resolved_yaml.find("threshold") == std::string::npos);
+  BOOST_CHECK_NE(e.runs[1].run_id, e.runs[2].run_id);
+}
+
 BOOST_AUTO_TEST_CASE(typo_in_a_component_key) {
   TempDir d;
   d.file("base.yaml", kBase);

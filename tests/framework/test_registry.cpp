@@ -5,6 +5,7 @@
 #include <set>
 
 #include "framework/config.h"
+#include "framework/lm_decoder.h"
 #include "framework/registries.h"
 #include "tools/components.h"
 
@@ -18,14 +19,15 @@ BOOST_AUTO_TEST_CASE(census_every_expected_component_is_registered) {
     auto v = reg.names();
     return std::set<std::string>(v.begin(), v.end());
   };
-  const std::set<std::string> bb = {"dit", "tiny_mdlm", "tiny_video", "unet", "sd_unet", "pixart"},
+  const std::set<std::string> bb = {"dit", "tiny_mdlm", "tiny_video", "unet", "sd_unet", "pixart", "llada"},
                               sm = {"ddim", "ddpm", "euler_flow", "heun_flow", "adm", "plms", "dpm_solver"},
                               ca = {"none", "fora", "fbcache", "taylorseer", "teacache", "toca", "dec", "l2c",
                                     "dbcache", "delta_dit", "magcache", "zeus", "cg_taylor", "scm", "threshold_search",
                                     "schedule", "foca", "pab", "ras", "delta_cache", "deepcache", "sixbit", "vc", "residual_linear",
                                     "interval_adjust"},
-                              me = {"mse", "psnr", "ssim", "fid", "accuracy", "token_match", "sample_quality"},
-                              pi = {"image", "mdlm", "video"}, gu = {"cfg"}, op = {"prefix_kv", "rolling_kv", "w8a8", "ptq"};
+                              me = {"mse", "psnr", "ssim", "fid", "accuracy", "token_match", "sample_quality", "exact_match"},
+                              pi = {"image", "mdlm", "video"}, gu = {"cfg"}, op = {"prefix_kv", "rolling_kv", "dual_kv", "dkv_cache", "window_diffusion", "d2cache", "w8a8", "ptq"},
+                              ld = {"low_confidence", "random", "threshold", "factor"};
   for (auto& n : bb) BOOST_CHECK_MESSAGE(names(backbones()).count(n), "backbone " << n);
   for (auto& n : sm) BOOST_CHECK_MESSAGE(names(samplers()).count(n), "sampler " << n);
   for (auto& n : pi) BOOST_CHECK_MESSAGE(names(pipelines()).count(n), "pipeline " << n);
@@ -34,6 +36,7 @@ BOOST_AUTO_TEST_CASE(census_every_expected_component_is_registered) {
   BOOST_CHECK_MESSAGE(names(evaluators()).count("lenet"), "judge lenet");
   BOOST_CHECK_MESSAGE(names(evaluators()).count("inception"), "judge inception");
   BOOST_CHECK_MESSAGE(names(decoders()).count("sd_vae"), "decoder sd_vae");
+  for (auto& n : ld) BOOST_CHECK_MESSAGE(names(lm_decoders()).count(n), "lm_decoder " << n);
   for (auto& n : ca) BOOST_CHECK_MESSAGE(names(caches()).count(n), "cache " << n);
   for (auto& n : me) BOOST_CHECK_MESSAGE(names(metrics()).count(n), "metric " << n);
   for (auto& n : op) BOOST_CHECK_MESSAGE(names(ops_layers()).count(n), "ops " << n);
@@ -81,6 +84,7 @@ BOOST_AUTO_TEST_CASE(config_round_trip_of_every_component) {
   round_trip_all(metrics());
   round_trip_all(evaluators());
   round_trip_all(decoders());
+  round_trip_all(lm_decoders());
 }
 
 BOOST_AUTO_TEST_CASE(unknown_type_lists_the_registered_names_with_a_suggestion) {

@@ -31,7 +31,7 @@ expect 2 "--only \`nope\`|variants: fora_n2" "--only with an unknown variant is 
 out=$("$exe" validate experiments/quickstart.yaml variants.fora_n2.cache.interval=0 2>&1)
 grep -q "raised at\|failed at" <<<"$out" && bad "errors show no source locations: $out" || ok "errors show no source locations"
 expect 2 "not found" "missing experiment file" "$exe" run "$tmp/none.yaml"
-expect 0 "ok -- 3 run(s)" "core_v2_mdlm validates" "$exe" validate experiments/core_v2_mdlm.yaml
+expect 0 "ok -- 9 run(s)" "core_v2_mdlm validates" "$exe" validate experiments/core_v2_mdlm.yaml
 expect 0 "ok -- 3 run(s)" "core_v2_video validates" "$exe" validate experiments/core_v2_video.yaml
 # The sequence pipelines end to end (token and video samples in the run files, their report).
 for e in mdlm video; do

@@ -1,0 +1,157 @@
+// Masked-LM K/V caches that decide per sample and per position (framework/ops.h's sequence
+// protocol): before each forward the cache marks which positions the model computes and which
+// of the computed positions' keys and values it keeps; every other position's keys and values
+// come from the store, where each layer holds one entry per position with the step it was
+// computed at. Nothing in models/ or framework/ knows these caches.
+//
+//   dual_kv    Fast-dLLM's dual cache: at a block's first step (and every `refresh` steps
+//              within it) the model computes every position and the cache keeps them all; at
+//              the other steps only the current block is computed (the prefix and the masked
+//              suffix come from the cache) and the block's fresh keys and values replace its
+//              cached ones, as Fast-dLLM's `replace_position` does.
+//   window_diffusion  Window-Diffusion (vhicrgit/Window-Diffusion, LLaDA path): phases of
+//              `refresh` steps. A phase starts with a full forward that keeps every position.
+//              Its window is every decoded position (after that step) and the `window`
+//              nearest masked ones; farther masked positions are pruned from attention for the
+//              phase. Later steps compute the `active` nearest masked positions and the tokens
+//              decoded in the phase (those decoded by its first step only at its second), keep
+//              their fresh keys and values, and attend to the window only. Positions not
+//              computed get zero logits, so decoding stays within the active ones.
+//   dkv_cache  dKV-Cache-Decode's delayed caching: a token's keys and values are kept one step
+//              after it is decoded (the step that decodes it still sees it as MASK; the next
+//              step computes it with its token and keeps the result). Steps compute the
+//              still-masked positions and those decoded at the previous step; the first two
+//              steps of a block and every `refresh`-th step compute everything and keep every
+//              non-masked position (the reference's `cache_reloading_step`).
+//
+// Rows are per sample; samples that would compute fewer rows than the batch's largest count
+// compute extra positions (their latest keys and values are used, not stored), so every
+// sample computes the same number. Logged per step on each layer's attention site:
+// `kv_hit_rate` (the fraction of the attended keys the store supplied), `kv_drift_k` /
+// `kv_drift_v` (at steps that recompute positions the store held: how far the held keys and
+// values had drifted from the recomputed ones, relative L2) and `kv_bytes` (the store's size).
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <limits>
+#include <vector>
+
+#include "caches/kv_cache.h"
+#include "framework/layer.h"
+#include "framework/ops.h"
+
+namespace cachelab {
+
+// dual_kv's `refresh` means what prefix_kv's does.
+using DualKvOptions = PrefixKvOptions;
+
+struct DkvCacheOptions {
+  int refresh = 4;
+  template <class V>
+  void fields(V& v) {
+    v("refresh", refresh, "recompute every position at steps whose index within the block is a multiple of N "
+                          "(dKV-Cache's cache_reloading_step); 1 = every step (no reuse), 0 = only the first two");
+  }
+  template <class C>
+  void check(C& c) const {
+    c.require(refresh >= 0, "refresh", "must be >= 0");
+  }
+};
+
+struct WindowDiffusionOptions {
+  int refresh = 5;    // phase length, steps
+  int window = 64;    // masked positions a phase keeps visible (the nearest), besides the decoded ones
+  int active = 8;     // masked positions computed at a step (the nearest)
+  template <class V>
+  void fields(V& v) {
+    v("refresh", refresh, "phase length in steps (the reference's refresh_cycle / window_size): a phase starts with "
+                          "a full forward");
+    v("window", window, "the nearest masked positions a phase keeps as keys besides every decoded one (window_tokens); "
+                        "farther masked positions are pruned from attention");
+    v("active", active, "the nearest masked positions computed at each step of a phase (active_tokens), besides the "
+                        "tokens the phase decoded");
+  }
+  template <class C>
+  void check(C& c) const {
+    c.require(refresh >= 1, "refresh", "must be >= 1 (1 = a full forward every step)");
+    c.require(window >= 1, "window", "must be >= 1");
+    c.require(active >= 1 && active <= window, "active", "must be in [1, window]");
+  }
+};
+
+class SeqKvCache : public Ops {
+ public:
+  void begin_run(const std::vector<LinearRef>& linears, RunContext* ctx) override;
+  void begin_step(const StepIndex& step) override;
+  void end_step() override;
+  SeqPlan seq_begin(const SeqForward& f) override;
+  at::Tensor attention(const AttnCall& call, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) override;
+
+ protected:
+  explicit SeqKvCache(const char* name) : name_(name) {}
+  struct RowPlan {
+    at::Tensor compute;  // [B, L] bool: positions the model computes
+    at::Tensor keep;     // [B, L] bool: computed positions whose keys and values the store keeps
+    at::Tensor visible;  // [B, L] bool: positions whose keys the queries see; undefined = all
+  };
+  // `stored`: whether the store holds anything for this sequence. A decision that does not
+  // compute every position needs it.
+  virtual RowPlan decide(const SeqForward& f, const StepIndex& step, bool stored) = 0;
+  // The attention itself, over all L keys (K, V [B, H, L, d], the store's with this call's
+  // fresh rows written in); the default is the inner ops' (dense) attention. d2Cache reads
+  // the attention weights here.
+  virtual at::Tensor attend(const AttnCall& call, const at::Tensor& q, const at::Tensor& K, const at::Tensor& V) {
+    return Ops::attention(call, q, K, V);
+  }
+  static at::Tensor all(const SeqForward& f);
+  static at::Tensor positions_between(const SeqForward& f, int64_t begin, int64_t end);
+
+ private:
+  struct Layer {
+    at::Tensor k, v;     // [B, H, L, d]
+    at::Tensor valid;    // [B, L] bool: the store holds this position
+    double served = 0, seen = 0;
+    double drift_k = std::numeric_limits<double>::quiet_NaN();  // this step's, NaN when nothing was re-stored
+    double drift_v = std::numeric_limits<double>::quiet_NaN();
+  };
+  const char* name_;
+  std::vector<Layer> layers_;
+  std::vector<int> attn_site_;
+  RunContext* ctx_ = nullptr;
+  int hit_extra_ = -1, drift_k_extra_ = -1, drift_v_extra_ = -1, bytes_extra_ = -1;
+  StepIndex step_;
+  at::Tensor keep_;     // [B, L] bool, this forward
+  at::Tensor visible_;  // [B, L] bool, this forward; undefined = all
+  bool stored_ = false;
+};
+
+class DualKvCache final : public SeqKvCache {
+ public:
+  explicit DualKvCache(const DualKvOptions& o) : SeqKvCache("dual_kv"), o_(o) {}
+
+ private:
+  RowPlan decide(const SeqForward& f, const StepIndex& step, bool stored) override;
+  DualKvOptions o_;
+};
+
+class DkvCache final : public SeqKvCache {
+ public:
+  explicit DkvCache(const DkvCacheOptions& o) : SeqKvCache("dkv_cache"), o_(o) {}
+
+ private:
+  RowPlan decide(const SeqForward& f, const StepIndex& step, bool stored) override;
+  DkvCacheOptions o_;
+};
+
+class WindowDiffusionCache final : public SeqKvCache {
+ public:
+  explicit WindowDiffusionCache(const WindowDiffusionOptions& o) : SeqKvCache("window_diffusion"), o_(o) {}
+
+ private:
+  RowPlan decide(const SeqForward& f, const StepIndex& step, bool stored) override;
+  WindowDiffusionOptions o_;
+  at::Tensor window_;      // [B, L] bool: this phase's visible keys
+  int phase_start_ = -1;   // run step of the phase's full forward
+};
+
+}  // namespace cachelab

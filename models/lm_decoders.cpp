@@ -1,0 +1,69 @@
+#include "models/lm_decoders.h"
+
+#include <ATen/ATen.h>
+
+#include <limits>
+
+namespace cachelab {
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+struct Predicted {
+  at::Tensor tokens;  // [B, N] int64 argmax
+  at::Tensor conf;    // [B, N] float64 its probability at masked positions, -inf elsewhere
+};
+
+Predicted predict(const UnmaskStep& s) {
+  auto probs = at::softmax(s.logits.to(at::kDouble), -1);
+  auto best = probs.max(-1);
+  Predicted p;
+  p.tokens = std::get<1>(best);
+  p.conf = at::where(s.masked, std::get<0>(best), at::full_like(std::get<0>(best), -kInf));
+  return p;
+}
+
+// The k highest-scoring masked positions per sample (k clipped to the masked count).
+at::Tensor top_k(const at::Tensor& score, const at::Tensor& masked, int64_t k) {
+  auto pick = at::zeros_like(masked);
+  if (k <= 0) return pick;
+  auto idx = std::get<1>(score.topk(std::min<int64_t>(k, score.size(1)), 1));
+  return pick.scatter(1, idx, true) & masked;
+}
+
+}  // namespace
+
+UnmaskChoice LowConfidenceDecoder::choose(const UnmaskStep& s) const {
+  auto p = predict(s);
+  return {top_k(p.conf, s.masked, s.quota), p.tokens};
+}
+
+UnmaskChoice RandomDecoder::choose(const UnmaskStep& s) const {
+  auto p = predict(s);
+  auto order = at::where(s.masked, s.noise.to(at::kDouble), at::full_like(s.noise, -kInf, at::kDouble));
+  return {top_k(order, s.masked, s.quota), p.tokens};
+}
+
+UnmaskChoice ThresholdDecoder::choose(const UnmaskStep& s) const {
+  auto p = predict(s);
+  auto pick = (p.conf >= o_.threshold) | top_k(p.conf, s.masked, 1);
+  return {pick & s.masked, p.tokens};
+}
+
+UnmaskChoice FactorDecoder::choose(const UnmaskStep& s) const {
+  auto p = predict(s);
+  auto sorted = std::get<0>(p.conf.sort(1, /*descending=*/true));  // masked first
+  const int64_t B = sorted.size(0), N = sorted.size(1);
+  auto n = at::arange(1, N + 1, sorted.options());                         // 1 .. N
+  auto ok = ((n + 1) * (1 - sorted) < o_.factor) & at::isfinite(sorted);   // per rank
+  // The largest qualifying n per sample, at least 1.
+  auto ranks = at::where(ok, n.unsqueeze(0).expand({B, N}), at::zeros_like(sorted));
+  auto count = std::get<0>(ranks.max(1)).clamp_min(1).to(at::kLong);  // [B]
+  auto pick = at::zeros_like(s.masked);
+  auto order = std::get<1>(p.conf.sort(1, true));
+  auto within = at::arange(N, at::kLong).unsqueeze(0).expand({B, N}).lt(count.unsqueeze(1));
+  pick.scatter_(1, order, within);
+  return {pick & s.masked, p.tokens};
+}
+
+}  // namespace cachelab

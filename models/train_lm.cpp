@@ -1,0 +1,105 @@
+#include "models/train_lm.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <cstdio>
+
+#include "framework/error.h"
+#include "framework/site.h"
+
+namespace cachelab {
+
+at::Tensor masked_lm_loss(Backbone& model, const at::Tensor& prompt, const at::Tensor& answer, at::Generator gen,
+                          double mask_eps) {
+  const auto* lm = dynamic_cast<const MaskedLm*>(&model);
+  CL_CHECK(lm, "masked_lm_loss: the backbone is not a masked-diffusion LM (tiny_mdlm, llada)");
+  CL_CHECK(prompt.dim() == 2 && answer.dim() == 2 && prompt.size(0) == answer.size(0),
+           "masked_lm_loss: expects prompts [B, P] and answers [B, G] of one batch");
+  const int64_t B = answer.size(0), P = prompt.size(1), G = answer.size(1);
+  CL_CHECK(P + G <= lm->max_length(),
+           "masked_lm_loss: prompt (" << P << ") + answer (" << G << ") exceed the model's max length " << lm->max_length());
+  auto t = at::rand({B}, gen) * (1.0 - mask_eps) + mask_eps;                 // [B]
+  auto masked = at::rand({B, G}, gen) < t.unsqueeze(1);                      // [B, G]
+  auto noisy = at::where(masked, at::full_like(answer, lm->mask_id()), answer);
+  auto x = at::cat({prompt, noisy}, 1);
+  PassThroughHooks hooks(model.linears());
+  Cond cond;  // context 0: logits of every position
+  auto logits = model.forward(x, t * 1000.0, cond, hooks);
+  CL_CHECK(logits.dim() == 3 && logits.size(1) == P + G, "masked_lm_loss: the model returned logits "
+                                                             << logits.sizes() << " for " << P + G << " positions");
+  auto logp = at::log_softmax(logits.narrow(1, P, G).to(at::kFloat), -1);
+  auto nll = -logp.gather(2, answer.unsqueeze(2)).squeeze(2);                // [B, G]
+  return (nll * masked.to(at::kFloat)).sum(1) / t / double(G);
+}
+
+void train_masked_lm(Backbone& model, const LmTrainOptions& o, const std::string& config_yaml) {
+  const auto* lm = dynamic_cast<const MaskedLm*>(&model);
+  CL_CHECK(lm, "`model: mdlm` trains a masked-diffusion LM backbone (tiny_mdlm, llada)");
+  const int64_t V = CharTokenizer::vocab_size();
+  CL_CHECK(lm->vocab_size() >= V, "the task tokenizer has " << V << " tokens: the backbone's vocabulary ("
+                                                            << lm->vocab_size() << ") must hold them");
+  CL_CHECK(lm->mask_id() >= V, "the backbone's MASK id " << lm->mask_id() << " collides with the task tokenizer's ids 0 .. "
+                                                         << V - 1 << ": give it an id >= " << V);
+  CL_CHECK(o.mask_eps > 0 && o.mask_eps < 1, "train.mask_eps must be in (0, 1), got " << o.mask_eps);
+  const LmTaskSet set(o.task);
+  for (const auto& task : set.tasks)
+    CL_CHECK(task.prompt_length() + task.gen_length() <= lm->max_length(),
+             "task " << task.name() << " needs " << task.prompt_length() << " + " << task.gen_length()
+                     << " tokens: more than the backbone's max length " << lm->max_length());
+  // Sub-batch sizes: largest remainders of batch_size x weight, at least one problem each.
+  const size_t K = set.tasks.size();
+  CL_CHECK(o.batch_size >= int(K), "train.batch_size " << o.batch_size << " is smaller than the " << K << " tasks mixed");
+  std::vector<int64_t> sizes(K, 1);
+  {
+    int64_t left = o.batch_size - int64_t(K);
+    std::vector<double> want(K);
+    for (size_t i = 0; i < K; ++i) want[i] = std::max(0.0, set.weights[i] * o.batch_size - 1);
+    for (size_t i = 0; i < K; ++i) {
+      const int64_t f = std::min<int64_t>(left, int64_t(std::floor(want[i])));
+      sizes[i] += f;
+      left -= f;
+      want[i] -= double(f);
+    }
+    while (left > 0) {
+      size_t best = 0;
+      for (size_t i = 1; i < K; ++i)
+        if (want[i] > want[best]) best = i;
+      ++sizes[best];
+      want[best] = -1;
+      --left;
+    }
+  }
+  std::string mix;
+  for (size_t i = 0; i < K; ++i)
+    mix += (i ? ", " : "") + set.tasks[i].name() + " " + std::to_string(sizes[i]) + " (" +
+           std::to_string(set.tasks[i].prompt_length()) + "+" + std::to_string(set.tasks[i].gen_length()) + " tokens)";
+  char summary[200];
+  std::snprintf(summary, sizeof summary, "masked-diffusion LM: %lld parameters, vocabulary %lld, MASK %lld",
+                (long long)model.num_parameters(), (long long)lm->vocab_size(), (long long)lm->mask_id());
+  TrainRun run(model, o, "cachelab mdlm", summary, "llada-sft",
+               "LLaDA SFT: masked answer-token cross-entropy / t, normalised by the answer length", config_yaml);
+  std::printf("[train] batch per step: %s\n", mix.c_str());
+  if (run.finished()) return;
+  // The random stream depends on the step so that a resumed run draws fresh masks; problem
+  // indices are step x batch_size + j in each task's training split.
+  auto gen = at::detail::createCPUGenerator(uint64_t(o.seed) * 1000003ull + uint64_t(run.step()));
+  const uint64_t base = uint64_t(o.seed) << 40;
+  run.start();
+  while (run.step() < o.steps) {
+    const double lr = run.begin_step();
+    double total = 0;
+    for (size_t i = 0; i < K; ++i) {
+      const auto& task = set.tasks[i];
+      const auto problems = task.problems(false, base + uint64_t(run.step()) * uint64_t(o.batch_size), sizes[i]);
+      auto loss = masked_lm_loss(model, task.encode_prompts(problems), task.encode_answers(problems), gen, o.mask_eps)
+                      .sum() / double(o.batch_size);
+      loss.backward();
+      total += loss.item<double>();
+    }
+    run.end_step(total, lr);
+  }
+  std::printf("[train] done: %d steps; EMA weights in %s\n", run.step(), run.output().c_str());
+}
+
+}  // namespace cachelab

@@ -1,0 +1,82 @@
+// Supervised fine-tuning of a masked-diffusion LM on the exactly-checkable tasks
+// (framework/lm_tasks.h) with LLaDA's SFT objective, resumable (TrainRun in models/train.h).
+//
+// Objective (LLaDA, Nie et al. 2025, SFT): a sample is prompt (P tokens) + answer (G tokens,
+// padded with EOS). Per sample t ~ U(mask_eps, 1); each answer token is replaced by MASK
+// with probability t (the prompt never is); the loss is the cross-entropy of the masked
+// tokens weighted by 1 / t, summed and divided by the answer length G, averaged over the
+// batch. A `mix` task splits every batch among its tasks by weight (each task keeps its own
+// lengths, so its sub-batch is rectangular).
+#pragma once
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+
+#include <string>
+
+#include "framework/backbone.h"
+#include "framework/lm_tasks.h"
+#include "models/masked_lm.h"
+#include "models/train.h"
+
+namespace cachelab {
+
+struct LmTrainOptions : TrainOptions {
+  LmTaskOptions task;
+  double mask_eps = 1e-3;  // t ~ U(mask_eps, 1)
+  LmTrainOptions() {
+    steps = 4000;
+    batch_size = 64;
+    lr = 1e-3;
+    warmup = 200;
+    ema_decay = 0.999;
+    checkpoint_every = 250;
+    checkpoint_dir = "checkpoints/llada-tasks";
+    output = "models/weights/llada-tasks.safetensors";
+    task.task = "mix";
+  }
+  template <class V>
+  void fields(V& v) {
+    v("steps", steps, "optimiser steps in total; a resumed run continues to this");
+    v("batch_size", batch_size, "problems per step (a mix splits them among its tasks by weight)");
+    v("lr", lr, "AdamW peak learning rate");
+    v("warmup", warmup, "linear learning-rate warm-up, steps");
+    v("decay_steps", decay_steps, "steps at which the learning rate is multiplied by decay_factor");
+    v("decay_factor", decay_factor, "learning-rate factor applied at each of decay_steps");
+    v("weight_decay", weight_decay, "AdamW weight decay");
+    v("grad_clip", grad_clip, "max global gradient norm (0 = off)");
+    v("ema_decay", ema_decay, "EMA decay, warmed up as min(decay, (1+s)/(10+s))");
+    v("seed", seed, "seed of the training problems, mask ratios and masks");
+    v("threads", threads, "intra-op threads");
+    v("checkpoint_every", checkpoint_every, "steps between checkpoints and weight exports");
+    v("log_every", log_every, "steps between progress lines");
+    v("checkpoint_dir", checkpoint_dir, "resumable state (relative to the project root)");
+    v("output", output, "EMA weights file written at every checkpoint (relative to the project root)");
+    v("init_from", init_from, "weights a new run starts from (same architecture; empty = random init)");
+    v("mask_eps", mask_eps, "the mask ratio t is drawn from U(mask_eps, 1)");
+    task.fields(v);
+  }
+  template <class C>
+  void check(C& c) const {
+    c.require(steps >= 1, "steps", "must be >= 1");
+    c.require(batch_size >= 1, "batch_size", "must be >= 1");
+    c.require(lr > 0, "lr", "must be > 0");
+    c.require(checkpoint_every >= 1, "checkpoint_every", "must be >= 1");
+    c.require(log_every >= 1, "log_every", "must be >= 1");
+    c.require(mask_eps > 0 && mask_eps < 1, "mask_eps", "must be in (0, 1)");
+    c.require(!task.task.empty(), "task", "must be set (a task or mix)");
+    task.check(c);
+  }
+};
+
+// Per-sample SFT losses [B] (float32, differentiable) of prompts [B, P] and answers [B, G]
+// (int64 token ids < the model's vocabulary, MASK excluded): t and the masks are drawn from
+// `gen`; the model sees the masked sequence at timestep 1000 t.
+at::Tensor masked_lm_loss(Backbone& model, const at::Tensor& prompt, const at::Tensor& answer, at::Generator gen,
+                          double mask_eps);
+
+// Trains (or resumes) `model` (a MaskedLm backbone, freshly initialised) on o.task; prints
+// progress; writes checkpoints, the EMA weights (metadata: step, format, config_yaml) and the
+// loss curve, as train_diffusion does.
+void train_masked_lm(Backbone& model, const LmTrainOptions& o, const std::string& config_yaml);
+
+}  // namespace cachelab
