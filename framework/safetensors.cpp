@@ -188,4 +188,21 @@ void load_into(const std::vector<std::pair<std::string, at::Tensor>>& model_tens
                                                 << "` that the configured model lacks: configuration mismatch");
 }
 
+std::vector<at::Tensor> tensors_of(const std::vector<std::pair<std::string, at::Tensor>>& named) {
+  std::vector<at::Tensor> out;
+  for (auto& nt : named) out.push_back(nt.second);
+  return out;
+}
+
+int64_t numel_of(const std::vector<std::pair<std::string, at::Tensor>>& named) {
+  int64_t n = 0;
+  for (auto& nt : named) n += nt.second.numel();
+  return n;
+}
+
+void move_tensors(std::vector<std::pair<std::string, at::Tensor>>& named, at::Device device, at::ScalarType dtype) {
+  c10::NoGradGuard guard;  // c10:: in every LibTorch
+  for (auto& nt : named) nt.second.set_data(nt.second.to(device, dtype));
+}
+
 }  // namespace cachelab

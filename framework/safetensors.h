@@ -31,4 +31,10 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
 void load_into(const std::vector<std::pair<std::string, at::Tensor>>& model_tensors, const std::string& path,
                const std::string& make_hint);
 
+// For models that hold their weights as one named tensor list (llada, sd_unet): the
+// Backbone methods trainable_parameters, num_parameters and to over that list.
+std::vector<at::Tensor> tensors_of(const std::vector<std::pair<std::string, at::Tensor>>& named);
+int64_t numel_of(const std::vector<std::pair<std::string, at::Tensor>>& named);
+void move_tensors(std::vector<std::pair<std::string, at::Tensor>>& named, at::Device device, at::ScalarType dtype);
+
 }  // namespace cachelab

@@ -207,7 +207,7 @@ Llada::Llada(const LladaOptions& o) : options_(o), arch_(llada_architecture(o)) 
 
   // Random initialisation: linears N(0, 1/fan_in), the embedding N(0, 1), norm weights 1.
   {
-    at::NoGradGuard guard;
+    c10::NoGradGuard guard;
     auto gen = at::detail::createCPUGenerator(uint64_t(o.init_seed));
     for (auto& [name, t] : params_) {
       if (t.dim() == 1)
@@ -336,22 +336,11 @@ at::Tensor Llada::forward(const at::Tensor& x, const at::Tensor& t, const Cond& 
   return logits.to(at::kFloat);
 }
 
-std::vector<at::Tensor> Llada::trainable_parameters() {
-  std::vector<at::Tensor> out;
-  for (auto& nt : params_) out.push_back(nt.second);
-  return out;
-}
+std::vector<at::Tensor> Llada::trainable_parameters() { return tensors_of(params_); }
 
-int64_t Llada::num_parameters() {
-  int64_t n = 0;
-  for (auto& nt : params_) n += nt.second.numel();
-  return n;
-}
+int64_t Llada::num_parameters() { return numel_of(params_); }
 
-void Llada::to(at::Device device, at::ScalarType dtype) {
-  at::NoGradGuard guard;
-  for (auto& nt : params_) nt.second.set_data(nt.second.to(device, dtype));
-}
+void Llada::to(at::Device device, at::ScalarType dtype) { move_tensors(params_, device, dtype); }
 
 void Llada::save(const std::string& path, const std::vector<std::pair<std::string, std::string>>& metadata) {
   write_safetensors(path, params_, std::map<std::string, std::string>(metadata.begin(), metadata.end()));

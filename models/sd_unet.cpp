@@ -207,7 +207,7 @@ SdUnet::SdUnet(const SdUnetOptions& o) : options_(o) {
 
   // Random initialisation: weights N(0, 1/fan_in), norm scales 1, biases 0.
   {
-    at::NoGradGuard guard;
+    c10::NoGradGuard guard;
     auto gen = at::detail::createCPUGenerator(uint64_t(o.init_seed));
     for (auto& [name, t] : tensors_) {
       if (t.dim() >= 2) {
@@ -450,22 +450,11 @@ Cond SdUnet::null_cond(const Cond& cond) const {
 
 std::vector<std::pair<std::string, at::Tensor>> SdUnet::named_tensors() { return tensors_; }
 
-std::vector<at::Tensor> SdUnet::trainable_parameters() {
-  std::vector<at::Tensor> out;
-  for (auto& nt : tensors_) out.push_back(nt.second);
-  return out;
-}
+std::vector<at::Tensor> SdUnet::trainable_parameters() { return tensors_of(tensors_); }
 
-int64_t SdUnet::num_parameters() {
-  int64_t n = 0;
-  for (auto& nt : tensors_) n += nt.second.numel();
-  return n;
-}
+int64_t SdUnet::num_parameters() { return numel_of(tensors_); }
 
-void SdUnet::to(at::Device device, at::ScalarType dtype) {
-  at::NoGradGuard guard;
-  for (auto& nt : tensors_) nt.second.set_data(nt.second.to(device, dtype));
-}
+void SdUnet::to(at::Device device, at::ScalarType dtype) { move_tensors(tensors_, device, dtype); }
 
 void SdUnet::save(const std::string& path, const std::vector<std::pair<std::string, std::string>>& metadata) {
   write_safetensors(path, tensors_, std::map<std::string, std::string>(metadata.begin(), metadata.end()));
@@ -547,7 +536,7 @@ void SdUnet::load(const std::string& path) {
                                         << "model.diffusion_model.input_blocks.0.0.weight or diffusers names such as "
                                            "down_blocks.0.resnets.0.conv1.weight)");
   const char* layout = compvis_prefixed ? "CompVis (model.diffusion_model.)" : diffusers ? "diffusers" : "CompVis";
-  at::NoGradGuard guard;
+  c10::NoGradGuard guard;
   for (auto& [name, t] : tensors_) {
     auto it = found.find(name);
     CL_CHECK(it != found.end(), "sd_unet: `" << path << "` (" << layout << " names) lacks tensor `" << name
