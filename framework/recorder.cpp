@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -508,11 +509,12 @@ std::string config_value(const YAML::Node& config, const std::string& dotted) {
 
 // `reference[<point>]` from a reference's overrides `(reference of <first run using it>)`, as
 // the report names it (the point inside [] of that run, or its whole name outside a sweep).
-std::string reference_name(const std::string& overrides) {
+// full: `reference[<that run>]`, for references that share a point.
+std::string reference_name(const std::string& overrides, bool full = false) {
   std::string of = overrides;
   if (of.rfind("(reference of ", 0) == 0 && of.back() == ')') of = of.substr(14, of.size() - 15);
   const auto open = of.find('[');
-  if (open != std::string::npos && of.back() == ']') of = of.substr(open + 1, of.size() - open - 2);
+  if (!full && open != std::string::npos && of.back() == ']') of = of.substr(open + 1, of.size() - open - 2);
   return "reference[" + of + "]";
 }
 
@@ -552,9 +554,15 @@ int write_index_csv(const std::string& dir, const std::vector<std::string>& run_
     out << "\n";
     // One reference is named plainly (as claims name it); several by their sweep point.
     const bool one_reference = std::count_if(runs.begin(), runs.end(), [](auto& r) { return r.is_reference; }) == 1;
+    // Several references sharing a sweep point (variants that differ in the pipeline) are
+    // named by the first run using each instead.
+    std::map<std::string, int> points;
+    for (auto& r : runs)
+      if (r.is_reference) ++points[reference_name(r.overrides)];
     for (auto& r : runs) {
-      const std::string run =
-          !r.is_reference ? r.variant : one_reference ? std::string("reference") : reference_name(r.overrides);
+      const std::string run = !r.is_reference ? r.variant
+                              : one_reference ? std::string("reference")
+                                              : reference_name(r.overrides, points[reference_name(r.overrides)] > 1);
       out << csv_field(r.run_id) << "," << csv_field(run) << "," << csv_field(run.substr(0, run.find('['))) << ","
           << int(r.is_reference) << "," << csv_field(r.reference_run) << "," << r.seed;
       YAML::Node config;

@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <limits>
+
 #include "framework/error.h"
 
 namespace cachelab {
@@ -39,6 +41,8 @@ std::vector<std::pair<std::string, double>> ExactMatchMetric::compute(const Metr
     const double ref = fraction(in.reference);
     out.push_back({"exact_match_reference", ref});
     out.push_back({"exact_match_loss", ref - here});  // accuracy lost against the reference (negative: gained)
+    // The share of the reference's accuracy kept (papers' "preserving over 90% performance").
+    out.push_back({"exact_match_retained", ref > 0 ? here / ref : std::numeric_limits<double>::quiet_NaN()});
   }
   return out;
 }

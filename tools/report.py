@@ -57,7 +57,7 @@ def current_run_ids(folder):
 def load_runs(folder):
     """Run files by run name (a done run wins over a failed one). Files of runs from an
     earlier version of the experiment (not in index.csv) are left out."""
-    runs = {}
+    runs, loaded = {}, []
     current = current_run_ids(folder)
     for name in sorted(os.listdir(folder)):
         if not name.endswith(".h5") or name.startswith("."):
@@ -75,7 +75,18 @@ def load_runs(folder):
             run["config"] = yaml.safe_load(attrs.get("config_yaml", "")) or {}
         except yaml.YAMLError:
             run["config"] = {}
-        variant = reference_label(attrs) if is_ref(run) else attrs.get("variant", name)
+        loaded.append(run)
+    # References are named by their sweep point; where two share a point (variants that
+    # differ in the pipeline each have their own), by the first run using each instead.
+    points = [reference_label(r["attrs"]) for r in loaded if is_ref(r)]
+    for run in loaded:
+        attrs = run["attrs"]
+        if is_ref(run):
+            variant = reference_label(attrs)
+            if points.count(variant) > 1:
+                variant = reference_label(attrs, full=True)
+        else:
+            variant = attrs.get("variant", run["file"])
         old = runs.get(variant)
         if old is None or (old["attrs"].get("status") != "done" and attrs.get("status") == "done"):
             runs[variant] = run
@@ -89,10 +100,11 @@ def is_ref(run):
     return bool(int(run["attrs"].get("is_reference", 0)))
 
 
-def reference_label(attrs):
-    """`reference[<sweep point>]` from the overrides `(reference of <first run using it>)`."""
+def reference_label(attrs, full=False):
+    """`reference[<sweep point>]` from the overrides `(reference of <first run using it>)`;
+    full: `reference[<that run>]`."""
     of = attrs.get("overrides", "").removeprefix("(reference of ").removesuffix(")")
-    point = of[of.index("[") + 1:-1] if "[" in of and of.endswith("]") else of
+    point = of[of.index("[") + 1:-1] if "[" in of and of.endswith("]") and not full else of
     return f"reference[{point}]"
 
 

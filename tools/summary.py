@@ -37,6 +37,7 @@ TOLERANCE = {
     "exact_match": ("abs", 0.02),  # greedy decoding: a float tie flipped by another BLAS path moves a few answers
     "exact_match_reference": ("abs", 0.02),
     "exact_match_loss": ("abs", 0.03),  # a difference of two exact_match values
+    "exact_match_retained": ("abs", 0.05),  # a ratio of two exact_match values
 }
 EXTRA = ["speedup_wall_q25", "speedup_wall_q75", "wall_s", "forwards", "tokens_per_s", "ref_tokens_per_s"]  # kept, never compared
 ENVIRONMENT = ["git_sha", "git_dirty", "cpu", "threads", "blas", "torch_version", "host"]

@@ -62,6 +62,14 @@ for name, want in [("fora_n2[seed=1]", "fora_n2"), ("fora[cache.interval=2,seed=
     got = report.without_seed(name)
     failed += got != want
     print(("ok  " if got == want else "FAIL") + f" without_seed({name}) = {got} (want {want})")
+# References named by their sweep point, or (when two share it: variants with their own
+# pipelines) by the first run using each.
+for attrs, full, want in [({"overrides": "(reference of add[seed=0])"}, False, "reference[seed=0]"),
+                          ({"overrides": "(reference of add[seed=0])"}, True, "reference[add[seed=0]]"),
+                          ({"overrides": "(reference of add)"}, False, "reference[add]")]:
+    got = report.reference_label(attrs, full=full)
+    failed += got != want
+    print(("ok  " if got == want else "FAIL") + f" reference_label({attrs}, full={full}) = {got} (want {want})")
 agg = report.aggregate(seeds, ["a[seed=0]", "a[seed=1]", "a[seed=2]"], "psnr")
 ok = agg["n"] == 3 and abs(agg["mean"] - 31.0) < 1e-12 and abs(agg["lo"] - 30.0) < 1e-12 and abs(agg["hi"] - 32.0) < 1e-12
 failed += not ok
