@@ -183,11 +183,8 @@ SeqKvCache::RowPlan D2Cache::decide(const SeqForward& f, const StepIndex& step, 
 }
 
 at::Tensor D2Cache::attend(const AttnCall& call, const at::Tensor& q, const at::Tensor& K, const at::Tensor& V) {
-  // The weights as dense_attention computes them (framework/ops.cpp), so the output is the same.
-  auto s = at::matmul(q, K.transpose(-2, -1)) * (1.0 / std::sqrt(double(q.size(-1))));
-  if (call.mask.defined()) s = s + call.mask;
-  auto p = at::softmax(s, -1);
-  auto out = inner_ ? Ops::attention(call, q, K, V) : at::matmul(p, V);
+  at::Tensor p;
+  auto out = attend_weighed(call, q, K, V, p);
   const size_t layer = size_t(call.layer);
   if (att_rows_.size() <= layer) {
     att_rows_.resize(layer + 1);

@@ -4,13 +4,17 @@
 #include "caches/dec.h"
 #include "caches/delta_dit.h"
 #include "caches/delta_cache.h"
+#include "caches/dllm_cache.h"
+#include "caches/elastic_cache.h"
 #include "caches/deepcache.h"
 #include "caches/fbcache.h"
+#include "caches/flash_block.h"
 #include "caches/foca.h"
 #include "caches/fora.h"
 #include "caches/interval_adjust.h"
 #include "caches/kv_cache.h"
 #include "caches/l2c.h"
+#include "caches/layer_skip.h"
 #include "caches/magcache.h"
 #include "caches/none.h"
 #include "caches/schedule.h"
@@ -60,6 +64,12 @@ void register_caches() {
       "dkv_cache", "dKV-Cache-Decode: a token's K/V cached one step after it is decoded, periodic refresh", __FILE__);
   ops_layers().add<D2Cache, D2CacheOptions>(
       "d2cache", "d2Cache: per step, masked positions by confidence x certainty density, decoded tokens and an attention-rollout nucleus recomputed", __FILE__);
+  ops_layers().add<DllmCache, DllmCacheOptions>(
+      "dllm_cache", "dLLM-Cache: prompt and generated positions refreshed at two intervals, the rest picked per layer by V-verify", __FILE__);
+  ops_layers().add<ElasticCache, ElasticCacheOptions>(
+      "elastic_cache", "Elastic-Cache: the block computed, a most-attended probe per layer; drift refreshes from that depth on", __FILE__);
+  ops_layers().add<FlashBlockCache, FlashBlockOptions>(
+      "flash_block", "FlashBlock: dual cache whose block queries reuse their block-external attention within a block", __FILE__);
   ops_layers().add<WindowDiffusionCache, WindowDiffusionOptions>(
       "window_diffusion", "Window-Diffusion: phases of a full forward then the nearest masked tokens only, far masks pruned", __FILE__);
   r.add<DbCachePolicy, DbCacheOptions>(
@@ -77,6 +87,8 @@ void register_caches() {
   r.add<ThresholdSearch, ThresholdSearchOptions>(
       "threshold_search", "any threshold policy at the threshold `cachelab calibrate` found for a speedup or PSNR", __FILE__);
   r.add<FocaPolicy, FocaOptions>("foca", "FoCa: forecast sub-layer outputs with a BDF2 slope and a Heun calibration, compute every N-th step", __FILE__);
+  r.add<LayerSkipPolicy, LayerSkipOptions>(
+      "layer_skip", "static layer skipping (Skip to the Good Part): named blocks never computed, their input passes on", __FILE__);
   r.add<PabPolicy, PabOptions>("pab", "Pyramid Attention Broadcast: reuse attention outputs over a timestep window, a range per attention type", __FILE__);
   r.add<RasPolicy, RasOptions>("ras", "RAS: update only the tokens in focus, the rest keep the previous noise estimate", __FILE__);
   r.add<DeltaCachePolicy, DeltaCacheOptions>("delta_cache", "Temporal Delta Cache: skip blocks whose residual (out - in) is stable, add the cached residual", __FILE__);

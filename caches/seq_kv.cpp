@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 #include "framework/error.h"
@@ -52,6 +53,28 @@ void SeqKvCache::end_step() {
       ctx_->set_site_extra(bytes_extra_, site, l.k.defined() ? double(2 * l.k.numel() * l.k.element_size()) : 0.0);
     }
   Ops::end_step();
+}
+
+SeqKvCache::Stored SeqKvCache::stored(int layer) const {
+  if (layer < 0 || size_t(layer) >= layers_.size()) return {};
+  const Layer& l = layers_[size_t(layer)];
+  return {l.k, l.v, l.valid};
+}
+
+void SeqKvCache::overwrite_values(int layer, const at::Tensor& where, const at::Tensor& V) {
+  CL_CHECK(layer >= 0 && size_t(layer) < layers_.size() && layers_[size_t(layer)].v.defined(),
+           "internal: " << name_ << " overwrites values of layer " << layer << " it never stored");
+  Layer& l = layers_[size_t(layer)];
+  auto w = (where & l.valid).to(l.v.device()).view({where.size(0), 1, where.size(1), 1});
+  l.v = at::where(w, V.to(l.v.scalar_type()), l.v);
+}
+
+at::Tensor SeqKvCache::attend_weighed(const AttnCall& call, const at::Tensor& q, const at::Tensor& K, const at::Tensor& V,
+                                      at::Tensor& weights) {
+  auto s = at::matmul(q, K.transpose(-2, -1)) * (1.0 / std::sqrt(double(q.size(-1))));
+  if (call.mask.defined()) s = s + call.mask;
+  weights = at::softmax(s, -1);
+  return inner_ ? Ops::attention(call, q, K, V) : at::matmul(weights, V);
 }
 
 at::Tensor SeqKvCache::all(const SeqForward& f) { return at::ones({f.batch, f.length}, at::kBool); }

@@ -103,8 +103,26 @@ class SeqKvCache : public Ops {
   virtual at::Tensor attend(const AttnCall& call, const at::Tensor& q, const at::Tensor& K, const at::Tensor& V) {
     return Ops::attention(call, q, K, V);
   }
+  // attend's default with the attention weights softmax(q K^T / sqrt(d) + mask) [B, H, R, L]
+  // beside it, computed as dense_attention does (the inner ops' attention when there is one):
+  // for caches that read the weights (d2cache, elastic_cache).
+  at::Tensor attend_weighed(const AttnCall& call, const at::Tensor& q, const at::Tensor& K, const at::Tensor& V,
+                            at::Tensor& weights);
   static at::Tensor all(const SeqForward& f);
   static at::Tensor positions_between(const SeqForward& f, int64_t begin, int64_t end);
+  // This forward's keep mask [B, L] (a cache may widen it between layers: Elastic-Cache), and
+  // a layer's store: keys and values [B, H, L, d] and which positions it holds [B, L]
+  // (undefined before the layer's first store).
+  at::Tensor& keep_mask() { return keep_; }
+  // The run (extras, RunContext::add_flops for the cache's own work); null outside a run.
+  RunContext* run_context() const { return ctx_; }
+  struct Stored {
+    at::Tensor k, v, valid;
+  };
+  Stored stored(int layer) const;
+  // Replaces the stored values of a layer at the positions `where` [B, L] holds (bool) with
+  // V's [B, H, L, d] (dLLM-Cache refreshes every generated position's values).
+  void overwrite_values(int layer, const at::Tensor& where, const at::Tensor& V);
 
  private:
   struct Layer {

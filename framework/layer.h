@@ -4,6 +4,7 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -47,6 +48,10 @@ class RunContext {
   // SiteCall (an ops layer); null when this batch is not recorded.
   std::vector<std::vector<double>>* site_extra = nullptr;
   void set_site_extra(int extra, int site, double value);
+  // A component's own work that no site counts (an ops layer's verification projections, a
+  // cache recomputing part of an attention): FLOPs added to the current step's count. Set
+  // by the runner; null outside a run.
+  std::function<void(double)> add_flops;
   // Mixed precision: per block, the bits a quantizer (ops layer) uses for that block's
   // linears in the coming calls; 0 or absent = its default. A site layer (`sixbit`) sets it.
   std::vector<int> block_bits;

@@ -52,6 +52,7 @@ SeqPlan Ops::seq_begin(const SeqForward& f) { return inner_ ? inner_->seq_begin(
 void Ops::seq_rows(int layer, at::Tensor& rows, at::Tensor& x) {
   if (inner_) inner_->seq_rows(layer, rows, x);
 }
+double Ops::attended_keys(int layer, double keys) const { return inner_ ? inner_->attended_keys(layer, keys) : keys; }
 
 at::Tensor every_row(int64_t batch, int64_t length) {
   return at::arange(length, at::kLong).unsqueeze(0).expand({batch, length}).contiguous();

@@ -6,6 +6,7 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -53,6 +54,11 @@ struct SeqForward {
   int num_layers = 0;
   int step = 0;                   // the run's step (StepIndex::i)
   bool causal = false;            // a query sees positions <= its own only (AR video)
+  // The value projection of layer `layer` for hidden states x [B, N, D] (that layer's input,
+  // before its attention norm), as its attention computes it: [B, H, N, d]. For caches that
+  // verify rows by their values (dLLM-Cache's V-verify; the caller counts its FLOPs through
+  // RunContext::add_flops). Unset when the model offers none.
+  std::function<at::Tensor(int layer, const at::Tensor& x)> values;
 };
 
 // The ops' answer: which positions the model computes at its first layer, per sample, and
@@ -84,6 +90,10 @@ class Ops {
   // keeps the same count R'). Outputs cover [context, block_end): a position the final rows
   // lack gets a zero output (rows_between). Default: the inner ops', else unchanged.
   virtual void seq_rows(int layer, at::Tensor& rows, at::Tensor& x);
+  // For the model's FLOPs count: how many keys each query of layer `layer`'s coming attention
+  // call is scored against, when the model would score all `keys` (a cache that reuses part
+  // of the attention, as FlashBlock does, scores fewer). Default: the inner ops', else keys.
+  virtual double attended_keys(int layer, double keys) const;
   // An ops fitted by `cachelab calibrate` (a quantizer's scales) returns its calibrator;
   // the default asks the inner ops.
   virtual Calibrator* calibrator() { return inner_ ? inner_->calibrator() : nullptr; }

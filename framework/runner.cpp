@@ -6,9 +6,11 @@
 #include <torch/serialize.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -110,8 +112,16 @@ StepRecord empty_record(size_t P) {
   return r;
 }
 
+// The most the reference's site outputs (its probe samples, every site and step, float32) may
+// take in memory; beyond it none are kept. 4 GiB, or CACHELAB_MAX_PROBE_BYTES.
+int64_t max_probe_capture_bytes() {
+  const char* env = std::getenv("CACHELAB_MAX_PROBE_BYTES");
+  return env && *env ? std::max<int64_t>(0, std::atoll(env)) : int64_t(4) << 30;
+}
+
 // The runner's hooks and step driver: stacks the layers around every site, counts the
 // FLOPs of what really ran, records decisions, drift and error on the probe samples.
+
 class Driver final : public Hooks, public StepDriver {
  public:
   Driver(const RunParts& parts, const RunOptions& run, Ops& ops, int64_t batch_index)
@@ -131,6 +141,9 @@ class Driver final : public Hooks, public StepDriver {
     rec_ = rec, ref_probe_ = ref_probe, capture_ = capture;
   }
   double step_flops() const { return flops_; }
+  void add_flops(double f) { flops_ += f; }
+  // Whether the reference's site outputs outgrew max_probe_capture_bytes() (none are kept then).
+  bool capture_dropped() const { return capture_dropped_; }
   double step_ms() const { return ms_; }
   bool failed() const { return failed_; }
 
@@ -255,7 +268,15 @@ class Driver final : public Hooks, public StepDriver {
       rec_->drift_rel_l1[size_t(site)] = ratio(sums.dist_prev, prev.l1);
     }
     if (ref) rec_->err_ref[size_t(site)] = ratio(sums.dist_ref, sums.ref_l1);
-    if (capture_) (*capture_)[size_t(site)] = p.device().is_cpu() && p.scalar_type() == at::kFloat ? p.clone() : p.to(at::kFloat).cpu();
+    if (capture_ && !capture_dropped_) {
+      const int64_t bytes = p.numel() * int64_t(sizeof(float));
+      if (captured_bytes_ + bytes > probe_cap_) {
+        capture_dropped_ = true;  // the caller drops what was kept
+      } else {
+        captured_bytes_ += bytes;
+        (*capture_)[size_t(site)] = p.device().is_cpu() && p.scalar_type() == at::kFloat ? p.clone() : p.to(at::kFloat).cpu();
+      }
+    }
     prev = {p, sums.l1, sums.sq};  // a view: outputs are never written in place
   }
   struct Probe {
@@ -282,6 +303,9 @@ class Driver final : public Hooks, public StepDriver {
   StepIndex step_;
   StepRecord* rec_ = nullptr;
   const std::vector<at::Tensor>* ref_probe_ = nullptr;
+  const int64_t probe_cap_ = max_probe_capture_bytes();  // read once per batch
+  int64_t captured_bytes_ = 0;
+  bool capture_dropped_ = false;
   std::vector<at::Tensor>* capture_ = nullptr;
   double flops_ = 0, ms_ = 0;
   bool failed_ = false;
@@ -446,6 +470,7 @@ Trajectory run_trajectory(const RunParts& parts, const RunOptions& run, const Re
     ops.begin_run(bb.linears(), &ctx);
     if (first) traj.extras = ctx.extras();
     Driver driver(parts, run, ops, bi);
+    ctx.add_flops = [&driver](double f) { driver.add_flops(f); };
     RecordingDriver rd(driver, traj, ctx, first, ref, capture, sites.size(), bb.linears().size());
     rd.progress = &progress;
     rd.batch = bi;
@@ -464,6 +489,16 @@ Trajectory run_trajectory(const RunParts& parts, const RunOptions& run, const Re
                    " (timestep " + std::to_string(traj.steps[size_t(traj.failed_step)].t) + ", batch " +
                    std::to_string(bi) + ")";
       return traj;
+    }
+    if (first && capture && driver.capture_dropped()) {
+      // A reference whose every site output over every step would outgrow the memory (a
+      // billion-parameter model over hundreds of steps) keeps none: its variants log no
+      // site-level error (err_ref), everything else is unchanged.
+      for (auto& row : capture->probe) row.assign(row.size(), at::Tensor());
+      std::printf("[cachelab] the reference's site outputs exceed %.3g GB over its %d steps: site-level error against "
+                  "it (err_ref) is not recorded for this experiment (CACHELAB_MAX_PROBE_BYTES)\n",
+                  double(max_probe_capture_bytes()) / 1e9, T);
+      std::fflush(stdout);
     }
     outs.push_back(x.is_floating_point() ? x.to(at::kFloat).cpu() : x.cpu());
     if (in.cond.labels.defined()) labels.push_back(in.cond.labels.cpu());

@@ -1,6 +1,7 @@
 // Every metric, one line each.
 #include "framework/registries.h"
 #include "metrics/exact_match.h"
+#include "metrics/gsm8k.h"
 #include "metrics/metrics.h"
 #include "metrics/sample_quality.h"
 #include "metrics/token_match.h"
@@ -18,6 +19,7 @@ void register_metrics() {
       __FILE__);
   r.add<TokenMatchMetric, NoOptions>("token_match", "fraction of tokens (and of whole sequences) equal to the reference's", __FILE__);
   r.add<ExactMatchMetric, LmTaskOptions>("exact_match", "fraction of generated answers a task's checker accepts (mdlm pipeline with a task)", __FILE__);
+  r.add<Gsm8kMetric, Gsm8kOptions>("gsm8k", "GSM8K accuracy of an mdlm_text run: the number after `####` (else the last) vs each line's answer", __FILE__);
   r.add<AccuracyMetric, NoOptions>("accuracy", "fraction of samples the LeNet judge classifies as the class asked for (+ accuracy_worst_class)", __FILE__);
 }
 

@@ -273,7 +273,7 @@ at::Tensor Llada::block(int i, const at::Tensor& h, const at::Tensor& rows, int6
       call.kv_positions = rows;
       auto o = ops.attention(call, rope(q), rope(k), v);  // [B, H, R, hd]
       return {ops.linear(l.out, o.transpose(1, 2).reshape({B, R, D}))};
-    }, attn_flops(double(zin.size(1)), double(keys)))[0];
+    }, attn_flops(double(zin.size(1)), ops.attended_keys(i, double(keys))))[0];
     auto z1 = zin + a;
     auto f = hooks.at(block_site(i) + 2, {z1}, [&](const SiteCall& fc) -> Tensors {
       auto u = fc.rows.defined() ? fc.inputs[0].index_select(1, fc.rows) : fc.inputs[0];
@@ -308,6 +308,11 @@ at::Tensor Llada::forward(const at::Tensor& x, const at::Tensor& t, const Cond& 
   f.num_layers = arch_.n_layers;
   f.step = cond.step;
   f.causal = false;
+  f.values = [this, &ops](int i, const at::Tensor& h) {
+    const Layer& l = layers_[size_t(i)];
+    const int64_t H = arch_.n_heads, hd = arch_.d_model / H;
+    return ops.linear(l.v, rms_norm(h, l.attn_norm, arch_.rms_norm_eps)).view({h.size(0), h.size(1), H, hd}).transpose(1, 2);
+  };
   const SeqPlan plan = ops.seq_begin(f);
   CL_CHECK(plan.window < 0, "llada: the ops asked for an attention window, which a bidirectional model does not "
                             "support (use a prefix / block K/V cache, not rolling_kv)");

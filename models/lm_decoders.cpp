@@ -4,6 +4,9 @@
 
 #include <limits>
 
+#include "framework/error.h"
+#include "framework/registries.h"
+
 namespace cachelab {
 namespace {
 
@@ -65,5 +68,23 @@ UnmaskChoice FactorDecoder::choose(const UnmaskStep& s) const {
   pick.scatter_(1, order, within);
   return {pick & s.masked, p.tokens};
 }
+
+SlidingWindowDecoder::SlidingWindowDecoder(const SlidingWindowOptions& o) : o_(o) {
+  CL_CHECK(o.window >= 1, "sliding_window: window must be >= 1 (got " << o.window << ")");
+  CL_CHECK(o.max_span == 0 || o.max_span >= o.window,
+           "sliding_window: max_span (" << o.max_span << ") must be 0 (no cap) or >= window (" << o.window << ")");
+  ConfigNode node = o.commit.node;
+  if (o.commit.empty()) {
+    node = ConfigNode::make_map();
+    node.map.emplace_back("type", ConfigNode::make_scalar("threshold"));
+    node.map.emplace_back("threshold", ConfigNode::make_scalar("0.9"));
+  }
+  commit_ = lm_decoders().build(node);
+  CL_CHECK(commit_->window().masked == 0,
+           "sliding_window: `commit` picks the positions of one step (threshold, low_confidence, random, factor), "
+           "not another sliding_window");
+}
+
+UnmaskChoice SlidingWindowDecoder::choose(const UnmaskStep& s) const { return commit_->choose(s); }
 
 }  // namespace cachelab

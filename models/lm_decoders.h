@@ -11,10 +11,21 @@
 //   factor          Fast-dLLM's factor-based parallel decoding: with the masked confidences
 //                   sorted c_1 >= c_2 >= ..., the largest n with (n + 1)(1 - c_n) < factor,
 //                   at least 1.
+//   sliding_window  Deferred Commitment Decoding (DCD, Shu et al. 2026, shuyingte/DCD): no
+//                   fixed blocks; a window over the masked positions that holds `window`
+//                   masked tokens (the sample with the most), starts at the first position
+//                   still masked in any sample and, after each step, extends right by as
+//                   many positions as the step committed (at most `max_span` long). Its
+//                   `commit` rule (threshold by default, as the paper) picks the positions
+//                   that commit; an uncertain token stays masked while the window slides past
+//                   its right neighbours, instead of being forced out at a block's end.
 // threshold and factor may finish a block before steps_per_block steps; the pipeline then
 // skips the block's remaining steps (no forward). Set steps_per_block = block_length so a
 // block can always finish one token per step.
 #pragma once
+#include <memory>
+
+#include "framework/config.h"
 #include "framework/lm_decoder.h"
 
 namespace cachelab {
@@ -50,6 +61,27 @@ struct FactorDecodingOptions {
   }
 };
 
+struct SlidingWindowOptions {
+  int window = 16;   // the reference's initial_window_length (16 in its LLaDA runs)
+  int max_span = 0;  // the reference's max_window_length (128 there); 0 = up to the generation's end
+  ComponentSpec commit{"lm_decoder", {}};  // empty = threshold 0.9, the paper's rule
+
+  template <class V>
+  void fields(V& v) {
+    v("window", window, "masked positions the sliding window holds: it starts at the first position still masked and, "
+                        "after each step, extends right by as many positions as were committed (DCD's initial_window_length)");
+    v("max_span", max_span, "longest window in positions, committed ones inside it included (DCD's max_window_length); "
+                            "0 = up to the generation's end");
+    v("commit", commit, "which masked positions of the window commit at a step (an lm_decoder: threshold, low_confidence, "
+                        "random, factor); empty = {type: threshold, threshold: 0.9}");
+  }
+  template <class C>
+  void check(C& c) const {
+    c.require(window >= 1, "window", "must be >= 1 (masked positions the window holds)");
+    c.require(max_span == 0 || max_span >= window, "max_span", "must be 0 (no cap) or >= window");
+  }
+};
+
 class LowConfidenceDecoder final : public LmDecoder {
  public:
   explicit LowConfidenceDecoder(const LowConfidenceOptions&) {}
@@ -78,6 +110,19 @@ class FactorDecoder final : public LmDecoder {
 
  private:
   FactorDecodingOptions o_;
+};
+
+// Deferred Commitment Decoding: the window (DecodeWindow) is the pipeline's to run; a step's
+// choice is the `commit` rule's on the window's positions.
+class SlidingWindowDecoder final : public LmDecoder {
+ public:
+  explicit SlidingWindowDecoder(const SlidingWindowOptions& o);
+  UnmaskChoice choose(const UnmaskStep& step) const override;
+  DecodeWindow window() const override { return {o_.window, o_.max_span}; }
+
+ private:
+  SlidingWindowOptions o_;
+  std::shared_ptr<const LmDecoder> commit_;
 };
 
 }  // namespace cachelab

@@ -23,6 +23,17 @@ MdlmPipeline::MdlmPipeline(const MdlmPipelineOptions& o) : o_(o) {
     node.map.emplace_back("type", ConfigNode::make_scalar("low_confidence"));
   }
   decoder_ = lm_decoders().build(node);
+  window_ = decoder_->window();
+  if (window_.masked > 0) {
+    const int quota = (o.block_length + o.steps_per_block - 1) / o.steps_per_block;
+    CL_CHECK(window_.masked <= o.gen_length, "mdlm: the sliding window holds " << window_.masked
+                                                 << " masked positions, more than gen_length " << o.gen_length
+                                                 << ": set decoder.window <= gen_length");
+    CL_CHECK(window_.masked >= quota,
+             "mdlm: the sliding window (decoder.window " << window_.masked << ") must hold at least the tokens the "
+                 << "fixed schedule commits per step (ceil(block_length / steps_per_block) = " << quota
+                 << "), so the run's " << num_steps(nullptr) << " steps can decode gen_length " << o.gen_length << " tokens");
+  }
 }
 
 Cond MdlmPipeline::condition(const Backbone& backbone, int64_t start, int64_t n) const {
@@ -88,6 +99,102 @@ at::Tensor MdlmPipeline::run(const PipelineInputs& in, StepDriver& driver) const
   at::Tensor confidence = at::full({B, L}, std::numeric_limits<float>::quiet_NaN(), at::kFloat);
   const int blocks = int(G / o_.block_length), S = o_.steps_per_block, T = num_steps(nullptr);
   Cond cond = in.cond;
+  // The model's logits at [cond.context, cond.block_end) for the sequence x.
+  auto forward = [&](const Cond& cd, int64_t ts) {
+    if (o_.cfg_scale > 0) {  // one forward on [x; x with its prompt masked]
+      auto un = x.clone();
+      un.narrow(1, 0, P).fill_(mask);
+      Cond both = Cond::cat(cd, cd);
+      auto t2 = at::full({2 * B}, double(ts), driver.options().dtype(at::kFloat));
+      auto out = bb.forward(at::cat({x, un}), t2, both, driver.hooks()).to(at::kFloat);
+      auto c = out.narrow(0, 0, B), u = out.narrow(0, B, B);
+      return at::Tensor(u + (o_.cfg_scale + 1) * (c - u));
+    }
+    auto t = at::full({B}, double(ts), driver.options().dtype(at::kFloat));
+    return bb.forward(x, t, cd, driver.hooks()).to(at::kFloat);
+  };
+  if (window_.masked > 0) {
+    // Deferred Commitment Decoding: a window over the masked positions, shared by the batch
+    // (the model returns one range of logits), [left, right). left = the first position still
+    // masked in any sample; right only grows: by as many positions as the most-masked sample
+    // lacks of `masked`, up to left + max_span. Everything at or beyond right is MASK in every
+    // sample. The step budget is the fixed schedule's T steps: a sample with r masked tokens
+    // and k steps left commits at least ceil(r / k) (>= 1) at this step, its most confident
+    // window positions topped up beyond what the commit rule picked; when the window holds
+    // fewer for some sample, it extends right (past max_span if need be) until it does. The
+    // last step thus commits everything left, and the run always terminates after T steps.
+    // StepIndex keeps the fixed schedule's (outer = i / S, inner = i % S): caches that
+    // refresh at a block's first step refresh every S steps.
+    const int64_t W = window_.masked, span = window_.max_span;
+    int64_t right = P;
+    for (int i = 0; i < T; ++i) {
+      const int64_t ts = timestep(nullptr, i);
+      driver.begin_step({i, T, i / S, i % S, S, ts});
+      // Drawn at every step, so the stream does not depend on which steps ran a forward.
+      auto noise_all = driver.randn({B, G}).to(at::kFloat);
+      auto gen_masked = x.narrow(1, P, G).eq(mask).cpu();  // [B, G]
+      if (!gen_masked.any().item<bool>()) {  // finished early (threshold / factor): no forward
+        if (!driver.end_step(x)) return at::Tensor();
+        continue;
+      }
+      const int64_t left = P + gen_masked.any(0).to(at::kFloat).argmax().item<int64_t>();
+      auto masked_in = [&](int64_t a, int64_t b) {  // [B] masked counts in [a, b)
+        return b > a ? gen_masked.narrow(1, a - P, b - a).sum(1) : at::zeros({B}, at::kLong);
+      };
+      {  // refill: the most-masked sample holds W masked positions again (capped by max_span)
+        const int64_t most = masked_in(left, right).max().item<int64_t>();
+        int64_t to = right + std::max<int64_t>(0, W - most);
+        if (span > 0) to = std::min(to, left + span);
+        right = std::max(right, std::min(to, L));
+      }
+      const int64_t k = T - i;  // steps left, this one included
+      auto remaining = gen_masked.sum(1);                                  // [B]
+      auto need = (remaining + (k - 1)).div(k, "floor");                   // ceil(r / k), 0 when done
+      const int64_t lack = (need - masked_in(left, right)).max().item<int64_t>();
+      if (lack > 0) right = std::min(L, right + lack);  // beyond right all is MASK: every sample gains `lack`
+      const int64_t N = right - left;
+      cond.context = left;
+      cond.block_end = right;
+      cond.step = i;
+      cond.token_state = state;
+      cond.confidence = confidence;
+      at::Tensor logits = forward(cond, ts);
+      if (!at::isfinite(logits).all().item<bool>()) {
+        driver.end_step(logits);
+        return at::Tensor();
+      }
+      auto win = x.narrow(1, left, N);
+      auto masked = win.eq(mask);
+      UnmaskStep us;
+      us.logits = logits;
+      us.masked = masked;
+      us.noise = noise_all.narrow(1, left - P, N);
+      us.inner = i % S;
+      us.steps = S;
+      us.quota = tokens_at_step(i % S);
+      UnmaskChoice c = decoder_->choose(us);
+      CL_CHECK(c.unmask.defined() && c.unmask.sizes() == masked.sizes(), "internal: the decoder's choice has the wrong shape");
+      auto pick = c.unmask & masked;
+      auto conf = std::get<0>(at::softmax(logits.to(at::kDouble), -1).max(-1));  // [B, N] float64
+      // The step budget: top each sample up to `need` with its most confident unpicked masked positions.
+      auto deficit = (need.to(pick.device()) - pick.sum(1)).clamp_min(0);  // [B]
+      if (deficit.max().item<int64_t>() > 0) {
+        constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+        auto score = at::where(masked & ~pick, conf, at::full_like(conf, kNegInf));
+        auto order = std::get<1>(score.sort(1, /*descending=*/true));
+        auto first = at::arange(N, order.options()).unsqueeze(0).lt(deficit.unsqueeze(1));
+        pick = pick | (at::zeros_like(pick).scatter(1, order, first) & masked);
+      }
+      auto updated = at::where(pick, c.tokens.to(win.scalar_type()), win);
+      x = at::cat({x.narrow(1, 0, left), updated, x.narrow(1, right, L - right)}, 1);
+      state.narrow(1, left, N).masked_fill_(pick.cpu(), i);
+      auto cf = conf.to(at::kFloat).cpu();
+      confidence.fill_(std::numeric_limits<float>::quiet_NaN());
+      confidence.narrow(1, left, N).copy_(at::where((masked & ~pick).cpu(), cf, confidence.narrow(1, left, N)));
+      if (!driver.end_step(x)) return at::Tensor();
+    }
+    return x;
+  }
   for (int b = 0; b < blocks; ++b) {
     const int64_t start = P + int64_t(b) * o_.block_length;
     cond.context = start;
@@ -108,19 +215,7 @@ at::Tensor MdlmPipeline::run(const PipelineInputs& in, StepDriver& driver) const
         continue;
       }
       // logits of the block's positions [start, start + block_length)
-      at::Tensor logits;
-      if (o_.cfg_scale > 0) {  // one forward on [x; x with its prompt masked]
-        auto un = x.clone();
-        un.narrow(1, 0, P).fill_(mask);
-        Cond both = Cond::cat(cond, cond);
-        auto t2 = at::full({2 * B}, double(ts), driver.options().dtype(at::kFloat));
-        auto out = bb.forward(at::cat({x, un}), t2, both, driver.hooks()).to(at::kFloat);
-        auto c = out.narrow(0, 0, B), u = out.narrow(0, B, B);
-        logits = u + (o_.cfg_scale + 1) * (c - u);
-      } else {
-        auto t = at::full({B}, double(ts), driver.options().dtype(at::kFloat));
-        logits = bb.forward(x, t, cond, driver.hooks()).to(at::kFloat);
-      }
+      at::Tensor logits = forward(cond, ts);
       if (!at::isfinite(logits).all().item<bool>()) {  // token ids cannot go non-finite: the logits tell
         driver.end_step(logits);
         return at::Tensor();

@@ -13,6 +13,11 @@
 // the run always unmasks gen_length tokens. When a decoder (threshold, factor) finishes a
 // block early, its remaining steps run no forward (they count no FLOPs and keep the tokens).
 // Deterministic (random remasking draws its order from the batch's seeded generator).
+// A decoder with a sliding window (`sliding_window`, Deferred Commitment Decoding) replaces
+// the fixed blocks: each step decodes in a window [context, block_end) that starts at the
+// first position still masked and holds the decoder's `window` masked positions; within the
+// same T steps (the fixed schedule's StepIndex), a sample with r masked tokens and k steps
+// left commits at least ceil(r / k), so the run always ends decoded (see run()).
 // cfg_scale > 0: SMDM's unsupervised classifier-free guidance as LLaDA's generate.py applies
 // it: each step also runs the sequence with its prompt replaced by MASK (one forward on the
 // doubled batch) and decodes from u + (cfg_scale + 1)(c - u). Not run.cfg_scale, which is
@@ -56,7 +61,8 @@ struct MdlmPipelineOptions {
     v("block_length", block_length, "tokens per block, decoded left to right; divides gen_length");
     v("steps_per_block", steps_per_block, "denoising steps per block (unmasks block_length / steps tokens each)");
     task.fields(v);  // task, digits, mul_digits, length, ... (framework/lm_tasks.h)
-    v("decoder", decoder, "decoding rule (models/lm_decoders.h): low_confidence (default), random, threshold, factor");
+    v("decoder", decoder, "decoding rule (models/lm_decoders.h): low_confidence (default), random, threshold, factor, "
+                          "sliding_window (DCD: a sliding window instead of fixed blocks)");
     v("cfg_scale", cfg_scale, "unsupervised classifier-free guidance (SMDM, LLaDA's cfg_scale): logits = u + (s + 1)(c - u), "
                               "u from the sequence with its prompt masked; 0 = off (one forward per step, else two)");
   }
@@ -91,6 +97,7 @@ class MdlmPipeline final : public Pipeline {
  private:
   MdlmPipelineOptions o_;
   std::shared_ptr<const LmDecoder> decoder_;
+  DecodeWindow window_;  // the decoder's sliding window (masked = 0: fixed blocks)
 };
 
 }  // namespace cachelab

@@ -8,6 +8,7 @@
 #include "models/lenet.h"
 #include "models/llada.h"
 #include "models/mdlm_pipeline.h"
+#include "models/mdlm_text.h"
 #include "models/plms.h"
 #include "models/pixart.h"
 #include "models/samplers.h"
@@ -39,11 +40,13 @@ void register_models() {
   lm_decoders().add<RandomDecoder, LowConfidenceOptions>("random", "LLaDA's random remasking: a fixed number per step in a seeded random order", __FILE__);
   lm_decoders().add<ThresholdDecoder, ThresholdDecodingOptions>("threshold", "Fast-dLLM: every token whose confidence is >= threshold (at least one)", __FILE__);
   lm_decoders().add<FactorDecoder, FactorDecodingOptions>("factor", "Fast-dLLM factor-based: the n most confident, n the largest with (n + 1)(1 - c_n) < factor", __FILE__);
+  lm_decoders().add<SlidingWindowDecoder, SlidingWindowOptions>("sliding_window", "Deferred Commitment Decoding: a sliding window over the masked positions instead of fixed blocks; uncertain tokens wait for right context", __FILE__);
   pipelines().add<ImagePipeline, ImagePipelineOptions>("image", "images: x_T ~ N(0, I), one denoiser call per sampler step", __FILE__);
   decoders().add<SdVae, SdVaeComponentOptions>("sd_vae", "Stable Diffusion's KL VAE decoder (DiT, PixArt, SD 1.x latents -> images)", __FILE__);
   evaluators().add<InceptionJudge, InceptionJudgeOptions>("inception", "pytorch-fid's InceptionV3: FID features and Inception logits of RGB samples (sample_quality)", __FILE__);
   evaluators().add<Judge, LenetJudgeOptions>("lenet", "LeNet judge (lenet-mnist or lenet-fashion weights): class agreement and the FID feature space", __FILE__);
   pipelines().add<MdlmPipeline, MdlmPipelineOptions>("mdlm", "masked-diffusion LM: blocks of tokens x denoising steps, low-confidence remasking", __FILE__);
+  pipelines().add<MdlmTextPipeline, MdlmTextOptions>("mdlm_text", "the mdlm pipeline on questions of a JSONL file (GSM8K), tokenized by a tokenizer.json (LLaDA chat template)", __FILE__);
   pipelines().add<VideoPipeline, VideoPipelineOptions>("video", "AR video: chunks of frames x denoising steps, past chunks as context", __FILE__);
   guidances().add<CfgGuidance, CfgGuidanceOptions>("cfg", "classifier-free guidance (scale: run.cfg_scale)", __FILE__);
 }

@@ -118,6 +118,14 @@ at::Tensor TinyMdlm::forward(const at::Tensor& x, const at::Tensor& t, const Con
   f.confidence = cond.confidence.defined() ? cond.confidence.cpu() : at::Tensor();
   f.num_layers = options_.depth;
   f.step = cond.step;
+  f.values = [this, &m](int i, const at::Tensor& h) {  // the v third of the fused qkv projection
+    auto& layer = *m.layers[size_t(i)]->as<modules::PreLnLayerImpl>();
+    const LinearRef& qkv = linears_[size_t(ids_[size_t(i)].qkv)];
+    const int64_t D = options_.hidden_size, heads = options_.num_heads;
+    auto v = at::linear(norm(layer.norm1, h), qkv.weight.narrow(0, 2 * D, D),
+                       qkv.bias.defined() ? qkv.bias.narrow(0, 2 * D, D) : at::Tensor());
+    return v.view({h.size(0), h.size(1), heads, D / heads}).transpose(1, 2);
+  };
   const SeqPlan plan = ops.seq_begin(f);
   CL_CHECK(plan.window < 0, "tiny_mdlm: the ops asked for an attention window, which a bidirectional model "
                             "does not support (use a masked-LM K/V cache, not rolling_kv)");
@@ -150,7 +158,7 @@ at::Tensor TinyMdlm::forward(const at::Tensor& x, const at::Tensor& t, const Con
             call.kv_positions = rows;
             auto o = ops.attention(call, qkv[0], qkv[1], qkv[2]);  // keys of all L positions
             return {lin(id.proj, o.transpose(1, 2).reshape({B, N, D}))};
-          }, attn_flops(R, double(L)))[0];
+          }, attn_flops(R, ops.attended_keys(i, double(L))))[0];
           auto z1 = zin + a;
           auto f = hooks.at(layer_site(i) + 2, {z1}, [&](const SiteCall& fc) -> Tensors {
             auto u = fc.rows.defined() ? fc.inputs[0].index_select(1, fc.rows) : fc.inputs[0];

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds cachelab against the LibTorch 2.x (CUDA) of the local PyTorch install and runs the
-# quickstart twice, `run.device=cpu` and `run.device=cuda`, then compares the two per variant.
+# quickstart (or GPU_CHECK_EXPERIMENT) twice, `run.device=cpu` and `run.device=cuda`, then
+# compares the two per variant (GPU_CHECK_CPU=0: the CUDA run only, e.g. the 8B LLaDA bench).
 # Meant for a bare CUDA machine with PyTorch, CMake, ninja and a C++ compiler but none of the
 # other libraries: they come as Debian 12 packages, unpacked with `dpkg -x` into a prefix.
 #
@@ -15,7 +16,9 @@
 # default 17 unless the LibTorch headers refuse it), GPU_CHECK_JOBS (compile jobs, default
 # nproc), GPU_CHECK_BUILD_TIMEOUT (s, 300), GPU_CHECK_RUN_TIMEOUT (s per experiment, 200),
 # GPU_CHECK_DEADLINE (s since the start by which the runs must end; shortens the run limit),
-# GPU_CHECK_EXTRA (more `key=value` overrides for both runs), GPU_CHECK_TESTS=1 (build every
+# GPU_CHECK_EXTRA (more `key=value` overrides for both runs), GPU_CHECK_EXPERIMENT (the
+# experiment file, default experiments/quickstart.yaml; its results folder is its file name),
+# GPU_CHECK_CPU=0 (skip the CPU run and the comparison), GPU_CHECK_TESTS=1 (build every
 # target and run the unit-test groups of ctest instead of the quickstart comparison;
 # GPU_CHECK_TEST_TIMEOUT, s, 240).
 set -uo pipefail
@@ -136,11 +139,25 @@ if [ -n "${GPU_CHECK_DEADLINE:-}" ]; then  # seconds since the start by which th
   left=$(( GPU_CHECK_DEADLINE - ($(date +%s) - t0) - 20 ))
   run_limit=$(( left < run_limit ? (left < 30 ? 30 : left) : run_limit ))
 fi
-stamp "run cpu (background, --jobs 7) and cuda, each stopped after ${run_limit}s"
-timeout "$run_limit" "$bin" run experiments/quickstart.yaml --results "$res/cpu" --jobs 7 \
+exp=${GPU_CHECK_EXPERIMENT:-experiments/quickstart.yaml}
+name=$(basename "$exp" .yaml)
+if [ "${GPU_CHECK_CPU:-1}" = 0 ]; then
+  stamp "run $exp on cuda, stopped after ${run_limit}s"
+  timeout "$run_limit" "$bin" run "$exp" --results "$res/cuda" run.device=cuda ${GPU_CHECK_EXTRA:-} 2>&1 | tee "$out/run_cuda.log"
+  echo "cuda run exit ${PIPESTATUS[0]}"
+  nvidia-smi --query-gpu=memory.used --format=csv 2>/dev/null
+  cp "$res/cuda/$name/index.csv" "$out/cuda_index.csv" 2>/dev/null
+  "$bin" report "$res/cuda/$name" --summary "$out/$name.json" 2>&1 | tail -2
+  tar -czf "$out/results.tar.gz" -C "$res" --exclude=.cache --exclude=report --exclude='*.pt' . 2>/dev/null
+  ls -la "$out"
+  stamp "finished"
+  exit 0
+fi
+stamp "run $exp: cpu (background, --jobs 7) and cuda, each stopped after ${run_limit}s"
+timeout "$run_limit" "$bin" run "$exp" --results "$res/cpu" --jobs 7 \
   run.device=cpu ${GPU_CHECK_EXTRA:-} >"$out/run_cpu.log" 2>&1 &
 cpu_pid=$!
-timeout "$run_limit" "$bin" run experiments/quickstart.yaml --results "$res/cuda" \
+timeout "$run_limit" "$bin" run "$exp" --results "$res/cuda" \
   run.device=cuda ${GPU_CHECK_EXTRA:-} 2>&1 | tee "$out/run_cuda.log"
 echo "cuda run exit ${PIPESTATUS[0]}"
 stamp "cuda done"
@@ -150,13 +167,13 @@ stamp "cpu done"
 cat "$out/run_cpu.log"
 nvidia-smi --query-gpu=memory.used --format=csv 2>/dev/null
 
-cp "$res/cpu/quickstart/index.csv" "$out/cpu_index.csv" 2>/dev/null
-cp "$res/cuda/quickstart/index.csv" "$out/cuda_index.csv" 2>/dev/null
-python3 - "$res" <<'EOF' | tee "$out/compare.txt"
+cp "$res/cpu/$name/index.csv" "$out/cpu_index.csv" 2>/dev/null
+cp "$res/cuda/$name/index.csv" "$out/cuda_index.csv" 2>/dev/null
+python3 - "$res" "$name" <<'EOF' | tee "$out/compare.txt"
 import csv, math, os, sys
-res = sys.argv[1]
+res, exp_name = sys.argv[1], sys.argv[2]
 def rows(dev):
-    p = os.path.join(res, dev, "quickstart", "index.csv")
+    p = os.path.join(res, dev, exp_name, "index.csv")
     return {r["variant"]: r for r in csv.DictReader(open(p))} if os.path.exists(p) else {}
 cpu, cuda = rows("cpu"), rows("cuda")
 keys = ["status", "psnr", "ssim", "mse", "fid", "accuracy", "final_err_rel_l1", "reuse_fraction", "wall_s",
@@ -177,8 +194,8 @@ except ImportError:
     sys.exit(0)
 print("final samples (samples/x), cuda against cpu:")
 for name in sorted(set(cpu) & set(cuda)):
-    fa = os.path.join(res, "cpu", "quickstart", cpu[name]["run_id"] + ".h5")
-    fb = os.path.join(res, "cuda", "quickstart", cuda[name]["run_id"] + ".h5")
+    fa = os.path.join(res, "cpu", exp_name, cpu[name]["run_id"] + ".h5")
+    fb = os.path.join(res, "cuda", exp_name, cuda[name]["run_id"] + ".h5")
     if not (os.path.exists(fa) and os.path.exists(fb)):
         continue
     with h5py.File(fa) as a, h5py.File(fb) as b:
