@@ -86,6 +86,8 @@ void train_masked_lm(Backbone& model, const LmTrainOptions& o, const std::string
   auto gen = at::detail::createCPUGenerator(uint64_t(o.seed) * 1000003ull + uint64_t(run.step()));
   const uint64_t base = uint64_t(o.seed) << 40;
   run.start();
+  std::vector<double> task_loss(K, 0.0);  // per-problem mean loss of each task since the last progress line
+  int task_steps = 0;
   while (run.step() < o.steps) {
     const double lr = run.begin_step();
     double total = 0;
@@ -95,9 +97,24 @@ void train_masked_lm(Backbone& model, const LmTrainOptions& o, const std::string
       auto loss = masked_lm_loss(model, task.encode_prompts(problems), task.encode_answers(problems), gen, o.mask_eps)
                       .sum() / double(o.batch_size);
       loss.backward();
-      total += loss.item<double>();
+      const double l = loss.item<double>();
+      total += l;
+      task_loss[i] += l * double(o.batch_size) / double(sizes[i]);
     }
     run.end_step(total, lr);
+    ++task_steps;
+    if (K > 1 && (run.step() % o.log_every == 0 || run.step() == o.steps)) {  // the mix's loss per task
+      std::string line;
+      for (size_t i = 0; i < K; ++i) {
+        char part[64];
+        std::snprintf(part, sizeof part, "%s%s %.4f", i ? ", " : "", set.tasks[i].name().c_str(), task_loss[i] / task_steps);
+        line += part;
+        task_loss[i] = 0;
+      }
+      task_steps = 0;
+      std::printf("[train]   per task: %s\n", line.c_str());
+      std::fflush(stdout);
+    }
   }
   std::printf("[train] done: %d steps; EMA weights in %s\n", run.step(), run.output().c_str());
 }
