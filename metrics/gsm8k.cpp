@@ -8,8 +8,8 @@
 
 #include "framework/error.h"
 #include "framework/paths.h"
-#include "models/bpe_tokenizer.h"
-#include "models/mdlm_text.h"
+#include "framework/bpe_tokenizer.h"
+#include "framework/text_prompts.h"
 
 namespace cachelab {
 

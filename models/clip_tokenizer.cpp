@@ -8,7 +8,7 @@
 #include <sstream>
 
 #include "framework/error.h"
-#include "models/byte_level.h"
+#include "framework/byte_level.h"
 
 namespace cachelab {
 namespace {

@@ -1,6 +1,6 @@
 // The `mdlm_text` pipeline: the `mdlm` pipeline's block-wise decoding of a masked-diffusion LM
 // (models/mdlm_pipeline.h) on prompts read from a file, tokenized by a public tokenizer.json
-// (models/bpe_tokenizer.h): a real model (LLaDA-8B-Instruct) on a real benchmark (GSM8K).
+// (framework/bpe_tokenizer.h): a real model (LLaDA-8B-Instruct) on a real benchmark (GSM8K).
 //
 // `prompts` is a JSONL file (relative to the project root, as `weights` paths): one JSON object
 // a line, with a "question" string and optionally an "answer" (GSM8K's test.jsonl as published;
@@ -37,6 +37,7 @@
 #include "framework/config.h"
 #include "framework/pipeline.h"
 #include "framework/registry.h"
+#include "framework/text_prompts.h"
 #include "models/mdlm_pipeline.h"
 
 namespace cachelab {
@@ -81,19 +82,6 @@ struct MdlmTextOptions {
     mdlm().check(c);
   }
 };
-
-// One line of a prompts file.
-struct TextProblem {
-  std::string question;
-  std::string answer;  // "" when the line has none
-  int line = 0;        // 1-based line number in the file, for messages
-};
-// Reads a JSONL prompts file (resolved path); throws naming the file and line on a bad line.
-std::vector<TextProblem> read_text_problems(const std::string& path);
-// A question's prompt ids as the pipeline builds them (see the header comment).
-std::vector<int64_t> encode_text_prompt(const BpeTokenizer& tok, const std::string& question, bool chat);
-// The pad id of outputs: `<|endoftext|>`, else `<|eot_id|>`; throws when the tokenizer has neither.
-int64_t text_pad_id(const BpeTokenizer& tok);
 
 class MdlmTextPipeline final : public Pipeline {
  public:

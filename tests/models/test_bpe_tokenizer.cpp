@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "framework/paths.h"
-#include "models/bpe_tokenizer.h"
+#include "framework/bpe_tokenizer.h"
 #include "tests/test_util.h"
 
 using namespace cachelab;

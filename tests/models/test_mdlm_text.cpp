@@ -16,7 +16,7 @@
 #include "framework/run_options.h"
 #include "framework/site.h"
 #include "metrics/gsm8k.h"
-#include "models/bpe_tokenizer.h"
+#include "framework/bpe_tokenizer.h"
 #include "models/llada.h"
 #include "models/mdlm_text.h"
 #include "tests/test_util.h"

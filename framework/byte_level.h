@@ -1,5 +1,5 @@
 // UTF-8 and GPT-2's byte-level alphabet, shared by the byte-level BPE tokenizers (CLIP's,
-// models/clip_tokenizer.h; tokenizer.json's, models/bpe_tokenizer.h). Plain C++.
+// models/clip_tokenizer.h; tokenizer.json's, framework/bpe_tokenizer.h). Plain C++.
 #pragma once
 #include <string>
 #include <unordered_map>

@@ -1,4 +1,4 @@
-#include "models/byte_level.h"
+#include "framework/byte_level.h"
 
 #include "framework/error.h"
 
