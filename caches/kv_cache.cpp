@@ -40,6 +40,9 @@ void KvCacheOps::begin_run(const std::vector<LinearRef>& linears, RunContext* ct
   hit_extra_ = log.hit_extra;
   // One entry per attention layer, so that a layer that has not stored yet holds the plan back.
   layers_.assign(attn_site_.size(), Layer());
+  bytes_extra_ = -1;
+  if (ctx && ctx->sites)
+    bytes_extra_ = ctx->declare_site_extra("kv_bytes", "B", "bytes of keys and values this layer's store holds after the step");
 }
 
 void KvCacheOps::begin_step(const StepIndex& step) {
@@ -53,19 +56,33 @@ void KvCacheOps::end_step() {
     for (size_t i = 0; i < layers_.size() && i < attn_site_.size(); ++i)
       if (layers_[i].seen > 0 && attn_site_[i] >= 0)
         ctx_->set_site_extra(hit_extra_, attn_site_[i], layers_[i].served / layers_[i].seen);
+  if (ctx_ && bytes_extra_ >= 0)
+    for (size_t i = 0; i < layers_.size() && i < attn_site_.size(); ++i) {
+      const Layer& l = layers_[i];
+      if (attn_site_[i] >= 0)
+        ctx_->set_site_extra(bytes_extra_, attn_site_[i],
+                             l.k.defined() ? double((l.k.numel() + l.v.numel()) * l.k.element_size()) : 0.0);
+    }
   Ops::end_step();
 }
 
 void KvCacheOps::drop_before(Layer& l, int64_t position) {
-  const int64_t n = int64_t(l.pos.size()), idx = lower_index(l.pos.data(), n, position);
-  if (idx == 0) return;
-  if (idx == n) {
+  // Positions in [sink, position) go; the sink [0, sink) stays.
+  const int64_t n = int64_t(l.pos.size()), keep = lower_index(l.pos.data(), n, std::min(sink_, position));
+  const int64_t idx = lower_index(l.pos.data(), n, position);
+  if (idx <= keep) return;
+  if (idx == n && keep == 0) {
     l.k = l.v = at::Tensor();
   } else {  // copies, so the dropped part is freed
-    l.k = l.k.narrow(2, idx, n - idx).clone();
-    l.v = l.v.narrow(2, idx, n - idx).clone();
+    auto kept = [&](const at::Tensor& t) {
+      if (keep == 0) return t.narrow(2, idx, n - idx).clone();
+      if (idx == n) return t.narrow(2, 0, keep).clone();
+      return at::cat({t.narrow(2, 0, keep), t.narrow(2, idx, n - idx)}, 2);
+    };
+    l.k = kept(l.k);
+    l.v = kept(l.v);
   }
-  l.pos.erase(l.pos.begin(), l.pos.begin() + idx);
+  l.pos.erase(l.pos.begin() + keep, l.pos.begin() + idx);
 }
 
 SeqPlan KvCacheOps::seq_begin(const SeqForward& f) {
@@ -86,46 +103,60 @@ SeqPlan KvCacheOps::seq_begin(const SeqForward& f) {
     for (auto& l : layers_) drop_before(l, start - window_);
   SeqPlan plan;
   plan.window = window_;
+  plan.sink = window_ >= 0 ? sink_ : 0;
   if (start > 0) plan.rows = every_row(f.batch, f.length).narrow(1, start, f.length - start).contiguous();
   return plan;
 }
 
-at::Tensor KvCacheOps::attention(const AttnCall& call, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+CallPositions shared_positions(const char* who, const AttnCall& call, const at::Tensor& q, const at::Tensor& k) {
   CL_CHECK(call.q_positions.defined() && call.kv_positions.defined(),
-           name_ << ": the model passes no positions with its attention calls; K/V caches serve sequence models "
-                    "(tiny_mdlm, tiny_video)");
-  CL_CHECK(!call.mask.defined(), name_ << ": attention masks are not supported (a cached key is seen by every query)");
+           who << ": the model passes no positions with its attention calls; K/V caches serve sequence models "
+                  "(tiny_mdlm, llada, tiny_video)");
+  CL_CHECK(!call.mask.defined(), who << ": attention masks are not supported (a cached key is seen by every query)");
   CL_CHECK(call.q_positions.device().is_cpu() && call.kv_positions.device().is_cpu(),
-           name_ << ": attention positions must be CPU tensors");
-  if (size_t(call.layer) >= layers_.size()) layers_.resize(size_t(call.layer) + 1);
-  Layer& l = layers_[size_t(call.layer)];
-  // Every sample computes the same positions (seq_begin asks for one range): sample 0's speak for all.
+           who << ": attention positions must be CPU tensors");
   auto first_row = [&](const at::Tensor& t) {
     CL_CHECK(t.dim() == 2 && t.equal(t.narrow(0, 0, 1).expand_as(t)),
-             name_ << ": the rows computed differ between samples (another K/V cache in the ops chain?)");
+             who << ": the rows computed differ between samples (another K/V cache in the ops chain?)");
     return t.select(0, 0).to(at::kLong).contiguous();
   };
-  const at::Tensor kp = first_row(call.kv_positions), qp = first_row(call.q_positions);
+  CallPositions out{first_row(call.q_positions), first_row(call.kv_positions)};
+  CL_CHECK(out.kv.numel() == k.size(2) && out.q.numel() == q.size(2),
+           who << ": positions do not match the queries or keys");
+  return out;
+}
+
+at::Tensor KvCacheOps::attention(const AttnCall& call, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  // Every sample computes the same positions (seq_begin asks for one range): sample 0's speak for all.
+  const auto [qp, kp] = shared_positions(name_, call, q, k);
+  if (size_t(call.layer) >= layers_.size()) layers_.resize(size_t(call.layer) + 1);
+  Layer& l = layers_[size_t(call.layer)];
   const int64_t* p = kp.data_ptr<int64_t>();
   const int64_t n = kp.numel();
-  CL_CHECK(n == k.size(2) && qp.numel() == q.size(2), name_ << ": positions do not match the queries or keys");
-  // Keys a query may see: with a window, positions >= (its position - window).
+  // Keys a call's queries may see: with a window, positions >= (its first query's - window);
+  // the queries of one call are one frame or one chunk of frames.
   int64_t lo = std::numeric_limits<int64_t>::min();
-  if (window_ >= 0 && qp.numel() > 0) {
-    const int64_t qmin = qp.min().item<int64_t>();
-    CL_CHECK(qp.max().item<int64_t>() == qmin,
-             name_ << ": with a window, the queries of one attention call must share a position (one frame)");
-    lo = qmin - window_;
-  }
+  if (window_ >= 0 && qp.numel() > 0) lo = qp.min().item<int64_t>() - window_;
   const int64_t first = n > 0 ? p[0] : std::numeric_limits<int64_t>::max();
-  // Supplied by the cache: stored positions in [lo, first).
+  // Positions < sink_lo are sink positions outside the window (visible all the same).
+  const int64_t sink_lo = std::min(sink_, lo);
+  // Supplied by the cache: stored positions in [0, min(sink_lo, first)) and [lo, first).
   const int64_t stored = int64_t(l.pos.size());
-  const int64_t a = lower_index(l.pos.data(), stored, lo), b = lower_index(l.pos.data(), stored, first);
+  const int64_t s_end = lower_index(l.pos.data(), stored, std::min(sink_lo, first));
+  const int64_t b = lower_index(l.pos.data(), stored, first);
+  const int64_t a = std::max(s_end, lower_index(l.pos.data(), stored, lo));
   at::Tensor ck, cv, cpos;
-  if (b > a) {
-    ck = l.k.narrow(2, a, b - a);
-    cv = l.v.narrow(2, a, b - a);
-    cpos = at::tensor(std::vector<int64_t>(l.pos.begin() + a, l.pos.begin() + b), at::kLong);
+  auto from_store = [&](const at::Tensor& t) {
+    if (s_end == 0) return t.narrow(2, a, b - a);
+    return b > a ? at::cat({t.narrow(2, 0, s_end), t.narrow(2, a, b - a)}, 2) : t.narrow(2, 0, s_end);
+  };
+  const int64_t supplied = s_end + std::max<int64_t>(b - a, 0);
+  if (supplied > 0) {
+    ck = from_store(l.k);
+    cv = from_store(l.v);
+    std::vector<int64_t> pos(l.pos.begin(), l.pos.begin() + s_end);
+    if (b > a) pos.insert(pos.end(), l.pos.begin() + a, l.pos.begin() + b);
+    cpos = at::tensor(pos, at::kLong);
   }
   // Store the finished context this call computed: positions in [end, context).
   const int64_t s0 = lower_index(p, n, l.end), s1 = lower_index(p, n, context_);
@@ -138,14 +169,18 @@ at::Tensor KvCacheOps::attention(const AttnCall& call, const at::Tensor& q, cons
     l.pos.insert(l.pos.end(), p + s0, p + s1);
     l.end = p[s1 - 1] + 1;
   }
-  // The computed keys inside the window.
-  const int64_t c = lower_index(p, n, lo);
-  l.served += double(b - a);
-  l.seen += double(b - a + n - c);
+  // The computed keys inside the window, and those of the sink before it.
+  const int64_t c0 = lower_index(p, n, sink_lo), c = std::max(c0, lower_index(p, n, lo));
+  l.served += double(supplied);
+  l.seen += double(supplied + c0 + n - c);
   AttnCall inner = call;
-  at::Tensor K = k, V = v;
-  if (c > 0) K = k.narrow(2, c, n - c), V = v.narrow(2, c, n - c);
-  at::Tensor kpos = kp.narrow(0, c, n - c);
+  auto keep = [&](const at::Tensor& t, int64_t dim) {
+    if (c == c0) return t;  // nothing between the sink and the window
+    if (c0 == 0) return t.narrow(dim, c, n - c);
+    return at::cat({t.narrow(dim, 0, c0), t.narrow(dim, c, n - c)}, dim);
+  };
+  at::Tensor K = keep(k, 2), V = keep(v, 2);
+  at::Tensor kpos = keep(kp, 0);
   if (ck.defined()) {
     K = at::cat({ck, K}, 2);
     V = at::cat({cv, V}, 2);

@@ -15,12 +15,16 @@
 //               that staleness is the approximation.
 //   rolling_kv  AR video (`video`): the K/V of finished, clean frames are stored once, when the
 //               model first computes them (at the first step of the next chunk), and never
-//               recomputed; a query of frame f attends to frames >= f - window only (cached and
-//               computed alike), and older frames are dropped. A window at least as long as the
+//               recomputed; the queries of a chunk starting at frame a attend to frames
+//               >= a - window only (cached and computed alike), and older frames are dropped. A window at least as long as the
 //               video is exact: bitwise equal to recomputing every past frame at every step.
+//               With `sink` the frames [0, sink) (the first chunk, a reference image) are never
+//               dropped and every query sees them besides its window (Self Forcing's attention
+//               sink frames, Anchor Forcing's anchor cache): memory stays flat as the video grows.
 //
-// Logged per step (site extra `kv_hit_rate`, on each layer's attention site): the fraction of
-// the keys that layer's queries attended to which the cache supplied rather than the model.
+// Logged per step (site extras on each layer's attention site): `kv_hit_rate`, the fraction of
+// the keys that layer's queries attended to which the cache supplied rather than the model;
+// `kv_bytes`, the bytes of keys and values the layer's store holds after the step.
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -46,13 +50,17 @@ struct PrefixKvOptions {
 
 struct RollingKvOptions {
   int window = 4;  // frames (positions) before the query's own that it may see
+  int sink = 0;    // frames [0, sink) are kept and seen by every query
   template <class V>
   void fields(V& v) {
     v("window", window, "past frames a query attends to (frames >= f - window); >= the video length = exact");
+    v("sink", sink, "frames [0, sink) (the first chunk, a conditioning frame) are never dropped and every query "
+                    "sees them besides its window (attention sink / anchor frames); 0 = none");
   }
   template <class C>
   void check(C& c) const {
     c.require(window >= 0, "window", "must be >= 0");
+    c.require(sink >= 0, "sink", "must be >= 0 (frames)");
   }
 };
 
@@ -64,6 +72,15 @@ struct KvLogging {
 };
 KvLogging bind_kv_logging(const char* who, RunContext* ctx);
 
+// The positions of an attention call whose rows are the same in every sample (one range per
+// forward, as KvCacheOps plans): sample 0's query and key positions (int64, contiguous, CPU).
+// Throws, naming `who`, on a call without positions, with a mask, on another device, with
+// rows that differ between samples, or positions that do not match q and k.
+struct CallPositions {
+  at::Tensor q, kv;
+};
+CallPositions shared_positions(const char* who, const AttnCall& call, const at::Tensor& q, const at::Tensor& k);
+
 // The storage and attention both caches share; subclasses say when to drop it all.
 class KvCacheOps : public Ops {
  public:
@@ -74,7 +91,7 @@ class KvCacheOps : public Ops {
   at::Tensor attention(const AttnCall& call, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) override;
 
  protected:
-  KvCacheOps(const char* name, int64_t window) : name_(name), window_(window) {}
+  KvCacheOps(const char* name, int64_t window, int64_t sink = 0) : name_(name), window_(window), sink_(sink) {}
   // Whether this step recomputes every position (the stored K/V are dropped first).
   virtual bool refresh(const StepIndex& step) const = 0;
 
@@ -85,14 +102,15 @@ class KvCacheOps : public Ops {
     int64_t end = 0;           // positions < end have been stored (some may be dropped by the window)
     double served = 0, seen = 0;  // keys supplied by the cache / keys attended, this step
   };
-  void drop_before(Layer& l, int64_t position);
+  void drop_before(Layer& l, int64_t position);  // keeps the sink
 
   const char* name_;
   int64_t window_;  // -1 = every stored position is visible
+  int64_t sink_;    // positions < sink_ stay stored and visible (with a window)
   std::vector<Layer> layers_;
   std::vector<int> attn_site_;  // per layer: its attention site (for the hit-rate extra), or -1
   RunContext* ctx_ = nullptr;
-  int hit_extra_ = -1;
+  int hit_extra_ = -1, bytes_extra_ = -1;
   bool refresh_ = false;
   int64_t context_ = 0;
 };
@@ -110,7 +128,7 @@ class PrefixKvCache final : public KvCacheOps {
 
 class RollingKvCache final : public KvCacheOps {
  public:
-  explicit RollingKvCache(const RollingKvOptions& o) : KvCacheOps("rolling_kv", o.window) {}
+  explicit RollingKvCache(const RollingKvOptions& o) : KvCacheOps("rolling_kv", o.window, o.sink) {}
 
  private:
   bool refresh(const StepIndex&) const override { return false; }  // clean frames never change

@@ -28,6 +28,7 @@
 #include "caches/threshold_search.h"
 #include "caches/toca.h"
 #include "caches/vc.h"
+#include "caches/video_kv.h"
 #include "caches/zeus.h"
 #include "framework/registries.h"
 
@@ -58,6 +59,12 @@ void register_caches() {
       "prefix_kv", "Fast-dLLM block-wise prefix K/V cache for masked-diffusion LMs (mdlm)", __FILE__);
   ops_layers().add<RollingKvCache, RollingKvOptions>(
       "rolling_kv", "AR video: K/V of finished frames kept, attention over a window of past frames", __FILE__);
+  ops_layers().add<ForcingKvCache, ForcingKvOptions>(
+      "forcing_kv", "Forcing-KV: AR video K/V pruned per head; static heads keep sink + recent frames, dynamic ones a similarity-pruned budget", __FILE__);
+  ops_layers().add<TempCache, TempCacheOptions>(
+      "temp_cache", "TempCache: AR video K/V tokens merged into their previous frame's match (log-count attention bias)", __FILE__);
+  ops_layers().add<VideoMlaCache, VideoMlaOptions>(
+      "video_mla", "AR video K/V stored as per-head low-rank latents, bases fitted by SVD on the first stored frames", __FILE__);
   ops_layers().add<DualKvCache, DualKvOptions>(
       "dual_kv", "Fast-dLLM dual K/V cache: prefix and masked suffix cached, only the current block computed", __FILE__);
   ops_layers().add<DkvCache, DkvCacheOptions>(

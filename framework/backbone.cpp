@@ -24,6 +24,7 @@ at::Tensor cat_mask(const at::Tensor& ma, const at::Tensor& ea, const at::Tensor
 Cond Cond::narrow(int64_t start, int64_t length) const {
   Cond c = *this;
   c.labels = narrow0(labels, start, length);
+  c.frames = narrow0(frames, start, length);
   c.tokens = narrow0(tokens, start, length);
   c.token_state = narrow0(token_state, start, length);
   c.confidence = narrow0(confidence, start, length);
@@ -37,6 +38,7 @@ Cond Cond::narrow(int64_t start, int64_t length) const {
 Cond Cond::cat(const Cond& a, const Cond& b) {
   Cond c = a;
   c.labels = cat0(a.labels, b.labels);
+  c.frames = cat0(a.frames, b.frames);
   c.tokens = cat0(a.tokens, b.tokens);
   c.token_state = cat0(a.token_state, b.token_state);
   c.confidence = cat0(a.confidence, b.confidence);

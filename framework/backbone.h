@@ -23,6 +23,9 @@ struct Cond {
   // classifier-free guidance when defined (Backbone::null_cond), else the model's own null.
   at::Tensor negative_embeddings, negative_mask;
   int64_t chunk = 0;      // AR video: index of the chunk being generated
+  // AR video: [B, F, C, H, W] the data set's videos (ground truth) whose first frames the
+  // rollout is conditioned on (the pipeline's cond_frames), or undefined (unconditional).
+  at::Tensor frames;
   // Sequence models (masked LM, AR video): leading positions of x that are finished context
   // (prompt and decoded blocks; frames of past chunks). The model predicts only the positions
   // after them, and a K/V cache (Ops::seq_begin) may keep their keys and values.

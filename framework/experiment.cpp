@@ -19,7 +19,8 @@ namespace {
 // The keys an experiment file may have at its top level.
 const std::vector<std::string> kTopKeys = {"name",  "description", "seed",    "backbone", "sampler",
                                            "pipeline", "guidance", "cache", "ops",     "run",
-                                           "metrics", "judge",    "decoder", "variants", "sweep",   "claims"};
+                                           "metrics", "judge",    "decoder", "variants", "sweep",   "claims",
+                                           "reference_ops"};
 
 struct SeedOption {
   int64_t seed = 0;
@@ -31,6 +32,7 @@ struct SeedOption {
 
 struct ClaimOptions {
   std::string text, left, metric, op, right, value, paper;
+  double scale = 1.0;
   template <class V>
   void fields(V& v) {
     v("text", text, "the claim in words");
@@ -39,6 +41,7 @@ struct ClaimOptions {
     v("op", op, "one of >, <, >=, <=");
     v("right", right, "variant on the right side (or give value)");
     v("value", value, "a number on the right side (or give right)");
+    v("scale", scale, "with right: compare left with scale x right (e.g. 0.7: at least 30% less)");
     v("paper", paper, "what the paper reports for this claim (shown beside the measurement: paper: ... / here: ...)");
   }
 };
@@ -105,7 +108,7 @@ Resolved resolve_run(const ConfigNode& cfg) {
     CL_CHECK(std::find(kTopKeys.begin(), kTopKeys.end(), k) != kTopKeys.end(),
              cfg.find(k)->where() << ": unknown top-level key `" << k << "`" << did_you_mean(k, kTopKeys)
                                   << "; valid: name, description, seed, backbone, sampler, pipeline, guidance, "
-                                     "cache, ops, run, metrics, judge, decoder, variants, sweep, claims");
+                                     "cache, ops, reference_ops, run, metrics, judge, decoder, variants, sweep, claims");
   auto need = [&](const char* key) -> const ConfigNode& {
     const ConfigNode* n = cfg.find(key);
     CL_CHECK(n && n->is_map(), "experiment `" << cfg.file << "` needs a `" << key << ":` map with a `type:`");
@@ -132,13 +135,14 @@ Resolved resolve_run(const ConfigNode& cfg) {
   if (image || cfg.find("sampler")) out.child("sampler") = samplers().resolve(need("sampler"));
   out.child("guidance") = guidances().resolve(with_default_type("guidance", "cfg"));
   out.child("cache") = caches().resolve(with_default_type("cache", "none"));
-  if (const ConfigNode* ops = cfg.find("ops")) {
-    CL_CHECK(ops->is_seq(), ops->where() << ": `ops` must be a list of ops components (quantizers, K/V caches), "
-                                            "each a map with a `type:`");
-    ConfigNode& list = out.child("ops");
-    list.kind = ConfigNode::Kind::Seq;
-    for (auto& o : ops->seq) list.seq.push_back(ops_layers().resolve(o));
-  }
+  for (const char* key : {"ops", "reference_ops"})
+    if (const ConfigNode* ops = cfg.find(key)) {
+      CL_CHECK(ops->is_seq(), ops->where() << ": `" << key << "` must be a list of ops components (quantizers, K/V "
+                                              "caches), each a map with a `type:`");
+      ConfigNode& list = out.child(key);
+      list.kind = ConfigNode::Kind::Seq;
+      for (auto& o : ops->seq) list.seq.push_back(ops_layers().resolve(o));
+    }
   {
     RunOptions ro = read_checked<RunOptions>(run_node, "run");
     ConfigNode& r = out.child("run");
@@ -164,6 +168,7 @@ Resolved resolve_run(const ConfigNode& cfg) {
   refkey.child("pipeline") = out.child("pipeline");
   refkey.child("pipeline").erase("decoder");  // references decode with the pipeline's baseline
   refkey.child("guidance") = out.child("guidance");
+  if (out.find("reference_ops")) refkey.child("ops") = out.child("reference_ops");
   refkey.child("run") = out.child("run");
   for (const char* k : {"threads", "probe_samples", "save_samples", "timing_reps", "timing_samples"})
     refkey.child("run").erase(k);
@@ -314,7 +319,7 @@ ExperimentSpec load_experiment(const std::string& file, const std::vector<std::s
         ref.is_reference = true;
         ref.config = run.config;
         ref.config.erase("cache");
-        ref.config.erase("ops");
+        ref.config.erase("ops");  // (long AR rollouts: it runs `reference_ops`, an exact K/V cache, if given)
         // A masked LM's decoding rule is a method too: its reference is the baseline decoder.
         if (ConfigNode* pl = ref.config.find("pipeline"); pl && pl->is_map()) pl->erase("decoder");
         ref.overrides = "(reference of " + name + ")";
@@ -360,9 +365,12 @@ ExperimentSpec load_experiment(const std::string& file, const std::vector<std::s
                item.where() << ": claim op `" << cl.op << "` is not one of >, <, >=, <=");
       CL_CHECK(cl.right.empty() != cl.value.empty(), item.where() << ": a claim needs exactly one of `right` or `value`");
       nlohmann::json j = {{"text", cl.text}, {"left", cl.left}, {"metric", cl.metric}, {"op", cl.op}};
+      CL_CHECK(cl.scale > 0 && (cl.scale == 1.0 || !cl.right.empty()),
+               item.where() << ": claim `scale` must be > 0 and goes with `right` (left op scale x right)");
       if (!cl.right.empty()) {
         check_variant(cl.right, "right");
         j["right"] = cl.right;
+        if (cl.scale != 1.0) j["scale"] = cl.scale;
       } else {
         try {
           j["value"] = std::stod(cl.value);

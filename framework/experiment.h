@@ -7,6 +7,8 @@
 //   backbone: {type: dit, ...}       sampler: {type: ddim, steps: 50}
 //   cache: {type: none}              # what every variant starts from
 //   run: {samples: 64, batch: 64, cfg_scale: 1.5, ...}
+//   reference_ops: [{type: rolling_kv, window: 100000}]  # what references run: default none;
+//                                    # an exact K/V cache makes long AR video rollouts affordable
 //   metrics: [psnr, ssim, fid, accuracy]
 //   judge: models/weights/lenet-mnist.safetensors
 //   variants: {fora_n2: {cache: {type: fora, interval: 2}}, fb: {cache.type: fbcache}}

@@ -32,6 +32,7 @@ struct MetricInputs {
   at::Tensor samples;    // [N, C, H, W] float32 in [-1, 1], final samples of the variant
   at::Tensor reference;  // [N, C, H, W] the reference run's samples (same seeds, same labels)
   at::Tensor labels;     // [N] int64, the classes asked for
+  at::Tensor truth;      // [N, ...] the data the samples should equal (AR video: the data set's frames), or undefined
   Evaluator* judge = nullptr;    // may be null: metrics that need it then throw a clear error
   std::string data_dir;          // where datasets live (FID's real statistics)
 };

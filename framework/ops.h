@@ -68,6 +68,7 @@ struct SeqForward {
 struct SeqPlan {
   at::Tensor rows;      // int64 [B, R] CPU, ascending per sample; undefined = all L positions
   int64_t window = -1;  // a query at position p sees keys at positions >= p - window only; -1 = all
+  int64_t sink = 0;     // with a window: keys at positions < sink stay visible to every query as well
 };
 
 class Ops {

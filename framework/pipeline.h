@@ -62,6 +62,8 @@ class Pipeline {
   }
   // Tokens one sample generates (a masked LM's gen_length), for tokens/s; 0 = not a token model.
   virtual int64_t tokens_per_sample() const { return 0; }
+  // Frames one sample generates (AR video, the conditioning frames excluded), for frames/s; 0 = not video.
+  virtual int64_t frames_per_sample() const { return 0; }
 };
 
 // Classifier-free guidance and its conventions (a registered component).

@@ -443,7 +443,7 @@ Trajectory run_trajectory(const RunParts& parts, const RunOptions& run, const Re
   const Pipeline& pipe = *parts.pipeline;
   const int T = pipe.num_steps(parts.sampler);
   Trajectory traj;
-  std::vector<at::Tensor> outs, labels;
+  std::vector<at::Tensor> outs, labels, truth;
   if (capture) {
     capture->x_after_step.assign(size_t(T), at::Tensor());
     capture->probe.assign(size_t(T), std::vector<at::Tensor>(sites.size()));
@@ -502,9 +502,11 @@ Trajectory run_trajectory(const RunParts& parts, const RunOptions& run, const Re
     }
     outs.push_back(x.is_floating_point() ? x.to(at::kFloat).cpu() : x.cpu());
     if (in.cond.labels.defined()) labels.push_back(in.cond.labels.cpu());
+    if (in.cond.frames.defined()) truth.push_back(in.cond.frames.to(at::kFloat).cpu());
   }
   traj.samples = at::cat(outs);
   if (!labels.empty()) traj.labels = at::cat(labels);
+  if (!truth.empty()) traj.truth = at::cat(truth);
   if (capture) {
     capture->samples = traj.samples;
     capture->wall_s = traj.wall_s;

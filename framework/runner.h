@@ -25,6 +25,7 @@ struct ReferenceTrace {
 
 struct Trajectory {
   at::Tensor samples, labels;      // final samples (on the CPU, float32 or int64); [N] classes asked for
+  at::Tensor truth;                // [N, ...] the data the samples should equal (AR video: Cond::frames), or undefined
   std::vector<StepRecord> steps;   // batch 0 (site-level data) with wall/flops summed over batches
   std::vector<RunContext::Extra> extras;  // what steps[i].site_extra / linear_extra hold
   double wall_s = 0, flops = 0;

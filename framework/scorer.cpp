@@ -45,7 +45,8 @@ void Scorer::prepare(const ConfigNode& run_config) {
 }
 
 std::map<std::string, double> Scorer::score(const ConfigNode& run_config, const at::Tensor& samples,
-                                            const at::Tensor& labels, const std::string& reference_id,
+                                            const at::Tensor& labels, const at::Tensor& truth,
+                                            const std::string& reference_id,
                                             const at::Tensor& reference_samples) {
   MetricInputs in;
   in.samples = samples;
@@ -59,6 +60,7 @@ std::map<std::string, double> Scorer::score(const ConfigNode& run_config, const 
     in.reference = it->second;
   }
   in.labels = labels;
+  in.truth = truth;
   in.data_dir = default_data_dir();
   std::map<std::string, double> out;
   for (auto& entry : run_config.find("metrics") ? run_config.find("metrics")->seq : std::vector<ConfigNode>{}) {

@@ -23,8 +23,10 @@ class Scorer {
   void prepare(const ConfigNode& run_config);
   // Every metric of `run_config` on the final samples against the reference's (decoded
   // first when the run has a decoder; `reference_id` keys the decoded reference).
+  // `truth`: the data the samples should equal (Trajectory::truth), or undefined.
   std::map<std::string, double> score(const ConfigNode& run_config, const at::Tensor& samples, const at::Tensor& labels,
-                                      const std::string& reference_id, const at::Tensor& reference_samples);
+                                      const at::Tensor& truth, const std::string& reference_id,
+                                      const at::Tensor& reference_samples);
 
  private:
   Evaluator* judge();

@@ -320,8 +320,9 @@ class Session {
     ConfigNode cache_node = component_or(cfg, "cache", "none");
     if (run.is_reference) cache_node = component_or(ConfigNode::make_map(), "cache", "none");
     p.cache = caches().build(cache_node, nullptr, ctx);
-    // ops: [outermost, ..., innermost]; the innermost wraps the dense ops.
-    if (const ConfigNode* ops = cfg.find("ops"); ops && ops->is_seq() && !run.is_reference) {
+    // ops: [outermost, ..., innermost]; the innermost wraps the dense ops. A reference runs
+    // none, or the experiment's `reference_ops` (an exact K/V cache for long AR rollouts).
+    if (const ConfigNode* ops = cfg.find(run.is_reference ? "reference_ops" : "ops"); ops && ops->is_seq()) {
       for (auto it = ops->seq.rbegin(); it != ops->seq.rend(); ++it) {
         auto o = ops_layers().build(*it, nullptr, ctx);
         if (p.ops) o->set_inner(std::move(p.ops));
@@ -565,8 +566,15 @@ class Session {
       summary["tokens_per_s"] = double(ro.samples) * double(tok) / tr.wall_s;
       summary["ref_tokens_per_s"] = double(ro.samples) * double(tok) / ref->wall_s;
     }
+    if (const int64_t frames = parts.pipeline->frames_per_sample(); frames > 0) {
+      summary["frames_per_s"] = double(ro.samples) * double(frames) / tr.wall_s;
+      summary["ref_frames_per_s"] = double(ro.samples) * double(frames) / ref->wall_s;
+    }
+    for (size_t e = 0; e < tr.extras.size(); ++e)  // K/V caches: the peak of the bytes their layers hold (batch 0)
+      if (tr.extras[e].name == "kv_bytes" && !tr.extras[e].per_linear)
+        summary["kv_peak_bytes"] = peak_site_extra_sum(tr.steps, int(e));
     summary["final_err_rel_l1"] = tr.steps.empty() ? 0 : tr.steps.back().err_ref_rel_l1;
-    for (auto& [k, v] : scorer_.score(cfg, tr.samples, tr.labels, run.reference_id, ref->samples)) summary[k] = v;
+    for (auto& [k, v] : scorer_.score(cfg, tr.samples, tr.labels, tr.truth, run.reference_id, ref->samples)) summary[k] = v;
     writer.set_summary(summary);
     writer.finish_done();
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -43,4 +43,17 @@ double reuse_fraction(const std::vector<StepRecord>& steps) {
   return visited > 0 ? reused / visited : 0;
 }
 
+double peak_site_extra_sum(const std::vector<StepRecord>& steps, int extra) {
+  if (extra < 0) return -1;
+  double peak = 0;
+  for (auto& st : steps) {
+    if (size_t(extra) >= st.site_extra.size()) continue;
+    double sum = 0;
+    for (double v : st.site_extra[size_t(extra)])
+      if (v == v) sum += v;
+    peak = std::max(peak, sum);
+  }
+  return peak;
+}
+
 }  // namespace cachelab

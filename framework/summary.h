@@ -22,4 +22,8 @@ void add_timing_summary(std::map<std::string, double>& summary, const std::vecto
 // reuse_fraction: reused or predicted site calls / site calls visited (skipped ones excluded).
 double reuse_fraction(const std::vector<StepRecord>& steps);
 
+// The largest per-step sum over sites of site extra `extra` (NaN entries skipped): K/V caches'
+// kv_bytes summed over layers -> the peak K/V memory of a batch. -1 when extra < 0.
+double peak_site_extra_sum(const std::vector<StepRecord>& steps, int extra);
+
 }  // namespace cachelab

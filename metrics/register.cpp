@@ -5,6 +5,7 @@
 #include "metrics/metrics.h"
 #include "metrics/sample_quality.h"
 #include "metrics/token_match.h"
+#include "metrics/video.h"
 
 namespace cachelab {
 
@@ -20,6 +21,7 @@ void register_metrics() {
   r.add<TokenMatchMetric, NoOptions>("token_match", "fraction of tokens (and of whole sequences) equal to the reference's", __FILE__);
   r.add<ExactMatchMetric, LmTaskOptions>("exact_match", "fraction of generated answers a task's checker accepts (mdlm pipeline with a task)", __FILE__);
   r.add<Gsm8kMetric, Gsm8kOptions>("gsm8k", "GSM8K accuracy of an mdlm_text run: the number after `####` (else the last) vs each line's answer", __FILE__);
+  r.add<VideoQualityMetric, VideoQualityOptions>("video_quality", "AR video rollouts vs the ground truth (psnr_gt), the reference and the judge (identity: the digit keeps its class)", __FILE__);
   r.add<AccuracyMetric, NoOptions>("accuracy", "fraction of samples the LeNet judge classifies as the class asked for (+ accuracy_worst_class)", __FILE__);
 }
 

@@ -35,7 +35,7 @@ void register_models() {
   samplers().add<PlmsSampler, PlmsOptions>("plms", "PLMS as CompVis plms.py (Stable Diffusion; = diffusers PNDM with skip_prk_steps)", __FILE__);
   backbones().add<TinyMdlm, TinyMdlmOptions>("tiny_mdlm", "small bidirectional transformer over tokens (masked-diffusion LM)", __FILE__);
   backbones().add<Llada, LladaOptions>("llada", "LLaDA masked-diffusion LM (public config.json, sharded bf16 safetensors, reference names)", __FILE__);
-  backbones().add<TinyVideo, TinyVideoOptions>("tiny_video", "small frame-causal transformer over patches of video frames", __FILE__);
+  backbones().add<TinyVideo, TinyVideoOptions>("tiny_video", "small chunk-causal transformer over patches of video frames (bundled: video-mnist)", __FILE__);
   lm_decoders().add<LowConfidenceDecoder, LowConfidenceOptions>("low_confidence", "LLaDA: a fixed number of tokens per step, the most confident first", __FILE__);
   lm_decoders().add<RandomDecoder, LowConfidenceOptions>("random", "LLaDA's random remasking: a fixed number per step in a seeded random order", __FILE__);
   lm_decoders().add<ThresholdDecoder, ThresholdDecodingOptions>("threshold", "Fast-dLLM: every token whose confidence is >= threshold (at least one)", __FILE__);

@@ -27,6 +27,38 @@ at::Tensor timestep_features(const at::Tensor& t) {
   return at::cat({at::cos(args), at::sin(args)}, 1);
 }
 
+// Rotary embedding of frame indices: x [B, H, N, d], positions [N] int64 (d even).
+at::Tensor rotate(const at::Tensor& x, const at::Tensor& positions, double theta) {
+  const int64_t d = x.size(-1), half = d / 2;
+  auto inv_freq = at::pow(theta, -at::arange(0, half, at::kFloat) * (2.0 / double(d)));
+  auto angles = positions.to(at::kFloat).unsqueeze(1) * inv_freq.unsqueeze(0);  // [N, d/2]
+  auto cos = at::cat({at::cos(angles), at::cos(angles)}, 1).to(x.options());
+  auto sin = at::cat({at::sin(angles), at::sin(angles)}, 1).to(x.options());
+  auto rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  return x * cos + rotated * sin;
+}
+
+// Token frame indices of frames [first, end): each frame's index repeated P times.
+at::Tensor frame_positions(int64_t first, int64_t end, int64_t P) {
+  return at::arange(first, end, at::kLong).repeat_interleave(P);
+}
+
+// Rotary embedding of the tokens of frames [first, end) (g x g patches each, row-major):
+// `rope` rotates the whole head by the frame index; `rope3d` splits the head width d into a
+// frame part (d - 4 floor(d / 6)) and a row and a column part (2 floor(d / 6) each), as Wan's
+// 3D RoPE (Self Forcing's backbone) does.
+at::Tensor rotary(const at::Tensor& x, int64_t first, int64_t end, int64_t g, const TinyVideoOptions& o) {
+  const int64_t P = g * g;
+  const auto t = frame_positions(first, end, P);
+  if (o.frame_position == "rope") return rotate(x, t, o.rope_theta);
+  const int64_t d = x.size(-1), s = 2 * (d / 6), dt = d - 2 * s;
+  const auto patch = at::arange(P, at::kLong).repeat({end - first});
+  return at::cat({rotate(x.narrow(-1, 0, dt), t, o.rope_theta),
+                  rotate(x.narrow(-1, dt, s), patch.div(g, "floor"), o.rope_theta),
+                  rotate(x.narrow(-1, dt + s, s), patch.remainder(g), o.rope_theta)},
+                 -1);
+}
+
 
 }  // namespace
 
@@ -36,7 +68,7 @@ struct TinyVideo::Impl : torch::nn::Module {
     const int P = (o.frame_size / o.patch_size) * (o.frame_size / o.patch_size);
     patch_embed = register_module("patch_embed", torch::nn::Linear(patch_dim, D));
     pos_embed = register_parameter("pos_embed", torch::zeros({P, D}));
-    frame_embed = register_parameter("frame_embed", torch::zeros({o.max_frames, D}));
+    if (o.frame_position == "table") frame_embed = register_parameter("frame_embed", torch::zeros({o.max_frames, D}));
     t_embedder = register_module("t_embedder", std::make_shared<torch::nn::Module>());
     t_mlp = t_embedder->register_module(
         "mlp", torch::nn::Sequential(torch::nn::Linear(kFrequencyDim, D), torch::nn::SiLU(), torch::nn::Linear(D, D)));
@@ -53,7 +85,7 @@ struct TinyVideo::Impl : torch::nn::Module {
     for (auto& m : modules(/*include_self=*/false))
       if (auto* lin = m->as<torch::nn::Linear>()) lin->reset_parameters();
     torch::nn::init::normal_(pos_embed, 0.0, 1.0);
-    torch::nn::init::normal_(frame_embed, 0.0, 1.0);
+    if (frame_embed.defined()) torch::nn::init::normal_(frame_embed, 0.0, 1.0);
   }
   torch::nn::Linear patch_embed{nullptr};
   at::Tensor pos_embed, frame_embed;
@@ -69,14 +101,19 @@ TinyVideo::TinyVideo(const TinyVideoOptions& o) : options_(o) {
            "tiny_video: frame_size " << o.frame_size << " is not a multiple of patch_size " << o.patch_size);
   CL_CHECK(o.num_heads > 0 && o.hidden_size % o.num_heads == 0,
            "tiny_video: hidden_size " << o.hidden_size << " is not a multiple of num_heads " << o.num_heads);
-  CL_CHECK(o.depth >= 1 && o.max_frames >= 1 && o.channels >= 1, "tiny_video: depth, max_frames and channels must be >= 1");
+  CL_CHECK(o.depth >= 1 && o.max_frames >= 1 && o.channels >= 1 && o.chunk_frames >= 1,
+           "tiny_video: depth, max_frames, channels and chunk_frames must be >= 1");
+  CL_CHECK(o.frame_position == "table" || o.frame_position == "rope" || o.frame_position == "rope3d",
+           "tiny_video: frame_position must be table, rope or rope3d, got `" << o.frame_position << "`");
+  CL_CHECK(o.frame_position == "table" || ((o.hidden_size / o.num_heads) % 2 == 0 && o.hidden_size / o.num_heads >= 6),
+           "tiny_video: rope needs an even head width (rope3d: >= 6), got " << o.hidden_size / o.num_heads);
   impl_ = std::make_unique<Impl>(o);
   impl_->initialize(o.init_seed);
   if (!o.weights.empty()) load(resolve_path(o.weights));
 
   const double F = o.max_frames, P = double(tokens_per_frame());
   double attn = 0;
-  for (int f = 0; f < o.max_frames; ++f) attn += attn_frame_flops(P * (f + 1));
+  for (int f = 0; f < o.max_frames; ++f) attn += attn_frame_flops(P * std::min(o.max_frames, (f / o.chunk_frames + 1) * o.chunk_frames));
   sites_.push_back({"model", -1, model_flops(F, F, 1), SiteKind::Model});
   sites_.push_back({"body", kSiteModel, 0.0, SiteKind::Body});
   for (int i = 0; i < o.depth; ++i) {
@@ -119,6 +156,11 @@ std::vector<int64_t> TinyVideo::sample_shape() const {
   return {options_.max_frames, options_.channels, options_.frame_size, options_.frame_size};
 }
 
+at::Tensor TinyVideo::example_input(int64_t batch, const at::TensorOptions& options) const {
+  const int64_t F = std::min<int64_t>(options_.max_frames, 4 * options_.chunk_frames);
+  return at::randn({batch, F, options_.channels, options_.frame_size, options_.frame_size}, options);
+}
+
 // Multiply-add = 2 FLOPs; norms, softmax, activations and table lookups are not counted.
 double TinyVideo::attn_frame_flops(double nk) const {
   const double D = options_.hidden_size, P = double(tokens_per_frame());
@@ -138,11 +180,15 @@ at::Tensor TinyVideo::forward(const at::Tensor& x, const at::Tensor& t, const Co
   Impl& m = *impl_;
   Ops& ops = hooks.ops();
   const int64_t C = options_.channels, Hs = options_.frame_size, p = options_.patch_size, g = Hs / p;
+  const int64_t c = options_.chunk_frames;
+  const bool rope = options_.frame_position != "table";
   CL_CHECK(x.dim() == 5 && x.size(2) == C && x.size(3) == Hs && x.size(4) == Hs,
            "tiny_video: x must be [B, F, " << C << ", " << Hs << ", " << Hs << "]");
   const int64_t F = x.size(1), ctx = cond.context;
   CL_CHECK(F <= options_.max_frames, "tiny_video: " << F << " frames exceed max_frames " << options_.max_frames);
   CL_CHECK(ctx >= 0 && ctx < F, "tiny_video: context " << ctx << " must be in [0, " << F << ")");
+  CL_CHECK(F % c == 0 && ctx % c == 0, "tiny_video: frames (" << F << ") and context (" << ctx
+                                                               << ") must be whole chunks of chunk_frames " << c);
   SeqForward sf;
   sf.batch = x.size(0);
   sf.length = F;
@@ -160,15 +206,24 @@ at::Tensor TinyVideo::forward(const at::Tensor& x, const at::Tensor& t, const Co
              "tiny_video: the ops must ask for one trailing range of frames, the same for every sample");
   }
   CL_CHECK(S <= ctx, "tiny_video: the ops supplies frames up to " << S << ", beyond the context " << ctx);
-  const int64_t R = F - S, O = F - ctx, P = tokens_per_frame();
+  CL_CHECK(S % c == 0, "tiny_video: the ops supplies frames up to " << S << ", inside a chunk of " << c << " frames");
+  const int64_t R = F - S, O = F - ctx, P = tokens_per_frame(), U = R / c;
   const int64_t D = options_.hidden_size, heads = options_.num_heads, hd = D / heads;
-  // A query of frame f sees frames [first_key(f), f].
-  auto first_key = [&](int64_t f) { return plan.window >= 0 ? std::max<int64_t>(0, f - plan.window) : int64_t(0); };
-  double attn_cost = 0;
-  for (int64_t f = S; f < F; ++f) attn_cost += attn_frame_flops(double(P * (f - first_key(f) + 1)));
+  // The queries of the chunk starting at frame a see frames [first_key(a), a + c).
+  auto first_key = [&](int64_t a) { return plan.window >= 0 ? std::max<int64_t>(0, a - plan.window) : int64_t(0); };
+  // ... and the sink frames [0, plan.sink) that lie before first_key(a).
+  auto sunk_keys = [&](int64_t a) { return std::min(std::max<int64_t>(plan.sink, 0), first_key(a)); };
+  // FLOPs of layer i's attention: per chunk, the keys its queries are scored against, as the
+  // ops counts them (a cache that prunes keys per head scores fewer).
+  auto attn_cost = [&](int i) {
+    double cost = 0;
+    for (int64_t a = S; a < F; a += c)
+      cost += double(c) * attn_frame_flops(ops.attended_keys(i, double(P * (a + c - first_key(a) + sunk_keys(a)))));
+    return cost;
+  };
   const bool clean = S < ctx;  // clean frames computed: their timestep-0 embedding is needed
   auto lin = [&](int id, const at::Tensor& v) { return ops.linear(id, v); };
-  auto frame_rows = [&](const at::Tensor& h, int64_t j) { return h.narrow(1, j * P, P); };
+  auto chunk_rows = [&](const at::Tensor& h, int64_t j) { return h.narrow(1, j * c * P, c * P); };
 
   return hooks.at(kSiteModel, {x}, [&](const SiteCall& mc) -> Tensors {
     const int64_t B = mc.inputs[0].size(0);
@@ -182,8 +237,8 @@ at::Tensor TinyVideo::forward(const at::Tensor& x, const at::Tensor& t, const Co
     std::vector<at::Tensor> frames;
     for (int64_t j = 0; j < R; ++j) {
       const int64_t f = S + j;
-      frames.push_back(lin(patch_, patches.select(1, j)) + m.pos_embed + m.frame_embed[f] +
-                       (f < ctx ? clean_t : noisy_t).unsqueeze(1));
+      auto e = lin(patch_, patches.select(1, j)) + m.pos_embed + (f < ctx ? clean_t : noisy_t).unsqueeze(1);
+      frames.push_back(rope ? e : e + m.frame_embed[f]);
     }
     auto h = hooks.at(kSiteBody, {at::cat(frames, 1)}, [&](const SiteCall& bc) -> Tensors {
       auto z = bc.inputs[0];
@@ -194,30 +249,39 @@ at::Tensor TinyVideo::forward(const at::Tensor& x, const at::Tensor& t, const Co
           const auto& zin = lc.inputs[0];
           auto a = hooks.at(layer_site(i) + 1, {zin}, [&](const SiteCall& ac) -> Tensors {
             std::vector<at::Tensor> ks, vs, outs;
-            for (int64_t j = 0; j < R; ++j) {
-              const int64_t f = S + j;
-              auto qkv = lin(id.qkv, norm(layer.norm1, frame_rows(ac.inputs[0], j)))
-                             .reshape({B, P, 3, heads, hd}).permute({2, 0, 3, 1, 4});
-              ks.push_back(qkv[1]);
+            for (int64_t j = 0; j < U; ++j) {
+              const int64_t a0 = S + j * c, end = a0 + c;
+              auto qkv = lin(id.qkv, norm(layer.norm1, chunk_rows(ac.inputs[0], j)))
+                             .reshape({B, c * P, 3, heads, hd}).permute({2, 0, 3, 1, 4});
+              at::Tensor q = qkv[0], k = qkv[1];
+              if (rope) q = rotary(q, a0, end, g, options_), k = rotary(k, a0, end, g, options_);
+              ks.push_back(k);
               vs.push_back(qkv[2]);
-              // Keys of the frames computed here that this frame sees; the ops adds earlier ones.
-              const int64_t first = std::max(S, first_key(f));
-              std::vector<at::Tensor> kk(ks.begin() + (first - S), ks.end()), vv(vs.begin() + (first - S), vs.end());
+              // Keys of the frames computed here that this chunk sees; the ops adds earlier ones.
+              // Computed sink frames [S, sunk) lie before the window and are seen too.
+              const int64_t first = std::max(S, first_key(a0)), sunk = std::max(S, sunk_keys(a0));
+              auto K = at::cat(ks, 2), V = at::cat(vs, 2);
+              auto seen = [&](const at::Tensor& t) {
+                auto w = t.narrow(2, (first - S) * P, (end - first) * P);
+                return sunk > S ? at::cat({t.narrow(2, 0, (sunk - S) * P), w}, 2) : w;
+              };
+              auto kv_pos = frame_positions(first, end, P);
+              if (sunk > S) kv_pos = at::cat({frame_positions(S, sunk, P), kv_pos});
               AttnCall call;
               call.layer = i;
-              call.q_positions = at::full({B, P}, f, at::kLong);
-              call.kv_positions = at::arange(first, f + 1, at::kLong).repeat_interleave(P).unsqueeze(0).expand({B, -1});
-              auto o = ops.attention(call, qkv[0], at::cat(kk, 2), at::cat(vv, 2));
-              outs.push_back(lin(id.proj, o.transpose(1, 2).reshape({B, P, D})));
+              call.q_positions = frame_positions(a0, end, P).unsqueeze(0).expand({B, -1});
+              call.kv_positions = kv_pos.unsqueeze(0).expand({B, -1});
+              auto o = ops.attention(call, q, seen(K), seen(V));
+              outs.push_back(lin(id.proj, o.transpose(1, 2).reshape({B, c * P, D})));
             }
             return {at::cat(outs, 1)};
-          }, attn_cost)[0];
+          }, attn_cost(i))[0];
           auto z1 = zin + a;
           auto f = hooks.at(layer_site(i) + 2, {z1}, [&](const SiteCall& fc) -> Tensors {
             auto mlp = [&](const at::Tensor& u) { return lin(id.fc2, at::gelu(lin(id.fc1, norm(layer.norm2, u)))); };
             if (fc.rows.defined()) return {mlp(fc.inputs[0].index_select(1, fc.rows))};
             std::vector<at::Tensor> outs;
-            for (int64_t j = 0; j < R; ++j) outs.push_back(mlp(frame_rows(fc.inputs[0], j)));
+            for (int64_t j = 0; j < U; ++j) outs.push_back(mlp(chunk_rows(fc.inputs[0], j)));
             return {at::cat(outs, 1)};
           }, double(R) * mlp_frame_flops())[0];
           return {z1 + f};
@@ -225,12 +289,80 @@ at::Tensor TinyVideo::forward(const at::Tensor& x, const at::Tensor& t, const Co
       }
       return {z};
     }, 0.0)[0];
-    // Predicted noise of the frames after the context, frame by frame.
+    // Predicted noise of the frames after the context, chunk by chunk.
     std::vector<at::Tensor> outs;
-    for (int64_t f = ctx; f < F; ++f) outs.push_back(lin(head_, norm(m.norm_f, frame_rows(h, f - S))));
-    auto out = at::stack(outs, 1);  // [B, O, P, C p p]
+    for (int64_t a0 = ctx; a0 < F; a0 += c)
+      outs.push_back(lin(head_, norm(m.norm_f, h.narrow(1, (a0 - S) * P, c * P))));
+    auto out = at::cat(outs, 1).reshape({B, O, P, C * p * p});
     return {out.reshape({B, O, g, g, C, p, p}).permute({0, 1, 4, 2, 5, 3, 6}).reshape({B, O, C, Hs, Hs})};
   }, model_flops(double(R), double(O), clean ? 2.0 : 1.0))[0];
+}
+
+at::Tensor TinyVideo::teacher_forcing(const at::Tensor& clean, const at::Tensor& noisy, const at::Tensor& t,
+                                      int64_t context) {
+  Impl& m = *impl_;
+  const int64_t C = options_.channels, Hs = options_.frame_size, p = options_.patch_size, g = Hs / p;
+  const int64_t c = options_.chunk_frames, P = tokens_per_frame();
+  const bool rope = options_.frame_position != "table";
+  CL_CHECK(clean.dim() == 5 && clean.sizes() == noisy.sizes() && clean.size(2) == C && clean.size(3) == Hs &&
+               clean.size(4) == Hs,
+           "tiny_video: teacher forcing needs clean and noisy clips [B, F, " << C << ", " << Hs << ", " << Hs << "]");
+  const int64_t B = clean.size(0), F = clean.size(1), U = F / c;
+  CL_CHECK(F % c == 0 && context % c == 0 && context >= 0 && context < F && F <= options_.max_frames,
+           "tiny_video: teacher forcing needs whole chunks, context in [0, " << F << ") and at most max_frames frames");
+  CL_CHECK(t.dim() == 2 && t.size(0) == B && t.size(1) == U, "tiny_video: teacher forcing needs t [B, " << U << "]");
+  const int64_t Fc = F - c, O = F - context;  // clean frames that serve as keys; noisy frames predicted
+  const int64_t D = options_.hidden_size, heads = options_.num_heads, hd = D / heads;
+  auto embed = [&](const at::Tensor& video, int64_t first, int64_t n, const at::Tensor& temb) {  // temb [B, n, D]
+    auto patches = video.narrow(1, first, n).reshape({B, n, C, g, p, g, p}).permute({0, 1, 3, 5, 2, 4, 6})
+                       .reshape({B, n, P, C * p * p});
+    auto e = m.patch_embed->forward(patches) + m.pos_embed + temb.unsqueeze(2);
+    if (!rope) e = e + m.frame_embed.narrow(0, first, n).unsqueeze(1);
+    return e.reshape({B, n * P, D});
+  };
+  auto temb = [&](const at::Tensor& tt) { return m.t_mlp->forward(timestep_features(tt.reshape({-1}))); };
+  // Noisy frames' timesteps: their chunk's; clean frames' 0.
+  auto t_noisy = t.narrow(1, context / c, O / c).repeat_interleave(c, 1);  // [B, O]
+  at::Tensor hn = embed(noisy, context, O, temb(t_noisy).reshape({B, O, D}));
+  at::Tensor hc;
+  if (Fc > 0) hc = embed(clean, 0, Fc, temb(at::zeros({B * Fc}, t.options())).reshape({B, Fc, D}));
+  auto heads_of = [&](const at::Tensor& y, int64_t n) { return y.reshape({B, n, 3, heads, hd}).permute({2, 0, 3, 1, 4}); };
+  auto attend = [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+    auto w = at::softmax(at::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(hd)), -1);
+    return at::matmul(w, v);
+  };
+  const int64_t n = c * P;  // tokens per chunk
+  // Chunk by chunk: clean chunk u sees clean chunks <= u; noisy chunk u sees clean chunks < u
+  // and itself.
+  auto merge = [&](std::vector<at::Tensor>& outs) { return at::cat(outs, 2).transpose(1, 2).reshape({B, -1, D}); };
+  for (int i = 0; i < options_.depth; ++i) {
+    auto& layer = *m.layers[size_t(i)]->as<modules::PreLnLayerImpl>();
+    auto qkv_n = heads_of(layer.attn->qkv->forward(norm(layer.norm1, hn)), O * P);
+    at::Tensor qn = qkv_n[0], kn = qkv_n[1], vn = qkv_n[2], qc, kc, vc;
+    if (rope) qn = rotary(qn, context, F, g, options_), kn = rotary(kn, context, F, g, options_);
+    if (Fc > 0) {
+      auto qkv_c = heads_of(layer.attn->qkv->forward(norm(layer.norm1, hc)), Fc * P);
+      qc = qkv_c[0], kc = qkv_c[1], vc = qkv_c[2];
+      if (rope) qc = rotary(qc, 0, Fc, g, options_), kc = rotary(kc, 0, Fc, g, options_);
+    }
+    std::vector<at::Tensor> on, oc;
+    for (int64_t u = context / c; u < U; ++u) {
+      const int64_t j = u - context / c, past = u * n;
+      auto kk = kn.narrow(2, j * n, n), vv = vn.narrow(2, j * n, n);
+      if (past > 0) kk = at::cat({kc.narrow(2, 0, past), kk}, 2), vv = at::cat({vc.narrow(2, 0, past), vv}, 2);
+      on.push_back(attend(qn.narrow(2, j * n, n), kk, vv));
+    }
+    for (int64_t u = 0; u < Fc / c; ++u)
+      oc.push_back(attend(qc.narrow(2, u * n, n), kc.narrow(2, 0, (u + 1) * n), vc.narrow(2, 0, (u + 1) * n)));
+    if (Fc > 0) {
+      hc = hc + layer.attn->proj->forward(merge(oc));
+      hc = hc + layer.mlp->fc2->forward(at::gelu(layer.mlp->fc1->forward(norm(layer.norm2, hc))));
+    }
+    hn = hn + layer.attn->proj->forward(merge(on));
+    hn = hn + layer.mlp->fc2->forward(at::gelu(layer.mlp->fc1->forward(norm(layer.norm2, hn))));
+  }
+  auto out = m.head->forward(norm(m.norm_f, hn)).reshape({B, O, g, g, C, p, p});
+  return out.permute({0, 1, 4, 2, 5, 3, 6}).reshape({B, O, C, Hs, Hs});
 }
 
 void TinyVideo::to(at::Device device, at::ScalarType dtype) { impl_->to(device, dtype); }

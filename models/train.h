@@ -34,8 +34,15 @@ struct TrainOptions {
   std::string init_from;  // weights a new run starts from (same architecture); empty = random init
   template <class V>
   void fields(V& v) {
+    run_fields(v, "images per step", "seed of data order, timesteps and noise");
+    v("dataset", dataset, "mnist | fashion-mnist (train split)");
+    objective_fields(v, "eps (DDPM epsilon MSE) | flow (rectified flow: velocity noise - x0 at t ~ U[0,1])");
+  }
+  // The keys every trainer shares (a trainer's own options struct lists these, then its own).
+  template <class V>
+  void run_fields(V& v, const char* batch_doc, const char* seed_doc) {
     v("steps", steps, "optimiser steps in total; a resumed run continues to this");
-    v("batch_size", batch_size, "images per step");
+    v("batch_size", batch_size, batch_doc);
     v("lr", lr, "AdamW peak learning rate");
     v("warmup", warmup, "linear learning-rate warm-up, steps");
     v("decay_steps", decay_steps, "steps at which the learning rate is multiplied by decay_factor");
@@ -43,16 +50,26 @@ struct TrainOptions {
     v("weight_decay", weight_decay, "AdamW weight decay");
     v("grad_clip", grad_clip, "max global gradient norm (0 = off)");
     v("ema_decay", ema_decay, "EMA decay, warmed up as min(decay, (1+s)/(10+s))");
-    v("seed", seed, "seed of data order, timesteps and noise");
+    v("seed", seed, seed_doc);
     v("threads", threads, "intra-op threads");
-    v("dataset", dataset, "mnist | fashion-mnist (train split)");
     v("checkpoint_every", checkpoint_every, "steps between checkpoints and weight exports");
     v("log_every", log_every, "steps between progress lines");
     v("checkpoint_dir", checkpoint_dir, "resumable state (relative to the project root)");
     v("output", output, "EMA weights file written at every checkpoint (relative to the project root)");
-    v("objective", objective, "eps (DDPM epsilon MSE) | flow (rectified flow: velocity noise - x0 at t ~ U[0,1])");
-    v("time_scale", time_scale, "flow: model timestep = t x time_scale (match the flow sampler's time_scale)");
     v("init_from", init_from, "weights a new run starts from (same architecture; empty = random init)");
+  }
+  template <class V>
+  void objective_fields(V& v, const char* objective_doc) {
+    v("objective", objective, objective_doc);
+    v("time_scale", time_scale, "flow: model timestep = t x time_scale (match the flow sampler's time_scale)");
+  }
+  template <class C>
+  void run_check(C& c) const {
+    c.require(steps >= 1, "steps", "must be >= 1");
+    c.require(batch_size >= 1, "batch_size", "must be >= 1");
+    c.require(lr > 0, "lr", "must be > 0");
+    c.require(checkpoint_every >= 1, "checkpoint_every", "must be >= 1");
+    c.require(log_every >= 1, "log_every", "must be >= 1");
   }
 };
 

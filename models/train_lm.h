@@ -36,32 +36,14 @@ struct LmTrainOptions : TrainOptions {
   }
   template <class V>
   void fields(V& v) {
-    v("steps", steps, "optimiser steps in total; a resumed run continues to this");
-    v("batch_size", batch_size, "problems per step (a mix splits them among its tasks by weight)");
-    v("lr", lr, "AdamW peak learning rate");
-    v("warmup", warmup, "linear learning-rate warm-up, steps");
-    v("decay_steps", decay_steps, "steps at which the learning rate is multiplied by decay_factor");
-    v("decay_factor", decay_factor, "learning-rate factor applied at each of decay_steps");
-    v("weight_decay", weight_decay, "AdamW weight decay");
-    v("grad_clip", grad_clip, "max global gradient norm (0 = off)");
-    v("ema_decay", ema_decay, "EMA decay, warmed up as min(decay, (1+s)/(10+s))");
-    v("seed", seed, "seed of the training problems, mask ratios and masks");
-    v("threads", threads, "intra-op threads");
-    v("checkpoint_every", checkpoint_every, "steps between checkpoints and weight exports");
-    v("log_every", log_every, "steps between progress lines");
-    v("checkpoint_dir", checkpoint_dir, "resumable state (relative to the project root)");
-    v("output", output, "EMA weights file written at every checkpoint (relative to the project root)");
-    v("init_from", init_from, "weights a new run starts from (same architecture; empty = random init)");
+    run_fields(v, "problems per step (a mix splits them among its tasks by weight)",
+               "seed of the training problems, mask ratios and masks");
     v("mask_eps", mask_eps, "the mask ratio t is drawn from U(mask_eps, 1)");
     task.fields(v);
   }
   template <class C>
   void check(C& c) const {
-    c.require(steps >= 1, "steps", "must be >= 1");
-    c.require(batch_size >= 1, "batch_size", "must be >= 1");
-    c.require(lr > 0, "lr", "must be > 0");
-    c.require(checkpoint_every >= 1, "checkpoint_every", "must be >= 1");
-    c.require(log_every >= 1, "log_every", "must be >= 1");
+    run_check(c);
     c.require(mask_eps > 0 && mask_eps < 1, "mask_eps", "must be in (0, 1)");
     c.require(!task.task.empty(), "task", "must be set (a task or mix)");
     task.check(c);

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "framework/error.h"
+#include "framework/paths.h"
 #include "models/samplers.h"
 
 namespace cachelab {
@@ -12,6 +13,28 @@ VideoPipeline::VideoPipeline(const VideoPipelineOptions& o) : o_(o) {
   DdimOptions d;
   d.steps = o.steps;
   own_ = std::make_unique<DdimSampler>(d);
+  CL_CHECK(o.data.empty() || o.data == "moving_mnist", "video: unknown data `" << o.data << "`; known: moving_mnist");
+  CL_CHECK(o.data.empty() ? o.cond_frames == 0 : o.cond_frames >= 1,
+           "video: cond_frames must be >= 1 with data and 0 without (got " << o.cond_frames << ")");
+  if (!o.data.empty()) data_ = std::make_unique<MovingMnist>(o.moving_mnist, default_data_dir(), "test");
+}
+
+Cond VideoPipeline::condition(const Backbone& backbone, int64_t start, int64_t n) const {
+  return seeded_condition(backbone, start, n, 0);
+}
+
+Cond VideoPipeline::seeded_condition(const Backbone& backbone, int64_t start, int64_t n, int64_t seed) const {
+  if (!data_) return Pipeline::condition(backbone, start, n);
+  const MovingMnistOptions& mo = o_.moving_mnist;
+  const std::vector<int64_t> frame = backbone.sample_shape();
+  CL_CHECK(frame.size() == 4 && frame[1] == 1 && frame[2] == mo.canvas && frame[3] == mo.canvas,
+           "video: moving_mnist frames are 1 x " << mo.canvas << " x " << mo.canvas
+                                                 << ": the backbone's frames must match (pipeline.canvas)");
+  auto v = data_->videos(start, n, o_.cond_frames + int64_t(o_.num_chunks) * o_.frames_per_chunk, seed);
+  Cond c;
+  c.frames = v.frames;
+  c.labels = v.labels.select(1, 0).contiguous();
+  return c;
 }
 
 VideoPipeline::~VideoPipeline() = default;
@@ -29,16 +52,23 @@ at::Tensor VideoPipeline::run(const PipelineInputs& in, StepDriver& driver) cons
   const Sampler& sampler = schedule(in.sampler);
   std::vector<int64_t> frame = bb.sample_shape();  // {max_frames, C, H, W}
   CL_CHECK(frame.size() == 4, "the video pipeline needs a video backbone (sample shape [F, C, H, W])");
-  const int64_t F = int64_t(o_.num_chunks) * o_.frames_per_chunk;
+  const int64_t given = in.cond.frames.defined() ? o_.cond_frames : 0;
+  const int64_t F = given + int64_t(o_.num_chunks) * o_.frames_per_chunk;
   CL_CHECK(F <= frame[0], "video: " << F << " frames (num_chunks x frames_per_chunk) exceed the model's "
                                     << frame[0] << " frames");
   const std::vector<int64_t> chunk_shape = {in.batch, o_.frames_per_chunk, frame[1], frame[2], frame[3]};
   const int S = sampler.num_steps(), T = num_steps(in.sampler);
   Cond cond = in.cond;
-  at::Tensor video;  // finished chunks [B, c * frames_per_chunk, C, H, W]
+  at::Tensor video;  // the given frames and finished chunks [B, given + c * frames_per_chunk, C, H, W]
+  if (given > 0) {
+    CL_CHECK(in.cond.frames.size(0) == in.batch && in.cond.frames.size(1) >= given,
+             "video: the condition holds " << in.cond.frames.sizes() << " frames for a batch of " << in.batch);
+    video = in.cond.frames.narrow(1, 0, given).to(driver.options());
+  }
+  cond.frames = at::Tensor();  // the model sees the given frames through x
   for (int c = 0; c < o_.num_chunks; ++c) {
     cond.chunk = c;
-    cond.context = int64_t(c) * o_.frames_per_chunk;
+    cond.context = given + int64_t(c) * o_.frames_per_chunk;
     at::Tensor x = driver.randn(chunk_shape);
     std::vector<at::Tensor> state;  // a multi-evaluation sampler's values between evaluations
     for (int s = 0; s < S; ++s) {

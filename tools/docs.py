@@ -47,7 +47,10 @@ BLOCK = re.compile(r"(<!-- generated: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- 
 DEFAULT_METRICS = ["speedup_flops", "speedup_wall", "psnr", "ssim", "fid", "accuracy"]
 HEADERS = {"speedup_flops": "FLOPs x", "speedup_wall": "wall x", "psnr": "PSNR (dB)", "ssim": "SSIM", "fid": "FID",
            "accuracy": "agreement", "accuracy_worst_class": "worst class", "mse": "MSE", "reuse_fraction": "reused", "token_match": "token match",
-           "exact_match": "exact match",
+           "exact_match": "exact match", "identity": "identity", "identity_last": "identity (last 16)",
+           "identity_label": "identity vs label", "psnr_gt": "PSNR vs truth", "psnr_gt_last": "PSNR vs truth (last 16)",
+           "psnr_ref_last": "PSNR vs ref (last 16)", "kv_peak_bytes": "peak K/V", "frames_per_s": "frames/s",
+           "ref_frames_per_s": "ref frames/s",
            "final_err_rel_l1": "final rel. L1", "wall_over_flops": "wall / FLOPs", "speedup_wall_iqr": "wall x quartiles"}
 
 
@@ -93,8 +96,13 @@ def summary_of(exp_file):
 def fmt_metric(metric, v):
     if isinstance(v, str) or not math.isfinite(v):
         return str(v)
-    if metric in ("accuracy", "accuracy_worst_class", "exact_match", "exact_match_reference"):
+    if metric in ("accuracy", "accuracy_worst_class", "exact_match", "exact_match_reference", "identity",
+                  "identity_last", "identity_label"):
         return f"{100 * v:.1f}%"
+    if metric == "kv_peak_bytes":
+        return f"{v / 1e6:.2f} MB"
+    if metric in ("psnr_gt", "psnr_gt_last", "psnr_ref_last", "frames_per_s", "ref_frames_per_s"):
+        return f"{v:.2f}"
     if metric in ("ssim", "reuse_fraction"):
         return f"{v:.3f}"
     if metric in ("speedup_flops", "speedup_wall", "psnr", "wall_over_flops"):

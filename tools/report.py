@@ -182,11 +182,12 @@ def seed_of(runs, name):
     return m.group(1) if m else None
 
 
-def paired(runs, left, right, metric, op):
+def paired(runs, left, right, metric, op, scale=1.0):
     """Two variants over the same seeds, a metric without per-run spread: the claim is judged
-    seed by seed (the same noise on both sides): (verdict, wins, n), or None when not paired."""
+    seed by seed (the same noise on both sides; the right side times `scale`): (verdict, wins,
+    n), or None when not paired."""
     lv = {seed_of(runs, n): runs[n]["summary"][metric] for n in left}
-    rv = {seed_of(runs, n): runs[n]["summary"][metric] for n in right}
+    rv = {seed_of(runs, n): scale * runs[n]["summary"][metric] for n in right}
     if len(left) < 2 or None in lv or set(lv) != set(rv) or len(lv) != len(left) or len(rv) != len(right):
         return None
     if any(metric + "_q25" in runs[n]["summary"] for n in left + right):
@@ -206,7 +207,9 @@ def evaluate_claims(claims, runs):
     out = []
     for c in claims:
         metric, op, left = c.get("metric"), c.get("op"), c.get("left")
-        label = c.get("text") or f"{metric}({left}) {op} " + (f"{metric}({c['right']})" if "right" in c else fmt(c.get("value")))
+        scale = float(c.get("scale", 1.0))
+        rname = (f"{fmt(scale)} x " if scale != 1.0 else "") + f"{metric}({c.get('right')})"
+        label = c.get("text") or f"{metric}({left}) {op} " + (rname if "right" in c else fmt(c.get("value")))
 
         def side(variant):
             names = members(runs, variant)
@@ -224,7 +227,9 @@ def evaluate_claims(claims, runs):
         lv, err = side(left)
         if "right" in c:
             rv, err2 = side(c["right"])
-            rlabel = f"{metric}({c['right']})"
+            if rv is not None and scale != 1.0:
+                rv = dict(rv, **{k: rv[k] * scale for k in ("mean", "lo", "hi")})
+            rlabel = rname
         else:
             value = float(c.get("value"))
             rv, err2, rlabel = {"mean": value, "lo": value, "hi": value, "n": 0}, None, "value"
@@ -241,7 +246,7 @@ def evaluate_claims(claims, runs):
             else:
                 verdict = "inconclusive"
         how, detail = "", {"margins": finite({"mean": lv["mean"] - rv["mean"]})}
-        if "right" in c and (p := paired(runs, lv["names"], rv["names"], metric, op)):
+        if "right" in c and (p := paired(runs, lv["names"], rv["names"], metric, op, scale)):
             verdict, wins, n, margins = p
             how, detail = f" (paired by seed: {wins} of {n} seeds)", {"wins": wins, "n": n, "margins": finite(margins)}
         here = f"{metric}({left}) = {describe(lv)} {op} {rlabel} = {describe(rv)}: {verdict}{how}"
@@ -295,6 +300,15 @@ def stack(runs, names, dataset):
     return np.stack(arrs).astype(float)
 
 
+def frame_series(summary, key):
+    """The per-frame values `key_fNNN` of a summary as (frames, values), or None."""
+    pts = sorted((int(k[len(key) + 2:]), v) for k, v in summary.items()
+                 if k.startswith(key + "_f") and k[len(key) + 2:].isdigit())
+    if not pts:
+        return None
+    return np.array([p[0] for p in pts]), np.array([p[1] for p in pts], dtype=float)
+
+
 def build_figures(runs, names, groups, out):
     """Every figure of the report: [(title, png, caption)]."""
     method = {g: method_of(runs[m[0]]) for g, m in groups.items()}
@@ -331,6 +345,16 @@ def build_figures(runs, names, groups, out):
     add(figs.plot_errors(series, variants, style, os.path.join(out, "errors.png")),
         "Error vs step", "errors.png", "Relative L1 distance of each variant's sample x_t to the reference's after "
         "every step: mean over seeds, shaded from the lowest to the highest seed.")
+    over_time = {}  # AR video (video_quality per_frame: true): per-frame values, mean over seeds
+    for g in groups:
+        for key in ("psnr_gt", "identity"):
+            per = [frame_series(runs[n]["summary"], key) for n in done(runs, groups[g])]
+            per = [p for p in per if p is not None]
+            if per and all(np.array_equal(p[0], per[0][0]) for p in per):
+                over_time.setdefault(g, {})[key] = (per[0][0], np.nanmean(np.stack([p[1] for p in per]), axis=0))
+    add(figs.plot_over_time(over_time, [g for g in groups if g in over_time], style, os.path.join(out, "over_time.png")),
+        "Quality over time", "over_time.png", "AR video: each generated frame's PSNR against the ground truth and the "
+        "share of samples whose digit the judge still classifies as in the first frame, per variant (mean over seeds).")
     first = {g: done(runs, groups[g])[0] for g in groups if done(runs, groups[g])}
     sites = figs_sites(runs, first)
     site_err = {}

@@ -209,6 +209,26 @@ def plot_step_cost(series, groups, path):
     return True
 
 
+def plot_over_time(over_time, groups, style, path):
+    """AR video: per generated frame, PSNR against the ground truth (inf drawn as a gap) and
+    the identity share, one line per variant group."""
+    if not groups:
+        return False
+    fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True, gridspec_kw={"hspace": 0.15})
+    for ax, key, label in ((axes[0], "psnr_gt", "PSNR vs ground truth (dB)"), (axes[1], "identity", "identity kept")):
+        for g in groups:
+            if key in over_time[g]:
+                frames, values = over_time[g][key]
+                ax.plot(frames, np.where(np.isfinite(values), values, np.nan), color=style.color[g], lw=1.2, label=g)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[1].set_ylim(-0.02, 1.02)
+    axes[1].set_xlabel("frame")
+    axes[0].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=LABEL_PT, frameon=False)
+    save(fig, path)
+    return True
+
+
 def plot_errors(series, groups, style, path):
     """Relative L1 distance of x_t to the reference per step (log axis): mean over seeds,
     band from the lowest to the highest seed. Zeros (identical to the reference), which a log

@@ -38,8 +38,16 @@ TOLERANCE = {
     "exact_match_reference": ("abs", 0.02),
     "exact_match_loss": ("abs", 0.03),  # a difference of two exact_match values
     "exact_match_retained": ("abs", 0.05),  # a ratio of two exact_match values
+    "psnr_gt": ("abs", 0.5),  # AR video (video_quality): against the ground truth, the reference, the judge
+    "psnr_gt_last": ("abs", 0.5),
+    "psnr_ref_last": ("abs", 0.5),
+    "identity": ("abs", 0.03),
+    "identity_last": ("abs", 0.05),
+    "identity_label": ("abs", 0.03),
+    "kv_peak_bytes": ("rel", 0.001),  # a count of stored keys and values
 }
-EXTRA = ["speedup_wall_q25", "speedup_wall_q75", "wall_s", "forwards", "tokens_per_s", "ref_tokens_per_s"]  # kept, never compared
+EXTRA = ["speedup_wall_q25", "speedup_wall_q75", "wall_s", "forwards", "tokens_per_s", "ref_tokens_per_s", "frames_per_s",
+         "ref_frames_per_s"]  # kept, never compared
 ENVIRONMENT = ["git_sha", "git_dirty", "cpu", "threads", "blas", "torch_version", "host"]
 SCHEMA = 1
 
@@ -85,7 +93,7 @@ def run_entries(runs, seed_of, without_seed):
 def claim_entries(claims, evaluated):
     out = []
     for c, (verdict, label, sentence, detail) in zip(claims, evaluated):
-        e = {k: c[k] for k in ("left", "metric", "op", "right", "value") if k in c}
+        e = {k: c[k] for k in ("left", "metric", "op", "right", "value", "scale") if k in c}
         e.update({"text": label, "verdict": verdict, "sentence": sentence})
         e.update({k: detail[k] for k in ("wins", "n", "margins") if k in detail})
         out.append(e)

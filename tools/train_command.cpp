@@ -14,6 +14,7 @@
 #include "models/mnist.h"
 #include "models/train.h"
 #include "models/train_lm.h"
+#include "models/train_video.h"
 
 namespace cachelab {
 
@@ -72,6 +73,19 @@ int train_command(const std::string& file, const std::vector<std::string>& overr
     train_masked_lm(*bb, to, to_yaml(root));
     return 0;
   }
+  if (model->scalar == "video") {
+    // The AR video model (tiny_video; the backbone map is an experiment's) on Moving MNIST.
+    CL_CHECK(root.find("backbone"), file << ": `model: video` needs a `backbone:` map (type tiny_video)");
+    auto to = read_checked<VideoTrainOptions>(train, "train");
+    std::printf("%s\n", describe(system_info(to.threads)).c_str());
+    ConfigNode bb_node = *root.find("backbone");
+    bb_node.erase("weights");  // random init (or a resume); train.output is where the weights go
+    auto bb = backbones().build(bb_node);
+    auto* video = dynamic_cast<TinyVideo*>(bb.get());
+    CL_CHECK(video, file << ": `model: video` trains a tiny_video backbone");
+    train_video(*video, to, to_yaml(root));
+    return 0;
+  }
   if (model->scalar == "l2c") {
     // A router for a frozen backbone under one sampler (the backbone and sampler maps are
     // the experiment's, read by their registries).
@@ -88,8 +102,8 @@ int train_command(const std::string& file, const std::vector<std::string>& overr
     return 0;
   }
   CL_FAIL(model->where() << ": unknown model `" << model->scalar << "`"
-                         << did_you_mean(model->scalar, {"dit", "unet", "lenet", "l2c", "mdlm"})
-                         << "; valid: dit, unet, lenet, l2c, mdlm");
+                         << did_you_mean(model->scalar, {"dit", "unet", "lenet", "l2c", "mdlm", "video"})
+                         << "; valid: dit, unet, lenet, l2c, mdlm, video");
 }
 
 }  // namespace cachelab

@@ -26,7 +26,8 @@ BOOST_AUTO_TEST_CASE(census_every_expected_component_is_registered) {
                                     "schedule", "foca", "pab", "ras", "delta_cache", "deepcache", "sixbit", "vc", "residual_linear",
                                     "interval_adjust"},
                               me = {"mse", "psnr", "ssim", "fid", "accuracy", "token_match", "sample_quality", "exact_match"},
-                              pi = {"image", "mdlm", "video"}, gu = {"cfg"}, op = {"prefix_kv", "rolling_kv", "dual_kv", "dkv_cache", "window_diffusion", "d2cache", "w8a8", "ptq"},
+                              pi = {"image", "mdlm", "video"}, gu = {"cfg"}, op = {"prefix_kv", "rolling_kv", "dual_kv", "dkv_cache", "window_diffusion", "d2cache", "w8a8", "ptq",
+                                    "forcing_kv", "temp_cache", "video_mla"},
                               ld = {"low_confidence", "random", "threshold", "factor"};
   for (auto& n : bb) BOOST_CHECK_MESSAGE(names(backbones()).count(n), "backbone " << n);
   for (auto& n : sm) BOOST_CHECK_MESSAGE(names(samplers()).count(n), "sampler " << n);
