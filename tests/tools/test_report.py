@@ -28,6 +28,9 @@ cases = [
     ({"left": "a", "metric": "speedup_wall", "op": ">", "value": 1.5}, "holds"),
     ({"left": "c", "metric": "speedup_wall", "op": ">", "value": 1.25}, "inconclusive"),
     ({"left": "c", "metric": "speedup_wall", "op": "<", "value": 1.0}, "does not hold"),
+    # scale: left op scale x right ("at least 30% less": <= 0.7 x right)
+    ({"left": "b", "metric": "psnr", "op": "<=", "right": "a", "scale": 0.7}, "does not hold"),
+    ({"left": "b", "metric": "psnr", "op": "<=", "right": "a", "scale": 0.97}, "holds"),
     ({"left": "a", "metric": "psnr", "op": ">", "right": "b"}, "holds"),  # no spread: plain comparison
     ({"left": "a", "metric": "fid", "op": ">", "value": 1}, "cannot be evaluated"),
 ]
