@@ -32,6 +32,11 @@ KvLogging bind_kv_logging(const char* who, RunContext* ctx) {
   return out;
 }
 
+int declare_kv_bytes(RunContext* ctx) {
+  if (!ctx || !ctx->sites) return -1;
+  return ctx->declare_site_extra("kv_bytes", "B", "bytes of keys and values this layer's store holds after the step");
+}
+
 void KvCacheOps::begin_run(const std::vector<LinearRef>& linears, RunContext* ctx) {
   Ops::begin_run(linears, ctx);
   ctx_ = ctx;
@@ -40,9 +45,7 @@ void KvCacheOps::begin_run(const std::vector<LinearRef>& linears, RunContext* ct
   hit_extra_ = log.hit_extra;
   // One entry per attention layer, so that a layer that has not stored yet holds the plan back.
   layers_.assign(attn_site_.size(), Layer());
-  bytes_extra_ = -1;
-  if (ctx && ctx->sites)
-    bytes_extra_ = ctx->declare_site_extra("kv_bytes", "B", "bytes of keys and values this layer's store holds after the step");
+  bytes_extra_ = declare_kv_bytes(ctx);
 }
 
 void KvCacheOps::begin_step(const StepIndex& step) {

@@ -71,6 +71,9 @@ struct KvLogging {
   int hit_extra = -1;
 };
 KvLogging bind_kv_logging(const char* who, RunContext* ctx);
+// Declares the `kv_bytes` site extra (bytes of keys and values a layer's store holds after the
+// step) that every K/V store logs; -1 outside a run.
+int declare_kv_bytes(RunContext* ctx);
 
 // The positions of an attention call whose rows are the same in every sample (one range per
 // forward, as KvCacheOps plans): sample 0's query and key positions (int64, contiguous, CPU).

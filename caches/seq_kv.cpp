@@ -22,7 +22,7 @@ void SeqKvCache::begin_run(const std::vector<LinearRef>& linears, RunContext* ct
         "keys the cache held, against the same positions recomputed this step: ||K_cached - K_new|| / ||K_new|| "
         "over the positions re-stored (refresh steps); NaN where none was");
     drift_v_extra_ = ctx->declare_site_extra("kv_drift_v", "1", "as kv_drift_k, for the values");
-    bytes_extra_ = ctx->declare_site_extra("kv_bytes", "B", "bytes of keys and values this layer's store holds after the step");
+    bytes_extra_ = declare_kv_bytes(ctx);
   }
   layers_.clear();
   stored_ = false;

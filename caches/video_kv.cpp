@@ -45,10 +45,7 @@ void HeadKvCache::begin_run(const std::vector<LinearRef>& linears, RunContext* c
   KvLogging log = bind_kv_logging(name_, ctx);
   attn_site_ = log.attn_site;
   hit_extra_ = log.hit_extra;
-  bytes_extra_ = -1;
-  if (ctx && ctx->sites)
-    bytes_extra_ =
-        ctx->declare_site_extra("kv_bytes", "B", "bytes of keys and values this layer's store holds after the step");
+  bytes_extra_ = declare_kv_bytes(ctx);
   layers_.assign(attn_site_.size(), Layer());
   heads_ = batch_ = chunk_frames_ = tokens_per_frame_ = 0;
   context_ = 0;
