@@ -1,14 +1,9 @@
-// Calibration files of cache policies (TeaCache's coefficients, MagCache's ratios, a
-// searched threshold): small text files that carry the digest of the backbone they were
-// fitted on, so that a file fitted on one model is never silently used with another.
-//
-//   # <what the file is>
-//   backbone_digest: 0123456789abcdef
-//   <payload lines; `#` starts a comment>
+// The digest a calibration file carries (framework/calibration_file.h: the file format and
+// its reader and writer): which backbone the file was fitted on.
 #pragma once
 #include <string>
-#include <vector>
 
+#include "framework/calibration_file.h"
 #include "framework/layer.h"
 
 namespace cachelab {
@@ -17,22 +12,5 @@ namespace cachelab {
 // kinds, blocks) and of every linear layer's weights and biases (as float32 on the CPU),
 // so it changes with the architecture or the weights, not with the device.
 std::string backbone_digest(const RunContext& ctx);
-
-// Writes `header` (comment lines), the digest and `payload` to `path` (resolved against
-// the project root; folders created). Returns the resolved path.
-std::string write_calibration_file(const std::string& path, const std::string& header, const std::string& digest,
-                                   const std::string& payload);
-
-// Reads a calibration file: its payload lines (comments and the digest line dropped).
-// Throws, naming `who`, when the file is missing, has no digest, or its digest differs
-// from `digest` (the file was fitted on another backbone: re-run `cachelab calibrate`).
-std::vector<std::string> read_calibration_file(const std::string& path, const std::string& digest,
-                                               const std::string& who);
-
-// The whitespace-separated numbers of calibration payload lines (TeaCache's coefficients,
-// MagCache's ratios): every token must be a finite number, else the error names `who`, the
-// file and the token (a damaged file is never read halfway).
-std::vector<double> calibration_numbers(const std::vector<std::string>& lines, const std::string& path,
-                                        const std::string& who);
 
 }  // namespace cachelab

@@ -13,8 +13,8 @@
 #include "framework/paths.h"
 #include "framework/pipeline.h"
 #include "framework/recorder.h"
+#include "framework/registries.h"
 #include "framework/sampler.h"
-#include "models/image_pipeline.h"
 
 namespace cachelab {
 
@@ -219,7 +219,11 @@ double L2cTrainer::skipped_fraction() const {
 void train_l2c(Backbone& bb, const Sampler& sampler, const L2cTrainOptions& o, const std::string& config_yaml,
                const std::string& backbone_digest) {
   at::set_num_threads(o.threads);
-  const CfgGuidance guidance{CfgGuidanceOptions{}};
+  // The runs' default guidance (classifier-free, from the registry: caches/ knows no model).
+  ConfigNode guidance_config = ConfigNode::make_map("guidance");
+  guidance_config.child("type") = ConfigNode::make_scalar("cfg", "guidance.type");
+  const auto guidance_ptr = guidances().build(guidance_config);
+  const Guidance& guidance = *guidance_ptr;
   const bool harmonica = o.objective == "harmonica";
   const char* tag = harmonica ? "[harmonica]" : "[l2c]";
   const int T = sampler.num_steps();

@@ -9,8 +9,7 @@
 
 #include "framework/error.h"
 #include "metrics/functional.h"
-#include "models/lenet.h"
-#include "models/mnist.h"
+#include "framework/idx_dataset.h"
 
 namespace cachelab {
 namespace {

@@ -7,7 +7,7 @@
 
 #include "framework/error.h"
 #include "framework/safetensors.h"
-#include "models/mnist.h"
+#include "framework/idx_dataset.h"
 
 namespace cachelab {
 

@@ -7,7 +7,7 @@
 #include <random>
 
 #include "framework/error.h"
-#include "models/mnist.h"
+#include "framework/idx_dataset.h"
 
 namespace cachelab {
 namespace {

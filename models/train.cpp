@@ -13,7 +13,7 @@
 #include "framework/safetensors.h"
 #include "framework/sampler.h"
 #include "models/diffusion_loss.h"
-#include "models/mnist.h"
+#include "framework/idx_dataset.h"
 
 namespace cachelab {
 namespace fs = std::filesystem;

@@ -11,7 +11,7 @@
 #include "framework/sampler.h"
 #include "framework/system_info.h"
 #include "models/lenet.h"
-#include "models/mnist.h"
+#include "framework/idx_dataset.h"
 #include "models/train.h"
 #include "models/train_lm.h"
 #include "models/train_video.h"

@@ -7,7 +7,7 @@
 
 #include "metrics/metrics.h"
 #include "models/lenet.h"
-#include "models/mnist.h"
+#include "framework/idx_dataset.h"
 #include "tests/test_util.h"
 
 using namespace cachelab;

@@ -3,7 +3,7 @@
 
 #include <boost/test/unit_test.hpp>
 
-#include "models/mnist.h"
+#include "framework/idx_dataset.h"
 #include "tests/test_util.h"
 
 using namespace cachelab;

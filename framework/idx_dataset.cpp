@@ -1,4 +1,4 @@
-#include "models/mnist.h"
+#include "framework/idx_dataset.h"
 
 #include <ATen/ATen.h>
 
