@@ -21,6 +21,10 @@ is rewritten from the committed summaries (docs/summaries/<experiment>.json, wri
   reproduction                                  the last re-check of every summary (docs/reproduction/*.json)
   tolerances                                    how far a re-run may move each metric (tools/summary.py)
   config-reference                              `cachelab list --markdown`
+  bench FILE.json [section=TEXT]                 figures of `cachelab_bench --json FILE.json` (the rows
+                                                whose section contains TEXT)
+  routers WEIGHTS.safetensors ...               what a router's training recorded in its file:
+                                                recipe, lambda, skipped share, held-out image
 
 Without --check the blocks are rewritten in place. With --check nothing is written and the
 exit status is 1 when a block is stale, a relative link or its #anchor does not resolve, or
@@ -231,7 +235,81 @@ def tolerances_block(args):
     return "\n".join(lines) + "\n"
 
 
-KINDS = {"table": table_block, "tolerances": tolerances_block, "claims": claims_block, "verdicts": verdicts_block, "reproduction": reproduction_block,
+def bench_block(args):
+    """Figures of the benchmark binary (`cachelab_bench --json`): median [quartiles] per row; the
+    rows of one section named `ROW: COLUMN` become a grid. `section=` matches a part of the
+    section's name (`_` for a space)."""
+    if not args or not args[0].endswith(".json"):
+        raise ValueError("a bench table names the figures file: bench docs/summaries/NAME.json [section=TEXT]")
+    path = os.path.join(ROOT, args[0])
+    if not os.path.exists(path):
+        raise ValueError(f"no figures file `{args[0]}`; make it with `build/cachelab_bench ... --json {args[0]}`")
+    with open(path) as fh:
+        b = json.load(fh)
+    opts = dict(a.split("=", 1) for a in args[1:] if "=" in a)
+    want = opts.get("section", "").replace("_", " ")
+    rows = [r for r in b["rows"] if want in r["section"]]
+    if not rows:
+        raise ValueError(f"no rows of section `{want}` in `{args[0]}`")
+    sections = list(dict.fromkeys(r["section"] for r in rows))
+
+    def value(r):
+        unit = r.get("unit", "")
+        f = (lambda v: f"{v:.3f}") if unit == "s" else (lambda v: f"{v:+.1f}") if unit == "%" else (lambda v: f"{v:.2f}")
+        q = f" [{f(r['q25'])}, {f(r['q75'])}]" if "q25" in r else ""
+        return f"{f(r['median'])}{(' ' + unit) if unit else ''}{q}"
+
+    if len(sections) == 1 and all(": " in r["name"] for r in rows):
+        names = list(dict.fromkeys(r["name"].split(": ", 1)[0] for r in rows))
+        cols = list(dict.fromkeys(r["name"].split(": ", 1)[1] for r in rows))
+        cells = {tuple(r["name"].split(": ", 1)): value(r) for r in rows}
+        lines = [f"| {sections[0]} | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+        lines += [f"| {n} | " + " | ".join(cells.get((n, c), "-") for c in cols) + " |" for n in names]
+    else:
+        lines = [f"| {sections[0] if len(sections) == 1 else 'measurement'} | median [quartiles] |", "|---|---|"]
+        lines += [f"| {r['name'] if len(sections) == 1 else r['section'] + ': ' + r['name']} | {value(r)} |" for r in rows]
+    e = b["environment"]
+    link = os.path.relpath(path, PAGE_DIR[0])
+    return ("\n".join(lines) + f"\n\n*Generated from [`{args[0]}`]({link}) (`{b['command']}`, git {e.get('git_sha')}"
+            f"{' dirty' if e.get('git_dirty') else ''}, {e.get('created_utc', '?')[:10]}, {e.get('threads')} thread(s), "
+            f"cpu {cpu_text(e)}).*\n")
+
+
+def safetensors_metadata(path):
+    import struct
+    with open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        return json.loads(fh.read(n)).get("__metadata__", {})
+
+
+def routers_block(args):
+    """Router files as their training left them: the recipe that names the file as its output, its
+    lambda, the share of routed entries skipped and the held-out final image's PSNR (the trainer's
+    check: thresholded router vs uncached, data range 2)."""
+    recipes = {}
+    for r in sorted(glob.glob(os.path.join(ROOT, "configs", "train", "*.yaml"))):
+        with open(r) as fh:
+            out = ((yaml.safe_load(fh) or {}).get("train") or {}).get("output")
+        if out:
+            recipes[os.path.normpath(out)] = os.path.basename(r)
+    lines = ["| router file (`models/weights/`) | recipe (`configs/train/`) | lambda | routed entries skipped "
+             "| held-out final image (training's check) | iterations |", "|---|---|---|---|---|---|"]
+    for w in args:
+        path = os.path.join(ROOT, w)
+        if not os.path.exists(path):
+            raise ValueError(f"no router file `{w}`")
+        md = safetensors_metadata(path)
+        if md.get("format") != "cachelab l2c router":
+            raise ValueError(f"`{w}` is not a router file (format `{md.get('format')}`)")
+        lam = ((yaml.safe_load(md.get("config_yaml", "")) or {}).get("train") or {}).get("lambda")
+        mse = md.get("eval_image_mse_thresholded")
+        psnr = f"{10 * math.log10(4 / float(mse)):.1f} dB" if mse else "-"
+        lines.append(f"| `{os.path.basename(w)[:-len('.safetensors')]}` | `{recipes.get(os.path.normpath(w), '-')}` "
+                     f"| {lam:g} | {100 * float(md['skipped_fraction']):.1f}% | {psnr} | {md.get('iterations', '-')} |")
+    return "\n".join(lines) + "\n"
+
+
+KINDS = {"table": table_block, "routers": routers_block, "bench": bench_block, "tolerances": tolerances_block, "claims": claims_block, "verdicts": verdicts_block, "reproduction": reproduction_block,
          "environment": lambda a: environment_line(summary_of(a[0]), a[0]) + "\n"}
 
 

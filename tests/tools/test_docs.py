@@ -63,6 +63,35 @@ def main(argv):
                         problems, "docs/p.md")
         check(any("missing.yaml" in p for p in problems), "a block naming an unknown experiment is a problem")
 
+        # The benchmark binary's figures (cachelab_bench --json) and a router's training record.
+        fig = {"command": "build/cachelab_bench --reps 3", "environment": {"git_sha": "abc", "threads": 1, "cpu": "x",
+                                                                           "created_utc": "2026-12-07T00:00:00Z"},
+               "rows": [{"section": "runner overhead", "name": "bare", "median": 5.2, "q25": 5.1, "q75": 5.3, "unit": "s"},
+                        {"section": "W8A8 memory", "name": "whole model", "median": 5.61, "unit": "MB"}]}
+        with open(os.path.join(root, "docs", "summaries", "b.json"), "w") as fh:
+            json.dump(fig, fh)
+        problems = []
+        bench = docs.regenerate("<!-- generated: bench docs/summaries/b.json section=memory -->\n<!-- end generated -->\n",
+                                "", problems, "docs/p.md")
+        check("| whole model | 5.61 MB |" in bench and "bare" not in bench and not problems,
+              "a bench block renders the rows of its section")
+        bench = docs.regenerate("<!-- generated: bench docs/summaries/b.json -->\n<!-- end generated -->\n",
+                                "", problems, "docs/p.md")
+        check("| runner overhead: bare | 5.200 s [5.100, 5.300] |" in bench, "every row, with its quartiles")
+        os.makedirs(os.path.join(root, "models", "weights"))
+        os.makedirs(os.path.join(root, "configs", "train"))
+        with open(os.path.join(root, "configs", "train", "r.yaml"), "w") as fh:
+            fh.write("train: {output: models/weights/r.safetensors}\n")
+        meta = {"format": "cachelab l2c router", "config_yaml": "train: {lambda: 0.0003}\n", "skipped_fraction": "0.58",
+                "eval_image_mse_thresholded": "4e-4", "iterations": "300"}
+        header = json.dumps({"__metadata__": meta}).encode()
+        with open(os.path.join(root, "models", "weights", "r.safetensors"), "wb") as fh:
+            fh.write(len(header).to_bytes(8, "little") + header)
+        routers = docs.regenerate("<!-- generated: routers models/weights/r.safetensors -->\n<!-- end generated -->\n",
+                                  "", problems, "docs/p.md")
+        check("| `r` | `r.yaml` | 0.0003 | 58.0% | 40.0 dB | 300 |" in routers and not problems,
+              "a router's row: its recipe, lambda, skipped share and held-out PSNR (10 log10(4 / 4e-4) = 40 dB)")
+
         # Links and anchors.
         with open(os.path.join(root, "docs", "t.md"), "w") as fh:
             fh.write("# Title\n## Run `x` here_now\n")

@@ -7,6 +7,10 @@
 //      against eager PyTorch running the reference DiT (tools/bench/eager_dit.py; other
 //      processes, so not one process: see bench_eager)
 // usage: cachelab_bench [--reps 7] [--batch 16] [--steps 50] [--threads 1] [--w8a8 CALIB] [--eager DIT_CHECKOUT]
+//                       [--json FILE]
+// --json writes every figure printed as a table row (section, measurement, median, quartiles,
+// unit) with the machine and the command; the docs' benchmark tables are generated from the
+// committed files (tools/docs.py, kind `bench`).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
@@ -17,7 +21,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <fstream>
 #include <malloc.h>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -54,6 +60,19 @@ std::string spread(const std::vector<double>& v, const char* fmt = "%.3f") {
   std::snprintf(c, sizeof c, fmt, quantile(v, 0.75));
   return std::string(a) + " [" + b + ", " + c + "]";
 }
+// The figures --json writes: one row per measurement, in the order printed.
+nlohmann::json g_rows = nlohmann::json::array();
+std::string g_section;
+// A measurement over repetitions: its median and quartiles.
+void record(const std::string& name, const std::vector<double>& v, const std::string& unit) {
+  g_rows.push_back({{"section", g_section}, {"name", name}, {"median", median(v)}, {"q25", quantile(v, 0.25)},
+                    {"q75", quantile(v, 0.75)}, {"unit", unit}});
+}
+// A single figure (memory, PSNR of one trajectory).
+void record(const std::string& name, double v, const std::string& unit) {
+  g_rows.push_back({{"section", g_section}, {"name", name}, {"median", v}, {"unit", unit}});
+}
+
 // Per-repetition ratios num[r] / den[r] of interleaved measurements.
 std::vector<double> ratios(const std::vector<double>& num, const std::vector<double>& den) {
   std::vector<double> r;
@@ -179,6 +198,12 @@ int bench_w8a8(Backbone& bb, const DdimSampler& sampler, RunOptions run, int rep
               "%.2f MB -> %.2f MB\n",
               fp32_bytes / 1e6, int8_bytes / 1e6, fp32_bytes / int8_bytes, model_bytes / 1e6,
               (model_bytes - fp32_bytes + int8_bytes) / 1e6);
+  g_section = "W8A8 memory";
+  record("quantized linears, fp32", fp32_bytes / 1e6, "MB");
+  record("quantized linears, int8 + scales", int8_bytes / 1e6, "MB");
+  record("whole model, fp32", model_bytes / 1e6, "MB");
+  record("whole model, W8A8", (model_bytes - fp32_bytes + int8_bytes) / 1e6, "MB");
+  record("heap held by the packed int8 weights", packed_bytes / 1e6, "MB");
   std::printf("    heap held by one int8 ops layer's packed weights (beside the fp32 model, which the process "
               "keeps): %.2f MB; process peak RSS %.1f MB\n",
               packed_bytes / 1e6, proc_kb("VmHWM") / 1e3);
@@ -223,6 +248,17 @@ int bench_w8a8(Backbone& bb, const DdimSampler& sampler, RunOptions run, int rep
                 batch, reps, per_rep);
     std::printf("    %-13s %24s %24s %24s %16s %16s %16s\n", "ops", "forward ms", "blocks ms", "linears ms",
                 "forward x", "blocks x", "linears x");
+    g_section = "W8A8: one DiT forward at batch " + std::to_string(batch) + " (x2 for guidance)";
+    for (int k = 0; k < 4; ++k) {
+      record(std::string(names[k]) + ": forward", whole[k], "ms");
+      record(std::string(names[k]) + ": block stack", blocks[k], "ms");
+      record(std::string(names[k]) + ": linears", lin[k], "ms");
+      if (k > 0) {
+        record(std::string(names[k]) + ": forward, fp32 / this", ratios(whole[0], whole[k]), "x");
+        record(std::string(names[k]) + ": block stack, fp32 / this", ratios(blocks[0], blocks[k]), "x");
+        record(std::string(names[k]) + ": linears, fp32 / this", ratios(lin[0], lin[k]), "x");
+      }
+    }
     for (int k = 0; k < 4; ++k)
       std::printf("    %-13s %24s %24s %24s %16s %16s %16s\n", names[k], spread(whole[k], "%.2f").c_str(),
                   spread(blocks[k], "%.2f").c_str(), spread(lin[k], "%.2f").c_str(),
@@ -249,6 +285,11 @@ int bench_w8a8(Backbone& bb, const DdimSampler& sampler, RunOptions run, int rep
     return psnr->compute(in)[0].second;
   };
   auto rel = [](const at::Tensor& a, const at::Tensor& r) { return ((a - r).norm() / r.norm()).item<double>(); };
+  g_section = "W8A8: whole trajectories (seed 0), PSNR vs fp32";
+  record("fake, static ranges", value(tf), "dB");
+  record("int8, static ranges", value(ti), "dB");
+  record("fake, dynamic ranges", value(tz), "dB");
+  record("int8, dynamic ranges", value(ty), "dB");
   std::printf("\n    trajectories (%d samples, %d steps, guidance %.0f, seed 0), PSNR vs fp32: static fake %.2f dB, "
               "int8 %.2f dB; dynamic fake %.2f dB, int8 %.2f dB; int8 vs fake rel L2: static %.3g, dynamic %.3g\n",
               run.samples, sampler.num_steps(), run.cfg_scale, value(tf), value(ti), value(tz), value(ty),
@@ -313,7 +354,7 @@ int bench_eager(const std::string& checkout, int reps, int threads) {
 
 int main(int argc, char** argv) {
   int reps = 7, batch = 16, steps = 50, threads = 1;
-  std::string w8a8, eager;
+  std::string w8a8, eager, json;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--eager")) eager = argv[i + 1];
     if (!std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[i + 1]);
@@ -321,11 +362,27 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--w8a8")) w8a8 = argv[i + 1];
+    if (!std::strcmp(argv[i], "--json")) json = argv[i + 1];
   }
+  std::string command = "build/cachelab_bench";
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], "--json") && (i == 1 || std::strcmp(argv[i - 1], "--json"))) command += std::string(" ") + argv[i];
   try {
     register_components();
     auto info = system_info(threads);
     std::printf("%s\n", describe(info).c_str());
+    auto finish = [&](int rc) {
+      if (rc != 0 || json.empty()) return rc;
+      nlohmann::json out = {{"command", command}, {"rows", g_rows},
+                            {"environment", {{"cpu", info.cpu}, {"threads", info.threads}, {"blas", info.blas},
+                                             {"torch_version", info.torch_version}, {"git_sha", info.git_sha},
+                                             {"git_dirty", info.git_dirty}, {"created_utc", utc_now_iso()}}}};
+      std::ofstream f(json);
+      f << out.dump(1) << "\n";
+      CL_CHECK(f.good(), "cannot write `" << json << "`");
+      std::printf("[bench] figures: %s\n", json.c_str());
+      return 0;
+    };
     if (!eager.empty()) {
       at::set_num_threads(threads);
       return bench_eager(eager, reps, threads);
@@ -342,7 +399,7 @@ int main(int argc, char** argv) {
     const double cfg = run.cfg_scale;
     std::printf("[bench] dit-mnist, %d DDIM steps, batch %d (x2 for guidance %.1f), %d thread(s), %d repetitions\n",
                 steps, batch, cfg, threads, reps);
-    if (!w8a8.empty()) return bench_w8a8(*backbone, sampler, run, reps, w8a8);
+    if (!w8a8.empty()) return finish(bench_w8a8(*backbone, sampler, run, reps, w8a8));
 
     c10::InferenceMode guard;
     ReferenceTrace ref;
@@ -407,6 +464,11 @@ int main(int argc, char** argv) {
     std::vector<double> over;
     for (double r : ratios(t_logged, t_bare)) over.push_back(100 * (r - 1));
     std::printf("    overhead per repetition: %s %% (target <= 3%%)\n", spread(over, "%+.1f").c_str());
+    g_section = "runner overhead";
+    record("bare LibTorch sampling loop", t_bare, "s");
+    record("runner, every site layer and full per-step logging", t_logged, "s");
+    record("runner / bare - 1", over, "%");
+    g_section = "FORA: wall-clock vs FLOPs speedup";
     std::printf("\n(b) FORA at batch %d: wall-clock speedup vs FLOPs speedup (reference = runner, uncached)\n", batch);
     std::printf("    steps: the runner's step timer (what speedup_wall reports; the recorder's statistics\n"
                 "    run after each step's timer stops); whole: a stopwatch around the trajectory\n");
@@ -418,10 +480,15 @@ int main(int argc, char** argv) {
       std::vector<double> eff, eff_whole;
       for (double w : sw) eff.push_back(w / sf);
       for (double w : tw) eff_whole.push_back(w / sf);
+      const std::string n = "N=" + std::to_string(k + 2);
+      record(n + ": FLOPs speedup", sf, "x");
+      record(n + ": wall speedup (the runner's step timer)", sw, "x");
+      record(n + ": wall / FLOPs (step timer)", eff, "");
+      record(n + ": wall / FLOPs (stopwatch around whole trajectories)", eff_whole, "");
       std::printf("    N=%-6d %10.2f %22s %22s %22s (target >= 0.9)\n", k + 2, sf, spread(sw, "%.2f").c_str(),
                   spread(eff, "%.2f").c_str(), spread(eff_whole, "%.2f").c_str());
     }
-    return 0;
+    return finish(0);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;
