@@ -20,7 +20,11 @@ namespace {
 const std::vector<std::string> kTopKeys = {"name",  "description", "seed",    "backbone", "sampler",
                                            "pipeline", "guidance", "cache", "ops",     "run",
                                            "metrics", "judge",    "decoder", "variants", "sweep",   "claims",
-                                           "reference_ops"};
+                                           "reference_ops", "reference_run"};
+
+// The run settings `reference_run:` may change for the references: a variant in bfloat16 (or on
+// another device) measured against a float32 reference.
+const std::vector<std::string> kReferenceRunKeys = {"dtype", "device"};
 
 struct SeedOption {
   int64_t seed = 0;
@@ -108,7 +112,8 @@ Resolved resolve_run(const ConfigNode& cfg) {
     CL_CHECK(std::find(kTopKeys.begin(), kTopKeys.end(), k) != kTopKeys.end(),
              cfg.find(k)->where() << ": unknown top-level key `" << k << "`" << did_you_mean(k, kTopKeys)
                                   << "; valid: name, description, seed, backbone, sampler, pipeline, guidance, "
-                                     "cache, ops, reference_ops, run, metrics, judge, decoder, variants, sweep, claims");
+                                     "cache, ops, reference_ops, reference_run, run, metrics, judge, decoder, variants, sweep, "
+                                     "claims");
   auto need = [&](const char* key) -> const ConfigNode& {
     const ConfigNode* n = cfg.find(key);
     CL_CHECK(n && n->is_map(), "experiment `" << cfg.file << "` needs a `" << key << ":` map with a `type:`");
@@ -143,12 +148,30 @@ Resolved resolve_run(const ConfigNode& cfg) {
       list.kind = ConfigNode::Kind::Seq;
       for (auto& o : ops->seq) list.seq.push_back(ops_layers().resolve(o));
     }
-  {
-    RunOptions ro = read_checked<RunOptions>(run_node, "run");
-    ConfigNode& r = out.child("run");
-    r = ConfigNode::make_map("run");
+  auto resolved_run = [](const ConfigNode& node) {
+    RunOptions ro = read_checked<RunOptions>(node, "run");
+    ConfigNode r = ConfigNode::make_map("run");
     OptionWriter w(r);
     ro.fields(w);
+    return r;
+  };
+  out.child("run") = resolved_run(run_node);
+  // The references' run: the run with `reference_run`'s keys replaced (checked like `run`).
+  ConfigNode ref_run = out.child("run");
+  if (const ConfigNode* rr = cfg.find("reference_run")) {
+    CL_CHECK(rr->is_map(), rr->where() << ": `reference_run` must be a map of run settings the references use "
+                                          "instead of the variant's (keys: dtype, device)");
+    ConfigNode merged = run_node;
+    for (auto& [k, v] : rr->map) {
+      CL_CHECK(std::find(kReferenceRunKeys.begin(), kReferenceRunKeys.end(), k) != kReferenceRunKeys.end(),
+               v.where() << ": `reference_run` may set dtype and device (what a reference is measured in), not `" << k
+                         << "`; other run settings are shared by a variant and its reference");
+      merged.child(k) = v;
+    }
+    ref_run = resolved_run(merged);
+    ConfigNode& keep = out.child("reference_run");
+    keep = ConfigNode::make_map("reference_run");
+    for (auto& kv : rr->map) keep.child(kv.first) = *ref_run.find(kv.first);
   }
   const ConfigNode* metrics_node = cfg.find("metrics");
   ConfigNode& mlist = out.child("metrics");
@@ -169,7 +192,7 @@ Resolved resolve_run(const ConfigNode& cfg) {
   refkey.child("pipeline").erase("decoder");  // references decode with the pipeline's baseline
   refkey.child("guidance") = out.child("guidance");
   if (out.find("reference_ops")) refkey.child("ops") = out.child("reference_ops");
-  refkey.child("run") = out.child("run");
+  refkey.child("run") = ref_run;
   for (const char* k : {"threads", "probe_samples", "save_samples", "timing_reps", "timing_samples"})
     refkey.child("run").erase(k);
   r.reference_key = to_yaml(refkey);
@@ -320,6 +343,12 @@ ExperimentSpec load_experiment(const std::string& file, const std::vector<std::s
         ref.config = run.config;
         ref.config.erase("cache");
         ref.config.erase("ops");  // (long AR rollouts: it runs `reference_ops`, an exact K/V cache, if given)
+        // `reference_run` (e.g. dtype: float32 for a bfloat16 variant) replaces those run settings.
+        if (const ConfigNode* rr = ref.config.find("reference_run"); rr && rr->is_map()) {
+          const ConfigNode settings = *rr;  // (child() below may move the map's nodes)
+          for (auto& [k, v] : settings.map) ref.config.child("run").child(k) = v;
+          ref.config.erase("reference_run");
+        }
         // A masked LM's decoding rule is a method too: its reference is the baseline decoder.
         if (ConfigNode* pl = ref.config.find("pipeline"); pl && pl->is_map()) pl->erase("decoder");
         ref.overrides = "(reference of " + name + ")";

@@ -9,6 +9,7 @@
 //   run: {samples: 64, batch: 64, cfg_scale: 1.5, ...}
 //   reference_ops: [{type: rolling_kv, window: 100000}]  # what references run: default none;
 //                                    # an exact K/V cache makes long AR video rollouts affordable
+//   reference_run: {dtype: float32}  # what references run in (dtype, device): default the run's
 //   metrics: [psnr, ssim, fid, accuracy]
 //   judge: models/weights/lenet-mnist.safetensors
 //   variants: {fora_n2: {cache: {type: fora, interval: 2}}, fb: {cache.type: fbcache}}

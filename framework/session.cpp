@@ -425,18 +425,22 @@ class Session {
     for (auto& r : spec_.references)
       if (r.run_id == run.reference_id) ref_spec = &r;
     CL_CHECK(ref_spec, "internal: no reference " << run.reference_id);
-    BuiltRun ref_parts = build(*ref_spec, bb);
+    // The reference runs on its own backbone: another dtype or device under `reference_run`.
+    Backbone& ref_bb = backbone(*ref_spec->config.find("backbone"), run_options(ref_spec->config));
+    BuiltRun ref_parts = build(*ref_spec, ref_bb);
     RunOptions ro = parts.run;
     ro.samples = ro.batch = std::min({ro.samples, ro.batch, ro.timing_samples});
-    auto time_one = [&](const BuiltRun& p) {
-      RunParts rp = p.parts(bb);
-      return run_trajectory(rp, ro, nullptr, nullptr).wall_s;
+    RunOptions ref_ro = ref_parts.run;
+    ref_ro.samples = ref_ro.batch = ro.samples;
+    auto time_one = [&](const BuiltRun& p, Backbone& b, const RunOptions& o) {
+      RunParts rp = p.parts(b);
+      return run_trajectory(rp, o, nullptr, nullptr).wall_s;
     };
     std::vector<double> t_ref, t_var;
     for (int r = 0; r < ro.timing_reps; ++r) {
       // Alternate which goes first, so a slow drift of the machine favours neither.
-      if (r % 2 == 0) t_ref.push_back(time_one(ref_parts)), t_var.push_back(time_one(parts));
-      else t_var.push_back(time_one(parts)), t_ref.push_back(time_one(ref_parts));
+      if (r % 2 == 0) t_ref.push_back(time_one(ref_parts, ref_bb, ref_ro)), t_var.push_back(time_one(parts, bb, ro));
+      else t_var.push_back(time_one(parts, bb, ro)), t_ref.push_back(time_one(ref_parts, ref_bb, ref_ro));
     }
     return {t_ref, t_var};
   }

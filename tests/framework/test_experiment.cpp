@@ -86,6 +86,34 @@ variants:
   BOOST_CHECK_NE(e.runs[1].run_id, e.runs[2].run_id);
 }
 
+// `reference_run`: a bfloat16 variant measured against float32 references, one reference for
+// every dtype of variant; only dtype and device may differ.
+BOOST_AUTO_TEST_CASE(reference_run_sets_the_references_dtype) {
+  TempDir d;
+  d.file("base.yaml", kBase);
+  auto e = load_experiment(d.file("e.yaml", R"(base: base.yaml
+reference_run: {dtype: float32}
+variants:
+  bf16: {run.dtype: bfloat16}
+  bf16_fora: {run.dtype: bfloat16, cache: {type: fora}}
+  fp32_fora: {cache: {type: fora}}
+)"), {});
+  BOOST_REQUIRE_EQUAL(e.runs.size(), 3u);
+  BOOST_REQUIRE_EQUAL(e.references.size(), 1u);  // all three against one float32 reference
+  BOOST_CHECK_EQUAL(e.runs[0].reference_id, e.runs[2].reference_id);
+  BOOST_CHECK(e.runs[0].resolved_yaml.find("dtype: bfloat16") != std::string::npos);
+  BOOST_CHECK(e.references[0].resolved_yaml.find("dtype: float32") != std::string::npos);
+  BOOST_CHECK(e.references[0].resolved_yaml.find("bfloat16") == std::string::npos);
+  // Without it, a bfloat16 variant gets a bfloat16 reference of its own.
+  auto plain = load_experiment(d.file("p.yaml", "base: base.yaml\nvariants:\n  bf16: {run.dtype: bfloat16}\n  "
+                                                "fp32_fora: {cache: {type: fora}}\n"), {});
+  BOOST_CHECK_EQUAL(plain.references.size(), 2u);
+  check_error([&] { load_experiment(d.file("b.yaml", "base: base.yaml\nreference_run: {samples: 4}\n"), {}); },
+              {"reference_run", "dtype and device", "samples"});
+  check_error([&] { load_experiment(d.file("c.yaml", "base: base.yaml\nreference_run: {dtype: float64}\n"), {}); },
+              {"dtype", "float64"});
+}
+
 BOOST_AUTO_TEST_CASE(typo_in_a_component_key) {
   TempDir d;
   d.file("base.yaml", kBase);
