@@ -578,6 +578,7 @@ class Session {
       if (tr.extras[e].name == "kv_bytes" && !tr.extras[e].per_linear)
         summary["kv_peak_bytes"] = peak_site_extra_sum(tr.steps, int(e));
     summary["final_err_rel_l1"] = tr.steps.empty() ? 0 : tr.steps.back().err_ref_rel_l1;
+    summary["peak_resident_bytes"] = peak_resident_bytes();  // the process's, so far (VmHWM)
     for (auto& [k, v] : scorer_.score(cfg, tr.samples, tr.labels, tr.truth, run.reference_id, ref->samples)) summary[k] = v;
     writer.set_summary(summary);
     writer.finish_done();

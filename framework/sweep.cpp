@@ -20,6 +20,7 @@
 #include "framework/paths.h"
 #include "framework/recorder.h"
 #include "framework/session.h"
+#include "framework/system_info.h"
 
 extern char** environ;
 
@@ -82,8 +83,8 @@ bool pending(const std::string& dir, const RunSpec& r, bool force) {
 
 // Before anything runs: what this process's share of the sweep will cost at most (runs not
 // done yet, the references they need), refused when it cannot fit in memory or on disk, or
-// would take longer than --max-hours.
-void check_resources(RunSession& session, const ExperimentSpec& spec, const SweepOptions& o,
+// would take longer than --max-hours. Returns the memory it estimated per process (0: nothing to do).
+double check_resources(RunSession& session, const ExperimentSpec& spec, const SweepOptions& o,
                      const std::vector<size_t>& chosen) {
   const std::string& dir = session.dir();
   std::set<std::string> refs_needed;
@@ -112,7 +113,7 @@ void check_resources(RunSession& session, const ExperimentSpec& spec, const Swee
   for (auto& r : spec.runs) max_samples = std::max(max_samples, r.config.find("run") && r.config.find("run")->find("samples")
                                                                   ? std::atoi(r.config.find("run")->find("samples")->scalar.c_str())
                                                                   : 0);
-  if (todo == 0) return;
+  if (todo == 0) return 0;
   const double procs = std::min<double>(std::max(1, o.jobs), todo);
   const double memory = (weights + ref_mem + run_mem) * procs, wall = seconds / procs;
   const double avail = available_memory(), free = free_bytes(dir);
@@ -135,6 +136,7 @@ void check_resources(RunSession& session, const ExperimentSpec& spec, const Swee
            << " run(s), " << flops << " FLOP at the speed measured here), over the limit of " << o.max_hours
            << " h: lower run.samples" << samples << " or sampler.steps, split it (--jobs, --index), or accept it "
            "with --allow-long (or --max-hours H)");
+  return memory / procs;
 }
 
 // Removes the reference caches whose every run is done (they are only read to measure
@@ -279,6 +281,7 @@ int execute_experiment(const ExperimentSpec& spec, const SweepOptions& o) {
     for (auto& r : spec.references) session.prepare(r);
   const bool is_worker = o.worker >= 0;
   const std::vector<std::string> ids = index_ids(spec);
+  double estimated_memory = 0;
   if (!is_worker) {
     // Only what provably belongs to dead processes of this host and PID namespace.
     remove_dead_temporaries(session.dir());
@@ -287,7 +290,7 @@ int execute_experiment(const ExperimentSpec& spec, const SweepOptions& o) {
     std::printf("[cachelab] experiment `%s`: %zu run(s) + %zu reference(s) -> %s\n", spec.name.c_str(), chosen.size(),
                 spec.references.size(), session.dir().c_str());
     try {
-      check_resources(session, spec, o, chosen);
+      estimated_memory = check_resources(session, spec, o, chosen);
     } catch (const Error&) {
       if (interrupted()) return stop_interrupted(session.dir(), spec);  // stopped while measuring
       throw;
@@ -375,6 +378,11 @@ int execute_experiment(const ExperimentSpec& spec, const SweepOptions& o) {
                   "weights or calibration): kept on disk, left out of the index and the report\n",
                   stale, session.dir().c_str());
     prune_reference_caches(session.dir(), spec);
+    // The preflight's memory estimate against what this process held at its peak (one process:
+    // with --jobs the runs' memory is in the workers).
+    if (estimated_memory > 0 && o.jobs <= 1 && peak_resident_bytes() > 0)
+      std::printf("[cachelab] memory: peak resident %s, preflight estimated ~%s\n", fmt_bytes(peak_resident_bytes()).c_str(),
+                  fmt_bytes(estimated_memory).c_str());
     std::printf("[cachelab] %s: %d failure(s); index: %s/index.csv; report: cachelab report %s\n",
                 failures ? "finished with errors" : "all runs done", failures, session.dir().c_str(),
                 session.dir().c_str());

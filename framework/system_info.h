@@ -26,5 +26,7 @@ SystemInfo system_info(int threads);
 // One line for the terminal, plus a warning line when the BLAS is the slow one.
 std::string describe(const SystemInfo& info);
 std::string utc_now_iso();
+// The process's peak resident memory so far (VmHWM), in bytes; -1 where /proc cannot tell.
+double peak_resident_bytes();
 
 }  // namespace cachelab

@@ -45,6 +45,8 @@ BOOST_AUTO_TEST_CASE(runs_resume_and_redo_only_what_is_missing) {
   BOOST_CHECK_CLOSE(fora->summary.at("speedup_flops"), fora->summary.at("ref_flops") / fora->summary.at("flops"), 1e-9);
   BOOST_CHECK_GT(fora->summary.at("reuse_fraction"), 0.0);
   BOOST_CHECK(std::isfinite(fora->summary.at("psnr")));
+  // The process's peak resident memory: at least the LibTorch process itself (> 50 MB here).
+  BOOST_CHECK_GT(fora->summary.at("peak_resident_bytes"), 50e6);
 
   // Resume: nothing is redone; a deleted run is redone alone.
   fs::remove(dir + spec.runs[1].run_id + ".h5");
