@@ -87,19 +87,6 @@ double heap_bytes() {
   return double(m.uordblks) + double(m.hblkhd);
 }
 
-// Process memory from /proc/self/status (kB): "VmRSS" (now) or "VmHWM" (peak); -1 if absent.
-double proc_kb(const char* key) {
-  FILE* f = std::fopen("/proc/self/status", "r");
-  if (!f) return -1;
-  char line[256];
-  double kb = -1;
-  const size_t n = std::strlen(key);
-  while (std::fgets(line, sizeof line, f))
-    if (!std::strncmp(line, key, n) && line[n] == ':') kb = std::atof(line + n + 1);
-  std::fclose(f);
-  return kb;
-}
-
 // (c) W8A8: calibrates on one trajectory (seed 1) and writes `calib`; reports the linears'
 // memory; times one DiT forward (the whole forward, its block stack, its linears) at batch 1
 // and `batch` (x2 for guidance) with dense fp32, int8 static, int8 dynamic and fake static
@@ -206,7 +193,7 @@ int bench_w8a8(Backbone& bb, const DdimSampler& sampler, RunOptions run, int rep
   record("heap held by the packed int8 weights", packed_bytes / 1e6, "MB");
   std::printf("    heap held by one int8 ops layer's packed weights (beside the fp32 model, which the process "
               "keeps): %.2f MB; process peak RSS %.1f MB\n",
-              packed_bytes / 1e6, proc_kb("VmHWM") / 1e3);
+              packed_bytes / 1e6, peak_resident_bytes() / 1e6);
 
   const char* names[4] = {"fp32", "int8 static", "int8 dynamic", "fake static"};
   Ops* chain[4] = {&dense, &int8, &int8_dyn, &fake};
@@ -294,7 +281,7 @@ int bench_w8a8(Backbone& bb, const DdimSampler& sampler, RunOptions run, int rep
               "int8 %.2f dB; dynamic fake %.2f dB, int8 %.2f dB; int8 vs fake rel L2: static %.3g, dynamic %.3g\n",
               run.samples, sampler.num_steps(), run.cfg_scale, value(tf), value(ti), value(tz), value(ty),
               rel(ti.samples, tf.samples), rel(ty.samples, tz.samples));
-  std::printf("    process peak RSS %.1f MB\n", proc_kb("VmHWM") / 1e3);
+  std::printf("    process peak RSS %.1f MB\n", peak_resident_bytes() / 1e6);
   return 0;
 }
 
