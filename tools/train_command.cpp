@@ -61,15 +61,20 @@ int train_command(const std::string& file, const std::vector<std::string>& overr
     train_lenet(to);
     return 0;
   }
+  // The experiment's backbone map without its weights: random init (or a resume); train.output
+  // is where the weights go.
+  auto untrained_backbone = [&] {
+    ConfigNode node = *root.find("backbone");
+    node.erase("weights");
+    return backbones().build(node);
+  };
   if (model->scalar == "mdlm") {
     // A masked-diffusion LM (the backbone map is an experiment's: tiny_mdlm, llada) on the
     // exactly-checkable tasks of framework/lm_tasks.h.
     CL_CHECK(root.find("backbone"), file << ": `model: mdlm` needs a `backbone:` map (type tiny_mdlm or llada)");
     auto to = read_checked<LmTrainOptions>(train, "train");
     std::printf("%s\n", describe(system_info(to.threads)).c_str());
-    ConfigNode bb_node = *root.find("backbone");
-    bb_node.erase("weights");  // random init (or a resume); train.output is where the weights go
-    auto bb = backbones().build(bb_node);
+    auto bb = untrained_backbone();
     train_masked_lm(*bb, to, to_yaml(root));
     return 0;
   }
@@ -78,9 +83,7 @@ int train_command(const std::string& file, const std::vector<std::string>& overr
     CL_CHECK(root.find("backbone"), file << ": `model: video` needs a `backbone:` map (type tiny_video)");
     auto to = read_checked<VideoTrainOptions>(train, "train");
     std::printf("%s\n", describe(system_info(to.threads)).c_str());
-    ConfigNode bb_node = *root.find("backbone");
-    bb_node.erase("weights");  // random init (or a resume); train.output is where the weights go
-    auto bb = backbones().build(bb_node);
+    auto bb = untrained_backbone();
     auto* video = dynamic_cast<TinyVideo*>(bb.get());
     CL_CHECK(video, file << ": `model: video` trains a tiny_video backbone");
     train_video(*video, to, to_yaml(root));
