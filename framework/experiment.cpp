@@ -20,7 +20,7 @@ namespace {
 const std::vector<std::string> kTopKeys = {"name",  "description", "seed",    "backbone", "sampler",
                                            "pipeline", "guidance", "cache", "ops",     "run",
                                            "metrics", "judge",    "decoder", "variants", "sweep",   "claims",
-                                           "reference_ops", "reference_run"};
+                                           "reference_ops", "reference_run", "calibration"};
 
 // The run settings `reference_run:` may change for the references: a variant in bfloat16 (or on
 // another device) measured against a float32 reference.
@@ -31,6 +31,23 @@ struct SeedOption {
   template <class V>
   void fields(V& v) {
     v("seed", seed, "seed of the initial noise and the sampler noise");
+  }
+};
+
+// `calibration:` at the top level: how the runs that fit a run's artefacts sample.
+struct CalibrationOptions {
+  int64_t seed = 7;
+  int samples = 0, batch = 0;
+  template <class V>
+  void fields(V& v) {
+    v("seed", seed, "seed of the calibration runs (keep it apart from the evaluation seeds)");
+    v("samples", samples, "samples of a calibration run (0: the run's samples)");
+    v("batch", batch, "samples per forward pass of a calibration run (0: the run's batch)");
+  }
+  template <class C>
+  void check(C& c) const {
+    c.require(samples >= 0, "samples", "must be >= 0 (0: the run's samples)");
+    c.require(batch >= 0, "batch", "must be >= 0 (0: the run's batch)");
   }
 };
 
@@ -106,6 +123,34 @@ void collect_files(const ConfigNode& n, std::string& out) {
   for (auto& item : n.seq) collect_files(item, out);
 }
 
+// The artefact names of a run: the calibration files its cache and ops components name
+// (`calibration:`, `table:`, and a threshold_search's `file:`).
+void artefact_nodes(ConfigNode& n, std::vector<ConfigNode*>& out) {
+  const ConfigNode* type = n.find("type");
+  const bool search = type && type->is_scalar() && type->scalar == "threshold_search";
+  for (auto& [k, v] : n.map) {
+    if ((k == "calibration" || k == "table" || (search && k == "file")) && v.is_scalar() && !v.scalar.empty())
+      out.push_back(&v);
+    else artefact_nodes(v, out);
+  }
+  for (auto& item : n.seq) artefact_nodes(item, out);
+}
+
+// `files` ("path=digest;...") without the entries of `paths`.
+std::string without_files(const std::string& files, const std::vector<std::string>& paths) {
+  std::string out;
+  size_t start = 0;
+  while (start < files.size()) {
+    size_t end = files.find(';', start);
+    if (end == std::string::npos) end = files.size();
+    const std::string item = files.substr(start, end - start);
+    const std::string path = item.substr(0, item.rfind('='));
+    if (std::find(paths.begin(), paths.end(), path) == paths.end()) out += item + ";";
+    start = end + 1;
+  }
+  return out;
+}
+
 // Checks every component and key of one run's config; returns its resolved YAML.
 Resolved resolve_run(const ConfigNode& cfg) {
   for (auto& k : cfg.keys())
@@ -113,7 +158,7 @@ Resolved resolve_run(const ConfigNode& cfg) {
              cfg.find(k)->where() << ": unknown top-level key `" << k << "`" << did_you_mean(k, kTopKeys)
                                   << "; valid: name, description, seed, backbone, sampler, pipeline, guidance, "
                                      "cache, ops, reference_ops, reference_run, run, metrics, judge, decoder, variants, sweep, "
-                                     "claims");
+                                     "claims, calibration");
   auto need = [&](const char* key) -> const ConfigNode& {
     const ConfigNode* n = cfg.find(key);
     CL_CHECK(n && n->is_map(), "experiment `" << cfg.file << "` needs a `" << key << ":` map with a `type:`");
@@ -173,6 +218,18 @@ Resolved resolve_run(const ConfigNode& cfg) {
     keep = ConfigNode::make_map("reference_run");
     for (auto& kv : rr->map) keep.child(kv.first) = *ref_run.find(kv.first);
   }
+  if (const ConfigNode* cal = cfg.find("calibration")) {
+    CL_CHECK(cal->is_map(), cal->where() << ": `calibration` must be a map (seed, samples, batch) of the runs that fit "
+                                            "the calibration files");
+    const auto co = read_checked<CalibrationOptions>(*cal, "calibration");
+    ConfigNode& keep = out.child("calibration");
+    keep = ConfigNode::make_map("calibration");
+    keep.child("seed") = ConfigNode::make_scalar(std::to_string(co.seed), "calibration.seed");
+    keep.child("samples") = ConfigNode::make_scalar(co.samples ? std::to_string(co.samples) : out.child("run").find("samples")->scalar,
+                                                    "calibration.samples");
+    keep.child("batch") = ConfigNode::make_scalar(co.batch ? std::to_string(co.batch) : out.child("run").find("batch")->scalar,
+                                                  "calibration.batch");
+  }
   const ConfigNode* metrics_node = cfg.find("metrics");
   ConfigNode& mlist = out.child("metrics");
   mlist.kind = ConfigNode::Kind::Seq;
@@ -201,9 +258,81 @@ Resolved resolve_run(const ConfigNode& cfg) {
   return r;
 }
 
+// Turns the calibration files a run names into artefacts (see Artefact in experiment.h):
+// each name is rewritten to its stored path; the first run naming it under its calibration
+// settings is its maker and keeps its calibration run's config. Returns the stored paths.
+std::vector<std::string> adopt_artefacts(RunSpec& run, std::map<std::string, Artefact>& makers,
+                                         const std::string& artefact_dir) {
+  std::vector<ConfigNode*> nodes;
+  if (run.config.find("calibration"))
+    for (const char* k : {"cache", "ops"})
+      if (ConfigNode* n = run.config.find(k)) artefact_nodes(*n, nodes);
+  if (nodes.empty()) {
+    run.config.erase("calibration");  // nothing is fitted: the settings are not part of the run
+    return {};
+  }
+  const ConfigNode* cal_node = run.config.find("calibration");
+  CL_CHECK(cal_node->is_map(), cal_node->where() << ": `calibration` must be a map (seed, samples, batch) of the runs "
+                                                    "that fit the calibration files");
+  const auto co = read_checked<CalibrationOptions>(*cal_node, "calibration");
+  const ConfigNode* run_node = run.config.find("run");
+  const RunOptions ro = read_checked<RunOptions>(run_node ? *run_node : ConfigNode::make_map("run"), "run");
+  const std::string settings = std::to_string(co.seed) + "|" + std::to_string(co.samples ? co.samples : ro.samples) +
+                               "|" + std::to_string(co.batch ? co.batch : ro.batch);
+  // The calibration run: this run with the calibration's seed, samples and batch.
+  auto calibration_run = [&] {
+    ConfigNode c = run.config;
+    c.child("seed") = ConfigNode::make_scalar(std::to_string(co.seed), "calibration.seed");
+    if (co.samples) c.child("run").child("samples") = ConfigNode::make_scalar(std::to_string(co.samples), "calibration.samples");
+    if (co.batch) c.child("run").child("batch") = ConfigNode::make_scalar(std::to_string(co.batch), "calibration.batch");
+    c.erase("calibration");
+    return c;
+  };
+  // Names made by earlier runs first: this run's own artefacts hash their stored paths.
+  std::vector<ConfigNode*> own;
+  for (ConfigNode* n : nodes) {
+    auto it = makers.find(n->scalar + "|" + settings);
+    if (it == makers.end()) {
+      own.push_back(n);
+      continue;
+    }
+    if (std::find_if(run.artefacts.begin(), run.artefacts.end(), [&](const Artefact& a) { return a.path == it->second.path; }) ==
+        run.artefacts.end())
+      run.artefacts.push_back(it->second);
+    n->scalar = it->second.path;
+  }
+  if (!own.empty()) {
+    std::vector<std::string> names;
+    for (ConfigNode* n : own) names.push_back(n->scalar);
+    for (auto& a : run.artefacts) names.push_back(a.path);  // (their identity is in their path)
+    const Resolved cr = resolve_run(calibration_run());
+    const std::string basis = cr.yaml + "|" + without_files(cr.files, names) + "|" + std::to_string(run_schema_version());
+    for (ConfigNode* n : own) {
+      auto it = makers.find(n->scalar + "|" + settings);
+      if (it == makers.end()) {  // (a name written twice in one run is one artefact)
+        Artefact a;
+        a.name = n->scalar;
+        a.identity = short_hash(basis + "|" + a.name);
+        const fs::path p(a.name);
+        a.path = (fs::path(artefact_dir) / (p.stem().string() + "-" + a.identity + p.extension().string())).string();
+        a.maker = run.name;
+        it = makers.emplace(n->scalar + "|" + settings, a).first;
+        run.artefacts.push_back(a);
+      }
+      n->scalar = it->second.path;
+    }
+    run.calibration_config = calibration_run();
+  }
+  std::vector<std::string> paths;
+  for (auto& a : run.artefacts) paths.push_back(a.path);
+  return paths;
+}
+
 }  // namespace
 
-std::string without_seed(const std::string& name) {
+std::string without_seed(const std::string& name) { return drop_items(name, {"seed=", "calibration.seed="}); }
+
+std::string drop_items(const std::string& name, const std::vector<std::string>& prefixes) {
   const auto open = name.find('[');
   const bool bracket = open != std::string::npos && name.back() == ']';
   const std::string head = bracket ? name.substr(0, open) : "";
@@ -214,7 +343,9 @@ std::string without_seed(const std::string& name) {
     size_t end = point.find(',', start);
     if (end == std::string::npos) end = point.size();
     const std::string item = point.substr(start, end - start);
-    if (item.rfind("seed=", 0) != 0) kept += (kept.empty() ? "" : ",") + item;
+    bool drop = false;
+    for (auto& p : prefixes) drop |= item.rfind(p, 0) == 0;
+    if (!drop) kept += (kept.empty() ? "" : ",") + item;
     start = end + 1;
   }
   if (!bracket) return kept;
@@ -261,7 +392,8 @@ std::string short_hash(const std::string& text) {
   return std::string(buf).substr(0, 8);
 }
 
-ExperimentSpec load_experiment(const std::string& file, const std::vector<std::string>& cli_overrides) {
+ExperimentSpec load_experiment(const std::string& file, const std::vector<std::string>& cli_overrides,
+                               const std::string& results_root) {
   register_all();
   ExperimentSpec spec;
   spec.file = file;
@@ -276,6 +408,11 @@ ExperimentSpec load_experiment(const std::string& file, const std::vector<std::s
     spec.judge = evaluators().resolve(j);
   }
 
+  if (const ConfigNode* cal = root.find("calibration")) {  // (checked here too when no run fits anything)
+    CL_CHECK(cal->is_map(), cal->where() << ": `calibration` must be a map (seed, samples, batch) of the runs that fit "
+                                            "the calibration files");
+    read_checked<CalibrationOptions>(*cal, "calibration");
+  }
   ConfigNode base = root;
   for (const char* k : {"variants", "sweep", "claims", "name", "description"}) base.erase(k);
 
@@ -304,6 +441,8 @@ ExperimentSpec load_experiment(const std::string& file, const std::vector<std::s
   for (auto& g : grid) points *= g.second.size();
 
   std::map<std::string, RunSpec> refs;  // reference key -> reference run
+  std::map<std::string, Artefact> makers;  // artefact name + calibration settings -> artefact
+  const std::string artefact_dir = (fs::path(results_root) / "artefacts").string();
   std::set<std::string> ids;
   for (auto& [vname, vover] : variants) {
     for (size_t p = 0; p < points; ++p) {
@@ -327,11 +466,22 @@ ExperimentSpec load_experiment(const std::string& file, const std::vector<std::s
         set_path(run.config, k, val);
         run.overrides += (run.overrides.empty() ? "" : "; ") + k + "=" + trimmed_yaml(val);
       }
+      const std::vector<std::string> stored = adopt_artefacts(run, makers, artefact_dir);
+      // A run that fits nothing is the same under every calibration seed: it runs once, named
+      // without one (claims pair each of its seeds with every calibration seed of the other side).
+      if (run.artefacts.empty() && gname.find("calibration.seed=") != std::string::npos) {
+        run.name = drop_items(name, {"calibration.seed="});
+        bool seen = false;
+        for (auto& other : spec.runs) seen |= other.name == run.name;
+        if (seen) continue;
+      }
       Resolved r = resolve_run(run.config);
       run.resolved_yaml = r.yaml;
-      run.files = r.files;
+      // An artefact's identity is in its path; its digest is not part of the run's (it is made
+      // after the run id is fixed, and differs across machines as every float result does).
+      run.files = r.files = without_files(r.files, stored);
       // A run's identity: its resolved config, the files it reads, the schema version.
-      run.run_id = sanitize(name) + "-" + short_hash(r.yaml + "|" + r.files + "|" + std::to_string(run_schema_version()));
+      run.run_id = sanitize(run.name) + "-" + short_hash(r.yaml + "|" + r.files + "|" + std::to_string(run_schema_version()));
       CL_CHECK(ids.insert(run.run_id).second, "two runs of `" << file << "` have the same id " << run.run_id);
       const std::string refid = "reference-" + short_hash(r.reference_key + "|" + r.reference_files + "|" +
                                                           std::to_string(run_schema_version()));
@@ -343,6 +493,7 @@ ExperimentSpec load_experiment(const std::string& file, const std::vector<std::s
         ref.config = run.config;
         ref.config.erase("cache");
         ref.config.erase("ops");  // (long AR rollouts: it runs `reference_ops`, an exact K/V cache, if given)
+        ref.config.erase("calibration");
         // `reference_run` (e.g. dtype: float32 for a bfloat16 variant) replaces those run settings.
         if (const ConfigNode* rr = ref.config.find("reference_run"); rr && rr->is_map()) {
           const ConfigNode settings = *rr;  // (child() below may move the map's nodes)
@@ -351,7 +502,7 @@ ExperimentSpec load_experiment(const std::string& file, const std::vector<std::s
         }
         // A masked LM's decoding rule is a method too: its reference is the baseline decoder.
         if (ConfigNode* pl = ref.config.find("pipeline"); pl && pl->is_map()) pl->erase("decoder");
-        ref.overrides = "(reference of " + name + ")";
+        ref.overrides = "(reference of " + run.name + ")";
         const Resolved rr = resolve_run(ref.config);
         ref.resolved_yaml = rr.yaml;
         ref.files = rr.files;

@@ -15,6 +15,8 @@
 //   variants: {fora_n2: {cache: {type: fora, interval: 2}}, fb: {cache.type: fbcache}}
 //   sweep: {cache.interval: [2, 3, 4]}   # grid over every variant, last key fastest
 //   claims: [{left: fora_n2, metric: psnr, op: ">", right: fora_n4}]
+//   calibration: {seed: 7, samples: 16, batch: 16}  # calibration files are artefacts made on
+//                                    # demand (see Artefact); sweepable: calibration.seed: [7, 8, 9]
 #pragma once
 #include <string>
 #include <vector>
@@ -22,6 +24,21 @@
 #include "framework/config.h"
 
 namespace cachelab {
+
+// A file a run reads that is fitted from the model (a calibration table, a quantizer's ranges):
+// in an experiment with a top-level `calibration:` map, every `calibration:` / `table:` file
+// named in the cache and ops components is an artefact name. The run reads the artefact at
+// <results>/artefacts/<name's stem>-<identity><name's extension>; the identity hashes the
+// config that fits it (its maker run with the calibration's seed, samples and batch) and the
+// files it reads, so a changed input makes a new artefact. The maker is the first run of the
+// experiment that names it under those calibration settings (runs naming the same file share
+// it, as the author wrote); framework/artefacts.h makes missing ones on demand.
+struct Artefact {
+  std::string name;      // the file name the experiment wrote (`results/calib/qandc-w6a6.safetensors`)
+  std::string path;      // where it is stored (`results/artefacts/qandc-w6a6-1a2b3c4d.safetensors`)
+  std::string identity;  // 8 hex digits
+  std::string maker;     // name of the run whose calibration fits it
+};
 
 struct RunSpec {
   std::string name;            // variant name ("reference" for a reference run)
@@ -32,6 +49,9 @@ struct RunSpec {
   std::string reference_id;    // run id of the reference this run is measured against
   std::string files;           // "path=digest;..." of the files it reads (weights, calibrations)
   bool is_reference = false;
+  std::vector<Artefact> artefacts;  // what it reads that `run` makes on demand (see Artefact)
+  ConfigNode calibration_config;    // a maker's calibration run: its config with the calibration's
+                                    // seed, samples and batch (Null when it makes no artefact)
 };
 
 struct ExperimentSpec {
@@ -44,7 +64,9 @@ struct ExperimentSpec {
 };
 
 // Loads, composes and validates. Every error names file, line, dotted key and what is valid.
-ExperimentSpec load_experiment(const std::string& file, const std::vector<std::string>& cli_overrides);
+// Artefacts are stored under <results_root>/artefacts.
+ExperimentSpec load_experiment(const std::string& file, const std::vector<std::string>& cli_overrides,
+                               const std::string& results_root = "results");
 
 // Whether run `name` (e.g. `fora_n2[seed=0]`) is selected by --only values (`fora_n2` or the
 // full name); an empty list selects everything.
@@ -52,10 +74,13 @@ bool selected_by(const std::string& name, const std::vector<std::string>& only);
 // Checks that every --only value names a variant of the experiment (else an error listing them).
 void check_only(const ExperimentSpec& spec, const std::vector<std::string>& only);
 
-// A run's name without the `seed=` entry of its sweep point: `fora_n2[seed=1]` -> `fora_n2`,
-// `fora[cache.interval=2,seed=1]` -> `fora[cache.interval=2]`, `cache.interval=2,seed=1` ->
-// `cache.interval=2` (what a claim names to mean the variant across seeds).
+// A run's name without the `seed=` and `calibration.seed=` entries of its sweep point:
+// `fora_n2[seed=1]` -> `fora_n2`, `fora[cache.interval=2,seed=1]` -> `fora[cache.interval=2]`,
+// `ptq[calibration.seed=8,seed=1]` -> `ptq`, `cache.interval=2,seed=1` -> `cache.interval=2`
+// (what a claim names to mean the variant across seeds).
 std::string without_seed(const std::string& name);
+// A run's name without the entries of its sweep point that start with one of `prefixes`.
+std::string drop_items(const std::string& name, const std::vector<std::string>& prefixes);
 
 // A `metrics:` list entry as a component map: `psnr` -> {type: psnr}.
 ConfigNode metric_spec(const ConfigNode& entry);

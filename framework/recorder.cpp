@@ -267,6 +267,7 @@ RunWriter::RunWriter(const std::string& final_path, const RunMeta& m, const Site
   attr_string(f, "overrides", m.overrides);
   attr_string(f, "config_yaml", m.config_yaml);
   attr_string(f, "input_files", m.input_files);
+  if (!m.artefacts.empty()) attr_string(f, "artefacts", m.artefacts);
   attr_string(f, "git_sha", m.git_sha);
   attr_int(f, "git_dirty", m.git_dirty);
   attr_string(f, "created_utc", m.created_utc);

@@ -16,6 +16,7 @@ struct RunMeta {
       reference_run;
   std::string warnings;  // what the user should know about this run (e.g. a random-weight model)
   std::string input_files;  // "path=digest;..." of the files the run read (weights, calibrations)
+  std::string artefacts;    // JSON array: the artefacts it read, their maker and making time (framework/artefacts.h)
   bool git_dirty = false, is_reference = false;
   int threads = 1;
   int64_t seed = 0;

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <optional>
 #include <ostream>
 #include <streambuf>
 
@@ -170,9 +171,22 @@ class Driver final : public Hooks, public StepDriver {
     }
     decisions_[size_t(site)] = uint8_t(d);
     // The statistics are computed after the step's timer stops (end_step): the recorder
-    // measures, it should not be charged to the method it measures.
-    if (rec_ && !out.empty())
-      pending_.push_back({site, d, log.signal, out[0].narrow(0, 0, std::min<int64_t>(run_.probe_samples, out[0].size(0)))});
+    // measures, it should not be charged to the method it measures. Here the probe samples
+    // are only copied, while they are hot in the cache, so that the site's whole output (the
+    // whole batch) is freed as soon as the model is done with it: views kept to the step's
+    // end, and from one step to the next, held every site's output. The copy's time is taken
+    // off the step's.
+    if (rec_ && !out.empty()) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const at::Tensor view = out[0].narrow(0, 0, std::min<int64_t>(run_.probe_samples, out[0].size(0)));
+      Pending p{site, d, log.signal, at::Tensor(), Source(view)};
+      const Probe& prev = prev_[size_t(site)];
+      // A reused output is the very tensor recorded last time: nothing to copy.
+      p.same = prev.x.defined() && prev.source.is(p.source);
+      if (!p.same) p.probe = view.clone(at::MemoryFormat::Contiguous);
+      pending_.push_back(std::move(p));
+      copy_ms_ += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    }
     return out;
   }
   bool wants_tap(int tap) const override { return !tap_listeners_[size_t(tap)].empty(); }
@@ -189,6 +203,7 @@ class Driver final : public Hooks, public StepDriver {
     flops_ = 0;
     std::fill(decisions_.begin(), decisions_.end(), uint8_t(Decision::Skipped));
     start_ = std::chrono::steady_clock::now();
+    copy_ms_ = 0;
     for (auto* l : parts_.layers) l->begin_step(s);
     ops().begin_step(s);
   }
@@ -196,8 +211,8 @@ class Driver final : public Hooks, public StepDriver {
     for (auto* l : parts_.layers) l->end_step(decisions_);
     ops().end_step();
     const bool finite = x_after.is_floating_point() ? at::isfinite(x_after).all().item<bool>() : true;
-    ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_).count();
-    for (auto& p : pending_) record(p.site, p.decision, p.signal, p.probe);
+    ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_).count() - copy_ms_;
+    for (auto& p : pending_) record(p);
     pending_.clear();
     failed_ = !finite;
     return finite;
@@ -232,22 +247,52 @@ class Driver final : public Hooks, public StepDriver {
     });
   }
 
+  // Which tensor a probe was taken from, without keeping its memory: a weak reference to its
+  // storage (the storage object stays, so its address is never another tensor's; its data
+  // is freed with the tensor) and the view's geometry.
+  struct Source {
+    Source() = default;
+    explicit Source(const at::Tensor& v)
+        : storage(v.storage().getWeakStorageImpl()), offset(v.storage_offset()), sizes(v.sizes().vec()),
+          strides(v.strides().vec()) {}
+    bool is(const Source& o) const {
+      if (!storage || !o.storage) return false;
+      auto mine = storage->lock();
+      return mine && mine == o.storage->lock() && offset == o.offset && sizes == o.sizes && strides == o.strides;
+    }
+    std::optional<c10::weak_intrusive_ptr<c10::StorageImpl>> storage;
+    int64_t offset = 0;
+    std::vector<int64_t> sizes, strides;
+  };
+  struct Probe {
+    at::Tensor x;  // the probe samples' values, a copy
+    double l1 = 0, sq = 0;
+    Source source;
+  };
+  struct Pending {
+    int site;
+    Decision decision;
+    double signal;
+    at::Tensor probe;  // a copy of the probe samples (undefined when `same`)
+    Source source;
+    bool same = false;  // the site's output is the tensor recorded last time
+  };
+
   // Drift and error on the probe samples in one plain loop over the floats: per site and
   // step this replaces a dozen small LibTorch reductions (whose dispatch cost, not their
   // arithmetic, dominated the logging overhead).
-  void record(int site, Decision d, double signal, const at::Tensor& probe) {
-    rec_->decision[size_t(site)] = uint8_t(d);
-    rec_->signal[size_t(site)] = signal;
-    auto p = probe.contiguous();
+  void record(Pending& pend) {
+    const int site = pend.site;
+    rec_->decision[size_t(site)] = uint8_t(pend.decision);
+    rec_->signal[size_t(site)] = pend.signal;
     Probe& prev = prev_[size_t(site)];
+    const bool same = pend.same;  // (then prev.x holds these very values)
+    const at::Tensor& p = same ? prev.x : pend.probe;
     const bool has_prev = prev.x.defined() && prev.x.sizes() == p.sizes();
     const at::Tensor* ref =
         ref_probe_ && (*ref_probe_)[size_t(site)].defined() && (*ref_probe_)[size_t(site)].sizes() == p.sizes()
             ? &(*ref_probe_)[size_t(site)]
             : nullptr;
-    // A reused output is the very tensor recorded last time: its drift is known (cosine 1,
-    // no change) without reading it again.
-    const bool same = has_prev && p.data_ptr() == prev.x.data_ptr() && p.strides() == prev.x.strides();
     ProbeSums sums;
     if (same && !ref) {
       sums.l1 = prev.l1, sums.sq = prev.sq, sums.dot = prev.sq;
@@ -274,21 +319,12 @@ class Driver final : public Hooks, public StepDriver {
         capture_dropped_ = true;  // the caller drops what was kept
       } else {
         captured_bytes_ += bytes;
-        (*capture_)[size_t(site)] = p.device().is_cpu() && p.scalar_type() == at::kFloat ? p.clone() : p.to(at::kFloat).cpu();
+        // (the probe is this driver's own copy, never written: it can be kept as it is)
+        (*capture_)[size_t(site)] = p.device().is_cpu() && p.scalar_type() == at::kFloat ? p : p.to(at::kFloat).cpu();
       }
     }
-    prev = {p, sums.l1, sums.sq};  // a view: outputs are never written in place
+    if (!same) prev = {pend.probe, sums.l1, sums.sq, std::move(pend.source)};
   }
-  struct Probe {
-    at::Tensor x;
-    double l1 = 0, sq = 0;
-  };
-  struct Pending {
-    int site;
-    Decision decision;
-    double signal;
-    at::Tensor probe;  // a view of the site's output: outputs are never written in place
-  };
   std::vector<Pending> pending_;
 
   const RunParts& parts_;
@@ -307,7 +343,7 @@ class Driver final : public Hooks, public StepDriver {
   int64_t captured_bytes_ = 0;
   bool capture_dropped_ = false;
   std::vector<at::Tensor>* capture_ = nullptr;
-  double flops_ = 0, ms_ = 0;
+  double flops_ = 0, ms_ = 0, copy_ms_ = 0;
   bool failed_ = false;
   std::chrono::steady_clock::time_point start_;
 };

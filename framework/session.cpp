@@ -16,6 +16,7 @@
 
 #include <c10/core/InferenceMode.h>
 
+#include "framework/artefacts.h"
 #include "framework/error.h"
 #include "framework/interrupt.h"
 #include "framework/lock.h"
@@ -135,6 +136,16 @@ class Session {
     ctx.steps = parts.pipeline->num_steps(parts.sampler.get());
     ctx.inner_steps = parts.pipeline->inner_steps(parts.sampler.get());
     ctx.backbone_digest = parts.backbone_digest;
+    // Artefacts not made yet (made when the run starts): the calibrators bind as they will
+    // when fitting them, reading no file.
+    bool missing = false;
+    for (auto& a : run.artefacts) missing |= !std::filesystem::is_regular_file(resolve_path(a.path));
+    if (missing) {
+      std::vector<Calibrator*> cals;
+      parts.cache->calibrators(cals);
+      if (Calibrator* c = parts.ops ? parts.ops->calibrator() : nullptr) cals.push_back(c);
+      for (auto* c : cals) c->start_calibration();
+    }
     parts.cache->begin_run(ctx);
     if (parts.ops) parts.ops->begin_run(bb.linears(), &ctx);
     if (parts.run.cfg_scale != 1.0) {
@@ -195,6 +206,11 @@ class Session {
       for (size_t q = p + 1; q < todo.size(); ++q) todo[q]->hold(false);
     }
     return true;
+  }
+
+  // What `run` reads that is fitted on demand (framework/artefacts.h). Returns how many were made.
+  int make_artefacts(const RunSpec& run) {
+    return ensure_artefacts(spec_, run, [&](const RunSpec& c, std::set<std::string>& skip) { calibrate(c, skip); });
   }
 
   // Runs `run` once (its first `samples` samples in one batch when > 0) with `outer`
@@ -454,6 +470,8 @@ class Session {
     meta.overrides = run.overrides;
     meta.config_yaml = run.resolved_yaml;
     meta.input_files = run.files;
+    for (auto& a : run.artefacts) meta.input_files += a.path + "=" + file_digest(resolve_path(a.path)) + ";";
+    meta.artefacts = artefacts_json(run);
     meta.git_sha = info_.git_sha;
     meta.git_dirty = info_.git_dirty;
     meta.created_utc = utc_now_iso();
@@ -496,6 +514,7 @@ class Session {
   }
 
   RunOutcome run_now(const RunSpec& run, const std::string& path) {
+    make_artefacts(run);
     const ConfigNode& cfg = run.config;
     Backbone& bb = backbone(*cfg.find("backbone"), run_options(cfg));
     BuiltRun parts = build(run, bb);
@@ -619,6 +638,7 @@ RunOutcome RunSession::execute(const RunSpec& run, bool after_wait) { return imp
 bool RunSession::reference(const RunSpec& run) { return impl_->s.reference(run) != nullptr; }
 RunCost RunSession::cost(const RunSpec& run) { return impl_->s.cost(run); }
 bool RunSession::calibrate(const RunSpec& run, std::set<std::string>& written) { return impl_->s.calibrate(run, written); }
+int RunSession::make_artefacts(const RunSpec& run) { return impl_->s.make_artefacts(run); }
 void RunSession::observe(const RunSpec& run, SiteLayer& outer, int samples) { impl_->s.observe(run, outer, samples); }
 
 }  // namespace cachelab

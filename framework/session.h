@@ -56,6 +56,8 @@ class RunSession {
   RunCost cost(const RunSpec& run);
   // Calibrates the run's components unless their files are in `written`.
   bool calibrate(const RunSpec& run, std::set<std::string>& written);
+  // Makes the artefacts `run` reads that are missing (framework/artefacts.h); how many.
+  int make_artefacts(const RunSpec& run);
   // Runs `run` (its first `samples` samples, in one batch, when > 0) with `outer` stacked
   // outside its layers, writing nothing: what `cachelab profile` observes through.
   void observe(const RunSpec& run, SiteLayer& outer, int samples);
@@ -69,8 +71,9 @@ class RunSession {
 int execute_experiment(const ExperimentSpec& spec, const SweepOptions& options);
 
 // `cachelab calibrate`: runs each run that has a calibratable component (a corrector's
-// table, a quantizer's scales) once in calibration mode and writes its file. Returns the
-// number of components calibrated.
+// table, a quantizer's scales) once in calibration mode and writes its file; in an experiment
+// with a `calibration:` map, makes the selected runs' missing artefacts instead (what `run`
+// would make on demand). Returns the number of runs calibrated (artefacts made).
 int calibrate_experiment(const ExperimentSpec& spec, const SweepOptions& options);
 
 // Builds every backbone (weights are read), every run's components, and binds them to

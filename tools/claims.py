@@ -11,12 +11,16 @@ import summary
 OPS = {">": lambda a, b: a > b, "<": lambda a, b: a < b, ">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b}
 
 
+SEED_KEYS = ("seed=", "calibration.seed=")
+
+
 def without_seed(name):
-    """A run name without the `seed=` entry of its sweep point (as framework/experiment.cpp):
-    `fora_n2[seed=1]` -> `fora_n2`, `fora[cache.interval=2,seed=1]` -> `fora[cache.interval=2]`."""
+    """A run name without the `seed=` and `calibration.seed=` entries of its sweep point (as
+    framework/experiment.cpp): `fora_n2[seed=1]` -> `fora_n2`, `fora[cache.interval=2,seed=1]`
+    -> `fora[cache.interval=2]`, `ptq[calibration.seed=8,seed=1]` -> `ptq`."""
     bracket = "[" in name and name.endswith("]")
     head, point = (name[:name.index("[")], name[name.index("[") + 1:-1]) if bracket else ("", name)
-    kept = ",".join(item for item in point.split(",") if not item.startswith("seed="))
+    kept = ",".join(item for item in point.split(",") if not item.startswith(SEED_KEYS))
     if not bracket:
         return kept
     return f"{head}[{kept}]" if kept else head
@@ -64,11 +68,12 @@ def aggregate(runs, names, metric):
 
 
 def seed_of(runs, name):
-    """A run's seed: its `seed` attribute, else the `seed=N` of its name (None if neither)."""
-    if "seed" in runs[name]["attrs"]:
-        return str(runs[name]["attrs"]["seed"])
-    m = re.search(r"seed=(-?\d+)", name)
-    return m.group(1) if m else None
+    """A run's seed: its `seed` attribute, else the `seed=N` of its name (None if neither), with
+    `/c<N>` for the `calibration.seed=N` of its name (runs are paired on both)."""
+    m = re.search(r"(?<![.\w])seed=(-?\d+)", name)
+    seed = str(runs[name]["attrs"]["seed"]) if "seed" in runs[name]["attrs"] else m.group(1) if m else None
+    c = re.search(r"calibration\.seed=(-?\d+)", name)
+    return seed if seed is None or not c else f"{seed}/c{c.group(1)}"
 
 
 def paired(runs, left, right, metric, op, scale=1.0):
@@ -77,7 +82,16 @@ def paired(runs, left, right, metric, op, scale=1.0):
     n), or None when not paired."""
     lv = {seed_of(runs, n): runs[n]["summary"][metric] for n in left}
     rv = {seed_of(runs, n): scale * runs[n]["summary"][metric] for n in right}
-    if len(left) < 2 or None in lv or set(lv) != set(rv) or len(lv) != len(left) or len(rv) != len(right):
+    if len(left) < 2 or None in lv or None in rv or len(lv) != len(left) or len(rv) != len(right):
+        return None
+    # A side that fits nothing is not swept over calibration seeds: each of its seeds stands
+    # beside every calibration seed of the other side.
+    plain = lambda d: all("/c" not in k for k in d)
+    if plain(rv) and not plain(lv) and {k.split("/c")[0] for k in lv} == set(rv):
+        rv = {k: rv[k.split("/c")[0]] for k in lv}
+    elif plain(lv) and not plain(rv) and {k.split("/c")[0] for k in rv} == set(lv):
+        lv = {k: lv[k.split("/c")[0]] for k in rv}
+    if set(lv) != set(rv):
         return None
     if any(metric + "_q25" in runs[n]["summary"] for n in left + right):
         return None
@@ -111,6 +125,7 @@ def evaluate_claims(claims, runs):
             if a is None:
                 return None, f"`{variant}` has no metric `{metric}`"
             a["names"] = names
+            a["calibrated"] = any("calibration.seed=" in n for n in names)
             return a, None
 
         lv, err = side(left)
@@ -137,7 +152,9 @@ def evaluate_claims(claims, runs):
         how, detail = "", {"margins": finite({"mean": lv["mean"] - rv["mean"]})}
         if "right" in c and (p := paired(runs, lv["names"], rv["names"], metric, op, scale)):
             verdict, wins, n, margins = p
-            how, detail = f" (paired by seed: {wins} of {n} seeds)", {"wins": wins, "n": n, "margins": finite(margins)}
+            how = (f" (paired by seed and calibration seed: {wins} of {n} pairs)" if any("/c" in k for k in margins)
+                   else f" (paired by seed: {wins} of {n} seeds)")
+            detail = {"wins": wins, "n": n, "margins": finite(margins)}
         here = f"{metric}({left}) = {describe(lv)} {op} {rlabel} = {describe(rv)}: {verdict}{how}"
         out.append((verdict, label, f"paper: {c['paper']} / here: {here}" if c.get("paper") else here, detail))
     return out
@@ -154,5 +171,5 @@ def describe(a):
     if (a["lo"], a["hi"]) != (a["mean"], a["mean"]):
         s += f" [{fmt(a['lo'])}, {fmt(a['hi'])}]"
     if a.get("n", 1) > 1:
-        s += f" (mean of {a['n']} seeds)"
+        s += f" (mean of {a['n']} {'runs' if a.get('calibrated') else 'seeds'})"
     return s

@@ -167,7 +167,9 @@ def table_block(args):
     for label, rs in rows:
         lines.append(f"| {label} | " + " | ".join(cell(m, [v for r in rs if (v := metric_value(r, m)) is not None])
                                                  for m in metrics) + " |")
-    note = f"Mean ± standard deviation over {seeds} seeds. " if seeds > 1 else ""
+    cal = max(len({r.get("calibration_seed") for r in rs}) for _, rs in rows)
+    over = f"{seeds // cal} seeds x {cal} calibration seeds" if cal > 1 else f"{seeds} seeds"
+    note = f"Mean ± standard deviation over {over}. " if seeds > 1 else ""
     return "\n".join(lines) + f"\n\n{note}" + " ".join(environment_line(s, f) for f, s in summ.values()) + "\n"
 
 

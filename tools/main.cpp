@@ -301,7 +301,7 @@ int run_cli(int argc, char** argv) {
     std::string file;
     std::vector<std::string> overrides;
     split_args(positional, &file, &overrides);
-    ExperimentSpec spec = load_experiment(file, overrides);
+    ExperimentSpec spec = load_experiment(file, overrides, results);
     check_only(spec, only);
     SweepOptions so;
     so.results_root = results;
@@ -315,7 +315,7 @@ int run_cli(int argc, char** argv) {
     std::string file;
     std::vector<std::string> overrides;
     split_args(positional, &file, &overrides);
-    ExperimentSpec spec = load_experiment(file, overrides);
+    ExperimentSpec spec = load_experiment(file, overrides, results);
     check_only(spec, only);
     if (vm.count("count")) {
       size_t n = 0;

@@ -411,6 +411,29 @@ def warnings_html(runs, names):
     return "".join(f"<p class='warn'><b>Warning:</b> {t}</p>" for t in notes)
 
 
+def artefacts_html(runs, names):
+    """The calibration files the runs read that were made on demand: which run made each, with
+    which seed and samples, in how long (the run files' `artefacts` attribute)."""
+    made = {}
+    for n in names:
+        try:
+            items = json.loads(str(runs[n]["attrs"].get("artefacts") or "[]"))
+        except ValueError:
+            continue
+        for a in items:
+            made.setdefault(a.get("path"), a)
+    if not made:
+        return ""
+    cells = lambda a: [a.get("path"), a.get("name"), a.get("maker"), a.get("seed", "?"), a.get("samples", "?"),
+                       f"{float(a['seconds']):.1f}" if "seconds" in a else "?"]  # noqa: E731
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells(a)) + "</tr>"
+                   for _, a in sorted(made.items()))
+    total = sum(float(a.get("seconds", 0)) for a in made.values())
+    return (f"<details><summary>Calibration files made on demand ({len(made)}, {total:.0f} s)</summary><table>"
+            "<tr><th>artefact</th><th>file named in the experiment</th><th>made by run</th><th>seed</th>"
+            f"<th>samples</th><th>seconds</th></tr>{rows}</table></details>")
+
+
 def parse_args(argv):
     import argparse
     p = argparse.ArgumentParser(prog="cachelab report", description=__doc__.split("\n")[0])
@@ -497,7 +520,7 @@ li.ok{{color:#276749}} li.no{{color:#c53030}} li.na{{color:#975a16}} li{{margin-
 {warnings_html(runs, names)}
 <h2>Claims</h2><ul>{claim_rows}</ul>
 <h2>Results per variant</h2><p class='cap'>Mean &plusmn; standard deviation across seeds where a variant ran with
-several seeds.</p>{aggregate_table(runs, groups)}{per_run}
+several seeds.</p>{aggregate_table(runs, groups)}{per_run}{artefacts_html(runs, names)}
 {body}</body></html>"""
     with open(os.path.join(out, "index.html"), "w") as fh:
         fh.write(page)

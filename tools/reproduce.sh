@@ -11,7 +11,8 @@
 #
 # Comparing writes docs/reproduction/<name>.json; `python3 tools/docs.py --cachelab build/cachelab`
 # then regenerates docs/reproduction.md (which verdicts reproduced, on which CPU).
-# Calibration commands are the `#   cachelab calibrate ...` lines of each experiment's header.
+# Calibration commands are the `#   cachelab calibrate ...` lines of each experiment's header (an
+# experiment with a `calibration:` map has none: `cachelab run` makes its calibration files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exe=${CACHELAB:-build/cachelab}

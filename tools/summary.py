@@ -83,10 +83,13 @@ def run_entries(runs, seed_of, without_seed):
     for name, r in sorted(runs.items(), key=lambda kv: (kv[1]["order"], kv[0])):
         s = r["summary"]
         metrics = {k: rounded(s[k]) for k in list(TOLERANCE) + EXTRA if k in s}
-        seed = seed_of(runs, name)
-        out[name] = {"group": without_seed(name), "seed": int(seed) if seed is not None else None,
+        seed = seed_of(runs, name)  # `1`, or `1/c8` with a calibration seed
+        seed, _, cseed = (seed or "").partition("/c")
+        out[name] = {"group": without_seed(name), "seed": int(seed) if seed else None,
                      "run_id": r["attrs"].get("run_id", r["file"][:-3]), "status": r["attrs"].get("status"),
                      "metrics": metrics}
+        if cseed:
+            out[name]["calibration_seed"] = int(cseed)
     return out
 
 

@@ -44,6 +44,16 @@ seeds = {
     "g[cache.interval=2,seed=0]": run(psnr=30.0), "g[cache.interval=2,seed=1]": run(psnr=30.5),
     "g[cache.interval=3,seed=0]": run(psnr=28.0), "g[cache.interval=3,seed=1]": run(psnr=28.5),
 }
+# Swept over calibration seeds too: runs are paired on (seed, calibration seed). q beats r by
+# 0.2 on every pair although q's calibration seed 8 is 1 dB below its seed 7 (unpaired, the
+# spreads would overlap); s loses to r on one pair.
+for sd in (0, 1):
+    for cs, shift in ((7, 0.0), (8, -1.0)):
+        base = 30.0 + sd + shift
+        seeds[f"q[calibration.seed={cs},seed={sd}]"] = run(psnr=base + 0.2)
+        seeds[f"r[calibration.seed={cs},seed={sd}]"] = run(psnr=base)
+        seeds[f"s[calibration.seed={cs},seed={sd}]"] = run(psnr=base + (0.2 if (sd, cs) != (1, 8) else -0.1))
+    seeds[f"u[seed={sd}]"] = run(psnr=28.5 + sd)  # fits nothing: not swept over calibration seeds
 seed_cases = [
     ({"left": "a", "metric": "psnr", "op": ">", "right": "b"}, "holds"),            # [30, 32] vs [26, 28]
     ({"left": "b", "metric": "psnr", "op": ">", "right": "a"}, "does not hold"),
@@ -56,12 +66,17 @@ seed_cases = [
     ({"left": "d", "metric": "psnr", "op": ">", "value": 1}, "cannot be evaluated"),  # a seed failed
     ({"left": "g", "metric": "psnr", "op": ">", "value": 1}, "cannot be evaluated"),  # spans other swept keys
     ({"left": "g[cache.interval=2]", "metric": "psnr", "op": ">", "right": "g[cache.interval=3]"}, "holds"),
+    ({"left": "q", "metric": "psnr", "op": ">", "right": "r"}, "holds"),            # 4 of 4 (seed, calibration seed) pairs
+    ({"left": "s", "metric": "psnr", "op": ">", "right": "r"}, "inconclusive"),     # 3 of 4
+    ({"left": "r", "metric": "psnr", "op": ">", "right": "u"}, "holds"),  # u's seed beside each calibration seed: 4 of 4
+    ({"left": "u", "metric": "psnr", "op": "<", "right": "q"}, "holds"),  # (unpaired the spreads overlap)
 ]
 failed = 0
 for name, want in [("fora_n2[seed=1]", "fora_n2"), ("fora[cache.interval=2,seed=1]", "fora[cache.interval=2]"),
                    ("fora[seed=0,cache.layers=[attn, mlp]]", "fora[cache.layers=[attn, mlp]]"),
                    ("cache.interval=2,seed=1", "cache.interval=2"), ("fora_n2", "fora_n2"),
-                   ("reference[seed=3]", "reference")]:
+                   ("reference[seed=3]", "reference"), ("ptq[calibration.seed=8,seed=1]", "ptq"),
+                   ("ptq[cache.interval=2,calibration.seed=8]", "ptq[cache.interval=2]")]:
     got = report.without_seed(name)
     failed += got != want
     print(("ok  " if got == want else "FAIL") + f" without_seed({name}) = {got} (want {want})")
