@@ -31,6 +31,7 @@
 #include "caches/video_kv.h"
 #include "caches/zeus.h"
 #include "framework/registries.h"
+#include "framework/schedulers.h"
 
 namespace cachelab {
 
@@ -100,6 +101,18 @@ void register_caches() {
   r.add<RasPolicy, RasOptions>("ras", "RAS: update only the tokens in focus, the rest keep the previous noise estimate", __FILE__);
   r.add<DeltaCachePolicy, DeltaCacheOptions>("delta_cache", "Temporal Delta Cache: skip blocks whose residual (out - in) is stable, add the cached residual", __FILE__);
   r.add<L2cRouter, L2cOptions>("l2c", "Learning-to-Cache: a trained router per (step, block, attn/mlp) picks the sub-layers to reuse", __FILE__);
+
+  // Schedule makers (framework/schedulers.h): a profile in, a schedule file's contents out.
+  auto& s = schedulers();
+  s.add<DpScheduler, DpSchedulerOptions>(
+      "dp", "CacheQuant's dynamic programme: K runs of steps, each computed at its first step, least summed reuse distance", __FILE__);
+  s.add<UniformScheduler, SchedulerOptions>("uniform", "K computed steps, evenly spaced", __FILE__);
+  s.add<ProfiledScheduler, SchedulerOptions>(
+      "profiled", "ERTACache-style: reuse while the distance to the last computed step stays under the least threshold that computes at most K steps", __FILE__);
+  s.add<BacScheduler, BacSchedulerOptions>(
+      "bac", "BAC: per-site DP schedules joined by the Bubbling Union (a per-step x per-site mask)", __FILE__);
+  s.add<DiffsparseScheduler, SiteSchedulerOptions>(
+      "diffsparse", "DiffSparse: per-step x per-site token rates under a mean-rate budget K / T, from a fitted cost predictor", __FILE__);
 }
 
 }  // namespace cachelab

@@ -9,6 +9,7 @@
 #include "framework/lm_decoder.h"
 #include "framework/pipeline.h"
 #include "framework/metric.h"
+#include "framework/schedulers.h"
 
 namespace cachelab {
 
@@ -28,6 +29,7 @@ CACHELAB_REGISTRY(metrics, Metric, "metric")
 CACHELAB_REGISTRY(evaluators, Evaluator, "judge")
 CACHELAB_REGISTRY(decoders, Decoder, "decoder")
 CACHELAB_REGISTRY(lm_decoders, LmDecoder, "lm_decoder")
+CACHELAB_REGISTRY(schedulers, Scheduler, "scheduler")
 #undef CACHELAB_REGISTRY
 
 at::Tensor Evaluator::logits(const at::Tensor&) {

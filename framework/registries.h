@@ -19,6 +19,7 @@ class Metric;
 class Evaluator;
 class Decoder;
 class LmDecoder;
+class Scheduler;
 
 Registry<Backbone>& backbones();    // denoisers: dit, ...
 Registry<Sampler>& samplers();      // ddim, ddpm, ...
@@ -29,6 +30,7 @@ Registry<Ops>& ops_layers();        // linear/attention implementations: quantiz
 Registry<Metric>& metrics();        // psnr, ssim, fid, accuracy, ...
 Registry<Evaluator>& evaluators();  // judges of samples: lenet (class agreement, FID features), inception
 Registry<Decoder>& decoders();      // latents -> images before the metrics: sd_vae
+Registry<Scheduler>& schedulers();  // schedule makers from a profile: dp, uniform, profiled, bac, diffsparse
 Registry<LmDecoder>& lm_decoders();  // masked-LM decoding rules (the mdlm pipeline's `decoder:`): low_confidence, ...
 
 // The folders' register functions, called once by register_all(). A folder that is not

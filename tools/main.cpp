@@ -265,6 +265,7 @@ int run_cli(int argc, char** argv) {
     list_registry(evaluators(), md);
     list_registry(decoders(), md);
     list_registry(lm_decoders(), md);
+    list_registry(schedulers(), md);
     return 0;
   }
   if (command == "info") {

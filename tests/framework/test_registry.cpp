@@ -52,6 +52,9 @@ const std::map<std::string, std::string> kExamples = {
     {"vc", "type: vc\ninner: {type: fora, interval: 2}\ntable: results/calib/v.safetensors\n"},
     {"interval_adjust", "type: interval_adjust\ninner: {type: fora, interval: 2}\ntable: results/calib/i.safetensors\n"},
     {"schedule", "type: schedule\ncompute: [1, 0, 1]\n"},
+    {"dp", "type: dp\ncomputes: 17\n"}, {"uniform", "type: uniform\ncomputes: 17\n"},
+    {"profiled", "type: profiled\ncomputes: 17\n"}, {"bac", "type: bac\ncomputes: 17\n"},
+    {"diffsparse", "type: diffsparse\ncomputes: 17\n"},
     {"inception", "type: inception\nweights: checkpoints/pt_inception.safetensors\n"},
     {"sd_vae", "type: sd_vae\nweights: checkpoints/sd-vae-ft-ema.safetensors\n"},
     {"magcache", "type: magcache\ncalibration: results/calib/m.txt\n"},
@@ -86,6 +89,7 @@ BOOST_AUTO_TEST_CASE(config_round_trip_of_every_component) {
   round_trip_all(evaluators());
   round_trip_all(decoders());
   round_trip_all(lm_decoders());
+  round_trip_all(schedulers());
 }
 
 BOOST_AUTO_TEST_CASE(unknown_type_lists_the_registered_names_with_a_suggestion) {

@@ -7,9 +7,12 @@
 #include <random>
 
 #include "framework/profile.h"
+#include "framework/registries.h"
 #include "framework/schedule.h"
+#include "framework/schedulers.h"
 #include "framework/session.h"
 #include "tests/test_util.h"
+#include "tools/components.h"
 
 using namespace cachelab;
 
@@ -269,3 +272,54 @@ BOOST_AUTO_TEST_CASE(token_rate_dp_matches_brute_force_under_its_budget) {
 
 BOOST_AUTO_TEST_SUITE_END()
 
+
+BOOST_AUTO_TEST_SUITE(schedulers_as_components)
+
+// A profile of T steps and two sites with random pairwise distances (no model needed).
+Profile synthetic_profile(int T) {
+  Profile p;
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<double> u(0.01, 1.0);
+  for (int t = 0; t < T; ++t) p.t.push_back(1000 - 20 * t);
+  p.site_names = {"blocks.0.attn", "blocks.0.mlp"};
+  p.site_kinds = {"attn", "mlp"};
+  p.lags = 1;
+  p.pairwise.assign(2, std::vector<std::vector<double>>(size_t(T), std::vector<double>(size_t(T), 0.0)));
+  for (auto& site : p.pairwise)
+    for (int j = 0; j < T; ++j)
+      for (int k = j + 1; k < T; ++k) site[size_t(j)][size_t(k)] = site[size_t(k)][size_t(j)] = u(rng) * (k - j);
+  return p;
+}
+
+BOOST_AUTO_TEST_CASE(each_registered_maker_gives_its_rule_on_the_profile) {
+  register_components();
+  const Profile p = synthetic_profile(9);
+  auto make = [&](const std::string& yaml) {
+    return schedulers().build(parse_config_string(yaml, "s.yaml"))->make(p, "p.h5", nullptr);
+  };
+  const auto dist = reuse_distance(p, {"attn", "mlp"}, "feature");
+  BOOST_CHECK_CLOSE(dist[1][4], (p.pairwise[0][1][4] + p.pairwise[1][1][4]) / 2, 1e-12);
+  // dp: the optimum of the grouping (checked against brute force above) at K = 4.
+  const Schedule dp = make("type: dp\ncomputes: 4\n");
+  BOOST_CHECK(dp.compute == compute_from_starts(9, dp_group_starts(dist, 4, 1, 9)));
+  BOOST_CHECK_EQUAL(dp.computes(), 4);
+  BOOST_CHECK_EQUAL(dp.profile, "p.h5");
+  BOOST_CHECK_LE(dp.objective, grouping_cost(dist, uniform_starts(9, 4)) + 1e-12);
+  BOOST_CHECK(make("type: uniform\ncomputes: 4\n").compute == compute_from_starts(9, uniform_starts(9, 4)));
+  double threshold = 0;
+  BOOST_CHECK(make("type: profiled\ncomputes: 4\n").compute == compute_from_starts(9, profiled_starts(dist, 4, &threshold)));
+  // A per-site mask at most K computed steps per site on average.
+  const Schedule bac = make("type: bac\ncomputes: 4\nunion_quantile: 1\n");
+  BOOST_REQUIRE_EQUAL(bac.mask.size(), 9u);
+  double per_site = 0;
+  for (auto& row : bac.mask)
+    for (uint8_t x : row) per_site += x;
+  BOOST_CHECK_LE(per_site / 2, 4.0 + 1e-9);
+  // Clear errors: a budget beyond the profile, a maker that needs what the profile lacks.
+  cachelab::testing::check_error([&] { make("type: dp\ncomputes: 12\n"); }, {"computes 12", "1..9"});
+  cachelab::testing::check_error([&] { make("type: diffsparse\ncomputes: 4\n"); }, {"partial-reuse", "--rates"});
+  cachelab::testing::check_error([&] { make("type: dp\ncomputes: 4\nkinds: [block]\n"); }, {"no site of kind block"});
+  cachelab::testing::check_error([&] { make("type: dp\ncomputes: 0\n"); }, {"computes", ">= 1"});
+}
+
+BOOST_AUTO_TEST_SUITE_END()
