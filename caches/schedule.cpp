@@ -10,7 +10,11 @@ namespace cachelab {
 std::string CacheScheduleOptions::resolve(const std::string& path) { return resolve_path(path); }
 
 CacheSchedulePolicy::CacheSchedulePolicy(const CacheScheduleOptions& o) : o_(o) {
-  if (!o_.file.empty()) {
+  if (!o_.scheduler.empty()) {
+    // Made on demand (an artefact of the experiment, framework/artefacts.h): read when a run starts.
+    CL_CHECK(!o_.file.empty(), "schedule: a `scheduler` makes its schedule in an experiment with a `calibration:` map "
+                               "(docs/experiments.md#calibration-files-made-on-demand)");
+  } else if (!o_.file.empty()) {
     schedule_ = load_schedule(CacheScheduleOptions::resolve(o_.file));
   } else {
     schedule_.method = "inline";
@@ -20,6 +24,7 @@ CacheSchedulePolicy::CacheSchedulePolicy(const CacheScheduleOptions& o) : o_(o) 
 }
 
 void CacheSchedulePolicy::begin_run(RunContext& ctx) {
+  if (schedule_.steps == 0) schedule_ = load_schedule(CacheScheduleOptions::resolve(o_.file));  // (a scheduler's)
   const auto& sites = *ctx.sites;
   const std::string src = o_.file.empty() ? std::string("the inline `compute`") : "schedule file " + o_.file;
   CL_CHECK(schedule_.steps == ctx.steps, "schedule: " << src << " is for " << schedule_.steps << " steps but this run has "

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "framework/config.h"
 #include "framework/layer.h"
 #include "framework/schedule.h"
 
@@ -17,20 +18,34 @@ namespace cachelab {
 struct CacheScheduleOptions {
   std::string file;                                   // a schedule file (framework/schedule.h)
   std::vector<int> compute;                           // or inline: per step 1 = compute, 0 = reuse
+  ComponentSpec scheduler{"scheduler", {}};           // or made on demand from a profile
+  int profile_samples = 4, profile_lags = 3;          // the profile a scheduler reads
+  std::vector<double> profile_rates;
   std::vector<std::string> layers = {"attn", "mlp"};  // site kinds the schedule drives
   template <class V>
   void fields(V& v) {
-    v("file", file, "schedule file written by `cachelab schedule` (exclusive with compute)");
-    v("compute", compute, "inline per-step schedule: 1 = compute, 0 = reuse (exclusive with file)");
+    v("file", file, "schedule file written by `cachelab schedule` (exclusive with compute and scheduler)");
+    v("compute", compute, "inline per-step schedule: 1 = compute, 0 = reuse (exclusive with file and scheduler)");
+    v("scheduler", scheduler,
+      "a schedule maker ({type: dp, computes: 17}, uniform, profiled, bac, diffsparse): `cachelab run` profiles the "
+      "reference on the experiment's calibration seed and makes the schedule when a run first needs it");
+    v("profile_samples", profile_samples, "with scheduler: samples the profile measures");
+    v("profile_lags", profile_lags, "with scheduler: the profile's reuse errors for lags 0..N steps");
+    v("profile_rates", profile_rates, "with scheduler: token rates of the profile's partial-reuse errors (diffsparse)");
     v("layers", layers, "site kinds the schedule drives (attn, mlp, block, branch)");
   }
   template <class C>
   void check(C& c) const {
-    c.require(file.empty() != compute.empty(), "file", "give exactly one of `file` and `compute`");
+    // With a scheduler, `file` is where the experiment stores what it makes (it may not exist yet).
+    c.require(scheduler.empty() ? file.empty() != compute.empty() : compute.empty(), "file",
+              "give exactly one of `file`, `compute` and `scheduler`");
+    c.require(profile_samples >= 1, "profile_samples", "must be >= 1");
+    c.require(profile_lags >= 0 && profile_lags <= 50, "profile_lags", "must be in 0..50");
+    for (double r : profile_rates) c.require(r > 0 && r < 1, "profile_rates", "every rate must be in (0, 1)");
     for (int x : compute) c.require(x == 0 || x == 1, "compute", "every entry must be 0 or 1");
     c.require(!layers.empty(), "layers", "must name at least one site kind");
     c.each_one_of("layers", layers, {"attn", "mlp", "block", "branch", "body"});
-    if (!file.empty()) {
+    if (!file.empty() && scheduler.empty()) {
       std::string why;
       try {
         load_schedule(resolve(file));

@@ -12,6 +12,10 @@
 #include "framework/interrupt.h"
 #include "framework/lock.h"
 #include "framework/paths.h"
+#include "framework/profile.h"
+#include "framework/registries.h"
+#include "framework/schedule.h"
+#include "framework/schedulers.h"
 #include "framework/system_info.h"
 
 namespace cachelab {
@@ -65,8 +69,70 @@ std::vector<std::unique_ptr<RunLock>> lock_all(const std::vector<const Artefact*
   return locks;
 }
 
+void write_note(const std::string& artefact_path, const nlohmann::json& note) {
+  const std::string path = resolve_path(artefact_path) + ".json", tmp = temp_path(path);
+  {
+    std::ofstream f(tmp);
+    f << note.dump(1) << "\n";
+    CL_CHECK(f.good(), "cannot write `" << tmp << "`");
+  }
+  fs::rename(tmp, path);
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// A scheduler's schedule: the profile first (shared by every scheduler reading it), then the
+// maker (framework/schedulers.h) on it.
+int make_schedule(const ExperimentSpec& spec, const Artefact& a, const FitArtefacts& fit) {
+  const auto lock = lock_all({&a});
+  if (present(a)) return 0;
+  const ConfigNode& profile = *a.recipe.find("profile");
+  const std::string profile_path = profile.find("path")->scalar;
+  const ConfigNode& ref = *a.recipe.find("reference");
+  auto describe_this = [&] {
+    return "schedule `" + a.path + "` (" + to_yaml(*a.recipe.find("scheduler")) + ") from a profile of run `" + a.maker +
+           "`'s reference with seed " + ref.find("seed")->scalar + ", " + profile.find("profile_samples")->scalar +
+           " samples";
+  };
+  int made = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    Artefact p;
+    p.path = profile_path;
+    const auto profile_lock = lock_all({&p});
+    if (!present(p)) {
+      RunSpec reference;
+      reference.name = "reference of " + a.maker;
+      reference.config = ref;
+      std::printf("[cachelab] making the profile %s (reference of `%s`, seed %s, %s samples)\n", p.path.c_str(),
+                  a.maker.c_str(), ref.find("seed")->scalar.c_str(), profile.find("profile_samples")->scalar.c_str());
+      std::fflush(stdout);
+      fit.profile(reference, profile, resolve_path(p.path));
+      write_note(p.path, {{"kind", "profile"}, {"maker", a.maker}, {"experiment", spec.name},
+                          {"seed", ref.find("seed")->scalar}, {"seconds", seconds_since(t0)}, {"created_utc", utc_now_iso()}});
+      ++made;
+    }
+    const auto maker = schedulers().build(*a.recipe.find("scheduler"));
+    std::string summary;
+    const Schedule s = maker->make(read_profile(resolve_path(p.path)), p.path, &summary);
+    save_schedule(s, resolve_path(a.path));
+    std::printf("[cachelab] made %s: %s\n", a.path.c_str(), summary.c_str());
+  } catch (const Error& e) {
+    CL_FAIL("making the " << describe_this() << " failed: " << e.what());
+  }
+  write_note(a.path, {{"kind", "schedule"}, {"name", a.name}, {"path", a.path}, {"identity", a.identity},
+                      {"maker", a.maker}, {"experiment", spec.name}, {"seed", ref.find("seed")->scalar},
+                      {"samples", profile.find("profile_samples")->scalar}, {"profile", profile_path},
+                      {"seconds", seconds_since(t0)}, {"created_utc", utc_now_iso()}});
+  std::fflush(stdout);
+  return made + 1;
+}
+
 int make(const ExperimentSpec& spec, const Artefact& a, const FitArtefacts& fit, int depth) {
   if (present(a)) return 0;
+  if (a.kind == "schedule") return make_schedule(spec, a, fit);
   const RunSpec& maker = maker_of(spec, a);
   CL_CHECK(depth < 64, "artefacts of `" << spec.file << "` depend on each other in a cycle at " << a.path);
   int made = 0;
@@ -88,34 +154,28 @@ int make(const ExperimentSpec& spec, const Artefact& a, const FitArtefacts& fit,
   std::fflush(stdout);
   const auto t0 = std::chrono::steady_clock::now();
   try {
-    fit(run, skip);
+    fit.calibrate(run, skip);
   } catch (const Error& e) {
     CL_FAIL("making " << describe(*todo.front(), maker) << " failed: " << e.what());
   }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double seconds = seconds_since(t0);
   const ConfigNode& c = maker.calibration_config;
   nlohmann::json together = nlohmann::json::array();
   for (const Artefact* x : todo) together.push_back(x->path);
   for (const Artefact* x : todo) {
     CL_CHECK(present(*x), "the calibration run of `" << maker.name << "` did not write " << describe(*x, maker)
                                                       << "; is the file named by a calibratable component?");
-    nlohmann::json side = {{"name", x->name},
-                           {"path", x->path},
-                           {"identity", x->identity},
-                           {"maker", maker.name},
-                           {"experiment", spec.name},
-                           {"seed", c.find("seed")->scalar},
-                           {"samples", c.find("run")->find("samples") ? c.find("run")->find("samples")->scalar : ""},
-                           {"seconds", seconds},
-                           {"fitted_together", together},
-                           {"created_utc", utc_now_iso()}};
-    const std::string path = resolve_path(x->path) + ".json", tmp = temp_path(path);
-    {
-      std::ofstream f(tmp);
-      f << side.dump(1) << "\n";
-      CL_CHECK(f.good(), "cannot write `" << tmp << "`");
-    }
-    fs::rename(tmp, path);
+    write_note(x->path, {{"kind", "calibration"},
+                         {"name", x->name},
+                         {"path", x->path},
+                         {"identity", x->identity},
+                         {"maker", maker.name},
+                         {"experiment", spec.name},
+                         {"seed", c.find("seed")->scalar},
+                         {"samples", c.find("run")->find("samples") ? c.find("run")->find("samples")->scalar : ""},
+                         {"seconds", seconds},
+                         {"fitted_together", together},
+                         {"created_utc", utc_now_iso()}});
     std::printf("[cachelab] made %s in %.1f s\n", x->path.c_str(), seconds);
     ++made;
   }

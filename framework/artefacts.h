@@ -1,5 +1,6 @@
 // Artefacts made on demand: before a run starts, every artefact it reads that is missing
-// (framework/experiment.h, Artefact) is fitted by its maker's calibration run, under a lock
+// (framework/experiment.h, Artefact) is fitted by its maker's calibration run (a schedule: by
+// its scheduler from a profile of the reference, itself made once per profile), under a lock
 // so that parallel processes (--jobs, Slurm tasks) never make one twice, what the maker
 // itself reads from earlier makers first. Beside each artefact, <artefact>.json says what
 // made it and how long it took. Torch-free: the calibration run is the caller's.
@@ -12,9 +13,14 @@
 
 namespace cachelab {
 
-// Runs a maker's calibration (`calibration_run.config` is its calibration config), writing
-// every calibration file of the run except those in `skip` (resolved paths).
-using FitArtefacts = std::function<void(const RunSpec& calibration_run, std::set<std::string>& skip)>;
+// What makes them, given by the caller (the session: it holds the models).
+struct FitArtefacts {
+  // Runs a maker's calibration (`calibration_run.config` is its calibration config), writing
+  // every calibration file of the run except those in `skip` (resolved paths).
+  std::function<void(const RunSpec& calibration_run, std::set<std::string>& skip)> calibrate;
+  // Profiles the uncached `reference` run (recipe's `profile`: samples, lags, rates) into `path`.
+  std::function<void(const RunSpec& reference, const ConfigNode& profile, const std::string& path)> profile;
+};
 
 // Makes the missing artefacts of `run`; returns how many it made. An error names the
 // artefact, the file the experiment wrote, its maker and the calibration settings.

@@ -258,6 +258,44 @@ Resolved resolve_run(const ConfigNode& cfg) {
   return r;
 }
 
+// The `schedule` caches (nested ones too) that make their schedule with a `scheduler`.
+void scheduler_nodes(ConfigNode& n, std::vector<ConfigNode*>& out) {
+  const ConfigNode* type = n.find("type");
+  if (type && type->is_scalar() && type->scalar == "schedule" && n.find("scheduler")) out.push_back(&n);
+  for (auto& kv : n.map) scheduler_nodes(kv.second, out);
+  for (auto& item : n.seq) scheduler_nodes(item, out);
+}
+
+// A scheduler's schedule as an artefact: the profile of the run's reference on the calibration
+// seed (`calibration_run` is the run with the calibration's settings), then the schedule; the
+// cache's `file` is set to where it is stored.
+void adopt_schedule(RunSpec& run, ConfigNode& node, const ConfigNode& calibration_run, const std::string& dir) {
+  const ConfigNode cache = caches().resolve(node);  // defaults written out
+  const Resolved ref = resolve_run(calibration_run);
+  ConfigNode profile = ConfigNode::make_map("profile");
+  for (const char* k : {"profile_samples", "profile_lags", "profile_rates"}) profile.child(k) = *cache.find(k);
+  const std::string profile_id = short_hash(ref.reference_key + "|" + ref.reference_files + "|" + to_yaml(profile) + "|" +
+                                            std::to_string(run_schema_version()));
+  profile.child("path") = ConfigNode::make_scalar((fs::path(dir) / ("profile-" + profile_id + ".h5")).string());
+  const ConfigNode& scheduler = *cache.find("scheduler");
+  Artefact a;
+  a.kind = "schedule";
+  a.identity = short_hash(profile_id + "|" + to_yaml(scheduler));
+  a.name = "schedule by " + scheduler.find("type")->scalar;
+  a.path = (fs::path(dir) / ("schedule-" + scheduler.find("type")->scalar + "-k" + scheduler.find("computes")->scalar +
+                             "-" + a.identity + ".yaml")).string();
+  a.maker = run.name;
+  a.recipe = ConfigNode::make_map("recipe");
+  a.recipe.child("scheduler") = scheduler;
+  a.recipe.child("profile") = profile;
+  ConfigNode reference = calibration_run;  // what is profiled: the uncached reference of this run
+  reference.erase("cache");
+  reference.erase("ops");
+  a.recipe.child("reference") = reference;
+  node.child("file") = ConfigNode::make_scalar(a.path, node.path + ".file");
+  run.artefacts.push_back(a);
+}
+
 // Turns the calibration files a run names into artefacts (see Artefact in experiment.h):
 // each name is rewritten to its stored path; the first run naming it under its calibration
 // settings is its maker and keeps its calibration run's config. Returns the stored paths.
@@ -267,10 +305,15 @@ std::vector<std::string> adopt_artefacts(RunSpec& run, std::map<std::string, Art
   if (run.config.find("calibration"))
     for (const char* k : {"cache", "ops"})
       if (ConfigNode* n = run.config.find(k)) artefact_nodes(*n, nodes);
-  if (nodes.empty()) {
+  std::vector<ConfigNode*> schedules;  // `schedule` caches with a scheduler
+  if (ConfigNode* c = run.config.find("cache")) scheduler_nodes(*c, schedules);
+  if (nodes.empty() && schedules.empty()) {
     run.config.erase("calibration");  // nothing is fitted: the settings are not part of the run
     return {};
   }
+  CL_CHECK(schedules.empty() || run.config.find("calibration"),
+           schedules[0]->where() << ": a `schedule` cache with a `scheduler` makes its schedule from a profile on the "
+                                    "calibration seed: give the experiment a `calibration:` map (e.g. {seed: 7})");
   const ConfigNode* cal_node = run.config.find("calibration");
   CL_CHECK(cal_node->is_map(), cal_node->where() << ": `calibration` must be a map (seed, samples, batch) of the runs "
                                                     "that fit the calibration files");
@@ -301,6 +344,7 @@ std::vector<std::string> adopt_artefacts(RunSpec& run, std::map<std::string, Art
       run.artefacts.push_back(it->second);
     n->scalar = it->second.path;
   }
+  for (ConfigNode* n : schedules) adopt_schedule(run, *n, calibration_run(), artefact_dir);
   if (!own.empty()) {
     std::vector<std::string> names;
     for (ConfigNode* n : own) names.push_back(n->scalar);

@@ -33,11 +33,17 @@ namespace cachelab {
 // files it reads, so a changed input makes a new artefact. The maker is the first run of the
 // experiment that names it under those calibration settings (runs naming the same file share
 // it, as the author wrote); framework/artefacts.h makes missing ones on demand.
+//
+// A `schedule` cache with a `scheduler:` is an artefact too (kind "schedule"): its schedule is
+// made from a profile of the run's reference on the calibration seed (itself an artefact,
+// shared by every scheduler that reads the same profile); `recipe` holds what makes both.
 struct Artefact {
   std::string name;      // the file name the experiment wrote (`results/calib/qandc-w6a6.safetensors`)
   std::string path;      // where it is stored (`results/artefacts/qandc-w6a6-1a2b3c4d.safetensors`)
   std::string identity;  // 8 hex digits
-  std::string maker;     // name of the run whose calibration fits it
+  std::string maker;     // name of the run whose calibration fits it (the first run needing it)
+  std::string kind = "calibration";  // calibration | schedule
+  ConfigNode recipe;     // schedule: {scheduler, profile: {path, samples, lags, rates}, reference}
 };
 
 struct RunSpec {

@@ -394,6 +394,31 @@ Profile read_profile(const std::string& path) {
   return p;
 }
 
+void profile_reference(const std::string& experiment, const RunSpec& ref, const ProfileOptions& o,
+                       const std::function<void(SiteLayer&)>& observe, const std::string& path) {
+  Profile p;
+  p.experiment = experiment;
+  p.reference_run = ref.run_id.empty() ? ref.name : ref.run_id;
+  p.config_yaml = ref.resolved_yaml.empty() ? to_yaml(ref.config) : ref.resolved_yaml;
+  p.samples = o.samples;
+  ProfileLayer layer(o, p);
+  std::printf("[cachelab] profiling %s: %d samples, lags 0..%d\n", p.reference_run.c_str(), o.samples, o.lags);
+  std::fflush(stdout);
+  observe(layer);
+  write_profile(p, path);
+  // One line a reader can act on: the mean lag-1 reuse error per site kind.
+  std::map<std::string, std::pair<double, int>> by_kind;
+  for (size_t t = 0; t < p.reuse_output.size(); ++t)
+    for (size_t s = 0; s < p.site_kinds.size(); ++s)
+      if (p.lags >= 1 && std::isfinite(p.reuse_output[t][s][1]))
+        by_kind[p.site_kinds[s]].first += p.reuse_output[t][s][1], by_kind[p.site_kinds[s]].second++;
+  std::printf("[cachelab] wrote %s (%d steps x %zu sites); mean model-output error of a lag-1 reuse:", path.c_str(),
+              p.steps(), p.site_names.size());
+  for (auto& [k, v] : by_kind) std::printf(" %s %.3g", k.c_str(), v.second ? v.first / v.second : kNaN);
+  std::printf("\n");
+  std::fflush(stdout);
+}
+
 std::vector<std::string> profile_experiment(const ExperimentSpec& spec, const SweepOptions& sweep,
                                             const ProfileOptions& o) {
   std::vector<const RunSpec*> refs;
@@ -410,28 +435,8 @@ std::vector<std::string> profile_experiment(const ExperimentSpec& spec, const Sw
   RunSession session(spec, sweep);
   std::vector<std::string> written;
   for (const RunSpec* ref : refs) {
-    Profile p;
-    p.experiment = spec.name;
-    p.reference_run = ref->run_id;
-    p.config_yaml = ref->resolved_yaml;
-    p.samples = o.samples;
-    ProfileLayer layer(o, p);
-    std::printf("[cachelab] profiling reference %s: %d samples, lags 0..%d\n", ref->run_id.c_str(), o.samples, o.lags);
-    std::fflush(stdout);
-    session.observe(*ref, layer, o.samples);
     const std::string path = o.output.empty() ? session.dir() + "/profiles/" + ref->run_id + ".h5" : o.output;
-    write_profile(p, path);
-    // One line a reader can act on: the mean lag-1 reuse error per site kind.
-    std::map<std::string, std::pair<double, int>> by_kind;
-    for (size_t t = 0; t < p.reuse_output.size(); ++t)
-      for (size_t s = 0; s < p.site_kinds.size(); ++s)
-        if (p.lags >= 1 && std::isfinite(p.reuse_output[t][s][1]))
-          by_kind[p.site_kinds[s]].first += p.reuse_output[t][s][1], by_kind[p.site_kinds[s]].second++;
-    std::printf("[cachelab] wrote %s (%d steps x %zu sites); mean model-output error of a lag-1 reuse:", path.c_str(),
-                p.steps(), p.site_names.size());
-    for (auto& [k, v] : by_kind) std::printf(" %s %.3g", k.c_str(), v.second ? v.first / v.second : kNaN);
-    std::printf("\n");
-    std::fflush(stdout);
+    profile_reference(spec.name, *ref, o, [&](SiteLayer& layer) { session.observe(*ref, layer, o.samples); }, path);
     written.push_back(path);
   }
   return written;

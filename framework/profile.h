@@ -5,6 +5,7 @@
 // (framework/schedule.h) are built from it. The file schema is in results/README.md.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,8 @@ namespace cachelab {
 
 struct ExperimentSpec;
 struct SweepOptions;
+struct RunSpec;
+class SiteLayer;
 
 struct ProfileOptions {
   int lags = 3;                     // reuse error for lags 0..lags
@@ -45,6 +48,11 @@ struct Profile {
 
 void write_profile(const Profile& p, const std::string& path);
 Profile read_profile(const std::string& path);
+
+// Profiles one reference run into `path`: `observe(layer)` runs it with the profiling layer
+// stacked outermost (RunSession::observe, on the profile's samples).
+void profile_reference(const std::string& experiment, const RunSpec& ref, const ProfileOptions& options,
+                       const std::function<void(SiteLayer&)>& observe, const std::string& path);
 
 // Profiles the reference of each selected run of the experiment (one file per distinct
 // reference); returns the files written.

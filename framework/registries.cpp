@@ -51,6 +51,7 @@ ConfigNode resolve_component(const std::string& kind, const ConfigNode& node) {
   if (kind == "guidance") return guidances().resolve(node);
   if (kind == "metric") return metrics().resolve(node);
   if (kind == "lm_decoder") return lm_decoders().resolve(node);
+  if (kind == "scheduler") return schedulers().resolve(node);
   CL_FAIL("internal: no registry of kind `" << kind << "` for a nested component");
 }
 

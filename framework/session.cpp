@@ -30,6 +30,7 @@
 #include "framework/layer.h"
 #include "framework/paths.h"
 #include "framework/pipeline.h"
+#include "framework/profile.h"
 #include "framework/multi_run.h"
 
 namespace cachelab {
@@ -138,15 +139,19 @@ class Session {
     ctx.backbone_digest = parts.backbone_digest;
     // Artefacts not made yet (made when the run starts): the calibrators bind as they will
     // when fitting them, reading no file.
-    bool missing = false;
-    for (auto& a : run.artefacts) missing |= !std::filesystem::is_regular_file(resolve_path(a.path));
+    bool missing = false, schedule_missing = false;
+    for (auto& a : run.artefacts) {
+      const bool absent = !std::filesystem::is_regular_file(resolve_path(a.path));
+      missing |= absent;
+      schedule_missing |= absent && a.kind == "schedule";
+    }
     if (missing) {
       std::vector<Calibrator*> cals;
       parts.cache->calibrators(cals);
       if (Calibrator* c = parts.ops ? parts.ops->calibrator() : nullptr) cals.push_back(c);
       for (auto* c : cals) c->start_calibration();
     }
-    parts.cache->begin_run(ctx);
+    if (!schedule_missing) parts.cache->begin_run(ctx);  // (else bound when the run starts)
     if (parts.ops) parts.ops->begin_run(bb.linears(), &ctx);
     if (parts.run.cfg_scale != 1.0) {
       try {
@@ -210,7 +215,16 @@ class Session {
 
   // What `run` reads that is fitted on demand (framework/artefacts.h). Returns how many were made.
   int make_artefacts(const RunSpec& run) {
-    return ensure_artefacts(spec_, run, [&](const RunSpec& c, std::set<std::string>& skip) { calibrate(c, skip); });
+    FitArtefacts fit;
+    fit.calibrate = [&](const RunSpec& c, std::set<std::string>& skip) { calibrate(c, skip); };
+    fit.profile = [&](const RunSpec& ref, const ConfigNode& settings, const std::string& path) {
+      ProfileOptions po;
+      po.samples = std::stoi(settings.find("profile_samples")->scalar);
+      po.lags = std::stoi(settings.find("profile_lags")->scalar);
+      for (auto& r : settings.find("profile_rates")->seq) po.rates.push_back(std::stod(r.scalar));
+      profile_reference(spec_.name, ref, po, [&](SiteLayer& layer) { observe(ref, layer, po.samples); }, path);
+    };
+    return ensure_artefacts(spec_, run, fit);
   }
 
   // Runs `run` once (its first `samples` samples in one batch when > 0) with `outer`

@@ -7,10 +7,15 @@
 #include <filesystem>
 
 #include "framework/artefacts.h"
+#include "framework/profile.h"
+#include "framework/registries.h"
+#include "framework/schedule.h"
+#include "framework/schedulers.h"
 #include "framework/recorder.h"
 #include "framework/safetensors.h"
 #include "framework/session.h"
 #include "tests/test_util.h"
+#include <set>
 
 using namespace cachelab;
 namespace fs = std::filesystem;
@@ -137,6 +142,59 @@ BOOST_AUTO_TEST_CASE(run_makes_each_once_records_it_and_equals_the_calibrate_com
     for (size_t i = 0; i < a.tensors.size(); ++i)
       BOOST_CHECK_MESSAGE(at::equal(a.tensors[i].second, b.tensors[i].second), mine << ": " << a.tensors[i].first);
   }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(scheduled)
+
+// A sweep over the budget and the maker is one command: one profile, one schedule per point,
+// equal to profiling with `cachelab profile` on the calibration seed and making it by hand.
+BOOST_AUTO_TEST_CASE(a_scheduler_sweep_makes_one_profile_and_a_schedule_per_point) {
+  cachelab::testing::TempDir d;
+  Dit m(cachelab::testing::tiny_dit_options());
+  cachelab::testing::randomize(m);
+  m.save(d.path + "/w.safetensors", {});
+  const std::string model = "backbone: {type: dit, input_size: 8, patch_size: 2, hidden_size: 32, depth: 4, num_heads: 2, "
+                            "weights: " + d.path + "/w.safetensors}\nsampler: {type: ddim, steps: 8}\n";
+  const std::string yaml = "name: s\n" + model +
+                           "run: {samples: 2, batch: 2, save_samples: 0, timing_reps: 0}\nmetrics: [psnr]\n"
+                           "calibration: {seed: 7}\nvariants:\n  sched: {cache: {type: schedule, scheduler: {type: dp, "
+                           "computes: 3}, profile_samples: 2, profile_lags: 1}}\n"
+                           "sweep: {cache.scheduler.computes: [3, 5], cache.scheduler.type: [dp, uniform]}\n";
+  SweepOptions o;
+  o.results_root = d.path + "/results";
+  const auto spec = load_experiment(d.file("e.yaml", yaml), {}, o.results_root);
+  BOOST_REQUIRE_EQUAL(spec.runs.size(), 4u);
+  BOOST_REQUIRE_EQUAL(execute_experiment(spec, o), 0);
+  std::set<std::string> profiles;
+  for (auto& e : fs::directory_iterator(o.results_root + "/artefacts"))
+    if (e.path().extension() == ".h5") profiles.insert(e.path().string());
+  BOOST_REQUIRE_EQUAL(profiles.size(), 1u);
+  // By hand: the reference profiled on seed 7 (2 samples, lags 0..1), then each maker on it.
+  ProfileOptions po;
+  po.samples = 2, po.lags = 1, po.output = d.path + "/p.h5";
+  SweepOptions so = o;
+  so.results_root = d.path + "/manual";
+  profile_experiment(load_experiment(d.file("m.yaml", yaml), {"seed=7"}, so.results_root), so, po);
+  const Profile by_hand = read_profile(po.output);
+  for (auto& r : spec.runs) {
+    BOOST_REQUIRE_EQUAL(r.artefacts.size(), 1u);
+    const Artefact& a = r.artefacts[0];
+    BOOST_CHECK_EQUAL(a.kind, "schedule");
+    const Schedule made = load_schedule(a.path);
+    const Schedule want = schedulers().build(*a.recipe.find("scheduler"))->make(by_hand, "", nullptr);
+    BOOST_CHECK_MESSAGE(made.compute == want.compute, r.name);
+    BOOST_CHECK_EQUAL(made.computes(), std::stoi(a.recipe.find("scheduler")->find("computes")->scalar));
+  }
+  // Resumed: nothing is made again. Without a `calibration:` map a scheduler is refused by name.
+  const auto mtime = fs::last_write_time(spec.runs[0].artefacts[0].path);
+  fs::remove(o.results_root + "/s/" + spec.runs[0].run_id + ".h5");
+  BOOST_REQUIRE_EQUAL(execute_experiment(spec, o), 0);
+  BOOST_CHECK(fs::last_write_time(spec.runs[0].artefacts[0].path) == mtime);
+  std::string bare = yaml;
+  bare.erase(bare.find("calibration: {seed: 7}\n"), std::string("calibration: {seed: 7}\n").size());
+  cachelab::testing::check_error([&] { load_experiment(d.file("b.yaml", bare), {}); }, {"scheduler", "calibration:"});
 }
 
 BOOST_AUTO_TEST_SUITE_END()
