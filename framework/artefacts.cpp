@@ -109,7 +109,11 @@ int make_schedule(const ExperimentSpec& spec, const Artefact& a, const FitArtefa
       std::printf("[cachelab] making the profile %s (reference of `%s`, seed %s, %s samples)\n", p.path.c_str(),
                   a.maker.c_str(), ref.find("seed")->scalar.c_str(), profile.find("profile_samples")->scalar.c_str());
       std::fflush(stdout);
-      fit.profile(reference, profile, resolve_path(p.path));
+      ProfileOptions po;
+      po.samples = std::stoi(profile.find("profile_samples")->scalar);
+      po.lags = std::stoi(profile.find("profile_lags")->scalar);
+      for (auto& r : profile.find("profile_rates")->seq) po.rates.push_back(std::stod(r.scalar));
+      fit.profile(reference, po, resolve_path(p.path));
       write_note(p.path, {{"kind", "profile"}, {"maker", a.maker}, {"experiment", spec.name},
                           {"seed", ref.find("seed")->scalar}, {"seconds", seconds_since(t0)}, {"created_utc", utc_now_iso()}});
       ++made;
@@ -189,6 +193,12 @@ int ensure_artefacts(const ExperimentSpec& spec, const RunSpec& run, const FitAr
   int made = 0;
   for (auto& a : run.artefacts) made += make(spec, a, fit, 0);
   return made;
+}
+
+bool missing_artefacts(const RunSpec& run, const std::string& kind) {
+  for (auto& a : run.artefacts)
+    if ((kind.empty() || a.kind == kind) && !present(a)) return true;
+  return false;
 }
 
 std::string artefacts_json(const RunSpec& run) {

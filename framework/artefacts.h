@@ -10,6 +10,7 @@
 #include <string>
 
 #include "framework/experiment.h"
+#include "framework/profile.h"
 
 namespace cachelab {
 
@@ -18,9 +19,12 @@ struct FitArtefacts {
   // Runs a maker's calibration (`calibration_run.config` is its calibration config), writing
   // every calibration file of the run except those in `skip` (resolved paths).
   std::function<void(const RunSpec& calibration_run, std::set<std::string>& skip)> calibrate;
-  // Profiles the uncached `reference` run (recipe's `profile`: samples, lags, rates) into `path`.
-  std::function<void(const RunSpec& reference, const ConfigNode& profile, const std::string& path)> profile;
+  // Profiles the uncached `reference` run into `path`.
+  std::function<void(const RunSpec& reference, const ProfileOptions& options, const std::string& path)> profile;
 };
+
+// Whether an artefact of `run` (of `kind`, when given) is not made yet.
+bool missing_artefacts(const RunSpec& run, const std::string& kind = "");
 
 // Makes the missing artefacts of `run`; returns how many it made. An error names the
 // artefact, the file the experiment wrote, its maker and the calibration settings.

@@ -139,13 +139,8 @@ class Session {
     ctx.backbone_digest = parts.backbone_digest;
     // Artefacts not made yet (made when the run starts): the calibrators bind as they will
     // when fitting them, reading no file.
-    bool missing = false, schedule_missing = false;
-    for (auto& a : run.artefacts) {
-      const bool absent = !std::filesystem::is_regular_file(resolve_path(a.path));
-      missing |= absent;
-      schedule_missing |= absent && a.kind == "schedule";
-    }
-    if (missing) {
+    const bool schedule_missing = missing_artefacts(run, "schedule");
+    if (missing_artefacts(run)) {
       std::vector<Calibrator*> cals;
       parts.cache->calibrators(cals);
       if (Calibrator* c = parts.ops ? parts.ops->calibrator() : nullptr) cals.push_back(c);
@@ -217,11 +212,7 @@ class Session {
   int make_artefacts(const RunSpec& run) {
     FitArtefacts fit;
     fit.calibrate = [&](const RunSpec& c, std::set<std::string>& skip) { calibrate(c, skip); };
-    fit.profile = [&](const RunSpec& ref, const ConfigNode& settings, const std::string& path) {
-      ProfileOptions po;
-      po.samples = std::stoi(settings.find("profile_samples")->scalar);
-      po.lags = std::stoi(settings.find("profile_lags")->scalar);
-      for (auto& r : settings.find("profile_rates")->seq) po.rates.push_back(std::stod(r.scalar));
+    fit.profile = [&](const RunSpec& ref, const ProfileOptions& po, const std::string& path) {
       profile_reference(spec_.name, ref, po, [&](SiteLayer& layer) { observe(ref, layer, po.samples); }, path);
     };
     return ensure_artefacts(spec_, run, fit);
