@@ -332,6 +332,14 @@ int run_cli(int argc, char** argv) {
       so.max_hours = vm.count("allow-long") ? 0 : max_hours;
       preflight_experiment(spec, so);
       std::printf("%s: ok -- %zu run(s), %zu reference(s)\n", file.c_str(), spec.runs.size(), spec.references.size());
+      std::map<std::string, const Artefact*> artefacts;  // made on demand (framework/artefacts.h)
+      for (auto& r : spec.runs)
+        for (auto& a : r.artefacts) artefacts.emplace(a.path, &a);
+      int absent = 0;
+      for (auto& kv : artefacts) absent += !std::filesystem::is_regular_file(resolve_path(kv.first));
+      if (!artefacts.empty())
+        std::printf("  artefacts: %zu (calibration files and schedules), %d to be made by `run` when a run first needs "
+                    "one, under %s/artefacts\n", artefacts.size(), absent, results.c_str());
       for (size_t i = 0; i < spec.runs.size(); ++i)
         std::printf("  %3zu  %-28s %s  %s\n", i, spec.runs[i].name.c_str(), spec.runs[i].run_id.c_str(),
                     spec.runs[i].overrides.c_str());
