@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "framework/error.h"
+#include "framework/lock.h"
 
 namespace cachelab {
 
@@ -128,9 +129,13 @@ void save_schedule(const Schedule& s, const std::string& path) {
   e << YAML::EndMap;
   const auto parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent);
-  std::ofstream f(path);
-  f << e.c_str() << "\n";
-  CL_CHECK(f.good(), "cannot write the schedule file " << path);
+  const std::string tmp = temp_path(path);  // (renamed when complete: never half a file under the name)
+  {
+    std::ofstream f(tmp);
+    f << e.c_str() << "\n";
+    CL_CHECK(f.good(), "cannot write the schedule file " << path);
+  }
+  std::filesystem::rename(tmp, path);
 }
 
 std::vector<int> dp_group_starts(const std::vector<std::vector<double>>& dist, int groups, int min_len, int max_len,
