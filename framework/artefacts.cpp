@@ -70,13 +70,7 @@ std::vector<std::unique_ptr<RunLock>> lock_all(const std::vector<const Artefact*
 }
 
 void write_note(const std::string& artefact_path, const nlohmann::json& note) {
-  const std::string path = resolve_path(artefact_path) + ".json", tmp = temp_path(path);
-  {
-    std::ofstream f(tmp);
-    f << note.dump(1) << "\n";
-    CL_CHECK(f.good(), "cannot write `" << tmp << "`");
-  }
-  fs::rename(tmp, path);
+  write_text_file(resolve_path(artefact_path) + ".json", note.dump(1) + "\n", "the artefact's note");
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {

@@ -16,18 +16,12 @@ std::string write_calibration_file(const std::string& path, const std::string& h
   const std::string p = resolve_path(path);
   const auto parent = std::filesystem::path(p).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent);
-  // Written beside it and renamed: a killed process never leaves half a file under the name.
-  const std::string tmp = temp_path(p);
-  {
-    std::ofstream f(tmp);
-    CL_CHECK(f.good(), "cannot write the calibration file `" << p << "`");
-    std::istringstream h(header);
-    for (std::string line; std::getline(h, line);) f << "# " << line << "\n";
-    f << "backbone_digest: " << digest << "\n" << payload;
-    if (!payload.empty() && payload.back() != '\n') f << "\n";
-    CL_CHECK(f.good(), "writing the calibration file `" << p << "` failed");
-  }
-  std::filesystem::rename(tmp, p);
+  std::ostringstream f;
+  std::istringstream h(header);
+  for (std::string line; std::getline(h, line);) f << "# " << line << "\n";
+  f << "backbone_digest: " << digest << "\n" << payload;
+  if (!payload.empty() && payload.back() != '\n') f << "\n";
+  write_text_file(p, f.str(), "the calibration file");
   return p;
 }
 

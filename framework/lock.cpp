@@ -398,4 +398,14 @@ double free_bytes(const std::string& path) {
   return double(s.f_bavail) * double(s.f_frsize);
 }
 
+void write_text_file(const std::string& path, const std::string& text, const std::string& what) {
+  const std::string tmp = temp_path(path);
+  {
+    std::ofstream f(tmp);
+    f << text;
+    CL_CHECK(f.good(), "cannot write " << what << " `" << path << "`");
+  }
+  std::filesystem::rename(tmp, path);
+}
+
 }  // namespace cachelab

@@ -43,6 +43,9 @@ bool owner_is_dead(const ProcessId& owner);
 
 // A fresh unique temporary name beside `final_path` (rename it onto final_path when complete).
 std::string temp_path(const std::string& final_path, const ProcessId& owner = this_process());
+// Writes `text` to a temporary beside `path` and renames it onto `path`: a killed process never
+// leaves half a file under the name. Errors name `what` ("the schedule file") and the path.
+void write_text_file(const std::string& path, const std::string& text, const std::string& what);
 // The owner encoded in a temporary's file name; nullopt for names of another form.
 std::optional<ProcessId> temp_owner(const std::string& file_name);
 // Removes the temporaries in `dir` (not recursive) whose owner is provably dead; returns

@@ -129,13 +129,7 @@ void save_schedule(const Schedule& s, const std::string& path) {
   e << YAML::EndMap;
   const auto parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent);
-  const std::string tmp = temp_path(path);  // (renamed when complete: never half a file under the name)
-  {
-    std::ofstream f(tmp);
-    f << e.c_str() << "\n";
-    CL_CHECK(f.good(), "cannot write the schedule file " << path);
-  }
-  std::filesystem::rename(tmp, path);
+  write_text_file(path, std::string(e.c_str()) + "\n", "the schedule file");
 }
 
 std::vector<int> dp_group_starts(const std::vector<std::vector<double>>& dist, int groups, int min_len, int max_len,
