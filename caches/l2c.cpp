@@ -106,7 +106,9 @@ at::Tensor load_l2c_router(const std::string& path, std::map<std::string, std::s
 }
 
 L2cRouter::L2cRouter(const L2cOptions& o) : o_(o), from_file_(true) {
-  logits_ = load_l2c_router(resolve_path(o_.router), &metadata_);
+  // A router trained on demand may not be made yet (validate, the preflight): read when bound.
+  if (o_.train.empty() || std::filesystem::exists(resolve_path(o_.router)))
+    logits_ = load_l2c_router(resolve_path(o_.router), &metadata_);
 }
 
 L2cRouter::L2cRouter(at::Tensor logits, const L2cOptions& o) : o_(o), logits_(std::move(logits)) {
@@ -138,6 +140,7 @@ void L2cRouter::begin_run(RunContext& ctx) {
   CL_CHECK(layout_.routed > 0,
            "l2c: this backbone has no site a router can route (no branch site, no attn or mlp site in its main "
            "stream)");
+  if (from_file_ && !logits_.defined()) logits_ = load_l2c_router(resolve_path(o_.router), &metadata_);
   if (from_file_) check_file(ctx);
   CL_CHECK(kinds() == layout_.kinds, "l2c: router `" << o_.router << "` has " << kinds()
                                                      << " logits per row but " << describe_layout(layout_.name)

@@ -38,6 +38,7 @@
 #include <string>
 #include <vector>
 
+#include "framework/config.h"
 #include "framework/layer.h"
 
 namespace cachelab {
@@ -49,11 +50,16 @@ struct L2cOptions {
   std::string router = "models/weights/l2c-dit-mnist-ddim50.safetensors";
   double threshold = 0.5;
   int full_every = 2;
+  ComponentSpec train{"router_trainer", {}};
   template <class V>
   void fields(V& v) {
     v("router", router,
       "router logits [steps, depth, 2] (DiT attn/mlp) or [steps, levels, 1] (U-Net branches) (safetensors, relative "
       "to the project root)");
+    v("train", train,
+      "a router trainer ({type: l2c, lambda: 0.0003}, or type harmonica; the keys of a `model: l2c` recipe's train map): "
+      "the router is trained on demand for the run's backbone and sampler and stored under <results>/artefacts "
+      "(`router` is then where); guidance and threads default to the run's, full_every to this cache's");
     v("threshold", threshold, "compute a routed site when sigmoid(logit) > threshold, else reuse it");
     v("full_every", full_every, "steps 0, N, 2N, ... compute every routed site (2: the paper's DiT schedule); 0 = step 0 only");
   }

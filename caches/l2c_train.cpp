@@ -216,6 +216,14 @@ double L2cTrainer::skipped_fraction() const {
 
 // --- the command
 
+void L2cRouterTrainer::train(Backbone& bb, const Sampler& sampler, const std::string& output, const std::string& log,
+                             const std::string& recipe_yaml, const std::string& backbone_digest) const {
+  L2cTrainOptions o = o_;
+  o.output = output;
+  o.log = log;
+  train_l2c(bb, sampler, o, recipe_yaml, backbone_digest);
+}
+
 void train_l2c(Backbone& bb, const Sampler& sampler, const L2cTrainOptions& o, const std::string& config_yaml,
                const std::string& backbone_digest) {
   at::set_num_threads(o.threads);

@@ -24,6 +24,7 @@
 
 #include "caches/l2c.h"
 #include "framework/backbone.h"
+#include "framework/router_trainer.h"
 
 namespace cachelab {
 
@@ -58,6 +59,13 @@ struct L2cTrainOptions {
     v("objective", objective,
       "l2c: consecutive-step pairs of uncached trajectories; harmonica: HarmoniCa's step-wise training along the "
       "router's own cached trajectory, each step weighted by an image-error proxy");
+    recipe_fields(v);
+    v("output", output, "router file written at the end (relative to the project root)");
+    v("log", log, "loss curve (HDF5 columns)");
+  }
+  // Everything but the objective and the files written: a router trainer component's keys.
+  template <class V>
+  void recipe_fields(V& v) {
     v("cfg_scale", cfg_scale, "guidance scale of the trajectories and the objective (use the runs' run.cfg_scale)");
     v("trajectories", trajectories,
       "uncached trajectories the training pairs (l2c) or the unrolls' starting noises (harmonica) are drawn from");
@@ -80,8 +88,6 @@ struct L2cTrainOptions {
     v("refresh_every", refresh_every,
       "harmonica: iterations between refreshes of the image-error proxy weights (0 = uniform weights, no proxy)");
     v("proxy_samples", proxy_samples, "harmonica: training trajectories (the first ones) the image-error proxy is measured on");
-    v("output", output, "router file written at the end (relative to the project root)");
-    v("log", log, "loss curve (HDF5 columns)");
   }
   template <class C>
   void check(C& c) const {
@@ -105,6 +111,28 @@ struct L2cTrainOptions {
     c.require(log_every >= 1, "log_every", "must be >= 1");
     c.require(!output.empty(), "output", "must name the router file to write");
   }
+};
+
+// A router trainer component (framework/router_trainer.h): `{type: l2c, ...}` and
+// `{type: harmonica, ...}` take the recipe's keys; the objective is the type, and the router
+// file and loss curve are the artefact's. Guidance and threads default to the run's.
+struct L2cTrainerOptions : L2cTrainOptions {
+  template <class V>
+  void fields(V& v) {
+    recipe_fields(v);
+  }
+};
+struct HarmonicaTrainerOptions : L2cTrainerOptions {
+  HarmonicaTrainerOptions() { objective = "harmonica"; }
+};
+class L2cRouterTrainer final : public RouterTrainer {
+ public:
+  explicit L2cRouterTrainer(const L2cTrainOptions& o) : o_(o) {}
+  void train(Backbone& bb, const Sampler& sampler, const std::string& output, const std::string& log,
+             const std::string& recipe_yaml, const std::string& backbone_digest) const override;
+
+ private:
+  L2cTrainOptions o_;
 };
 
 // Hooks that stack site layers around every site of a backbone with autograd on (the

@@ -14,6 +14,7 @@
 #include "caches/interval_adjust.h"
 #include "caches/kv_cache.h"
 #include "caches/l2c.h"
+#include "caches/l2c_train.h"
 #include "caches/layer_skip.h"
 #include "caches/magcache.h"
 #include "caches/none.h"
@@ -101,6 +102,12 @@ void register_caches() {
   r.add<RasPolicy, RasOptions>("ras", "RAS: update only the tokens in focus, the rest keep the previous noise estimate", __FILE__);
   r.add<DeltaCachePolicy, DeltaCacheOptions>("delta_cache", "Temporal Delta Cache: skip blocks whose residual (out - in) is stable, add the cached residual", __FILE__);
   r.add<L2cRouter, L2cOptions>("l2c", "Learning-to-Cache: a trained router per (step, block, attn/mlp) picks the sub-layers to reuse", __FILE__);
+
+  // Router trainers (framework/router_trainer.h): an l2c cache's `train:`.
+  auto& t = router_trainers();
+  t.add<L2cRouterTrainer, L2cTrainerOptions>("l2c", "Learning-to-Cache's objective on consecutive-step pairs of uncached trajectories", __FILE__);
+  t.add<L2cRouterTrainer, HarmonicaTrainerOptions>(
+      "harmonica", "HarmoniCa's step-wise training along the router's own cached trajectory, weighted by an image-error proxy", __FILE__);
 
   // Schedule makers (framework/schedulers.h): a profile in, a schedule file's contents out.
   auto& s = schedulers();

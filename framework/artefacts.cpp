@@ -14,6 +14,7 @@
 #include "framework/paths.h"
 #include "framework/profile.h"
 #include "framework/registries.h"
+#include "framework/router_trainer.h"
 #include "framework/schedule.h"
 #include "framework/schedulers.h"
 #include "framework/system_info.h"
@@ -73,6 +74,14 @@ void write_note(const std::string& artefact_path, const nlohmann::json& note) {
   write_text_file(resolve_path(artefact_path) + ".json", note.dump(1) + "\n", "the artefact's note");
 }
 
+// A YAML map on one line.
+std::string trimmed(const std::string& yaml) {
+  std::string out;
+  for (char c : yaml) out += c == '\n' ? ' ' : c;
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -128,17 +137,42 @@ int make_schedule(const ExperimentSpec& spec, const Artefact& a, const FitArtefa
   return made + 1;
 }
 
+// A router trained on demand (framework/router_trainer.h) for the maker run's backbone and sampler.
+int make_router(const ExperimentSpec& spec, const Artefact& a) {
+  const auto lock = lock_all({&a});
+  if (present(a)) return 0;
+  const ConfigNode& trainer = *a.recipe.find("trainer");
+  std::printf("[cachelab] training the router %s for run `%s` (%s)\n", a.path.c_str(), a.maker.c_str(),
+              trimmed(to_yaml(trainer)).c_str());
+  std::fflush(stdout);
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    train_router(a.recipe, resolve_path(a.path));
+  } catch (const Error& e) {
+    CL_FAIL("training the router `" << a.path << "` of run `" << a.maker << "` (" << trimmed(to_yaml(trainer))
+                                    << ") failed: " << e.what());
+  }
+  write_note(a.path, {{"kind", "router"}, {"name", a.name}, {"path", a.path}, {"identity", a.identity},
+                      {"maker", a.maker}, {"experiment", spec.name}, {"seed", trainer.find("seed")->scalar},
+                      {"samples", trainer.find("trajectories")->scalar}, {"seconds", seconds_since(t0)},
+                      {"created_utc", utc_now_iso()}});
+  std::printf("[cachelab] made %s in %.0f s\n", a.path.c_str(), seconds_since(t0));
+  std::fflush(stdout);
+  return 1;
+}
+
 int make(const ExperimentSpec& spec, const Artefact& a, const FitArtefacts& fit, int depth) {
   if (present(a)) return 0;
   if (a.kind == "schedule") return make_schedule(spec, a, fit);
+  if (a.kind == "router") return make_router(spec, a);
   const RunSpec& maker = maker_of(spec, a);
   CL_CHECK(depth < 64, "artefacts of `" << spec.file << "` depend on each other in a cycle at " << a.path);
   int made = 0;
-  for (auto& dep : maker.artefacts)  // what its calibration run reads, made by earlier runs
-    if (dep.maker != maker.name) made += make(spec, dep, fit, depth + 1);
+  for (auto& dep : maker.artefacts)  // what its calibration run reads: routers, schedules, earlier runs' files
+    if (dep.maker != maker.name || dep.kind != "calibration") made += make(spec, dep, fit, depth + 1);
   std::vector<const Artefact*> todo;
   for (auto& own : maker.artefacts)
-    if (own.maker == maker.name && !present(own)) todo.push_back(&own);
+    if (own.maker == maker.name && own.kind == "calibration" && !present(own)) todo.push_back(&own);
   const auto locks = lock_all(todo);
   todo.erase(std::remove_if(todo.begin(), todo.end(), [](const Artefact* x) { return present(*x); }), todo.end());
   if (todo.empty()) return made;  // made by the lock's last holder

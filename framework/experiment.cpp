@@ -6,6 +6,7 @@
 #include <set>
 
 #include "framework/error.h"
+#include "framework/experiment_detail.h"
 #include "framework/recorder.h"
 #include "framework/registries.h"
 #include "framework/run_options.h"
@@ -31,23 +32,6 @@ struct SeedOption {
   template <class V>
   void fields(V& v) {
     v("seed", seed, "seed of the initial noise and the sampler noise");
-  }
-};
-
-// `calibration:` at the top level: how the runs that fit a run's artefacts sample.
-struct CalibrationOptions {
-  int64_t seed = 7;
-  int samples = 0, batch = 0;
-  template <class V>
-  void fields(V& v) {
-    v("seed", seed, "seed of the calibration runs (keep it apart from the evaluation seeds)");
-    v("samples", samples, "samples of a calibration run (0: the run's samples)");
-    v("batch", batch, "samples per forward pass of a calibration run (0: the run's batch)");
-  }
-  template <class C>
-  void check(C& c) const {
-    c.require(samples >= 0, "samples", "must be >= 0 (0: the run's samples)");
-    c.require(batch >= 0, "batch", "must be >= 0 (0: the run's batch)");
   }
 };
 
@@ -103,14 +87,10 @@ std::string sanitize(const std::string& s) {
   return out.substr(0, 48);
 }
 
-struct Resolved {
-  std::string yaml;
-  std::string reference_key;
-  std::string files, reference_files;  // "path=digest;..." of the files each reads
-};
+}  // namespace
 
-// Digests of every file a resolved config names (weights, calibration tables): a string
-// value that names an existing regular file under the project root or absolute.
+namespace detail {
+
 void collect_files(const ConfigNode& n, std::string& out) {
   if (n.is_scalar()) {
     if (n.scalar.find('/') == std::string::npos && n.scalar.find('.') == std::string::npos) return;
@@ -123,20 +103,6 @@ void collect_files(const ConfigNode& n, std::string& out) {
   for (auto& item : n.seq) collect_files(item, out);
 }
 
-// The artefact names of a run: the calibration files its cache and ops components name
-// (`calibration:`, `table:`, and a threshold_search's `file:`).
-void artefact_nodes(ConfigNode& n, std::vector<ConfigNode*>& out) {
-  const ConfigNode* type = n.find("type");
-  const bool search = type && type->is_scalar() && type->scalar == "threshold_search";
-  for (auto& [k, v] : n.map) {
-    if ((k == "calibration" || k == "table" || (search && k == "file")) && v.is_scalar() && !v.scalar.empty())
-      out.push_back(&v);
-    else artefact_nodes(v, out);
-  }
-  for (auto& item : n.seq) artefact_nodes(item, out);
-}
-
-// `files` ("path=digest;...") without the entries of `paths`.
 std::string without_files(const std::string& files, const std::vector<std::string>& paths) {
   std::string out;
   size_t start = 0;
@@ -151,7 +117,6 @@ std::string without_files(const std::string& files, const std::vector<std::strin
   return out;
 }
 
-// Checks every component and key of one run's config; returns its resolved YAML.
 Resolved resolve_run(const ConfigNode& cfg) {
   for (auto& k : cfg.keys())
     CL_CHECK(std::find(kTopKeys.begin(), kTopKeys.end(), k) != kTopKeys.end(),
@@ -258,121 +223,9 @@ Resolved resolve_run(const ConfigNode& cfg) {
   return r;
 }
 
-// The `schedule` caches (nested ones too) that make their schedule with a `scheduler`.
-void scheduler_nodes(ConfigNode& n, std::vector<ConfigNode*>& out) {
-  const ConfigNode* type = n.find("type");
-  if (type && type->is_scalar() && type->scalar == "schedule" && n.find("scheduler")) out.push_back(&n);
-  for (auto& kv : n.map) scheduler_nodes(kv.second, out);
-  for (auto& item : n.seq) scheduler_nodes(item, out);
-}
+}  // namespace detail
 
-// A scheduler's schedule as an artefact: the profile of the run's reference on the calibration
-// seed (`calibration_run` is the run with the calibration's settings), then the schedule; the
-// cache's `file` is set to where it is stored.
-void adopt_schedule(RunSpec& run, ConfigNode& node, const ConfigNode& calibration_run, const std::string& dir) {
-  const ConfigNode cache = caches().resolve(node);  // defaults written out
-  const Resolved ref = resolve_run(calibration_run);
-  ConfigNode profile = ConfigNode::make_map("profile");
-  for (const char* k : {"profile_samples", "profile_lags", "profile_rates"}) profile.child(k) = *cache.find(k);
-  const std::string profile_id = short_hash(ref.reference_key + "|" + ref.reference_files + "|" + to_yaml(profile) + "|" +
-                                            std::to_string(run_schema_version()));
-  profile.child("path") = ConfigNode::make_scalar((fs::path(dir) / ("profile-" + profile_id + ".h5")).string());
-  const ConfigNode& scheduler = *cache.find("scheduler");
-  Artefact a;
-  a.kind = "schedule";
-  a.identity = short_hash(profile_id + "|" + to_yaml(scheduler));
-  a.name = "schedule by " + scheduler.find("type")->scalar;
-  a.path = (fs::path(dir) / ("schedule-" + scheduler.find("type")->scalar + "-k" + scheduler.find("computes")->scalar +
-                             "-" + a.identity + ".yaml")).string();
-  a.maker = run.name;
-  a.recipe = ConfigNode::make_map("recipe");
-  a.recipe.child("scheduler") = scheduler;
-  a.recipe.child("profile") = profile;
-  ConfigNode reference = calibration_run;  // what is profiled: the uncached reference of this run
-  reference.erase("cache");
-  reference.erase("ops");
-  a.recipe.child("reference") = reference;
-  node.child("file") = ConfigNode::make_scalar(a.path, node.path + ".file");
-  run.artefacts.push_back(a);
-}
-
-// Turns the calibration files a run names into artefacts (see Artefact in experiment.h):
-// each name is rewritten to its stored path; the first run naming it under its calibration
-// settings is its maker and keeps its calibration run's config. Returns the stored paths.
-std::vector<std::string> adopt_artefacts(RunSpec& run, std::map<std::string, Artefact>& makers,
-                                         const std::string& artefact_dir) {
-  std::vector<ConfigNode*> nodes;
-  if (run.config.find("calibration"))
-    for (const char* k : {"cache", "ops"})
-      if (ConfigNode* n = run.config.find(k)) artefact_nodes(*n, nodes);
-  std::vector<ConfigNode*> schedules;  // `schedule` caches with a scheduler
-  if (ConfigNode* c = run.config.find("cache")) scheduler_nodes(*c, schedules);
-  if (nodes.empty() && schedules.empty()) {
-    run.config.erase("calibration");  // nothing is fitted: the settings are not part of the run
-    return {};
-  }
-  CL_CHECK(schedules.empty() || run.config.find("calibration"),
-           schedules[0]->where() << ": a `schedule` cache with a `scheduler` makes its schedule from a profile on the "
-                                    "calibration seed: give the experiment a `calibration:` map (e.g. {seed: 7})");
-  const ConfigNode* cal_node = run.config.find("calibration");
-  CL_CHECK(cal_node->is_map(), cal_node->where() << ": `calibration` must be a map (seed, samples, batch) of the runs "
-                                                    "that fit the calibration files");
-  const auto co = read_checked<CalibrationOptions>(*cal_node, "calibration");
-  const ConfigNode* run_node = run.config.find("run");
-  const RunOptions ro = read_checked<RunOptions>(run_node ? *run_node : ConfigNode::make_map("run"), "run");
-  const std::string settings = std::to_string(co.seed) + "|" + std::to_string(co.samples ? co.samples : ro.samples) +
-                               "|" + std::to_string(co.batch ? co.batch : ro.batch);
-  // The calibration run: this run with the calibration's seed, samples and batch.
-  auto calibration_run = [&] {
-    ConfigNode c = run.config;
-    c.child("seed") = ConfigNode::make_scalar(std::to_string(co.seed), "calibration.seed");
-    if (co.samples) c.child("run").child("samples") = ConfigNode::make_scalar(std::to_string(co.samples), "calibration.samples");
-    if (co.batch) c.child("run").child("batch") = ConfigNode::make_scalar(std::to_string(co.batch), "calibration.batch");
-    c.erase("calibration");
-    return c;
-  };
-  // Names made by earlier runs first: this run's own artefacts hash their stored paths.
-  std::vector<ConfigNode*> own;
-  for (ConfigNode* n : nodes) {
-    auto it = makers.find(n->scalar + "|" + settings);
-    if (it == makers.end()) {
-      own.push_back(n);
-      continue;
-    }
-    if (std::find_if(run.artefacts.begin(), run.artefacts.end(), [&](const Artefact& a) { return a.path == it->second.path; }) ==
-        run.artefacts.end())
-      run.artefacts.push_back(it->second);
-    n->scalar = it->second.path;
-  }
-  for (ConfigNode* n : schedules) adopt_schedule(run, *n, calibration_run(), artefact_dir);
-  if (!own.empty()) {
-    std::vector<std::string> names;
-    for (ConfigNode* n : own) names.push_back(n->scalar);
-    for (auto& a : run.artefacts) names.push_back(a.path);  // (their identity is in their path)
-    const Resolved cr = resolve_run(calibration_run());
-    const std::string basis = cr.yaml + "|" + without_files(cr.files, names) + "|" + std::to_string(run_schema_version());
-    for (ConfigNode* n : own) {
-      auto it = makers.find(n->scalar + "|" + settings);
-      if (it == makers.end()) {  // (a name written twice in one run is one artefact)
-        Artefact a;
-        a.name = n->scalar;
-        a.identity = short_hash(basis + "|" + a.name);
-        const fs::path p(a.name);
-        a.path = (fs::path(artefact_dir) / (p.stem().string() + "-" + a.identity + p.extension().string())).string();
-        a.maker = run.name;
-        it = makers.emplace(n->scalar + "|" + settings, a).first;
-        run.artefacts.push_back(a);
-      }
-      n->scalar = it->second.path;
-    }
-    run.calibration_config = calibration_run();
-  }
-  std::vector<std::string> paths;
-  for (auto& a : run.artefacts) paths.push_back(a.path);
-  return paths;
-}
-
-}  // namespace
+using namespace detail;
 
 std::string without_seed(const std::string& name) { return drop_items(name, {"seed=", "calibration.seed="}); }
 
@@ -513,7 +366,9 @@ ExperimentSpec load_experiment(const std::string& file, const std::vector<std::s
       const std::vector<std::string> stored = adopt_artefacts(run, makers, artefact_dir);
       // A run that fits nothing is the same under every calibration seed: it runs once, named
       // without one (claims pair each of its seeds with every calibration seed of the other side).
-      if (run.artefacts.empty() && gname.find("calibration.seed=") != std::string::npos) {
+      const bool fits = std::any_of(run.artefacts.begin(), run.artefacts.end(),
+                                    [](const Artefact& a) { return a.kind != "router"; });  // (a router has its own seed)
+      if (!fits && gname.find("calibration.seed=") != std::string::npos) {
         run.name = drop_items(name, {"calibration.seed="});
         bool seen = false;
         for (auto& other : spec.runs) seen |= other.name == run.name;

@@ -37,13 +37,18 @@ namespace cachelab {
 // A `schedule` cache with a `scheduler:` is an artefact too (kind "schedule"): its schedule is
 // made from a profile of the run's reference on the calibration seed (itself an artefact,
 // shared by every scheduler that reads the same profile); `recipe` holds what makes both.
+//
+// An `l2c` cache with a `train:` map (a router trainer: framework/router_trainer.h) reads a
+// router trained on demand (kind "router") for the run's backbone and sampler, whatever the
+// run's seed; it needs no `calibration:` map (the trainer has its own seed).
 struct Artefact {
   std::string name;      // the file name the experiment wrote (`results/calib/qandc-w6a6.safetensors`)
   std::string path;      // where it is stored (`results/artefacts/qandc-w6a6-1a2b3c4d.safetensors`)
   std::string identity;  // 8 hex digits
   std::string maker;     // name of the run whose calibration fits it (the first run needing it)
-  std::string kind = "calibration";  // calibration | schedule
-  ConfigNode recipe;     // schedule: {scheduler, profile: {path, samples, lags, rates}, reference}
+  std::string kind = "calibration";  // calibration | schedule | router
+  ConfigNode recipe;     // schedule: {scheduler, profile: {path, samples, lags, rates}, reference};
+                         // router: {trainer, backbone, sampler}
 };
 
 struct RunSpec {

@@ -9,6 +9,7 @@
 #include "framework/lm_decoder.h"
 #include "framework/pipeline.h"
 #include "framework/metric.h"
+#include "framework/router_trainer.h"
 #include "framework/schedulers.h"
 
 namespace cachelab {
@@ -30,6 +31,7 @@ CACHELAB_REGISTRY(evaluators, Evaluator, "judge")
 CACHELAB_REGISTRY(decoders, Decoder, "decoder")
 CACHELAB_REGISTRY(lm_decoders, LmDecoder, "lm_decoder")
 CACHELAB_REGISTRY(schedulers, Scheduler, "scheduler")
+CACHELAB_REGISTRY(router_trainers, RouterTrainer, "router_trainer")
 #undef CACHELAB_REGISTRY
 
 at::Tensor Evaluator::logits(const at::Tensor&) {
@@ -52,6 +54,7 @@ ConfigNode resolve_component(const std::string& kind, const ConfigNode& node) {
   if (kind == "metric") return metrics().resolve(node);
   if (kind == "lm_decoder") return lm_decoders().resolve(node);
   if (kind == "scheduler") return schedulers().resolve(node);
+  if (kind == "router_trainer") return router_trainers().resolve(node);
   CL_FAIL("internal: no registry of kind `" << kind << "` for a nested component");
 }
 

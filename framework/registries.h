@@ -20,6 +20,7 @@ class Evaluator;
 class Decoder;
 class LmDecoder;
 class Scheduler;
+class RouterTrainer;
 
 Registry<Backbone>& backbones();    // denoisers: dit, ...
 Registry<Sampler>& samplers();      // ddim, ddpm, ...
@@ -31,6 +32,7 @@ Registry<Metric>& metrics();        // psnr, ssim, fid, accuracy, ...
 Registry<Evaluator>& evaluators();  // judges of samples: lenet (class agreement, FID features), inception
 Registry<Decoder>& decoders();      // latents -> images before the metrics: sd_vae
 Registry<Scheduler>& schedulers();  // schedule makers from a profile: dp, uniform, profiled, bac, diffsparse
+Registry<RouterTrainer>& router_trainers();  // routers trained on demand for an l2c cache: l2c, harmonica
 Registry<LmDecoder>& lm_decoders();  // masked-LM decoding rules (the mdlm pipeline's `decoder:`): low_confidence, ...
 
 // The folders' register functions, called once by register_all(). A folder that is not

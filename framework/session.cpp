@@ -139,14 +139,14 @@ class Session {
     ctx.backbone_digest = parts.backbone_digest;
     // Artefacts not made yet (made when the run starts): the calibrators bind as they will
     // when fitting them, reading no file.
-    const bool schedule_missing = missing_artefacts(run, "schedule");
+    const bool bind_later = missing_artefacts(run, "schedule") || missing_artefacts(run, "router");
     if (missing_artefacts(run)) {
       std::vector<Calibrator*> cals;
       parts.cache->calibrators(cals);
       if (Calibrator* c = parts.ops ? parts.ops->calibrator() : nullptr) cals.push_back(c);
       for (auto* c : cals) c->start_calibration();
     }
-    if (!schedule_missing) parts.cache->begin_run(ctx);  // (else bound when the run starts)
+    if (!bind_later) parts.cache->begin_run(ctx);  // (a schedule or router not made yet: bound when the run starts)
     if (parts.ops) parts.ops->begin_run(bb.linears(), &ctx);
     if (parts.run.cfg_scale != 1.0) {
       try {

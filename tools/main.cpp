@@ -266,6 +266,7 @@ int run_cli(int argc, char** argv) {
     list_registry(decoders(), md);
     list_registry(lm_decoders(), md);
     list_registry(schedulers(), md);
+    list_registry(router_trainers(), md);
     return 0;
   }
   if (command == "info") {
@@ -338,7 +339,7 @@ int run_cli(int argc, char** argv) {
       int absent = 0;
       for (auto& kv : artefacts) absent += !std::filesystem::is_regular_file(resolve_path(kv.first));
       if (!artefacts.empty())
-        std::printf("  artefacts: %zu (calibration files and schedules), %d to be made by `run` when a run first needs "
+        std::printf("  artefacts: %zu (calibration files, schedules, routers), %d to be made by `run` when a run first needs "
                     "one, under %s/artefacts\n", artefacts.size(), absent, results.c_str());
       for (size_t i = 0; i < spec.runs.size(); ++i)
         std::printf("  %3zu  %-28s %s  %s\n", i, spec.runs[i].name.c_str(), spec.runs[i].run_id.c_str(),

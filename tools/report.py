@@ -412,8 +412,8 @@ def warnings_html(runs, names):
 
 
 def artefacts_html(runs, names):
-    """The calibration files the runs read that were made on demand: which run made each, with
-    which seed and samples, in how long (the run files' `artefacts` attribute)."""
+    """What the runs read that was made on demand (calibration files, schedules, routers): which
+    run made each, with which seed and samples, in how long (the run files' `artefacts` attribute)."""
     made = {}
     for n in names:
         try:
@@ -429,8 +429,8 @@ def artefacts_html(runs, names):
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells(a)) + "</tr>"
                    for _, a in sorted(made.items()))
     total = sum(float(a.get("seconds", 0)) for a in made.values())
-    return (f"<details><summary>Calibration files made on demand ({len(made)}, {total:.0f} s)</summary><table>"
-            "<tr><th>artefact</th><th>file named in the experiment</th><th>made by run</th><th>seed</th>"
+    return (f"<details><summary>Artefacts made on demand ({len(made)}, {total:.0f} s)</summary><table>"
+            "<tr><th>artefact</th><th>what it is</th><th>made by run</th><th>seed</th>"
             f"<th>samples</th><th>seconds</th></tr>{rows}</table></details>")
 
 

@@ -90,6 +90,7 @@ BOOST_AUTO_TEST_CASE(config_round_trip_of_every_component) {
   round_trip_all(decoders());
   round_trip_all(lm_decoders());
   round_trip_all(schedulers());
+  round_trip_all(router_trainers());
 }
 
 BOOST_AUTO_TEST_CASE(unknown_type_lists_the_registered_names_with_a_suggestion) {
