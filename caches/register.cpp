@@ -10,6 +10,7 @@
 #include "caches/fbcache.h"
 #include "caches/flash_block.h"
 #include "caches/foca.h"
+#include "caches/easycache.h"
 #include "caches/fora.h"
 #include "caches/interval_adjust.h"
 #include "caches/kv_cache.h"
@@ -44,6 +45,8 @@ void register_caches() {
       "fbcache", "First-Block Cache: skip the middle blocks while the first block's residual barely changes", __FILE__);
   r.add<TaylorSeerPolicy, TaylorSeerOptions>(
       "taylorseer", "TaylorSeer: forecast sub-layer outputs from finite differences, compute every N-th step", __FILE__);
+  r.add<EasyCachePolicy, EasyCacheOptions>(
+      "easycache", "EasyCache: reuse the model's last transformation (out - in) while its runtime-measured rate predicts a small accumulated change", __FILE__);
   r.add<TeaCachePolicy, TeaCacheOptions>(
       "teacache", "TeaCache: skip the body while block 0's accumulated modulated-input change is small", __FILE__);
   r.add<TocaPolicy, TocaOptions>("toca", "ToCa: recompute a scored fraction of tokens, full refresh every N", __FILE__);

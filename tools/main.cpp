@@ -337,10 +337,14 @@ int run_cli(int argc, char** argv) {
       for (auto& r : spec.runs)
         for (auto& a : r.artefacts) artefacts.emplace(a.path, &a);
       int absent = 0;
-      for (auto& kv : artefacts) absent += !std::filesystem::is_regular_file(resolve_path(kv.first));
+      std::map<std::string, int> kinds;  // calibration, schedule, router
+      for (auto& kv : artefacts) absent += !std::filesystem::is_regular_file(resolve_path(kv.first)), ++kinds[kv.second->kind];
+      std::string counts;
+      for (auto& [kind, n] : kinds)
+        counts += (counts.empty() ? "" : ", ") + std::to_string(n) + " " + (kind == "calibration" ? "calibration file" : kind) + (n > 1 ? "s" : "");
       if (!artefacts.empty())
-        std::printf("  artefacts: %zu (calibration files, schedules, routers), %d to be made by `run` when a run first needs "
-                    "one, under %s/artefacts\n", artefacts.size(), absent, results.c_str());
+        std::printf("  artefacts: %s; %d to be made by `run` when a run first needs one, under %s/artefacts\n",
+                    counts.c_str(), absent, results.c_str());
       for (size_t i = 0; i < spec.runs.size(); ++i)
         std::printf("  %3zu  %-28s %s  %s\n", i, spec.runs[i].name.c_str(), spec.runs[i].run_id.c_str(),
                     spec.runs[i].overrides.c_str());

@@ -6,7 +6,8 @@
 #     --write          write docs/summaries/<name>.json instead of comparing with it
 #     --perturb        also run each experiment under perturbations that should not matter
 #                      (2 threads, OpenBLAS's Haswell kernels, calibration seeds 8 and 9 where
-#                      it calibrates); claims whose verdict moves are marked fragile
+#                      it calibrates and does not sweep calibration.seed itself); claims whose
+#                      verdict moves are marked fragile
 #     --results DIR    results root (default results/reproduce); runs already done there are kept
 #
 # Comparing writes docs/reproduction/<name>.json; `python3 tools/docs.py --cachelab build/cachelab`
@@ -56,6 +57,10 @@ calibrate() {
   done
 }
 has_calibration() { grep -qE '^#\s+cachelab calibrate ' "$1"; }
+# An experiment with a `calibration:` map whose sweep does not already cover calibration.seed.
+calibrates_on_demand() {
+  /usr/bin/python3 -c 'import sys,yaml; d=yaml.safe_load(open(sys.argv[1])) or {}; sys.exit(0 if isinstance(d.get("calibration"), dict) and "calibration.seed" not in (d.get("sweep") or {}) else 1)' "$1"
+}
 
 status=0
 for file in "${files[@]}"; do
@@ -78,6 +83,12 @@ for file in "${files[@]}"; do
         perturbed+=(--perturbed "calibrated on seed $s=$root/perturbed/calibration-seed-$s/$name")
       done
       calibrate "$file"  # leave the experiment's own calibration in place
+    fi
+    if calibrates_on_demand "$file"; then
+      for s in 8 9; do
+        "$exe" run "$file" "calibration.seed=$s" --results "$root/perturbed/calibration-seed-$s" </dev/null
+        perturbed+=(--perturbed "calibrated on seed $s=$root/perturbed/calibration-seed-$s/$name")
+      done
     fi
   fi
   if [ $mode = write ]; then

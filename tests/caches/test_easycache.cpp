@@ -1,0 +1,102 @@
+// EasyCache (caches/easycache.h): the rule checked step by step against what the model site
+// saw and answered, the rate measured between computed steps, and threshold 0 = uncached.
+#include <ATen/ATen.h>
+
+#include <boost/test/unit_test.hpp>
+#include <cmath>
+#include <vector>
+
+#include "caches/easycache.h"
+#include "framework/registry.h"
+#include "tests/caches/fixture.h"
+
+using namespace cachelab;
+
+namespace {
+// Outside the cache: records, per step, the model site's input and the output it was given.
+struct Probe final : SiteLayer {
+  int site = -1;
+  std::vector<at::Tensor> x, y;
+  void begin_run(RunContext& ctx) override {
+    for (size_t i = 0; i < ctx.sites->size(); ++i)
+      if ((*ctx.sites)[i].kind == SiteKind::Model) site = int(i);
+    x.clear(), y.clear();
+  }
+  Tensors at(SiteCall& call, const Next& next) override {
+    Tensors out = next(call);
+    if (call.site == site) x.push_back(call.inputs[0].clone()), y.push_back(out[0].clone());
+    return out;
+  }
+};
+double mean_abs(const at::Tensor& t) { return t.abs().mean().item<double>(); }
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(easycache)
+
+BOOST_FIXTURE_TEST_CASE(each_step_follows_the_accumulated_rate_rule, Fixture) {
+  EasyCacheOptions o;
+  o.threshold = 0.3, o.warmup_steps = 2;
+  EasyCachePolicy p(o);
+  Probe probe;
+  auto t = cachelab::testing::run_image(model, sampler, {&probe, &p}, run, &ref, nullptr);
+  const int m = site("model");
+  const size_t T = t.steps.size();
+  BOOST_REQUIRE_EQUAL(probe.x.size(), T);
+  int reused = 0, c = -1, c_before = -1;  // the last two computed steps
+  double k = NAN, acc = 0;
+  for (size_t i = 0; i < T; ++i) {
+    const bool reuse = t.steps[i].decision[m] == uint8_t(Decision::Reuse);
+    const bool edge = int(i) < o.warmup_steps || i + 1 == T || std::isnan(k);
+    if (!edge) {
+      acc += k * mean_abs(probe.x[i] - probe.x[i - 1]) / mean_abs(probe.y[size_t(c)]);
+      BOOST_CHECK_CLOSE(t.steps[i].signal[m], acc, 1e-4);
+      BOOST_CHECK_EQUAL(reuse, acc < o.threshold);
+    } else {
+      BOOST_CHECK_MESSAGE(!reuse, "step " << i << " must compute");
+    }
+    if (reuse) {  // the cached transformation on the current input
+      ++reused;
+      BOOST_CHECK(at::allclose(probe.y[i], probe.x[i] + probe.y[size_t(c)] - probe.x[size_t(c)], 1e-5, 1e-6));
+      continue;
+    }
+    acc = 0;
+    c_before = c, c = int(i);
+    if (c_before >= 0)
+      k = mean_abs(probe.y[i] - probe.y[size_t(c_before)]) / mean_abs(probe.x[i] - probe.x[size_t(c_before)]);
+  }
+  BOOST_TEST_MESSAGE("easycache at 0.3: " << reused << " of " << T << " steps reused, last rate " << p.rate());
+  BOOST_CHECK_GT(reused, 0);
+  BOOST_CHECK_CLOSE(p.rate(), k, 1e-4);
+  BOOST_CHECK_GT(t.flops, 0.0);
+  BOOST_CHECK_LT(t.flops, ref_traj.flops);
+}
+
+BOOST_FIXTURE_TEST_CASE(threshold_zero_is_the_uncached_run_and_a_larger_one_reuses_more, Fixture) {
+  EasyCacheOptions o;
+  o.threshold = 0, o.warmup_steps = 0;
+  EasyCachePolicy none(o);
+  BOOST_CHECK(at::equal(with(none).samples, ref_traj.samples));
+  int last = -1;
+  for (double th : {0.05, 0.3, 1.0}) {
+    o.threshold = th;
+    EasyCachePolicy p(o);
+    const int reused = count(with(p), site("model"), Decision::Reuse);
+    BOOST_CHECK_GE(reused, last);
+    last = reused;
+  }
+  BOOST_CHECK_GT(last, 0);
+}
+
+BOOST_FIXTURE_TEST_CASE(the_block_stack_variant_and_its_errors, Fixture) {
+  EasyCacheOptions o;
+  o.threshold = 0.3, o.warmup_steps = 2, o.site = "body";
+  EasyCachePolicy p(o);
+  const auto t = with(p);
+  BOOST_CHECK_GT(count(t, site("body"), Decision::Reuse), 0);
+  BOOST_CHECK_EQUAL(count(t, site("model"), Decision::Reuse), 0);
+  cachelab::testing::check_error(
+      [] { read_checked<EasyCacheOptions>(parse_config_string("site: blocks\n", "e.yaml"), "cache `easycache`"); },
+      {"site", "model", "body"});
+}
+
+BOOST_AUTO_TEST_SUITE_END()
