@@ -59,7 +59,8 @@ struct L2cOptions {
     v("train", train,
       "a router trainer ({type: l2c, lambda: 0.0003}, or type harmonica; the keys of a `model: l2c` recipe's train map): "
       "the router is trained on demand for the run's backbone and sampler and stored under <results>/artefacts "
-      "(`router` is then where); guidance and threads default to the run's, full_every to this cache's");
+      "(`router` is then where); guidance and threads default to the run's, full_every to this cache's",
+      ComponentSpec{"router_trainer", {}});
     v("threshold", threshold, "compute a routed site when sigmoid(logit) > threshold, else reuse it");
     v("full_every", full_every, "steps 0, N, 2N, ... compute every routed site (2: the paper's DiT schedule); 0 = step 0 only");
   }

@@ -26,12 +26,18 @@ struct CacheScheduleOptions {
   void fields(V& v) {
     v("file", file, "schedule file written by `cachelab schedule` (exclusive with compute and scheduler)");
     v("compute", compute, "inline per-step schedule: 1 = compute, 0 = reuse (exclusive with file and scheduler)");
+    // Keys added with the schedulers: left out of resolved configs without a scheduler (config.h).
     v("scheduler", scheduler,
       "a schedule maker ({type: dp, computes: 17}, uniform, profiled, bac, diffsparse): `cachelab run` profiles the "
-      "reference on the experiment's calibration seed and makes the schedule when a run first needs it");
-    v("profile_samples", profile_samples, "with scheduler: samples the profile measures");
-    v("profile_lags", profile_lags, "with scheduler: the profile's reuse errors for lags 0..N steps");
-    v("profile_rates", profile_rates, "with scheduler: token rates of the profile's partial-reuse errors (diffsparse)");
+      "reference on the experiment's calibration seed and makes the schedule when a run first needs it",
+      ComponentSpec{"scheduler", {}});
+    auto profile_key = [&](const char* key, auto& value, const char* doc) {
+      if (scheduler.empty()) v(key, value, doc, value);  // (unused: never written)
+      else v(key, value, doc);
+    };
+    profile_key("profile_samples", profile_samples, "with scheduler: samples the profile measures");
+    profile_key("profile_lags", profile_lags, "with scheduler: the profile's reuse errors for lags 0..N steps");
+    profile_key("profile_rates", profile_rates, "with scheduler: token rates of the profile's partial-reuse errors (diffsparse)");
     v("layers", layers, "site kinds the schedule drives (attn, mlp, block, branch)");
   }
   template <class C>

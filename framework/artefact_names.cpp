@@ -130,6 +130,16 @@ std::vector<std::string> stored_paths(const RunSpec& run) {
 
 }  // namespace
 
+std::string root_free(const std::string& text, const std::string& artefact_dir) {
+  const std::string from = artefact_dir + "/", to = "results/reproduce/artefacts/";
+  if (from == to) return text;
+  std::string out;
+  size_t start = 0;
+  for (size_t at; (at = text.find(from, start)) != std::string::npos; start = at + from.size())
+    out += text.substr(start, at - start) + to;
+  return out + text.substr(start);
+}
+
 // Calibration files: the first run naming one under its calibration settings is its maker
 // and keeps its calibration run's config.
 std::vector<std::string> adopt_artefacts(RunSpec& run, std::map<std::string, Artefact>& makers,
@@ -184,7 +194,8 @@ std::vector<std::string> adopt_artefacts(RunSpec& run, std::map<std::string, Art
     for (ConfigNode* n : own) names.push_back(n->scalar);
     for (auto& a : run.artefacts) names.push_back(a.path);  // (their identity is in their path)
     const Resolved cr = resolve_run(calibration_run());
-    const std::string basis = cr.yaml + "|" + without_files(cr.files, names) + "|" + std::to_string(run_schema_version());
+    const std::string basis =
+        root_free(cr.yaml, artefact_dir) + "|" + without_files(cr.files, names) + "|" + std::to_string(run_schema_version());
     for (ConfigNode* n : own) {
       auto it = makers.find(n->scalar + "|" + settings);
       if (it == makers.end()) {  // (a name written twice in one run is one artefact)

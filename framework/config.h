@@ -84,9 +84,18 @@ void set_component_resolver(ComponentResolver r);
 //   r.finish();                  // throws on any key no field asked for
 // Supported field types: bool, int, int64_t, double, std::string, and std::vector of
 // int, double, std::string. A wrong type names the key, value, line and expected type.
+//
+// A key added to a component after results were recorded with it is declared with the value
+// that means "not used": r("parts", parts, "doc", std::vector<std::string>{"block"}). The
+// resolved config leaves it out while it has that value, so the runs that do not use it keep
+// their identities (run ids hash the resolved config, docs/summaries record them).
 class OptionReader {
  public:
   explicit OptionReader(const ConfigNode& node, std::string component = "");
+  template <class T>
+  void operator()(const char* key, T& v, const char* doc, const T& /*unset*/) {
+    (*this)(key, v, doc);
+  }
   void operator()(const char* key, bool& v, const char* doc);
   void operator()(const char* key, int& v, const char* doc);
   void operator()(const char* key, int64_t& v, const char* doc);
@@ -110,6 +119,10 @@ class OptionReader {
 class OptionWriter {
  public:
   explicit OptionWriter(ConfigNode& out) : out_(out) {}
+  template <class T>
+  void operator()(const char* key, const T& v, const char* doc, const T& unset) {
+    if (!same(v, unset)) (*this)(key, v, doc);  // (a key added later: see OptionReader)
+  }
   void operator()(const char* key, const bool& v, const char* doc);
   void operator()(const char* key, const int& v, const char* doc);
   void operator()(const char* key, const int64_t& v, const char* doc);
@@ -122,16 +135,27 @@ class OptionWriter {
   void operator()(const char* key, const std::vector<ComponentSpec>& v, const char* doc);
 
  private:
+  template <class T>
+  static bool same(const T& a, const T& b) {
+    return a == b;
+  }
+  static bool same(const ComponentSpec& a, const ComponentSpec& b) { return a.empty() && b.empty(); }
   ConfigNode& out_;
 };
 
 // Documentation of a component's keys, for `cachelab list` and the README.
 struct KeyDoc {
   std::string key, type, default_value, doc;
+  bool added_later = false;  // declared with its unused value: left out of resolved configs at it
 };
 class OptionDocumenter {
  public:
   std::vector<KeyDoc> keys;
+  template <class T>
+  void operator()(const char* key, const T& v, const char* doc, const T& /*unset*/) {
+    (*this)(key, v, doc);
+    keys.back().added_later = true;
+  }
   void operator()(const char* key, const bool& v, const char* doc);
   void operator()(const char* key, const int& v, const char* doc);
   void operator()(const char* key, const int64_t& v, const char* doc);

@@ -379,8 +379,9 @@ ExperimentSpec load_experiment(const std::string& file, const std::vector<std::s
       // An artefact's identity is in its path; its digest is not part of the run's (it is made
       // after the run id is fixed, and differs across machines as every float result does).
       run.files = r.files = without_files(r.files, stored);
-      // A run's identity: its resolved config, the files it reads, the schema version.
-      run.run_id = sanitize(run.name) + "-" + short_hash(r.yaml + "|" + r.files + "|" + std::to_string(run_schema_version()));
+      // A run's identity: its resolved config (artefact paths root-free), the files it reads, the schema version.
+      run.run_id = sanitize(run.name) + "-" +
+                   short_hash(root_free(r.yaml, artefact_dir) + "|" + r.files + "|" + std::to_string(run_schema_version()));
       CL_CHECK(ids.insert(run.run_id).second, "two runs of `" << file << "` have the same id " << run.run_id);
       const std::string refid = "reference-" + short_hash(r.reference_key + "|" + r.reference_files + "|" +
                                                           std::to_string(run_schema_version()));

@@ -40,6 +40,11 @@ std::string without_files(const std::string& files, const std::vector<std::strin
 // Checks every component and key of one run's config; returns its resolved YAML.
 Resolved resolve_run(const ConfigNode& cfg);
 
+// `text` (a resolved config) with the artefact folder written as results/reproduce/artefacts,
+// where tools/reproduce.sh stores them: run ids and artefact identities hash this, so they do
+// not depend on `--results` (the committed summaries were made there).
+std::string root_free(const std::string& text, const std::string& artefact_dir);
+
 // Turns what a run reads that `run` makes on demand into artefacts (see Artefact in
 // experiment.h): the calibration files its components name, the schedules its schedulers
 // make, the routers its `train:` maps train. Each name is rewritten to its stored path

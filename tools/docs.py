@@ -21,6 +21,8 @@ is rewritten from the committed summaries (docs/summaries/<experiment>.json, wri
   reproduction                                  the last re-check of every summary (docs/reproduction/*.json)
   tolerances                                    how far a re-run may move each metric (tools/summary.py)
   config-reference                              `cachelab list --markdown`
+  current-configs                               the summaries whose runs' ids (configs) differ from
+                                                what their experiment files give now
   bench FILE.json [section=TEXT]                 figures of `cachelab_bench --json FILE.json` (the rows
                                                 whose section contains TEXT)
   routers WEIGHTS.safetensors ...               what a router's training recorded in its file:
@@ -222,6 +224,44 @@ def reproduction_block(args):
     return "\n".join(lines) + "\n"
 
 
+def experiment_files():
+    """Experiment name -> file, for every experiment under experiments/ and experiments/papers/."""
+    out = {}
+    for f in sorted(glob.glob(os.path.join(ROOT, "experiments", "*.yaml")) +
+                    glob.glob(os.path.join(ROOT, "experiments", "papers", "*.yaml"))):
+        out.setdefault(experiment_name(rel(f)), rel(f))
+    return out
+
+
+def current_config_block(args, cachelab):
+    """Which committed summaries were made with the configs their experiment files give now: a
+    summary's runs are matched by run id (the hash of each run's resolved config and the files it
+    reads), so a run whose config changed since (a key added to a component with a default, an
+    edited experiment) is not compared by `cachelab report --compare` until it is re-run."""
+    if not cachelab:
+        raise ValueError("checking the summaries' run ids needs the binary: --cachelab build/cachelab")
+    files = experiment_files()
+    lines = ["| summary | experiment | runs made with its current config |", "|---|---|---|"]
+    stale = 0
+    for path in sorted(glob.glob(os.path.join(ROOT, "docs", "summaries", "*.json"))):
+        name = os.path.basename(path)[:-5]
+        if name not in files:
+            continue  # (a benchmark binary's figures, not an experiment's runs)
+        with open(path) as fh:
+            runs = json.load(fh)["runs"]
+        r = subprocess.run([cachelab, "validate", files[name], "--ids"], capture_output=True, text=True, cwd=ROOT)
+        if r.returncode != 0:
+            raise ValueError(f"`cachelab validate {files[name]} --ids` failed: {r.stderr.strip()}")
+        now = {line.split()[-1] for line in r.stdout.splitlines() if line.strip()}
+        same = sum(v.get("run_id") in now for v in runs.values())
+        if same < len(runs):
+            stale += 1
+            lines.append(f"| [`{name}`](summaries/{name}.json) | `{files[name]}` | {same} of {len(runs)} |")
+    if not stale:
+        return "Every summary's runs were made with its experiment's current config.\n"
+    return "\n".join(lines) + "\n"
+
+
 def config_block(args, cachelab):
     if not cachelab:
         raise ValueError("the config reference needs the binary: --cachelab build/cachelab")
@@ -319,8 +359,10 @@ def render(spec, cachelab):
     kind, *args = spec.split()
     if kind == "config-reference":
         return config_block(args, cachelab)
+    if kind == "current-configs":
+        return current_config_block(args, cachelab)
     if kind not in KINDS:
-        raise ValueError(f"unknown generated block `{kind}` (kinds: {', '.join(list(KINDS) + ['config-reference'])})")
+        raise ValueError(f"unknown generated block `{kind}` (kinds: {', '.join(list(KINDS) + ['config-reference', 'current-configs'])})")
     return KINDS[kind](args)
 
 

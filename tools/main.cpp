@@ -82,7 +82,7 @@ const std::map<std::string, CommandHelp>& command_help() {
       {"validate",
        {"cachelab validate EXP.yaml [key=value ...]\n  check the config, the files it reads and the cost, list the "
         "runs; run nothing",
-        {"only", "threads", "results", "count", "max-hours", "allow-long"}}},
+        {"only", "threads", "results", "count", "ids", "max-hours", "allow-long"}}},
       {"calibrate",
        {"cachelab calibrate EXP.yaml [key=value ...]\n  fit the variants' correctors / quantizers and write their files",
         {"only", "threads", "results"}}},
@@ -203,6 +203,7 @@ int run_cli(int argc, char** argv) {
       "level", po::value(&level), "export: run | step | site (default run)")(
       "format", po::value(&format), "export: csv | parquet (default csv)")(
       "output", po::value(&output), "export / decode / fid: output file (export default <folder>/export_<level>.<format>)")("count", "print the number of runs and exit")(
+      "ids", "validate: print each run's name and run id (references first), check nothing else and exit")(
       "markdown", "list: print markdown tables (as in the README)")(
       "slurm", "sweep: submit as Slurm job arrays (the references first, then the runs after them)")(
       "partition", po::value(&slurm.partition), "--slurm: partition")("time", po::value(&slurm.time), "--slurm: time limit per task")(
@@ -323,6 +324,12 @@ int run_cli(int argc, char** argv) {
       size_t n = 0;
       for (auto& r : spec.runs) n += selected_by(r.name, only);
       std::printf("%zu\n", n);
+      return 0;
+    }
+    if (command == "validate" && vm.count("ids")) {  // what summaries are matched on (tools/docs.py)
+      for (auto& r : spec.references) std::printf("%s %s\n", r.name.c_str(), r.run_id.c_str());
+      for (auto& r : spec.runs)
+        if (selected_by(r.name, only)) std::printf("%s %s\n", r.name.c_str(), r.run_id.c_str());
       return 0;
     }
     if (command == "validate") {

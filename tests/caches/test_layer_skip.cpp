@@ -88,7 +88,46 @@ BOOST_AUTO_TEST_CASE(skipping_a_real_block_changes_the_samples) {
   BOOST_CHECK_EQUAL(count(t, b0, Decision::Reuse), int(t.steps.size()));
 }
 
+// diffusers' LayerSkip skip_attention / skip_ff: skipping a sub-layer is, bit for bit, the model
+// whose sub-layer output projection is zero, and it saves exactly that sub-layer's FLOPs.
+BOOST_AUTO_TEST_CASE(skipping_a_sub_layer_is_zeroing_its_branch) {
+  for (const std::string part : {"attn", "mlp"}) {
+    cachelab::testing::TempDir d;
+    model.save(d.file("w.safetensors"), {});
+    Dit zeroed(cachelab::testing::tiny_dit_options());
+    zeroed.load(d.file("w.safetensors"));
+    {
+      c10::NoGradGuard no_grad;
+      for (const auto& l : zeroed.linears())
+        if (l.name == (part == "attn" ? "blocks.2.attn.proj" : "blocks.2.mlp.fc2")) {
+          l.weight.zero_();
+          if (l.bias.defined()) l.bias.zero_();
+        }
+    }
+    NoCache none{NoCacheOptions{}};
+    ReferenceTrace unused;
+    const auto want = cachelab::testing::run_image(zeroed, sampler, {&none}, run, nullptr, &unused);
+    LayerSkipOptions o = skip({2});
+    o.parts = {part};
+    LayerSkipPolicy p(o);
+    const auto t = with(p);
+    BOOST_CHECK_MESSAGE(at::equal(t.samples, want.samples), part);
+    const Site& s = model.sites()[size_t(site("blocks.2." + part))];
+    double per_eval = 0;
+    for (const auto& x : model.sites()) per_eval += x.flops_per_sample;
+    BOOST_CHECK_CLOSE(t.flops, ref_traj.flops * (1.0 - s.flops_per_sample / per_eval), 1e-9);
+    BOOST_CHECK_EQUAL(count(t, site("blocks.2." + part), Decision::Reuse), int(t.steps.size()));
+    BOOST_CHECK_EQUAL(count(t, site("blocks.2"), Decision::Reuse), 0);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(bad_settings_are_refused) {
+  cachelab::testing::check_error(
+      [] { caches().resolve(parse_config_string("type: layer_skip\nlayers: [0]\nparts: [block, attn]\n", "e.yaml")); },
+      {"parts", "alone"});
+  cachelab::testing::check_error(
+      [] { caches().resolve(parse_config_string("type: layer_skip\nlayers: [0]\nparts: [ffn]\n", "e.yaml")); },
+      {"parts", "mlp"});
   LayerSkipPolicy p(skip({99}));
   BOOST_CHECK_THROW(with(p), Error);
   BOOST_CHECK_THROW(caches().resolve(parse_config_string("type: layer_skip\nlayers: [-1]\n", "exp.yaml")), Error);
