@@ -16,6 +16,8 @@
 //     k = mean|y_t - y_c| / mean|x_t - x_c|      (the transformation rate)
 // The decision signal is acc. One decision per step for the whole batch, as the paper's.
 #pragma once
+#include <ATen/core/Tensor.h>
+
 #include <string>
 
 #include "framework/layer.h"
@@ -54,6 +56,53 @@ class EasyCachePolicy final : public SiteLayer {
   double k_ = kNoSignal, accumulated_ = 0;
   at::Tensor prev_input_;                  // x_{t-1}
   at::Tensor last_input_, last_output_;    // x_c, y_c of the last computed step
+};
+
+// UCache (stable-diffusion.cpp's `--cache-mode ucache`, docs/caching.md and its ucache.hpp;
+// our reading): the same transformation reuse on the whole denoiser, with the input change
+// measured from the last *computed* step and only inside a window of steps:
+//   steps outside [start x T, end x T) compute and leave the state alone;
+//   inside, once a rate k is known:  acc = decay x acc + k x mean|x_t - x_c| / mean|y_c|
+//     acc < threshold x m x (relative ? mean|y| of the window's first computed output : 1):
+//       y_t = x_t + (y_c - x_c);  otherwise compute (and acc = 0 with `reset`);
+//   after computing step t: k = mean|y_t - y_c| / mean|x_t - x_c|.
+// m is the reference's adaptive multiplier: 0.5 early in the run and 1.5 late, by a count of
+// computed steps that its code never advances, so m = 0.5 throughout there; `adaptive: false`
+// uses m = 1.
+struct UCacheOptions {
+  double threshold = 1.0, start = 0.15, end = 0.95, decay = 1.0;
+  bool relative = true, reset = true, adaptive = true;
+  template <class V>
+  void fields(V& v) {
+    v("threshold", threshold, "reuse while the accumulated predicted change stays below threshold x m (x the first output's mean |y| when relative)");
+    v("start", start, "first fraction of the steps always computed (the window starts at start x T)");
+    v("end", end, "steps from end x T on always compute");
+    v("decay", decay, "the accumulated change decays by this factor per step (1: none)");
+    v("relative", relative, "scale the threshold by the mean |output| of the window's first computed step");
+    v("reset", reset, "reset the accumulated change when a step computes");
+    v("adaptive", adaptive, "the reference's adaptive multiplier m (0.5 as its step counter stays at 0); false: m = 1");
+  }
+  template <class C>
+  void check(C& c) const {
+    c.require(threshold >= 0, "threshold", "must be >= 0");
+    c.require(start >= 0 && start < 1, "start", "must be in [0, 1)");
+    c.require(end > start && end <= 1, "end", "must be in (start, 1]");
+    c.require(decay >= 0 && decay <= 1, "decay", "must be in [0, 1]");
+  }
+};
+
+class UCachePolicy final : public SiteLayer {
+ public:
+  explicit UCachePolicy(const UCacheOptions& o) : o_(o) {}
+  void begin_run(RunContext& ctx) override;
+  void begin_step(const StepIndex& step) override { step_ = step.index; }
+  Tensors at(SiteCall& call, const Next& next) override;
+
+ private:
+  UCacheOptions o_;
+  int site_ = -1, step_ = 0, first_ = 0, last_ = 0;  // the window [first_, last_)
+  double k_ = kNoSignal, accumulated_ = 0, reference_norm_ = 0;
+  at::Tensor last_input_, last_output_;  // x_c, y_c of the last computed step in the window
 };
 
 }  // namespace cachelab

@@ -47,6 +47,8 @@ void register_caches() {
       "taylorseer", "TaylorSeer: forecast sub-layer outputs from finite differences, compute every N-th step", __FILE__);
   r.add<EasyCachePolicy, EasyCacheOptions>(
       "easycache", "EasyCache: reuse the model's last transformation (out - in) while its runtime-measured rate predicts a small accumulated change", __FILE__);
+  r.add<UCachePolicy, UCacheOptions>(
+      "ucache", "UCache (stable-diffusion.cpp): EasyCache's reuse with decay, a step window and a threshold relative to the output", __FILE__);
   r.add<TeaCachePolicy, TeaCacheOptions>(
       "teacache", "TeaCache: skip the body while block 0's accumulated modulated-input change is small", __FILE__);
   r.add<TocaPolicy, TocaOptions>("toca", "ToCa: recompute a scored fraction of tokens, full refresh every N", __FILE__);

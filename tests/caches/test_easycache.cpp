@@ -99,4 +99,49 @@ BOOST_FIXTURE_TEST_CASE(the_block_stack_variant_and_its_errors, Fixture) {
       {"site", "model", "body"});
 }
 
+// UCache: the input change is measured from the last computed step, the accumulated change
+// decays, the threshold is relative to the window's first output and halved (adaptive), and
+// steps outside the window compute without touching the state.
+BOOST_FIXTURE_TEST_CASE(ucache_follows_its_windowed_relative_rule, Fixture) {
+  UCacheOptions o;
+  o.threshold = 2.0, o.start = 0.2, o.end = 0.9, o.decay = 0.8;
+  UCachePolicy p(o);
+  Probe probe;
+  auto t = cachelab::testing::run_image(model, sampler, {&probe, &p}, run, &ref, nullptr);
+  const int m = site("model");
+  const int T = int(t.steps.size()), first = int(o.start * T), last = int(o.end * T);
+  int c = -1, reused = 0;
+  double k = NAN, acc = 0, ref_norm = 0;
+  for (int i = 0; i < T; ++i) {
+    const bool reuse = t.steps[size_t(i)].decision[m] == uint8_t(Decision::Reuse);
+    if (i < first || i >= last) {
+      BOOST_CHECK_MESSAGE(!reuse, "step " << i << " is outside the window");
+      continue;
+    }
+    double dx = NAN;
+    bool decided = false;
+    if (c >= 0) {
+      dx = mean_abs(probe.x[size_t(i)] - probe.x[size_t(c)]);
+      if (!std::isnan(k) && dx > 0) {
+        acc = acc * o.decay + k * dx / mean_abs(probe.y[size_t(c)]);
+        BOOST_CHECK_CLOSE(t.steps[size_t(i)].signal[m], acc, 1e-4);
+        decided = true;
+        BOOST_CHECK_EQUAL(reuse, acc < o.threshold * 0.5 * ref_norm);
+      }
+    }
+    if (!decided) BOOST_CHECK(!reuse);
+    if (reuse) {
+      ++reused;
+      BOOST_CHECK(at::allclose(probe.y[size_t(i)], probe.x[size_t(i)] + probe.y[size_t(c)] - probe.x[size_t(c)], 1e-5, 1e-6));
+      continue;
+    }
+    if (decided) acc = 0;
+    if (c >= 0 && dx > 0) k = mean_abs(probe.y[size_t(i)] - probe.y[size_t(c)]) / dx;
+    if (ref_norm == 0) ref_norm = mean_abs(probe.y[size_t(i)]);
+    c = i;
+  }
+  BOOST_TEST_MESSAGE("ucache at 2.0: " << reused << " of " << T << " steps reused");
+  BOOST_CHECK_GT(reused, 0);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
