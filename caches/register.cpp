@@ -20,6 +20,7 @@
 #include "caches/magcache.h"
 #include "caches/none.h"
 #include "caches/schedule.h"
+#include "caches/spectrum.h"
 #include "caches/scm.h"
 #include "caches/pab.h"
 #include "caches/ras.h"
@@ -49,6 +50,8 @@ void register_caches() {
       "easycache", "EasyCache: reuse the model's last transformation (out - in) while its runtime-measured rate predicts a small accumulated change", __FILE__);
   r.add<UCachePolicy, UCacheOptions>(
       "ucache", "UCache (stable-diffusion.cpp): EasyCache's reuse with decay, a step window and a threshold relative to the output", __FILE__);
+  r.add<SpectrumPolicy, SpectrumOptions>(
+      "spectrum", "Spectrum (stable-diffusion.cpp): forecast skipped denoiser outputs, a Chebyshev ridge fit blended with a Taylor step, over a growing window", __FILE__);
   r.add<TeaCachePolicy, TeaCacheOptions>(
       "teacache", "TeaCache: skip the body while block 0's accumulated modulated-input change is small", __FILE__);
   r.add<TocaPolicy, TocaOptions>("toca", "ToCa: recompute a scored fraction of tokens, full refresh every N", __FILE__);

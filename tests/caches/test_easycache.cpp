@@ -1,5 +1,5 @@
-// EasyCache (caches/easycache.h): the rule checked step by step against what the model site
-// saw and answered, the rate measured between computed steps, and threshold 0 = uncached.
+// EasyCache and UCache (caches/easycache.h), Spectrum (caches/spectrum.h): each rule checked
+// step by step against what the model site saw and answered.
 #include <ATen/ATen.h>
 
 #include <boost/test/unit_test.hpp>
@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "caches/easycache.h"
+#include "caches/spectrum.h"
 #include "framework/registry.h"
 #include "tests/caches/fixture.h"
 
@@ -142,6 +143,60 @@ BOOST_FIXTURE_TEST_CASE(ucache_follows_its_windowed_relative_rule, Fixture) {
   }
   BOOST_TEST_MESSAGE("ucache at 2.0: " << reused << " of " << T << " steps reused");
   BOOST_CHECK_GT(reused, 0);
+}
+
+// Spectrum: forecast steps follow the growing window, and a forecast is (1 - w) Taylor + w x
+// the ridge-regressed Chebyshev value, here recomputed from the computed outputs by an
+// independent route (least squares on the ridge-augmented system).
+BOOST_FIXTURE_TEST_CASE(spectrum_forecasts_follow_the_window_and_the_blend, Fixture) {
+  SpectrumOptions o;
+  o.warmup = 2, o.window = 2, o.flex = 0.5, o.stop = 0.95, o.m = 2, o.lam = 0.5, o.w = 0.4;
+  SpectrumPolicy p(o);
+  Probe probe;
+  auto t = cachelab::testing::run_image(model, sampler, {&probe, &p}, run, &ref, nullptr);
+  const int m = site("model"), T = int(t.steps.size());
+  std::vector<int> computed;
+  double ws = o.window;
+  int since = 0, forecasts = 0;
+  for (int i = 0; i < T; ++i) {
+    const bool pred = t.steps[size_t(i)].decision[m] == uint8_t(Decision::Predict);
+    const bool want = i >= o.warmup && i < int(o.stop * T) && computed.size() >= 2 &&
+                      (since + 1) % std::max(1, int(std::floor(ws))) != 0;
+    BOOST_CHECK_MESSAGE(pred == want, "step " << i);
+    if (!pred) {
+      computed.push_back(i);
+      if (i >= o.warmup) ws += o.flex;
+      since = 0;
+      continue;
+    }
+    ++since, ++forecasts;
+    // The history: the last max(m + 1, 6) computed steps.
+    std::vector<int> h(computed.end() - std::min<long>(long(computed.size()), 6), computed.end());
+    const int K = int(h.size()), M = o.m + 1;
+    auto A = at::zeros({K + M, M}, at::kDouble), Y = at::zeros({K + M, probe.y[0].numel()}, at::kDouble);
+    auto cheb = [&](double tau) {
+      std::vector<double> b = {1, tau};
+      for (int j = 2; j < M; ++j) b.push_back(2 * tau * b[size_t(j) - 1] - b[size_t(j) - 2]);
+      return b;
+    };
+    for (int k = 0; k < K; ++k) {
+      const auto b = cheb(2.0 * h[size_t(k)] / T - 1);
+      for (int j = 0; j < M; ++j) A[k][j] = b[size_t(j)];
+      Y[k] = probe.y[size_t(h[size_t(k)])].reshape({-1}).to(at::kDouble);
+    }
+    for (int j = 0; j < M; ++j) A[K + j][j] = std::sqrt(o.lam);
+    const auto coef = std::get<0>(at::linalg_lstsq(A, Y));
+    const auto xs = at::tensor(cheb(2.0 * i / T - 1), at::kDouble).reshape({1, M});
+    const auto c = xs.mm(coef).reshape(probe.y[0].sizes());
+    const auto& last = probe.y[size_t(h.back())];
+    const auto& prev = probe.y[size_t(h[h.size() - 2])];
+    const auto want_y = (1 - o.w) * (last + 0.5 * (last - prev)).to(at::kDouble) + o.w * c;
+    BOOST_CHECK_MESSAGE(at::allclose(probe.y[size_t(i)].to(at::kDouble), want_y, 1e-4, 1e-5),
+                        "step " << i << ": " << (probe.y[size_t(i)].to(at::kDouble) - want_y).abs().max().item<double>());
+  }
+  BOOST_TEST_MESSAGE("spectrum: " << forecasts << " of " << T << " steps forecast");
+  BOOST_CHECK_GT(forecasts, 0);
+  BOOST_CHECK_LT(t.flops, ref_traj.flops);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -24,7 +24,7 @@ BOOST_AUTO_TEST_CASE(census_every_expected_component_is_registered) {
                               ca = {"none", "fora", "fbcache", "taylorseer", "teacache", "toca", "dec", "l2c",
                                     "dbcache", "delta_dit", "magcache", "zeus", "cg_taylor", "scm", "threshold_search",
                                     "schedule", "foca", "pab", "ras", "delta_cache", "deepcache", "sixbit", "vc", "residual_linear",
-                                    "interval_adjust", "easycache", "ucache", "layer_skip"},
+                                    "interval_adjust", "easycache", "ucache", "spectrum", "layer_skip"},
                               me = {"mse", "psnr", "ssim", "fid", "accuracy", "token_match", "sample_quality", "exact_match"},
                               pi = {"image", "mdlm", "video"}, gu = {"cfg"}, op = {"prefix_kv", "rolling_kv", "dual_kv", "dkv_cache", "window_diffusion", "d2cache", "w8a8", "ptq",
                                     "forcing_kv", "temp_cache", "video_mla"},

@@ -33,6 +33,7 @@ variants:
   scm_db: {cache: {type: scm, preset: slow, inner: {type: dbcache, warmup_steps: 2, threshold: 0.3}}}
   easy: {cache: {type: easycache, warmup_steps: 2, threshold: 0.1}}
   ucache: {cache: {type: ucache, start: 0.2, threshold: 2.0}}
+  spectrum: {cache: {type: spectrum, warmup: 2}}
 YAML
 expect 2 "no calibration file|cachelab calibrate" "a missing ratio file stops validate" "$exe" validate "$tmp/zoo.yaml"
 expect 0 "magcache: 10 magnitude ratios|threshold_search: fbcache.threshold|calibrated 2 run(s)" \
