@@ -33,6 +33,10 @@ void ThresholdSearch::use(double threshold) {
 
 void ThresholdSearch::begin_run(RunContext& ctx) {
   if (digest_.empty()) digest_ = backbone_digest(ctx);
+  if (held_) {  // the inner policy is being fitted: it runs as it is, this search reads nothing
+    inner_->begin_run(ctx);
+    return;
+  }
   if (!calibrating_ && !loaded_) {
     bool found = false;
     for (auto& line : read_calibration_file(o_.file, digest_, "threshold_search")) {
@@ -61,7 +65,7 @@ void ThresholdSearch::begin_step(const StepIndex& step) {
 }
 
 Tensors ThresholdSearch::at(SiteCall& call, const Next& next) {
-  if (reference_phase_) return next(call);
+  if (reference_phase_ && !held_) return next(call);
   return inner_->at(call, next);
 }
 

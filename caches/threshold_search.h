@@ -75,6 +75,13 @@ class ThresholdSearch final : public CachePolicy, public Calibrator, public Mult
     if (!reference_phase_) inner_->end_step(decisions);
   }
   Calibrator* calibrator() override { return this; }
+  // An inner policy that is fitted itself (teacache's polynomial) is fitted first, with the
+  // search held (the session fits a stack innermost first); the search then reads its file.
+  void calibrators(std::vector<Calibrator*>& out) override {
+    inner_->calibrators(out);
+    out.push_back(this);
+  }
+  void hold(bool on) override { held_ = on; }
   void start_calibration() override;
   bool another_run(double flops, const at::Tensor& samples) override;
   std::string finish_calibration() override;
@@ -92,7 +99,7 @@ class ThresholdSearch final : public CachePolicy, public Calibrator, public Mult
   std::unique_ptr<SiteLayer> inner_;
   std::string digest_;
   double threshold_ = 0;
-  bool calibrating_ = false, loaded_ = false, reference_phase_ = false;
+  bool calibrating_ = false, loaded_ = false, reference_phase_ = false, held_ = false;
   double ref_flops_ = 0;
   at::Tensor ref_samples_;
   std::vector<Point> curve_;

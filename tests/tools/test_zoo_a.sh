@@ -25,6 +25,9 @@ variants:
   search:
     cache: {type: threshold_search, target: flops_speedup, value: 1.3, lo: 0, hi: 1, grid: 3, refine: 2,
             inner: {type: fbcache, warmup_steps: 1}, file: $tmp/cal/search.txt}
+  search_tea:
+    cache: {type: threshold_search, target: flops_speedup, value: 1.3, lo: 0, hi: 1, grid: 3, refine: 1,
+            inner: {type: teacache, calibration: $tmp/cal/tea.txt}, file: $tmp/cal/search-tea.txt}
   delta: {cache: {type: delta_dit, cached_blocks: 4}}
   db: {cache: {type: dbcache, warmup_steps: 2, threshold: 0.3}}
   zeus: {cache: {type: zeus}}
@@ -36,8 +39,8 @@ variants:
   spectrum: {cache: {type: spectrum, warmup: 2}}
 YAML
 expect 2 "no calibration file|cachelab calibrate" "a missing ratio file stops validate" "$exe" validate "$tmp/zoo.yaml"
-expect 0 "magcache: 10 magnitude ratios|threshold_search: fbcache.threshold|calibrated 2 run(s)" \
-  "calibrate fits the ratios and searches the threshold" "$exe" calibrate "$tmp/zoo.yaml"
+expect 0 "magcache: 10 magnitude ratios|threshold_search: fbcache.threshold|teacache: fitted|threshold_search: teacache.threshold|calibrated 3 run(s)" \
+  "calibrate fits the ratios and searches the thresholds (a searched policy that is fitted itself first)" "$exe" calibrate "$tmp/zoo.yaml"
 grep -q "^backbone_digest: [0-9a-f]\{16\}$" "$tmp/cal/mag.txt" && grep -q "^value: " "$tmp/cal/search.txt" \
   && [ "$(grep -c '^curve: ' "$tmp/cal/search.txt")" -ge 3 ] \
   && ok "files carry the digest, the value and the curve" || bad "calibration files: $(cat "$tmp"/cal/*)"
