@@ -13,10 +13,7 @@ double mean_abs(const at::Tensor& t) { return t.abs().mean().item<double>(); }
 }  // namespace
 
 void EasyCachePolicy::begin_run(RunContext& ctx) {
-  site_ = -1;
-  const SiteKind kind = o_.site == "model" ? SiteKind::Model : SiteKind::Body;
-  for (size_t i = 0; i < ctx.sites->size() && site_ < 0; ++i)
-    if ((*ctx.sites)[i].kind == kind && (*ctx.sites)[i].stream == 0) site_ = int(i);
+  site_ = find_site(*ctx.sites, o_.site == "model" ? SiteKind::Model : SiteKind::Body);
   CL_CHECK(site_ >= 0, "easycache: this backbone has no main-stream site of kind " << o_.site);
   count_ = ctx.steps;
   step_ = 0;
@@ -56,9 +53,7 @@ Tensors EasyCachePolicy::at(SiteCall& call, const Next& next) {
 }
 
 void UCachePolicy::begin_run(RunContext& ctx) {
-  site_ = -1;
-  for (size_t i = 0; i < ctx.sites->size() && site_ < 0; ++i)
-    if ((*ctx.sites)[i].kind == SiteKind::Model) site_ = int(i);
+  site_ = find_site(*ctx.sites, SiteKind::Model);
   CL_CHECK(site_ >= 0, "ucache: this backbone has no model site");
   first_ = int(o_.start * ctx.steps), last_ = int(o_.end * ctx.steps);
   step_ = 0;

@@ -11,11 +11,8 @@
 namespace cachelab {
 
 int residual_site(const std::vector<Site>& sites) {
-  for (size_t i = 0; i < sites.size(); ++i)
-    if (sites[i].kind == SiteKind::Body && sites[i].stream == 0) return int(i);
-  for (size_t i = 0; i < sites.size(); ++i)
-    if (sites[i].kind == SiteKind::Model) return int(i);
-  return -1;
+  const int body = find_site(sites, SiteKind::Body);
+  return body >= 0 ? body : find_site(sites, SiteKind::Model);
 }
 
 std::vector<double> resample_nearest(const std::vector<double>& table, int steps) {

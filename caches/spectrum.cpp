@@ -20,9 +20,7 @@ std::vector<double> chebyshev(double t, int m) {
 }  // namespace
 
 void SpectrumPolicy::begin_run(RunContext& ctx) {
-  site_ = -1;
-  for (size_t i = 0; i < ctx.sites->size() && site_ < 0; ++i)
-    if ((*ctx.sites)[i].kind == SiteKind::Model) site_ = int(i);
+  site_ = find_site(*ctx.sites, SiteKind::Model);
   CL_CHECK(site_ >= 0, "spectrum: this backbone has no model site");
   steps_ = std::max(1, ctx.steps);
   step_ = forecasts_ = 0;

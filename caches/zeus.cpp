@@ -10,9 +10,7 @@
 namespace cachelab {
 
 void ZeusPolicy::begin_run(RunContext& ctx) {
-  site_ = -1;
-  for (size_t i = 0; i < ctx.sites->size(); ++i)
-    if ((*ctx.sites)[i].kind == SiteKind::Model) site_ = int(i);
+  site_ = find_site(*ctx.sites, SiteKind::Model);
   CL_CHECK(site_ >= 0, "zeus: this backbone has no site of kind model (the whole denoiser)");
   steps_ = ctx.inner_steps > 0 ? ctx.inner_steps : ctx.steps;
   y_k_ = y_prev_ = last_out_ = at::Tensor();

@@ -58,6 +58,12 @@ int find_site(const std::vector<Site>& sites, const std::string& name) {
   return -1;
 }
 
+int find_site(const std::vector<Site>& sites, SiteKind kind) {
+  for (size_t i = 0; i < sites.size(); ++i)
+    if (sites[i].kind == kind && sites[i].stream == 0) return int(i);
+  return -1;
+}
+
 int main_stream_blocks(const std::vector<Site>& sites, std::vector<int>& block_of) {
   block_of.assign(sites.size(), -1);
   int depth = 0;

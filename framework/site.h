@@ -159,5 +159,7 @@ class PassThroughHooks final : public Hooks {
 
 // Index of a site by name, or -1.
 int find_site(const std::vector<Site>& sites, const std::string& name);
+// Index of the first main-stream (stream 0) site of `kind` (the model, the body), or -1.
+int find_site(const std::vector<Site>& sites, SiteKind kind);
 
 }  // namespace cachelab
