@@ -52,11 +52,12 @@ class SpectrumPolicy final : public SiteLayer {
   void begin_run(RunContext& ctx) override;
   void begin_step(const StepIndex& step) override { step_ = step.index; }
   Tensors at(SiteCall& call, const Next& next) override;
-  double tau(int step) const { return 2.0 * step / steps_ - 1.0; }
-  // The forecast's weight of each stored output (Chebyshev ridge part only), for the tests.
-  std::vector<double> chebyshev_weights(const std::vector<double>& taus, double at) const;
 
  private:
+  double tau(int step) const { return 2.0 * step / steps_ - 1.0; }
+  // The ridge Chebyshev forecast's weight of each stored output.
+  std::vector<double> chebyshev_weights(const std::vector<double>& taus, double at) const;
+
   SpectrumOptions o_;
   int site_ = -1, step_ = 0, steps_ = 1, forecasts_ = 0;
   double ws_ = 2;

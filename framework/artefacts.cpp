@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "framework/error.h"
+#include "framework/experiment_detail.h"
 #include "framework/interrupt.h"
 #include "framework/lock.h"
 #include "framework/paths.h"
@@ -74,14 +75,6 @@ void write_note(const std::string& artefact_path, const nlohmann::json& note) {
   write_text_file(resolve_path(artefact_path) + ".json", note.dump(1) + "\n", "the artefact's note");
 }
 
-// A YAML map on one line.
-std::string trimmed(const std::string& yaml) {
-  std::string out;
-  for (char c : yaml) out += c == '\n' ? ' ' : c;
-  while (!out.empty() && out.back() == ' ') out.pop_back();
-  return out;
-}
-
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -143,13 +136,13 @@ int make_router(const ExperimentSpec& spec, const Artefact& a) {
   if (present(a)) return 0;
   const ConfigNode& trainer = *a.recipe.find("trainer");
   std::printf("[cachelab] training the router %s for run `%s` (%s)\n", a.path.c_str(), a.maker.c_str(),
-              trimmed(to_yaml(trainer)).c_str());
+              detail::trimmed_yaml(trainer).c_str());
   std::fflush(stdout);
   const auto t0 = std::chrono::steady_clock::now();
   try {
     train_router(a.recipe, resolve_path(a.path));
   } catch (const Error& e) {
-    CL_FAIL("training the router `" << a.path << "` of run `" << a.maker << "` (" << trimmed(to_yaml(trainer))
+    CL_FAIL("training the router `" << a.path << "` of run `" << a.maker << "` (" << detail::trimmed_yaml(trainer)
                                     << ") failed: " << e.what());
   }
   write_note(a.path, {{"kind", "router"}, {"name", a.name}, {"path", a.path}, {"identity", a.identity},

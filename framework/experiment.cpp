@@ -51,14 +51,6 @@ struct ClaimOptions {
   }
 };
 
-std::string trimmed_yaml(const ConfigNode& n) {
-  if (n.is_scalar()) return n.scalar;
-  std::string s = to_yaml(n), out;
-  for (char c : s) out += c == '\n' ? ' ' : c;
-  while (!out.empty() && out.back() == ' ') out.pop_back();
-  return out;
-}
-
 // Sets `dotted` (a.b.c) in `root` to `value` with the merge rules of config.h.
 void set_path(ConfigNode& root, const std::string& dotted, const ConfigNode& value) {
   ConfigNode* cur = &root;
@@ -90,6 +82,14 @@ std::string sanitize(const std::string& s) {
 }  // namespace
 
 namespace detail {
+
+std::string trimmed_yaml(const ConfigNode& n) {
+  if (n.is_scalar()) return n.scalar;
+  std::string s = to_yaml(n), out;
+  for (char c : s) out += c == '\n' ? ' ' : c;
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
+}
 
 void collect_files(const ConfigNode& n, std::string& out) {
   if (n.is_scalar()) {

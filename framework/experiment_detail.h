@@ -32,6 +32,8 @@ struct Resolved {
   std::string files, reference_files;  // "path=digest;..." of the files each reads
 };
 
+// A config value on one line (a map's YAML with its newlines as spaces).
+std::string trimmed_yaml(const ConfigNode& n);
 // Digests of every file a resolved config names (weights, calibration tables): a string
 // value that names an existing regular file under the project root or absolute.
 void collect_files(const ConfigNode& n, std::string& out);
