@@ -23,6 +23,10 @@ const std::vector<std::string> kTopKeys = {"name",  "description", "seed",    "b
                                            "metrics", "judge",    "decoder", "variants", "sweep",   "claims",
                                            "reference_ops", "reference_run", "calibration"};
 
+// A masked LM's decoding method (the `mdlm` pipeline's rule and its End-of-Text Prediction):
+// references decode with the baseline, whatever a variant sets.
+constexpr const char* kDecodingKeys[] = {"decoder", "end_of_text", "eos_id"};
+
 // The run settings `reference_run:` may change for the references: a variant in bfloat16 (or on
 // another device) measured against a float32 reference.
 const std::vector<std::string> kReferenceRunKeys = {"dtype", "device"};
@@ -211,7 +215,7 @@ Resolved resolve_run(const ConfigNode& cfg) {
   refkey.child("backbone") = out.child("backbone");
   if (out.find("sampler")) refkey.child("sampler") = out.child("sampler");
   refkey.child("pipeline") = out.child("pipeline");
-  refkey.child("pipeline").erase("decoder");  // references decode with the pipeline's baseline
+  for (const char* k : kDecodingKeys) refkey.child("pipeline").erase(k);  // references decode with the pipeline's baseline
   refkey.child("guidance") = out.child("guidance");
   if (out.find("reference_ops")) refkey.child("ops") = out.child("reference_ops");
   refkey.child("run") = ref_run;
@@ -401,7 +405,8 @@ ExperimentSpec load_experiment(const std::string& file, const std::vector<std::s
           ref.config.erase("reference_run");
         }
         // A masked LM's decoding rule is a method too: its reference is the baseline decoder.
-        if (ConfigNode* pl = ref.config.find("pipeline"); pl && pl->is_map()) pl->erase("decoder");
+        if (ConfigNode* pl = ref.config.find("pipeline"); pl && pl->is_map())
+          for (const char* k : kDecodingKeys) pl->erase(k);
         ref.overrides = "(reference of " + run.name + ")";
         const Resolved rr = resolve_run(ref.config);
         ref.resolved_yaml = rr.yaml;

@@ -12,17 +12,30 @@
 
 namespace cachelab {
 
-MdlmPipeline::MdlmPipeline(const MdlmPipelineOptions& o) : o_(o) {
-  CL_CHECK(o.gen_length >= 1 && o.block_length >= 1 && o.gen_length % o.block_length == 0,
-           "mdlm: block_length " << o.block_length << " must divide gen_length " << o.gen_length);
-  CL_CHECK(o.steps_per_block >= 1 && o.steps_per_block <= o.block_length,
-           "mdlm: steps_per_block must be in [1, block_length]");
+namespace {
+
+std::shared_ptr<const LmDecoder> build_decoder(const MdlmPipelineOptions& o) {
   ConfigNode node = o.decoder.node;
   if (o.decoder.empty()) {
     node = ConfigNode::make_map();
     node.map.emplace_back("type", ConfigNode::make_scalar("low_confidence"));
   }
-  decoder_ = lm_decoders().build(node);
+  return lm_decoders().build(node);
+}
+
+}  // namespace
+
+MdlmPipeline::MdlmPipeline(const MdlmPipelineOptions& o) : MdlmPipeline(o, build_decoder(o)) {}
+
+MdlmPipeline::MdlmPipeline(const MdlmPipelineOptions& o, std::shared_ptr<const LmDecoder> decoder)
+    : o_(o), decoder_(std::move(decoder)) {
+  CL_CHECK(decoder_, "internal: mdlm pipeline without a decoder");
+  CL_CHECK(!o.end_of_text || o.eos_id >= 0 || !o.task.task.empty(),
+           "mdlm: end_of_text needs the EOS token: set pipeline.eos_id, or a task (its tokenizer's EOS)");
+  CL_CHECK(o.gen_length >= 1 && o.block_length >= 1 && o.gen_length % o.block_length == 0,
+           "mdlm: block_length " << o.block_length << " must divide gen_length " << o.gen_length);
+  CL_CHECK(o.steps_per_block >= 1 && o.steps_per_block <= o.block_length,
+           "mdlm: steps_per_block must be in [1, block_length]");
   window_ = decoder_->window();
   if (window_.masked > 0) {
     const int quota = (o.block_length + o.steps_per_block - 1) / o.steps_per_block;
@@ -99,6 +112,18 @@ at::Tensor MdlmPipeline::run(const PipelineInputs& in, StepDriver& driver) const
   at::Tensor confidence = at::full({B, L}, std::numeric_limits<float>::quiet_NaN(), at::kFloat);
   const int blocks = int(G / o_.block_length), S = o_.steps_per_block, T = num_steps(nullptr);
   Cond cond = in.cond;
+  // End-of-Text Prediction: masked positions after a sample's first committed EOS become EOS at step i.
+  const int64_t eos = !o_.end_of_text ? -1 : o_.eos_id >= 0 ? o_.eos_id : CharTokenizer::kEos;
+  auto end_of_text = [&](int i) {
+    if (eos < 0) return;
+    auto gen = x.narrow(1, P, G);
+    auto st = state.narrow(1, P, G);
+    auto after = (gen.eq(eos).cpu() & st.ge(0)).to(at::kInt).cumsum(1).gt(0);  // at or after the first committed EOS
+    auto fill = after & gen.eq(mask).cpu();
+    if (!fill.any().item<bool>()) return;
+    gen.masked_fill_(fill.to(gen.device()), eos);
+    st.masked_fill_(fill, i);
+  };
   // The model's logits at [cond.context, cond.block_end) for the sequence x.
   auto forward = [&](const Cond& cd, int64_t ts) {
     if (o_.cfg_scale > 0) {  // one forward on [x; x with its prompt masked]
@@ -191,6 +216,7 @@ at::Tensor MdlmPipeline::run(const PipelineInputs& in, StepDriver& driver) const
       auto cf = conf.to(at::kFloat).cpu();
       confidence.fill_(std::numeric_limits<float>::quiet_NaN());
       confidence.narrow(1, left, N).copy_(at::where((masked & ~pick).cpu(), cf, confidence.narrow(1, left, N)));
+      end_of_text(i);
       if (!driver.end_step(x)) return at::Tensor();
     }
     return x;
@@ -238,6 +264,7 @@ at::Tensor MdlmPipeline::run(const PipelineInputs& in, StepDriver& driver) const
       auto conf = std::get<0>(at::softmax(logits.to(at::kDouble), -1).max(-1)).to(at::kFloat).cpu();
       confidence.fill_(std::numeric_limits<float>::quiet_NaN());
       confidence.narrow(1, start, o_.block_length).copy_(at::where((masked & ~pick).cpu(), conf, confidence.narrow(1, start, o_.block_length)));
+      end_of_text(i);
       if (!driver.end_step(x)) return at::Tensor();
     }
   }

@@ -18,6 +18,9 @@
 // first position still masked and holds the decoder's `window` masked positions; within the
 // same T steps (the fixed schedule's StepIndex), a sample with r masked tokens and k steps
 // left commits at least ceil(r / k), so the run always ends decoded (see run()).
+// end_of_text (Learn2PD's End-of-Text Prediction): after each step, a sample whose generation
+// holds a committed EOS has every masked position after its first one set to EOS (decoded at
+// this step); blocks left with nothing masked then run no forward.
 // cfg_scale > 0: SMDM's unsupervised classifier-free guidance as LLaDA's generate.py applies
 // it: each step also runs the sequence with its prompt replaced by MASK (one forward on the
 // doubled batch) and decodes from u + (cfg_scale + 1)(c - u). Not run.cfg_scale, which is
@@ -53,6 +56,8 @@ struct MdlmPipelineOptions {
   LmTaskOptions task;       // prompts from a task's test split (task.task "" = generated prompts)
   ComponentSpec decoder{"lm_decoder", {}};  // which masked positions commit at a step (empty = low_confidence)
   double cfg_scale = 0;     // SMDM / LLaDA unsupervised classifier-free guidance; 0 = off
+  bool end_of_text = false; // Learn2PD's End-of-Text Prediction: after a committed EOS, the rest is EOS
+  int64_t eos_id = -1;      // the EOS token end_of_text looks for (-1 = the task tokenizer's EOS)
 
   template <class V>
   void fields(V& v) {
@@ -65,6 +70,9 @@ struct MdlmPipelineOptions {
                           "sliding_window (DCD: a sliding window instead of fixed blocks)");
     v("cfg_scale", cfg_scale, "unsupervised classifier-free guidance (SMDM, LLaDA's cfg_scale): logits = u + (s + 1)(c - u), "
                               "u from the sequence with its prompt masked; 0 = off (one forward per step, else two)");
+    v("end_of_text", end_of_text, "End-of-Text Prediction (Learn2PD): once a sample commits an EOS token, its masked "
+                                  "positions after it take EOS at once (blocks left all EOS run no forward)", false);
+    v("eos_id", eos_id, "the EOS token end_of_text looks for; -1 = the task tokenizer's EOS (needs `task`)", int64_t(-1));
   }
   template <class C>
   void check(C& c) const {
@@ -76,12 +84,16 @@ struct MdlmPipelineOptions {
     task.check(c);
     c.require(cfg_scale >= 0, "cfg_scale", "must be >= 0 (0 = no guidance)");
     c.require(task.task != "mix", "task", "the pipeline decodes one task's test split: name the task, not mix");
+    c.require(!end_of_text || eos_id >= 0 || !task.task.empty(), "eos_id",
+              "end_of_text needs the EOS token: set eos_id, or a task (its tokenizer's EOS)");
   }
 };
 
 class MdlmPipeline final : public Pipeline {
  public:
   explicit MdlmPipeline(const MdlmPipelineOptions& o);
+  // With a decoder built elsewhere (a trainer recording what the decoder sees); o.decoder unused.
+  MdlmPipeline(const MdlmPipelineOptions& o, std::shared_ptr<const LmDecoder> decoder);
   int num_steps(const Sampler* sampler) const override;
   int inner_steps(const Sampler* sampler) const override;
   int64_t timestep(const Sampler* sampler, int i) const override;

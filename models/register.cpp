@@ -5,6 +5,7 @@
 #include "models/lm_decoders.h"
 #include "models/image_pipeline.h"
 #include "models/inception.h"
+#include "models/learn2pd.h"
 #include "models/lenet.h"
 #include "models/llada.h"
 #include "models/mdlm_pipeline.h"
@@ -41,6 +42,7 @@ void register_models() {
   lm_decoders().add<ThresholdDecoder, ThresholdDecodingOptions>("threshold", "Fast-dLLM: every token whose confidence is >= threshold (at least one)", __FILE__);
   lm_decoders().add<FactorDecoder, FactorDecodingOptions>("factor", "Fast-dLLM factor-based: the n most confident, n the largest with (n + 1)(1 - c_n) < factor", __FILE__);
   lm_decoders().add<SlidingWindowDecoder, SlidingWindowOptions>("sliding_window", "Deferred Commitment Decoding: a sliding window over the masked positions instead of fixed blocks; uncertain tokens wait for right context", __FILE__);
+  lm_decoders().add<Learn2pdDecoder, Learn2pdOptions>("learn2pd", "Learn2PD: a trained filter commits the positions whose prediction it judges final (at least the most confident)", __FILE__);
   pipelines().add<ImagePipeline, ImagePipelineOptions>("image", "images: x_T ~ N(0, I), one denoiser call per sampler step", __FILE__);
   decoders().add<SdVae, SdVaeComponentOptions>("sd_vae", "Stable Diffusion's KL VAE decoder (DiT, PixArt, SD 1.x latents -> images)", __FILE__);
   evaluators().add<InceptionJudge, InceptionJudgeOptions>("inception", "pytorch-fid's InceptionV3: FID features and Inception logits of RGB samples (sample_quality)", __FILE__);

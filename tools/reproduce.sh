@@ -31,6 +31,12 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+# The unperturbed runs use OpenBLAS's own kernel choice for this CPU: an environment that forces
+# one (OPENBLAS_CORETYPE) would make them the Haswell perturbation itself.
+if [ -n "${OPENBLAS_CORETYPE:-}" ]; then
+  echo "[reproduce] OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE is set here: unset for every run but the Haswell perturbation" >&2
+  unset OPENBLAS_CORETYPE
+fi
 [ -x "$exe" ] || { echo "reproduce: $exe not built (bash tools/build.sh)" >&2; exit 2; }
 if [ $all -eq 1 ]; then
   while IFS= read -r f; do files+=("$f"); done < <(/usr/bin/python3 - <<'EOF'

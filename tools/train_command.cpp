@@ -10,6 +10,7 @@
 #include "framework/registries.h"
 #include "framework/sampler.h"
 #include "framework/system_info.h"
+#include "models/learn2pd.h"
 #include "models/lenet.h"
 #include "framework/idx_dataset.h"
 #include "models/train.h"
@@ -27,7 +28,7 @@ int train_command(const std::string& file, const std::vector<std::string>& overr
              root.find(k)->where() << ": unknown key `" << k << "` in a training config" << did_you_mean(k, keys)
                                    << "; valid: model, backbone, sampler (l2c only), train");
   const ConfigNode* model = root.find("model");
-  CL_CHECK(model && model->is_scalar(), file << ": a training config needs `model: dit`, `model: unet`, `model: lenet`, `model: l2c` or `model: mdlm`");
+  CL_CHECK(model && model->is_scalar(), file << ": a training config needs `model: dit`, `model: unet`, `model: lenet`, `model: l2c`, `model: mdlm`, `model: video` or `model: learn2pd`");
   CL_CHECK(!root.find("sampler") || model->scalar == "l2c",
            root.find("sampler")->where() << ": `sampler:` is read by `model: l2c` only");
   const ConfigNode empty = ConfigNode::make_map("train");
@@ -78,6 +79,18 @@ int train_command(const std::string& file, const std::vector<std::string>& overr
     train_masked_lm(*bb, to, to_yaml(root));
     return 0;
   }
+  if (model->scalar == "learn2pd") {
+    // Learn2PD's filter for a trained masked-diffusion LM (the backbone map is an experiment's).
+    CL_CHECK(root.find("backbone"), file << ": `model: learn2pd` needs a `backbone:` map (the trained LM's)");
+    auto to = read_checked<Learn2pdTrainOptions>(train, "train");
+    std::printf("%s\n", describe(system_info(to.threads)).c_str());
+    auto bb = backbones().build(*root.find("backbone"));
+    std::string digest;  // ties the filter file to these weights
+    if (const ConfigNode* w = root.find("backbone")->find("weights"); w && w->is_scalar() && !w->scalar.empty())
+      digest = file_digest(resolve_path(w->scalar));
+    train_learn2pd(*bb, to, to_yaml(root), digest);
+    return 0;
+  }
   if (model->scalar == "video") {
     // The AR video model (tiny_video; the backbone map is an experiment's) on Moving MNIST.
     CL_CHECK(root.find("backbone"), file << ": `model: video` needs a `backbone:` map (type tiny_video)");
@@ -105,8 +118,8 @@ int train_command(const std::string& file, const std::vector<std::string>& overr
     return 0;
   }
   CL_FAIL(model->where() << ": unknown model `" << model->scalar << "`"
-                         << did_you_mean(model->scalar, {"dit", "unet", "lenet", "l2c", "mdlm", "video"})
-                         << "; valid: dit, unet, lenet, l2c, mdlm, video");
+                         << did_you_mean(model->scalar, {"dit", "unet", "lenet", "l2c", "mdlm", "video", "learn2pd"})
+                         << "; valid: dit, unet, lenet, l2c, mdlm, video, learn2pd");
 }
 
 }  // namespace cachelab

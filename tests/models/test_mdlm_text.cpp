@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "framework/direct_driver.h"
 #include "framework/ops.h"
 #include "framework/run_options.h"
 #include "framework/site.h"
@@ -66,16 +67,6 @@ std::string chat_text(const std::string& q) {
          "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n";
 }
 
-struct Driver final : StepDriver {
-  explicit Driver(const std::vector<LinearRef>& linears) : hooks_(linears) {}
-  Hooks& hooks() override { return hooks_; }
-  void begin_step(const StepIndex&) override { ++steps; }
-  bool end_step(const at::Tensor&) override { return true; }
-  at::Tensor randn(at::IntArrayRef shape) override { return at::randn(shape); }
-  at::TensorOptions options() const override { return at::TensorOptions().dtype(at::kFloat); }
-  int steps = 0;
-  PassThroughHooks hooks_;
-};
 
 at::Tensor row_of(const std::vector<int64_t>& ids) { return at::tensor(ids, at::kLong); }
 std::vector<int64_t> operator+(std::vector<int64_t> a, const std::vector<int64_t>& b) {
@@ -159,12 +150,12 @@ BOOST_AUTO_TEST_CASE(batches_of_one_decode_and_are_left_padded_to_one_width) {
     in.backbone = &m;
     in.batch = 1;
     in.cond = pipe.seeded_condition(m, i, 1, 0);
-    Driver d(m.linears()), d2(m.linears());
+    DirectDriver d(m, 0), d2(m, 0);
     auto x = pipe.run(in, d);
     auto y = plain.run(in, d2);  // the mdlm pipeline on the same prompt: the same tokens, unpadded
     BOOST_REQUIRE(x.defined() && x.dim() == 2);
     BOOST_CHECK_EQUAL(x.size(1), pipe.width());
-    BOOST_CHECK_EQUAL(d.steps, 4);
+    BOOST_CHECK_EQUAL(d.steps.size(), 4u);
     const int64_t P = int64_t(pipe.prompt_ids()[size_t(i)].size()), left = pipe.width() - P - 8;
     BOOST_CHECK(at::equal(x.narrow(1, left, P + 8), y));
     BOOST_CHECK(x.narrow(1, 0, left).eq(kEndOfText).all().item<bool>());

@@ -17,11 +17,13 @@
 #include "caches/kv_cache.h"
 #include "caches/seq_kv.h"
 #include "framework/config.h"
+#include "framework/direct_driver.h"
 #include "framework/registries.h"
 #include "models/lm_decoders.h"
 #include "models/masked_lm.h"
 #include "models/mdlm_pipeline.h"
 #include "tests/caches/mdlm_fixture.h"
+#include "tests/models/stand_in_lm.h"
 #include "tests/test_util.h"
 
 using namespace cachelab;
@@ -35,14 +37,14 @@ namespace {
 // Mode `table`: logits from a fixed random table of (position, left neighbour, right
 // neighbour), so confidences vary and depend on what is decoded (vocabulary 4, MASK = 4).
 // Records the window (context, block_end) and the token states of every forward.
-class StandInLm final : public Backbone, public MaskedLm {
+class StandInLm final : public cachelab::testing::StandInMaskedLm {
  public:
-  StandInLm(int64_t length, int64_t hard) : L_(length), hard_(hard), V_(2) {}
-  explicit StandInLm(int64_t length) : L_(length), hard_(-1), V_(4) {
+  StandInLm(int64_t length, int64_t hard) : StandInMaskedLm(length, 2), hard_(hard) {}
+  explicit StandInLm(int64_t length) : StandInMaskedLm(length, 4), hard_(-1) {
     auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
     table_ = 2.5 * at::randn({length, V_ + 1, V_ + 1, V_}, gen);
   }
-  at::Tensor forward(const at::Tensor& x, const at::Tensor&, const Cond& cond, Hooks&) override {
+  at::Tensor logits(const at::Tensor& x, const Cond& cond) override {
     const int64_t B = x.size(0), a = cond.context, b = cond.block_end;
     windows.emplace_back(a, b);
     states.push_back(cond.token_state.clone());
@@ -62,47 +64,13 @@ class StandInLm final : public Backbone, public MaskedLm {
       }
     return out;
   }
-  const std::vector<Site>& sites() const override { return sites_; }
-  const std::vector<LinearRef>& linears() const override { return linears_; }
-  std::vector<int64_t> sample_shape() const override { return {L_}; }
-  std::vector<std::pair<std::string, at::Tensor>> named_tensors() override { return {}; }
-  std::vector<at::Tensor> trainable_parameters() override { return {}; }
-  void load(const std::string&) override {}
-  void save(const std::string&, const std::vector<std::pair<std::string, std::string>>&) override {}
-  int64_t num_parameters() override { return 0; }
-  void to(at::Device, at::ScalarType) override {}
-  int64_t vocab_size() const override { return V_; }
-  int64_t mask_id() const override { return V_; }
-  int64_t max_length() const override { return L_; }
 
   std::vector<std::pair<int64_t, int64_t>> windows;
   std::vector<at::Tensor> states, confidences;  // Cond::token_state and Cond::confidence per forward
 
  private:
-  int64_t L_, hard_, V_;
+  int64_t hard_;
   at::Tensor table_;
-  std::vector<Site> sites_;
-  std::vector<LinearRef> linears_;
-};
-
-// Runs a pipeline's batch directly: counts its steps, seeds its noise.
-class TestDriver final : public StepDriver {
- public:
-  Hooks& hooks() override { return hooks_; }
-  void begin_step(const StepIndex& s) override { steps.push_back(s); }
-  bool end_step(const at::Tensor& x) override {
-    after.push_back(x.clone());
-    return true;
-  }
-  at::Tensor randn(at::IntArrayRef shape) override { return at::randn(shape, gen_); }
-  at::TensorOptions options() const override { return at::TensorOptions().dtype(at::kFloat); }
-  std::vector<StepIndex> steps;
-  std::vector<at::Tensor> after;
-
- private:
-  std::vector<LinearRef> none_;
-  PassThroughHooks hooks_{none_};
-  at::Generator gen_ = at::make_generator<at::CPUGeneratorImpl>(5);
 };
 
 MdlmPipelineOptions with_decoder(MdlmPipelineOptions o, const std::string& yaml) {
@@ -121,7 +89,7 @@ MdlmPipelineOptions pipeline(int prompt, int gen, int block, int steps) {
   return o;
 }
 
-at::Tensor run_direct(const MdlmPipeline& pipe, StandInLm& lm, int64_t B, int64_t P, TestDriver& d) {
+at::Tensor run_direct(const MdlmPipeline& pipe, StandInLm& lm, int64_t B, int64_t P, DirectDriver& d) {
   PipelineInputs in;
   in.backbone = &lm;
   in.batch = B;
@@ -141,7 +109,7 @@ BOOST_AUTO_TEST_CASE(an_uncertain_token_at_the_window_edge_waits_where_a_fixed_b
   // block's only masked one at step 1 and commits (threshold's "at least one") as token 1,
   // its right neighbour still MASK.
   StandInLm fixed_lm(12, h);
-  TestDriver fd;
+  DirectDriver fd(fixed_lm, 5);
   auto fx = run_direct(MdlmPipeline(with_decoder(base, "{type: threshold, threshold: 0.9}")), fixed_lm, 1, P, fd);
   BOOST_CHECK_EQUAL(fx[0][h].item<int64_t>(), 1);
   BOOST_CHECK((fixed_lm.windows == std::vector<std::pair<int64_t, int64_t>>{{4, 8}, {4, 8}, {8, 12}}));
@@ -149,7 +117,7 @@ BOOST_AUTO_TEST_CASE(an_uncertain_token_at_the_window_edge_waits_where_a_fixed_b
   // 1 while the window slides to [7, 11) (7 and the three new masked positions), and commits
   // at step 2, once position 8 is decoded, as token 0 at confidence 0.99.
   StandInLm lm(12, h);
-  TestDriver d;
+  DirectDriver d(lm, 5);
   auto x = run_direct(MdlmPipeline(with_decoder(base, "{type: sliding_window, window: 4, commit: {type: threshold, threshold: 0.9}}")),
                       lm, 1, P, d);
   BOOST_CHECK_EQUAL(x[0][h].item<int64_t>(), 0);
@@ -191,7 +159,7 @@ BOOST_AUTO_TEST_CASE(the_window_starts_at_the_first_masked_position_and_refills)
     const int64_t W = decoder->window().masked, span = decoder->window().max_span;
     BOOST_REQUIRE_GT(W, 0);
     StandInLm lm(L);
-    TestDriver d;
+    DirectDriver d(lm, 5);
     auto x = run_direct(MdlmPipeline(o), lm, B, P, d);
     BOOST_CHECK_EQUAL(x.eq(lm.mask_id()).sum().item<int64_t>(), 0);
     BOOST_CHECK_EQUAL(d.steps.size(), size_t(G));
@@ -238,7 +206,7 @@ BOOST_AUTO_TEST_CASE(it_terminates_within_the_fixed_step_budget) {
   for (const char* yaml : {"{type: sliding_window, window: 2, commit: {type: threshold, threshold: 0.99}}",
                            "{type: sliding_window, window: 2, max_span: 2, commit: {type: threshold, threshold: 0.99}}"}) {
     StandInLm lm(P + G);
-    TestDriver d;
+    DirectDriver d(lm, 5);
     auto x = run_direct(MdlmPipeline(with_decoder(pipeline(int(P), int(G), 8, 4), yaml)), lm, B, P, d);
     BOOST_CHECK_EQUAL(d.steps.size(), 8u);
     BOOST_CHECK_EQUAL(lm.windows.size(), 8u);
