@@ -28,7 +28,7 @@ BOOST_AUTO_TEST_CASE(census_every_expected_component_is_registered) {
                               me = {"mse", "psnr", "ssim", "fid", "accuracy", "token_match", "sample_quality", "exact_match"},
                               pi = {"image", "mdlm", "video"}, gu = {"cfg"}, op = {"prefix_kv", "rolling_kv", "dual_kv", "dkv_cache", "window_diffusion", "d2cache", "w8a8", "ptq",
                                     "forcing_kv", "temp_cache", "video_mla"},
-                              ld = {"low_confidence", "random", "threshold", "factor"};
+                              ld = {"low_confidence", "random", "threshold", "factor", "sliding_window", "learn2pd"};
   for (auto& n : bb) BOOST_CHECK_MESSAGE(names(backbones()).count(n), "backbone " << n);
   for (auto& n : sm) BOOST_CHECK_MESSAGE(names(samplers()).count(n), "sampler " << n);
   for (auto& n : pi) BOOST_CHECK_MESSAGE(names(pipelines()).count(n), "pipeline " << n);
@@ -61,6 +61,7 @@ const std::map<std::string, std::string> kExamples = {
     {"inception", "type: inception\nweights: checkpoints/pt_inception.safetensors\n"},
     {"sd_vae", "type: sd_vae\nweights: checkpoints/sd-vae-ft-ema.safetensors\n"},
     {"magcache", "type: magcache\ncalibration: results/calib/m.txt\n"},
+    {"learn2pd", "type: learn2pd\nfilter: models/weights/learn2pd-llada-tasks.safetensors\n"},
     {"cache l2c", "type: l2c\ntrain: {type: harmonica, iterations: 3}\n"},  // (keyed by kind: a trainer is `l2c` too)
     {"cache layer_skip", "type: layer_skip\nlayers: [1]\nparts: [attn, mlp]\n"},
     {"scm", "type: scm\npreset: fast\ninner: {type: fbcache, threshold: 0.2}\n"},
