@@ -77,6 +77,8 @@ void register_caches() {
       "video_mla", "AR video K/V stored as per-head low-rank latents, bases fitted by SVD on the first stored frames", __FILE__);
   ops_layers().add<DualKvCache, DualKvOptions>(
       "dual_kv", "Fast-dLLM dual K/V cache: prefix and masked suffix cached, only the current block computed", __FILE__);
+  ops_layers().add<VicinityKvCache, VicinityKvOptions>(
+      "vicinity_kv", "dInfer's vicinity refresh: the dual cache computing `before` / `after` positions around the block at every step", __FILE__);
   ops_layers().add<DkvCache, DkvCacheOptions>(
       "dkv_cache", "dKV-Cache-Decode: a token's K/V cached one step after it is decoded, periodic refresh", __FILE__);
   ops_layers().add<D2Cache, D2CacheOptions>(

@@ -156,11 +156,25 @@ at::Tensor SeqKvCache::attention(const AttnCall& call, const at::Tensor& q, cons
   return attend(inner, q, K, V);
 }
 
+namespace {
+
+// The dual cache's refresh rule: a block's first step, every `refresh`-th, or an empty store.
+bool dual_refresh(const StepIndex& step, bool stored, int refresh) {
+  return !stored || step.inner == 0 || (refresh > 0 && step.inner % refresh == 0);
+}
+
+}  // namespace
+
 SeqKvCache::RowPlan DualKvCache::decide(const SeqForward& f, const StepIndex& step, bool stored) {
-  const bool refresh = !stored || step.inner == 0 || (o_.refresh > 0 && step.inner % o_.refresh == 0);
-  if (refresh) return {all(f), all(f)};
+  if (dual_refresh(step, stored, o_.refresh)) return {all(f), all(f)};
   auto block = positions_between(f, f.context, f.block_end);
   return {block, block};
+}
+
+SeqKvCache::RowPlan VicinityKvCache::decide(const SeqForward& f, const StepIndex& step, bool stored) {
+  if (dual_refresh(step, stored, o_.refresh)) return {all(f), all(f)};
+  auto window = positions_between(f, std::max<int64_t>(0, f.context - o_.before), std::min(f.length, f.block_end + o_.after));
+  return {window, window};
 }
 
 SeqKvCache::RowPlan DkvCache::decide(const SeqForward& f, const StepIndex& step, bool stored) {

@@ -17,6 +17,11 @@
 //              decoded in the phase (those decoded by its first step only at its second), keep
 //              their fresh keys and values, and attend to the window only. Positions not
 //              computed get zero logits, so decoding stays within the active ones.
+//   vicinity_kv  dInfer's vicinity refresh (inclusionAI/dInfer, VicinityCacheIteration): the dual
+//              cache whose non-refresh steps compute a window wider than the block, `before`
+//              positions left of it and `after` right of it, and keep the window's fresh keys
+//              and values, so the block's neighbourhood is never older than one step.
+//              before = after = 0 is dual_kv.
 //   dkv_cache  dKV-Cache-Decode's delayed caching: a token's keys and values are kept one step
 //              after it is decoded (the step that decodes it still sees it as MASK; the next
 //              step computes it with its token and keeps the result). Steps compute the
@@ -44,6 +49,24 @@ namespace cachelab {
 
 // dual_kv's `refresh` means what prefix_kv's does.
 using DualKvOptions = PrefixKvOptions;
+
+struct VicinityKvOptions {
+  int before = 8;   // dInfer's prefix_look
+  int after = 8;    // dInfer's after_look
+  int refresh = 0;  // as dual_kv's
+  template <class V>
+  void fields(V& v) {
+    v("before", before, "positions left of the block also computed (and re-stored) at every step (dInfer's prefix_look)");
+    v("after", after, "positions right of the block also computed (and re-stored) at every step (dInfer's after_look)");
+    v("refresh", refresh, "also recompute all positions every N steps within a block; 0 = only at a block's first step");
+  }
+  template <class C>
+  void check(C& c) const {
+    c.require(before >= 0, "before", "must be >= 0");
+    c.require(after >= 0, "after", "must be >= 0");
+    c.require(refresh >= 0, "refresh", "must be >= 0");
+  }
+};
 
 struct DkvCacheOptions {
   int refresh = 4;
@@ -150,6 +173,15 @@ class DualKvCache final : public SeqKvCache {
  private:
   RowPlan decide(const SeqForward& f, const StepIndex& step, bool stored) override;
   DualKvOptions o_;
+};
+
+class VicinityKvCache final : public SeqKvCache {
+ public:
+  explicit VicinityKvCache(const VicinityKvOptions& o) : SeqKvCache("vicinity_kv"), o_(o) {}
+
+ private:
+  RowPlan decide(const SeqForward& f, const StepIndex& step, bool stored) override;
+  VicinityKvOptions o_;
 };
 
 class DkvCache final : public SeqKvCache {

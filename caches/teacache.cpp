@@ -55,10 +55,11 @@ std::string TeaCachePolicy::finish_calibration() {
 void TeaCachePolicy::begin_run(RunContext& ctx) {
   tap_ = body_ = -1;
   for (size_t i = 0; i < ctx.taps->size(); ++i)
-    if ((*ctx.taps)[i].name == "blocks.0.modulated_input") tap_ = int(i);
+    if ((*ctx.taps)[i].kind == TapKind::ModulatedInput) tap_ = int(i);
   for (size_t i = 0; i < ctx.sites->size(); ++i)
     if ((*ctx.sites)[i].kind == SiteKind::Body && (*ctx.sites)[i].stream == 0) body_ = int(i);
-  CL_CHECK(tap_ >= 0, "teacache: this backbone exposes no `blocks.0.modulated_input` tap (the DiT does)");
+  CL_CHECK(tap_ >= 0, "teacache: this backbone exposes no modulated-input tap (its first block's timestep-modulated input; "
+                      "the DiT and PixArt do)");
   CL_CHECK(body_ >= 0, "teacache: this backbone has no site of kind body");
   count_ = ctx.steps;
   step_ = 0;

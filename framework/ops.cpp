@@ -8,10 +8,34 @@
 
 namespace cachelab {
 
+namespace {
+
+const std::vector<std::string> kRoleNames = {"other",  "qkv", "proj",       "cross_q",    "cross_kv", "cross_proj",
+                                             "fc1",    "fc2", "modulation", "time_embed", "embed",    "head"};
+
+}  // namespace
+
+const char* linear_role_name(LinearRole role) { return kRoleNames[size_t(role)].c_str(); }
+
+bool linear_role_from_name(const std::string& name, LinearRole& role) {
+  for (size_t i = 0; i < kRoleNames.size(); ++i)
+    if (kRoleNames[i] == name) {
+      role = LinearRole(i);
+      return true;
+    }
+  return false;
+}
+
+const std::vector<std::string>& linear_role_names() { return kRoleNames; }
+
 bool linear_matches(const LinearRef& l, const std::vector<std::string>& patterns) {
   for (auto& s : patterns) {
+    LinearRole role;
     if (s == "all") return true;
-    if (s == "blocks" ? l.block >= 0 : l.name.find(s) != std::string::npos) return true;
+    if (s == "blocks" ? l.block >= 0
+        : linear_role_from_name(s, role) ? l.role == role
+                                         : l.name.find(s) != std::string::npos)
+      return true;
   }
   return false;
 }

@@ -18,11 +18,28 @@ namespace cachelab {
 class RunContext;
 class Calibrator;  // framework/layer.h
 
+// What a linear layer does in its model, declared by the model: selections (a quantizer's
+// `layers`, `temporal_layers`) name roles rather than parse checkpoint names, so one setting
+// means the same on DiT, PixArt, SD's U-Net and LLaDA.
+//   qkv, proj              self-attention's input projections (fused or q / k / v) and output
+//   cross_q, cross_kv, cross_proj   cross-attention's query, key / value and output projections
+//   fc1, fc2               the MLP's input side (gate and up of a gated MLP) and output
+//   modulation             the timestep's projection into a block (adaLN, a U-Net block's emb)
+//   time_embed             the timestep embedding's MLP
+//   embed                  input and condition embeddings (patches, caption projection)
+//   head                   the output projection (final layer, LM head)
+enum class LinearRole : uint8_t { Other, Qkv, Proj, CrossQ, CrossKv, CrossProj, Fc1, Fc2, Modulation, TimeEmbed, Embed, Head };
+const char* linear_role_name(LinearRole role);
+// The role called `name`; false when `name` names none.
+bool linear_role_from_name(const std::string& name, LinearRole& role);
+const std::vector<std::string>& linear_role_names();
+
 // One linear layer of a backbone: y = x W^T + b. weight [out, in], bias [out] or undefined.
 struct LinearRef {
   std::string name;  // checkpoint name without `.weight`
   at::Tensor weight, bias;
   int block = -1;    // block (layer) index, -1 outside the block stack
+  LinearRole role = LinearRole::Other;
 };
 
 // One attention call. q [B, H, Nq, d], k and v [B, H, Nk, d]; returns [B, H, Nq, d].
@@ -106,8 +123,9 @@ class Ops {
   std::unique_ptr<Ops> inner_;
 };
 
-// Whether a layer-selection list picks linear `l`: `blocks` = every linear inside a block,
-// `all`, or a substring of the checkpoint name (the `layers` key of every quantizer).
+// Whether a layer-selection list picks linear `l` (the `layers` key of every quantizer): `all`,
+// `blocks` (every linear inside a block), a role (`qkv`, `fc1`, `modulation`, ...: LinearRole),
+// or else a substring of the checkpoint name (one layer by name).
 bool linear_matches(const LinearRef& l, const std::vector<std::string>& patterns);
 
 // Sequence models' row bookkeeping. every_row: int64 [B, L] CPU, all positions per sample.

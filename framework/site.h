@@ -51,10 +51,14 @@ int main_stream_blocks(const std::vector<Site>& sites, std::vector<int>& block_o
 // the batch and features ([N] float32). Token-rate caches recompute the tokens that changed most.
 at::Tensor token_change(const at::Tensor& x, const at::Tensor& before);
 
-// An observe-only tensor a model exposes (e.g. `blocks.0.modulated_input`).
+// An observe-only tensor a model exposes (e.g. `blocks.0.modulated_input`). Layers find taps
+// by kind, never by name: ModulatedInput is the first block's input after the timestep's
+// modulation (TeaCache's signal).
+enum class TapKind : uint8_t { Other, ModulatedInput };
 struct Tap {
   std::string name;
   int block = -1;
+  TapKind kind = TapKind::Other;
 };
 
 // Where the loop is. Image pipelines have one outer iteration; a diffusion LM iterates

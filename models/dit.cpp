@@ -178,29 +178,29 @@ Dit::Dit(const DitOptions& o) : options_(o) {
                       /*rows=*/true, 2 * N * D * 3 * D});
     sites_.push_back({b + ".mlp", blk, 4 * N * D * M, SiteKind::Mlp, i, 0, /*rows=*/true, 0.0});
   }
-  taps_.push_back({"blocks.0.modulated_input", 0});
+  taps_.push_back({"blocks.0.modulated_input", 0, TapKind::ModulatedInput});
 
   // Every linear layer by checkpoint name; the forward calls them through the ops.
-  auto add = [&](const std::string& name, torch::nn::LinearImpl* l, int block) {
-    linears_.push_back({name, l->weight, l->bias, block});
+  auto add = [&](const std::string& name, torch::nn::LinearImpl* l, int block, LinearRole role) {
+    linears_.push_back({name, l->weight, l->bias, block, role});
     return int(linears_.size()) - 1;
   };
   Impl& m = *impl_;
-  ids_.t_mlp0 = add("t_embedder.mlp.0", m.t_embedder->mlp[0]->as<torch::nn::Linear>(), -1);
-  ids_.t_mlp2 = add("t_embedder.mlp.2", m.t_embedder->mlp[2]->as<torch::nn::Linear>(), -1);
+  ids_.t_mlp0 = add("t_embedder.mlp.0", m.t_embedder->mlp[0]->as<torch::nn::Linear>(), -1, LinearRole::TimeEmbed);
+  ids_.t_mlp2 = add("t_embedder.mlp.2", m.t_embedder->mlp[2]->as<torch::nn::Linear>(), -1, LinearRole::TimeEmbed);
   for (int i = 0; i < o.depth; ++i) {
     auto& blk = *m.blocks[size_t(i)]->as<BlockImpl>();
     const std::string b = "blocks." + std::to_string(i);
     BlockIds id;
-    id.qkv = add(b + ".attn.qkv", blk.attn->qkv.get(), i);
-    id.proj = add(b + ".attn.proj", blk.attn->proj.get(), i);
-    id.fc1 = add(b + ".mlp.fc1", blk.mlp->fc1.get(), i);
-    id.fc2 = add(b + ".mlp.fc2", blk.mlp->fc2.get(), i);
-    id.ada = add(b + ".adaLN_modulation.1", blk.adaLN_modulation[1]->as<torch::nn::Linear>(), i);
+    id.qkv = add(b + ".attn.qkv", blk.attn->qkv.get(), i, LinearRole::Qkv);
+    id.proj = add(b + ".attn.proj", blk.attn->proj.get(), i, LinearRole::Proj);
+    id.fc1 = add(b + ".mlp.fc1", blk.mlp->fc1.get(), i, LinearRole::Fc1);
+    id.fc2 = add(b + ".mlp.fc2", blk.mlp->fc2.get(), i, LinearRole::Fc2);
+    id.ada = add(b + ".adaLN_modulation.1", blk.adaLN_modulation[1]->as<torch::nn::Linear>(), i, LinearRole::Modulation);
     ids_.block.push_back(id);
   }
-  ids_.final_ada = add("final_layer.adaLN_modulation.1", m.final_layer->adaLN_modulation[1]->as<torch::nn::Linear>(), -1);
-  ids_.final_linear = add("final_layer.linear", m.final_layer->linear.get(), -1);
+  ids_.final_ada = add("final_layer.adaLN_modulation.1", m.final_layer->adaLN_modulation[1]->as<torch::nn::Linear>(), -1, LinearRole::Modulation);
+  ids_.final_linear = add("final_layer.linear", m.final_layer->linear.get(), -1, LinearRole::Head);
 }
 
 Dit::~Dit() = default;

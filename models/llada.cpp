@@ -183,8 +183,8 @@ Llada::Llada(const LladaOptions& o) : options_(o), arch_(llada_architecture(o)) 
     params_.emplace_back(kPrefix + name, at::empty(shape, at::kFloat));
     return params_.back().second;
   };
-  auto linear = [&](const std::string& name, int64_t out, int64_t in, int block) {
-    linears_.push_back({kPrefix + name, param(name + ".weight", {out, in}), at::Tensor(), block});
+  auto linear = [&](const std::string& name, int64_t out, int64_t in, int block, LinearRole role) {
+    linears_.push_back({kPrefix + name, param(name + ".weight", {out, in}), at::Tensor(), block, role});
     return int(linears_.size()) - 1;
   };
   wte_ = param("wte.weight", {V, D});
@@ -192,18 +192,18 @@ Llada::Llada(const LladaOptions& o) : options_(o), arch_(llada_architecture(o)) 
     const std::string b = "blocks." + std::to_string(i) + ".";
     Layer l;
     l.attn_norm = param(b + "attn_norm.weight", {D});
-    l.q = linear(b + "q_proj", D, D, i);
-    l.k = linear(b + "k_proj", D, D, i);
-    l.v = linear(b + "v_proj", D, D, i);
-    l.out = linear(b + "attn_out", D, D, i);
+    l.q = linear(b + "q_proj", D, D, i, LinearRole::Qkv);
+    l.k = linear(b + "k_proj", D, D, i, LinearRole::Qkv);
+    l.v = linear(b + "v_proj", D, D, i, LinearRole::Qkv);
+    l.out = linear(b + "attn_out", D, D, i, LinearRole::Proj);
     l.ff_norm = param(b + "ff_norm.weight", {D});
-    l.ff_proj = linear(b + "ff_proj", M, D, i);
-    l.up = linear(b + "up_proj", M, D, i);
-    l.ff_out = linear(b + "ff_out", D, M, i);
+    l.ff_proj = linear(b + "ff_proj", M, D, i, LinearRole::Fc1);
+    l.up = linear(b + "up_proj", M, D, i, LinearRole::Fc1);
+    l.ff_out = linear(b + "ff_out", D, M, i, LinearRole::Fc2);
     layers_.push_back(l);
   }
   ln_f_ = param("ln_f.weight", {D});
-  head_ = linear("ff_out", V, D, -1);
+  head_ = linear("ff_out", V, D, -1, LinearRole::Head);
 
   // Random initialisation: linears N(0, 1/fan_in), the embedding N(0, 1), norm weights 1.
   {

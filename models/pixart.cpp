@@ -161,32 +161,32 @@ Pixart::Pixart(const PixartOptions& o) : options_(o) {
                       /*rows=*/true, 4 * L * D * D});
     sites_.push_back({b + ".mlp", blk, 4 * N * D * M, SiteKind::Mlp, i, 0, /*rows=*/true, 0.0});
   }
-  taps_.push_back({"blocks.0.modulated_input", 0});
+  taps_.push_back({"blocks.0.modulated_input", 0, TapKind::ModulatedInput});
 
-  auto add = [&](const std::string& name, torch::nn::LinearImpl* l, int block) {
-    linears_.push_back({name, l->weight, l->bias, block});
+  auto add = [&](const std::string& name, torch::nn::LinearImpl* l, int block, LinearRole role) {
+    linears_.push_back({name, l->weight, l->bias, block, role});
     return int(linears_.size()) - 1;
   };
   Impl& m = *impl_;
-  ids_.t_mlp0 = add("t_embedder.mlp.0", m.t_mlp[0]->as<torch::nn::Linear>(), -1);
-  ids_.t_mlp2 = add("t_embedder.mlp.2", m.t_mlp[2]->as<torch::nn::Linear>(), -1);
-  ids_.t_block = add("t_block.1", m.t_block[1]->as<torch::nn::Linear>(), -1);
-  ids_.y_fc1 = add("y_embedder.y_proj.fc1", m.y_proj->fc1.get(), -1);
-  ids_.y_fc2 = add("y_embedder.y_proj.fc2", m.y_proj->fc2.get(), -1);
+  ids_.t_mlp0 = add("t_embedder.mlp.0", m.t_mlp[0]->as<torch::nn::Linear>(), -1, LinearRole::TimeEmbed);
+  ids_.t_mlp2 = add("t_embedder.mlp.2", m.t_mlp[2]->as<torch::nn::Linear>(), -1, LinearRole::TimeEmbed);
+  ids_.t_block = add("t_block.1", m.t_block[1]->as<torch::nn::Linear>(), -1, LinearRole::Modulation);
+  ids_.y_fc1 = add("y_embedder.y_proj.fc1", m.y_proj->fc1.get(), -1, LinearRole::Embed);
+  ids_.y_fc2 = add("y_embedder.y_proj.fc2", m.y_proj->fc2.get(), -1, LinearRole::Embed);
   for (int i = 0; i < o.depth; ++i) {
     auto& blk = *m.blocks[size_t(i)]->as<BlockImpl>();
     const std::string b = "blocks." + std::to_string(i);
     BlockIds id;
-    id.qkv = add(b + ".attn.qkv", blk.attn->qkv.get(), i);
-    id.proj = add(b + ".attn.proj", blk.attn->proj.get(), i);
-    id.q = add(b + ".cross_attn.q_linear", blk.q_linear.get(), i);
-    id.kv = add(b + ".cross_attn.kv_linear", blk.kv_linear.get(), i);
-    id.cproj = add(b + ".cross_attn.proj", blk.proj.get(), i);
-    id.fc1 = add(b + ".mlp.fc1", blk.mlp->fc1.get(), i);
-    id.fc2 = add(b + ".mlp.fc2", blk.mlp->fc2.get(), i);
+    id.qkv = add(b + ".attn.qkv", blk.attn->qkv.get(), i, LinearRole::Qkv);
+    id.proj = add(b + ".attn.proj", blk.attn->proj.get(), i, LinearRole::Proj);
+    id.q = add(b + ".cross_attn.q_linear", blk.q_linear.get(), i, LinearRole::CrossQ);
+    id.kv = add(b + ".cross_attn.kv_linear", blk.kv_linear.get(), i, LinearRole::CrossKv);
+    id.cproj = add(b + ".cross_attn.proj", blk.proj.get(), i, LinearRole::CrossProj);
+    id.fc1 = add(b + ".mlp.fc1", blk.mlp->fc1.get(), i, LinearRole::Fc1);
+    id.fc2 = add(b + ".mlp.fc2", blk.mlp->fc2.get(), i, LinearRole::Fc2);
     ids_.block.push_back(id);
   }
-  ids_.final_linear = add("final_layer.linear", m.final_linear.get(), -1);
+  ids_.final_linear = add("final_layer.linear", m.final_linear.get(), -1, LinearRole::Head);
 }
 
 Pixart::~Pixart() = default;

@@ -80,12 +80,12 @@ SdUnet::SdUnet(const SdUnetOptions& o) : options_(o) {
   add_tensor("time_embed.0.bias", {E});
   add_tensor("time_embed.2.weight", {E, E});
   add_tensor("time_embed.2.bias", {E});
-  auto add_linear = [&](const std::string& name, bool bias) {
-    linears_.push_back({name, w(name + ".weight"), bias ? w(name + ".bias") : at::Tensor(), -1});
+  auto add_linear = [&](const std::string& name, bool bias, LinearRole role) {
+    linears_.push_back({name, w(name + ".weight"), bias ? w(name + ".bias") : at::Tensor(), -1, role});
     return int(linears_.size()) - 1;
   };
-  t0_ = add_linear("time_embed.0", true);
-  t2_ = add_linear("time_embed.2", true);
+  t0_ = add_linear("time_embed.0", true, LinearRole::TimeEmbed);
+  t2_ = add_linear("time_embed.2", true, LinearRole::TimeEmbed);
   auto conv_t = [&](const std::string& p, int64_t in, int64_t out, int64_t k) {
     add_tensor(p + ".weight", {out, in, k, k});
     add_tensor(p + ".bias", {out});
@@ -94,17 +94,17 @@ SdUnet::SdUnet(const SdUnetOptions& o) : options_(o) {
     add_tensor(p + ".weight", {ch});
     add_tensor(p + ".bias", {ch});
   };
-  auto lin_t = [&](const std::string& p, int64_t in, int64_t out, bool bias) {
+  auto lin_t = [&](const std::string& p, int64_t in, int64_t out, bool bias, LinearRole role) {
     add_tensor(p + ".weight", {out, in});
     if (bias) add_tensor(p + ".bias", {out});
-    return add_linear(p, bias);
+    return add_linear(p, bias, role);
   };
   auto make_res = [&](const std::string& p, int64_t in, int64_t out) {
     Res r;
     r.prefix = p;
     norm_t(p + ".in_layers.0", in);
     conv_t(p + ".in_layers.2", in, out, 3);
-    r.emb = lin_t(p + ".emb_layers.1", E, out, true);
+    r.emb = lin_t(p + ".emb_layers.1", E, out, true, LinearRole::Modulation);
     norm_t(p + ".out_layers.0", out);
     conv_t(p + ".out_layers.3", out, out, 3);
     r.skip = in != out;
@@ -134,16 +134,16 @@ SdUnet::SdUnet(const SdUnetOptions& o) : options_(o) {
     for (int k = 0; k < o.transformer_depth; ++k) {
       const std::string b = p + ".transformer_blocks." + str(k);
       XfBlock x;
-      x.q1 = lin_t(b + ".attn1.to_q", D, D, false);
-      x.k1 = lin_t(b + ".attn1.to_k", D, D, false);
-      x.v1 = lin_t(b + ".attn1.to_v", D, D, false);
-      x.o1 = lin_t(b + ".attn1.to_out.0", D, D, true);
-      x.ff_in = lin_t(b + ".ff.net.0.proj", D, 8 * D, true);
-      x.ff_out = lin_t(b + ".ff.net.2", 4 * D, D, true);
-      x.q2 = lin_t(b + ".attn2.to_q", D, D, false);
-      x.k2 = lin_t(b + ".attn2.to_k", Dc, D, false);
-      x.v2 = lin_t(b + ".attn2.to_v", Dc, D, false);
-      x.o2 = lin_t(b + ".attn2.to_out.0", D, D, true);
+      x.q1 = lin_t(b + ".attn1.to_q", D, D, false, LinearRole::Qkv);
+      x.k1 = lin_t(b + ".attn1.to_k", D, D, false, LinearRole::Qkv);
+      x.v1 = lin_t(b + ".attn1.to_v", D, D, false, LinearRole::Qkv);
+      x.o1 = lin_t(b + ".attn1.to_out.0", D, D, true, LinearRole::Proj);
+      x.ff_in = lin_t(b + ".ff.net.0.proj", D, 8 * D, true, LinearRole::Fc1);
+      x.ff_out = lin_t(b + ".ff.net.2", 4 * D, D, true, LinearRole::Fc2);
+      x.q2 = lin_t(b + ".attn2.to_q", D, D, false, LinearRole::CrossQ);
+      x.k2 = lin_t(b + ".attn2.to_k", Dc, D, false, LinearRole::CrossKv);
+      x.v2 = lin_t(b + ".attn2.to_v", Dc, D, false, LinearRole::CrossKv);
+      x.o2 = lin_t(b + ".attn2.to_out.0", D, D, true, LinearRole::CrossProj);
       for (int n = 1; n <= 3; ++n) norm_t(b + ".norm" + str(n), D);
       a.blocks.push_back(x);
       attn_layer += 2;

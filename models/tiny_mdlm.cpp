@@ -63,21 +63,21 @@ TinyMdlm::TinyMdlm(const TinyMdlmOptions& o) : options_(o) {
     sites_.push_back({b + ".mlp", blk, mlp_flops(L), SiteKind::Mlp, i, 0, /*rows=*/true, 0.0});
   }
 
-  auto add = [&](const std::string& name, torch::nn::LinearImpl* l, int block) {
-    linears_.push_back({name, l->weight, l->bias, block});
+  auto add = [&](const std::string& name, torch::nn::LinearImpl* l, int block, LinearRole role) {
+    linears_.push_back({name, l->weight, l->bias, block, role});
     return int(linears_.size()) - 1;
   };
   for (int i = 0; i < o.depth; ++i) {
     auto& layer = *impl_->layers[size_t(i)]->as<modules::PreLnLayerImpl>();
     const std::string b = "layers." + std::to_string(i);
     LayerIds id;
-    id.qkv = add(b + ".attn.qkv", layer.attn->qkv.get(), i);
-    id.proj = add(b + ".attn.proj", layer.attn->proj.get(), i);
-    id.fc1 = add(b + ".mlp.fc1", layer.mlp->fc1.get(), i);
-    id.fc2 = add(b + ".mlp.fc2", layer.mlp->fc2.get(), i);
+    id.qkv = add(b + ".attn.qkv", layer.attn->qkv.get(), i, LinearRole::Qkv);
+    id.proj = add(b + ".attn.proj", layer.attn->proj.get(), i, LinearRole::Proj);
+    id.fc1 = add(b + ".mlp.fc1", layer.mlp->fc1.get(), i, LinearRole::Fc1);
+    id.fc2 = add(b + ".mlp.fc2", layer.mlp->fc2.get(), i, LinearRole::Fc2);
     ids_.push_back(id);
   }
-  head_ = add("head", impl_->head.get(), -1);
+  head_ = add("head", impl_->head.get(), -1, LinearRole::Head);
 }
 
 TinyMdlm::~TinyMdlm() = default;

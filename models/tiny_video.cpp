@@ -124,25 +124,25 @@ TinyVideo::TinyVideo(const TinyVideoOptions& o) : options_(o) {
     sites_.push_back({b + ".mlp", blk, F * mlp_frame_flops(), SiteKind::Mlp, i, 0, /*rows=*/true, 0.0});
   }
 
-  auto add = [&](const std::string& name, torch::nn::LinearImpl* l, int block) {
-    linears_.push_back({name, l->weight, l->bias, block});
+  auto add = [&](const std::string& name, torch::nn::LinearImpl* l, int block, LinearRole role) {
+    linears_.push_back({name, l->weight, l->bias, block, role});
     return int(linears_.size()) - 1;
   };
   Impl& m = *impl_;
-  patch_ = add("patch_embed", m.patch_embed.get(), -1);
-  t0_ = add("t_embedder.mlp.0", m.t_mlp[0]->as<torch::nn::Linear>(), -1);
-  t2_ = add("t_embedder.mlp.2", m.t_mlp[2]->as<torch::nn::Linear>(), -1);
+  patch_ = add("patch_embed", m.patch_embed.get(), -1, LinearRole::Embed);
+  t0_ = add("t_embedder.mlp.0", m.t_mlp[0]->as<torch::nn::Linear>(), -1, LinearRole::TimeEmbed);
+  t2_ = add("t_embedder.mlp.2", m.t_mlp[2]->as<torch::nn::Linear>(), -1, LinearRole::TimeEmbed);
   for (int i = 0; i < o.depth; ++i) {
     auto& layer = *m.layers[size_t(i)]->as<modules::PreLnLayerImpl>();
     const std::string b = "layers." + std::to_string(i);
     LayerIds id;
-    id.qkv = add(b + ".attn.qkv", layer.attn->qkv.get(), i);
-    id.proj = add(b + ".attn.proj", layer.attn->proj.get(), i);
-    id.fc1 = add(b + ".mlp.fc1", layer.mlp->fc1.get(), i);
-    id.fc2 = add(b + ".mlp.fc2", layer.mlp->fc2.get(), i);
+    id.qkv = add(b + ".attn.qkv", layer.attn->qkv.get(), i, LinearRole::Qkv);
+    id.proj = add(b + ".attn.proj", layer.attn->proj.get(), i, LinearRole::Proj);
+    id.fc1 = add(b + ".mlp.fc1", layer.mlp->fc1.get(), i, LinearRole::Fc1);
+    id.fc2 = add(b + ".mlp.fc2", layer.mlp->fc2.get(), i, LinearRole::Fc2);
     ids_.push_back(id);
   }
-  head_ = add("head", m.head.get(), -1);
+  head_ = add("head", m.head.get(), -1, LinearRole::Head);
 }
 
 TinyVideo::~TinyVideo() = default;

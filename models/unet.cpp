@@ -147,16 +147,16 @@ Unet::Unet(const UnetOptions& o) : options_(o) {
   const double E = o.emb_dim, C = o.in_channels;
   auto width = [&](int l) { return double(o.channels * o.channel_mult[size_t(l)]); };
   auto pixels = [&](int l) { return std::pow(double(o.input_size >> l), 2); };
-  auto add_linear = [&](const std::string& name, torch::nn::LinearImpl* lin, int block) {
-    linears_.push_back({name, lin->weight, lin->bias, block});
+  auto add_linear = [&](const std::string& name, torch::nn::LinearImpl* lin, int block, LinearRole role) {
+    linears_.push_back({name, lin->weight, lin->bias, block, role});
     return int(linears_.size()) - 1;
   };
   sites_.push_back({"model", -1,
                     2 * (kFrequencyDim * E + E * E) + conv_flops(3, C, width(0), pixels(0)) +
                         conv_flops(3, width(0), C, pixels(0)),
                     SiteKind::Model});
-  t0_ = add_linear("t_embedder.0", m.t_embedder[0]->as<torch::nn::Linear>(), -1);
-  t2_ = add_linear("t_embedder.2", m.t_embedder[2]->as<torch::nn::Linear>(), -1);
+  t0_ = add_linear("t_embedder.0", m.t_embedder[0]->as<torch::nn::Linear>(), -1, LinearRole::TimeEmbed);
+  t2_ = add_linear("t_embedder.2", m.t_embedder[2]->as<torch::nn::Linear>(), -1, LinearRole::TimeEmbed);
   int block_index = 0;
   auto add_res = [&](const std::string& path, int l, int i, int parent, double px) {
     ResBlockImpl& r = m.res(path, l, i);
@@ -167,7 +167,7 @@ Unet::Unet(const UnetOptions& o) : options_(o) {
     ResIds ids;
     ids.site = int(sites_.size());
     sites_.push_back({name, parent, flops, SiteKind::Block, block_index});
-    ids.emb = add_linear(name + ".emb", r.emb.get(), block_index);
+    ids.emb = add_linear(name + ".emb", r.emb.get(), block_index, LinearRole::Modulation);
     ids.module = int(m.blocks.size());
     m.blocks.push_back(&r);
     ++block_index;
@@ -191,8 +191,8 @@ Unet::Unet(const UnetOptions& o) : options_(o) {
         mid_attn_site_ = int(sites_.size());
         sites_.push_back({"mid.attn", parent, 2 * N * D * 3 * D + 4 * N * N * D + 2 * N * D * D, SiteKind::Attn,
                           sites_[size_t(mid_.back().site)].block});
-        qkv_ = add_linear("mid_attn.qkv", m.mid_attn->qkv.get(), sites_.back().block);
-        proj_ = add_linear("mid_attn.proj", m.mid_attn->proj.get(), sites_.back().block);
+        qkv_ = add_linear("mid_attn.qkv", m.mid_attn->qkv.get(), sites_.back().block, LinearRole::Qkv);
+        proj_ = add_linear("mid_attn.proj", m.mid_attn->proj.get(), sites_.back().block, LinearRole::Proj);
       }
       mid_.push_back(add_res("mid", l, 1, parent, pixels(l)));
     }

@@ -26,12 +26,6 @@ namespace fs = std::filesystem;
 constexpr const char* kFormat = "cachelab ptq calibration 1";
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-bool matches_any(const std::string& name, const std::vector<std::string>& subs) {
-  for (auto& s : subs)
-    if (name.find(s) != std::string::npos) return true;
-  return false;
-}
-
 std::string num(double v) {
   std::ostringstream os;
   os << v;
@@ -108,7 +102,22 @@ void PtqOps::begin_run(const std::vector<LinearRef>& linears, RunContext* ctx) {
     if (i < 6) names += (i ? ", " : "") + linears[i].name;
   }
   CL_CHECK(n > 0, "ptq: `layers` selects none of this backbone's linears (" << names << ", ...); use `blocks`, "
-                                                                             "`all` or substrings of their names");
+                                                                             "`all`, roles (qkv, fc1, ...) or substrings of their names");
+  // The temporal linears. The default names are the DiT's and the U-Net's; on a model whose
+  // timestep linears they miss (PixArt's t_block, SD's time_embed), a setting that treats
+  // them apart is refused rather than silently applied to the wrong set.
+  temporal_.assign(linears.size(), false);
+  int by_name = 0, by_role = 0, both = 0;
+  for (size_t i = 0; i < linears.size(); ++i) {
+    temporal_[i] = linear_matches(linears[i], o_.temporal_layers);
+    const bool role = linears[i].role == LinearRole::TimeEmbed || linears[i].role == LinearRole::Modulation;
+    by_name += temporal_[i], by_role += role, both += temporal_[i] && role;
+  }
+  CL_CHECK(o_.temporal == "quantize" || o_.temporal_layers != PtqOptions().temporal_layers ||
+               (by_name == by_role && both == by_role),
+           "ptq: temporal: " << o_.temporal << " with the default temporal_layers (the DiT's and the U-Net's names) selects "
+                             << by_name << " linears of this backbone, but it has " << by_role
+                             << " timestep linears (roles time_embed and modulation): set temporal_layers: [time_embed, modulation]");
   if (observing_) {
     if (s_->obs.size() != linears.size()) {
       CL_CHECK(s_->obs.empty(), "ptq: one calibration saw two backbones with different linear tables");
@@ -218,7 +227,7 @@ void PtqOps::prepare(const std::vector<LinearRef>& linears) {
   for (size_t i = 0; i < linears.size(); ++i) {
     const LinearRef& l = linears[i];
     State::Layer& q = s_->layers[i];
-    q.temporal = matches_any(l.name, o_.temporal_layers);
+    q.temporal = temporal_[i];
     if (!linear_matches(l, o_.layers)) continue;
     const State::Loaded* ld = nullptr;
     if (s_->have_file) {
@@ -325,7 +334,7 @@ at::Tensor PtqOps::linear(int id, const at::Tensor& x) {
       for (int64_t b = 0; b < B; ++b)
         s_->obs[i].push_back({s_->step, s_->group, (int64_t(s_->batch) << 20) + b, mn.data_ptr<float>()[b],
                               mx.data_ptr<float>()[b], vals[b]});
-      if (matches_any((*linears_)[i].name, o_.temporal_layers))
+      if (temporal_[i])
         s_->temporal_in[i].emplace_back(s_->group, x.detach().to(at::kFloat).clone());
       ++s_->calls;
     }

@@ -105,11 +105,13 @@ struct PtqOptions {
       "`all` calibration samples, or `tap`: per timestep group, the medoids of tap_clusters k-means clusters of the "
       "(step, sample) pairs (Q&C's temporal-aware clustering)");
     v("tap_clusters", tap_clusters, "tap: clusters (= calibration pairs kept) per timestep group");
-    v("layers", layers, "linears to quantize: `blocks` (every linear inside a block), `all`, or name substrings");
+    v("layers", layers, "linears to quantize: `blocks` (every linear inside a block), `all`, roles (qkv, proj, cross_q, "
+                        "cross_kv, cross_proj, fc1, fc2, modulation, time_embed, embed, head) or name substrings");
     v("temporal", temporal,
       "the temporal linears (time embedding, modulation): quantize, exact (pre-computable: full precision) or "
       "auto (exact where their calibrated error exceeds temporal_tolerance)");
-    v("temporal_layers", temporal_layers, "name substrings of the temporal linears");
+    v("temporal_layers", temporal_layers, "the temporal linears, by role (time_embed, modulation) or name substring; the "
+                                          "default names the DiT's and the U-Net's, on other models set [time_embed, modulation]");
     v("temporal_tolerance", temporal_tolerance, "auto: relative output error above which a temporal linear stays exact");
     v("low_bits", low_bits,
       "mixed precision: the lower bit width a `sixbit` site layer may give a block per step (0 = off; 4)");
@@ -180,6 +182,7 @@ class PtqOps final : public Ops, public Calibrator, public MultiRunCalibrator {
   RunContext* ctx_ = nullptr;
   int err_extra_ = -1, bits_extra_ = -1;
   bool observing_ = false, correcting_ = false;
+  std::vector<bool> temporal_;  // per linear of the bound table: selected by temporal_layers
   std::unique_ptr<State> s_;
 };
 

@@ -201,7 +201,7 @@ void W8A8Ops::begin_run(const std::vector<LinearRef>& linears, RunContext* ctx) 
     if (i < 6) names += (i ? ", " : "") + linears[i].name;
   }
   CL_CHECK(n > 0, "w8a8: `layers` selects none of this backbone's linears (" << names << ", ...); use `blocks`, "
-                                                                              "`all` or substrings of their names");
+                                                                              "`all`, roles (qkv, fc1, ...) or substrings of their names");
   if (observing_) {
     if (s_->obs_calls.size() != linears.size()) {
       CL_CHECK(s_->obs_calls.empty(), "w8a8: one calibration saw two backbones with different linear tables");

@@ -77,7 +77,8 @@ struct W8A8Options {
       "activation ranges file (safetensors, relative to the project root), written by `cachelab calibrate`; "
       "not read with activations: dynamic");
     v("layers", layers,
-      "linears to quantize: `blocks` = every linear inside a block, `all`, or substrings of checkpoint names");
+      "linears to quantize: `blocks` = every linear inside a block, `all`, roles (qkv, proj, cross_q, cross_kv, "
+      "cross_proj, fc1, fc2, modulation, time_embed, embed, head) or substrings of checkpoint names");
     v("reduce_range", reduce_range,
       "7-bit activations (0..127) so int8 kernels cannot saturate on CPUs without VNNI; false = 0..255");
     v("log_error", log_error,

@@ -1,4 +1,4 @@
-// K/V caches on the sequence pipelines: prefix_kv, dual_kv, dkv_cache (mdlm) and rolling_kv (video). What each
+// K/V caches on the sequence pipelines: prefix_kv, dual_kv, vicinity_kv, dkv_cache (mdlm) and rolling_kv (video). What each
 // must show: the exact settings reproduce the uncached run bit for bit; the approximate ones
 // compute fewer rows (FLOPs count what ran) and log their hit rate.
 #include <ATen/ATen.h>
@@ -169,6 +169,40 @@ BOOST_AUTO_TEST_CASE(dual_cache_computes_only_the_block_between_refreshes) {
   BOOST_CHECK(at::equal(t.samples.narrow(1, 0, 8), ref.samples.narrow(1, 0, 8)));
   BOOST_TEST_MESSAGE("dual_kv FLOPs / uncached " << t.flops / ref_traj.flops << ", tokens differing "
                                                   << t.samples.ne(ref.samples).sum().item<int64_t>() << " of 72");
+}
+
+// Prompt 8 + 24 tokens in blocks of 8 (L = 32). With no vicinity the cache is dual_kv; with
+// one covering the sequence it recomputes everything and is the uncached run; in between, a
+// step computes the block and `before` / `after` positions around it (clipped to the sequence),
+// and the hit rate is the share of the keys it did not compute.
+BOOST_AUTO_TEST_CASE(vicinity_cache_computes_the_block_and_its_neighbours) {
+  DualKvCache dual{DualKvOptions{}};
+  auto d = run_seq(model, pipe, &dual, run, &ref, nullptr);
+  VicinityKvOptions o;
+  o.before = o.after = 0;
+  VicinityKvCache none(o);
+  auto v0 = run_seq(model, pipe, &none, run, &ref, nullptr);
+  BOOST_CHECK(at::equal(v0.samples, d.samples));
+  BOOST_CHECK_EQUAL(v0.flops, d.flops);
+  o.before = o.after = 32;
+  VicinityKvCache whole(o);
+  auto vl = run_seq(model, pipe, &whole, run, &ref, nullptr);
+  BOOST_CHECK(at::equal(vl.samples, ref.samples));
+  for (auto& s : vl.steps) BOOST_CHECK_EQUAL(s.err_ref[TinyMdlm::kSiteModel], 0.0);
+  o.before = 4;
+  o.after = 6;
+  VicinityKvCache near(o);
+  auto vn = run_seq(model, pipe, &near, run, &ref, nullptr);
+  for (int i = 0; i < 12; ++i) {
+    const int block = i / 4;  // [8 + 8 block, 16 + 8 block), widened by 4 left and up to 6 right
+    const double rows = 4 + 8 + std::min(6, 32 - (16 + 8 * block));
+    for (int layer = 0; layer < 2; ++layer)
+      BOOST_CHECK_CLOSE(hit_at(vn, model, i, layer), i % 4 == 0 ? 0.0 : (32 - rows) / 32, 1e-12);
+  }
+  BOOST_CHECK(vn.flops > d.flops && vn.flops < ref_traj.flops);
+  BOOST_TEST_MESSAGE("vicinity_kv (4, 6): FLOPs / uncached " << vn.flops / ref_traj.flops << " (dual " << d.flops / ref_traj.flops
+                     << "), tokens differing " << vn.samples.ne(ref.samples).sum().item<int64_t>() << " of 96 (dual "
+                     << d.samples.ne(ref.samples).sum().item<int64_t>() << ")");
 }
 
 BOOST_AUTO_TEST_CASE(dkv_cache_keeps_a_token_one_step_after_it_is_decoded) {
