@@ -1,6 +1,7 @@
 // Every cache policy, one line each.
 #include "caches/cg_taylor.h"
 #include "caches/dbcache.h"
+#include "caches/dbprune.h"
 #include "caches/dec.h"
 #include "caches/delta_dit.h"
 #include "caches/delta_cache.h"
@@ -12,6 +13,7 @@
 #include "caches/foca.h"
 #include "caches/easycache.h"
 #include "caches/fora.h"
+#include "caches/forecast.h"
 #include "caches/interval_adjust.h"
 #include "caches/kv_cache.h"
 #include "caches/l2c.h"
@@ -93,6 +95,8 @@ void register_caches() {
       "window_diffusion", "Window-Diffusion: phases of a full forward then the nearest masked tokens only, far masks pruned", __FILE__);
   r.add<DbCachePolicy, DbCacheOptions>(
       "dbcache", "DBCache: Fn front blocks decide, the middle is skipped while their residual barely changes, Bn back blocks run", __FILE__);
+  r.add<DbPrunePolicy, DbPruneOptions>(
+      "dbprune", "DBPrune: each block outside Fn / Bn pruned alone (its cached residual added) while its input barely changed", __FILE__);
   r.add<DeltaDitPolicy, DeltaDitOptions>(
       "delta_dit", "Delta-DiT: cached deviation of a block range, rear blocks early, front blocks late", __FILE__);
   r.add<MagCachePolicy, MagCacheOptions>(
@@ -101,6 +105,8 @@ void register_caches() {
       "zeus", "ZEUS: skip the denoiser on a modular pattern, second-order extrapolation interleaved with reuse", __FILE__);
   r.add<CgTaylorPolicy, CgTaylorOptions>(
       "cg_taylor", "confidence-gated Taylor: forecast the last block while the first block's forecast holds", __FILE__);
+  r.add<ForecastLayer, ForecastOptions>(
+      "forecast", "TaylorSeer or FoCa forecasts in place of any policy's stand-ins (outputs of attn / mlp, residuals of blocks)", __FILE__);
   r.add<ScmPolicy, ScmOptions>(
       "scm", "step computation mask: a static per-step mask (presets), alone or around a dynamic policy", __FILE__);
   r.add<ThresholdSearch, ThresholdSearchOptions>(

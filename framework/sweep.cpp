@@ -81,6 +81,60 @@ bool pending(const std::string& dir, const RunSpec& r, bool force) {
   return !info || info->status != "done";
 }
 
+// What making the artefacts the chosen pending runs read will cost at least (those not made
+// yet, each once): one pass of each calibration run, one pass of each profile's reference
+// (per lag too) and each router's uncached trajectories. Threshold searches (a curve of runs),
+// correctors fitted along a second pass and a router's training iterations cost more.
+struct ArtefactCost {
+  int calibrations = 0, schedules = 0, routers = 0;
+  double flops = 0, seconds = 0;
+};
+ArtefactCost artefact_cost(RunSession& session, const ExperimentSpec& spec, const SweepOptions& o,
+                           const std::vector<size_t>& chosen) {
+  ArtefactCost c;
+  std::set<std::string> seen;
+  auto add = [&](const ConfigNode& config, double samples) {
+    RunSpec pass;
+    pass.is_reference = true;  // (no timing repetitions)
+    pass.config = config;
+    pass.config.child("run").child("samples") = ConfigNode::make_scalar(std::to_string(int64_t(samples)));
+    const RunCost rc = session.cost(pass);
+    c.flops += rc.flops, c.seconds += rc.seconds;
+  };
+  auto maker_of = [&](const std::string& name) -> const RunSpec* {
+    for (auto& r : spec.runs)
+      if (r.name == name) return &r;
+    return nullptr;
+  };
+  auto number = [](const ConfigNode* n, double fallback) { return n && n->is_scalar() ? std::atof(n->scalar.c_str()) : fallback; };
+  for (size_t i : chosen) {
+    const RunSpec& r = spec.runs[i];
+    if (!pending(session.dir(), r, o.force)) continue;
+    for (auto& a : r.artefacts) {
+      if (fs::exists(resolve_path(a.path)) || !seen.insert(a.path).second) continue;
+      const RunSpec* maker = maker_of(a.maker);
+      if (a.kind == "router") {
+        ++c.routers;
+        const ConfigNode* t = a.recipe.find("trainer");
+        if (maker) add(maker->config, number(t ? t->find("trajectories") : nullptr, 128) + number(t ? t->find("eval_trajectories") : nullptr, 8));
+      } else if (a.kind == "schedule") {
+        ++c.schedules;
+        const ConfigNode& prof = *a.recipe.find("profile");
+        const std::string path = prof.find("path")->scalar;
+        if (!fs::exists(resolve_path(path)) && seen.insert(path).second)
+          add(*a.recipe.find("reference"), number(prof.find("profile_samples"), 4) * (1 + number(prof.find("profile_lags"), 3)));
+      } else {
+        ++c.calibrations;
+        if (maker && !maker->calibration_config.is_null()) {
+          const ConfigNode* run = maker->calibration_config.find("run");
+          add(maker->calibration_config, number(run ? run->find("samples") : nullptr, 1));
+        }
+      }
+    }
+  }
+  return c;
+}
+
 // Before anything runs: what this process's share of the sweep will cost at most (runs not
 // done yet, the references they need), refused when it cannot fit in memory or on disk, or
 // would take longer than --max-hours. Returns the memory it estimated per process (0: nothing to do).
@@ -115,13 +169,20 @@ double check_resources(RunSession& session, const ExperimentSpec& spec, const Sw
                                                                   : 0);
   if (todo == 0) return 0;
   const double procs = std::min<double>(std::max(1, o.jobs), todo);
-  const double memory = (weights + ref_mem + run_mem) * procs, wall = seconds / procs;
+  const ArtefactCost art = artefact_cost(session, spec, o, chosen);
+  const double memory = (weights + ref_mem + run_mem) * procs, wall = seconds / procs + art.seconds;
   const double avail = available_memory(), free = free_bytes(dir);
   std::printf("[cachelab] preflight: %d run(s) to do, %.3g FLOP, at most %s at %.2g GFLOP/s (measured here); "
               "memory ~%s of %s available; disk ~%s of %s free\n",
               todo, flops, fmt_duration(wall).c_str(), ref_s > 0 ? ref_flops / ref_s / 1e9 : 0.0,
               fmt_bytes(memory).c_str(), avail < 0 ? "?" : fmt_bytes(avail).c_str(), fmt_bytes(disk).c_str(),
               free < 0 ? "?" : fmt_bytes(free).c_str());
+  if (art.calibrations + art.schedules + art.routers > 0)
+    std::printf("[cachelab] preflight: first %d artefact(s) to make (%d calibration file(s), %d schedule(s), %d router(s)), "
+                "at least %.3g FLOP, %s (one pass of each calibration run, profile and router pool; threshold searches, "
+                "second fitting passes and router training take more)\n",
+                art.calibrations + art.schedules + art.routers, art.calibrations, art.schedules, art.routers, art.flops,
+                fmt_duration(art.seconds).c_str());
   const std::string samples = max_samples > 0 ? " (now " + std::to_string(max_samples) + ")" : "";
   CL_CHECK(avail < 0 || memory <= avail,
            "preflight: the sweep needs about " << fmt_bytes(memory) << " of memory (final samples, reference "

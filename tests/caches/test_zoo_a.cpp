@@ -1,4 +1,4 @@
-// The cache zoo, part A: Delta-DiT, DBCache, MagCache, ZEUS, confidence-gated Taylor, the
+// The cache zoo, part A: Delta-DiT, DBCache, DBPrune, MagCache, ZEUS, confidence-gated Taylor, the
 // step computation mask and the threshold search, each on its defining behaviour (tiny
 // synthetic sites where the property is exact, the tiny random DiT for real hits).
 #include <ATen/ATen.h>
@@ -11,6 +11,7 @@
 #include "caches/calibration.h"
 #include "caches/cg_taylor.h"
 #include "caches/dbcache.h"
+#include "caches/dbprune.h"
 #include "caches/fbcache.h"
 #include "caches/delta_dit.h"
 #include "caches/magcache.h"
@@ -472,6 +473,90 @@ BOOST_FIXTURE_TEST_CASE(a_psnr_target_keeps_the_fastest_threshold_that_reaches_i
   BOOST_CHECK_GE(psnr(t.samples, ref.samples), o.value);
   BOOST_TEST_MESSAGE("psnr target " << o.value << " dB: threshold " << s.threshold() << ", speedup "
                                     << ref_traj.flops / t.flops);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(dbprune)
+
+BOOST_FIXTURE_TEST_CASE(front_and_back_blocks_run_the_middle_ones_are_pruned, Fixture) {
+  DbPruneOptions o;
+  o.threshold = 1e9, o.warmup_steps = 2, o.front_blocks = 1, o.back_blocks = 1;
+  DbPrunePolicy p(o);
+  auto t = with(p);
+  for (size_t i = 0; i < t.steps.size(); ++i) {
+    const auto& s = t.steps[i];
+    BOOST_CHECK_EQUAL(s.decision[site("blocks.0")], uint8_t(Decision::Compute));
+    BOOST_CHECK_EQUAL(s.decision[site("blocks.3")], uint8_t(Decision::Compute));
+    for (const char* b : {"blocks.1", "blocks.2"}) {
+      BOOST_CHECK_EQUAL(s.decision[site(b)], uint8_t(i < 2 ? Decision::Compute : Decision::Reuse));
+      if (i >= 1) BOOST_CHECK(std::isfinite(s.signal[site(b)]));
+    }
+  }
+  BOOST_CHECK_LT(t.flops, ref_traj.flops);
+  BOOST_CHECK(std::isfinite(t.steps.back().err_ref_rel_l1));
+}
+
+BOOST_FIXTURE_TEST_CASE(a_zero_threshold_prunes_nothing_and_the_cap_holds, Fixture) {
+  DbPruneOptions o;
+  o.threshold = 0;
+  DbPrunePolicy none(o);
+  auto t = with(none);
+  BOOST_CHECK(at::equal(t.samples, ref.samples));
+  BOOST_CHECK_EQUAL(t.flops, ref_traj.flops);
+  o.threshold = 1e9, o.warmup_steps = 1, o.max_pruned_steps = 3;
+  DbPrunePolicy capped(o);
+  auto c = with(capped);
+  int steps_with_a_prune = 0;
+  for (auto& s : c.steps) {
+    bool any = false;
+    for (auto d : s.decision) any |= d == uint8_t(Decision::Reuse);
+    steps_with_a_prune += any;
+  }
+  BOOST_CHECK_EQUAL(steps_with_a_prune, 3);
+}
+
+BOOST_AUTO_TEST_CASE(a_pruned_block_adds_the_residual_of_its_last_run_and_decides_alone) {
+  // Every block adds its own constant, so a pruned block's stand-in (input + the residual of
+  // its last run) is its true output whatever the input: the stack's output stays x + sum c.
+  const int depth = 4, T = 8;
+  auto sites = block_sites(depth);
+  RunContext ctx;
+  ctx.sites = &sites;
+  ctx.steps = T;
+  DbPruneOptions o;
+  o.threshold = 1e9, o.warmup_steps = 2, o.front_blocks = 1, o.back_blocks = 1;
+  DbPrunePolicy p(o);
+  p.begin_run(ctx);
+  auto c = at::randn({depth, 1, 3, 5}, at::kDouble);
+  auto f = [&](int b, const at::Tensor& x) { return x + c[b]; };
+  std::vector<Decision> d;
+  for (int s = 0; s < T; ++s) {
+    auto x = at::randn({1, 3, 5}, at::kDouble);
+    auto out = run_stack(p, sites, step_of(s, T), x, f, &d);
+    BOOST_CHECK_SMALL((out - (x + c.sum(0))).abs().max().item<double>(), 1e-12);
+    for (int b = 0; b < depth; ++b)
+      BOOST_CHECK((d[size_t(b)] == Decision::Reuse) == (s >= 2 && b >= 1 && b <= 2));
+  }
+  // Per block: when block 1 adds a large constant, block 2's input barely changes relative to
+  // its size while block 1's does; at threshold 0.1 block 2 is pruned at every step after the
+  // first while block 1, before it, runs.
+  c[1].fill_(100.0);
+  DbPruneOptions per = o;
+  per.threshold = 0.1, per.warmup_steps = 1;
+  DbPrunePolicy q1(per);
+  q1.begin_run(ctx);
+  for (int s = 0; s < T; ++s) {
+    auto x = at::randn({1, 3, 5}, at::kDouble);
+    auto out = run_stack(q1, sites, step_of(s, T), x, f, &d);
+    BOOST_CHECK_SMALL((out - (x + c.sum(0))).abs().max().item<double>(), 1e-9);
+    BOOST_CHECK(d[1] == Decision::Compute);
+    BOOST_CHECK((d[2] == Decision::Reuse) == (s >= 1));
+  }
+  DbPruneOptions bad;
+  bad.front_blocks = 2, bad.back_blocks = 2;
+  DbPrunePolicy q(bad);
+  check_error([&] { q.begin_run(ctx); }, {"dbprune", "leave no block to prune", "4-block"});
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -65,6 +65,7 @@ const std::map<std::string, std::string> kExamples = {
     {"cache l2c", "type: l2c\ntrain: {type: harmonica, iterations: 3}\n"},  // (keyed by kind: a trainer is `l2c` too)
     {"cache layer_skip", "type: layer_skip\nlayers: [1]\nparts: [attn, mlp]\n"},
     {"scm", "type: scm\npreset: fast\ninner: {type: fbcache, threshold: 0.2}\n"},
+    {"forecast", "type: forecast\ninner: {type: dbcache}\nforecaster: foca\n"},
     {"threshold_search",
      "type: threshold_search\ninner: {type: dbcache}\ntarget: psnr\nvalue: 30\nfile: results/calib/s.txt\n"},
 };

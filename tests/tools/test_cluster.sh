@@ -166,6 +166,10 @@ expect 0 "all runs done" "resume after freeing space" "$exe" run "$tmp/d.yaml" -
 # --- 5. preflight: estimates, refusals naming the key to change, missing data
 expect 0 "preflight:|at most|GFLOP/s|memory ~|disk ~" "validate prints the estimate" \
   "$exe" validate "$tmp/d.yaml" --results "$tmp/pre"
+out=$("$exe" validate experiments/dbprune.yaml --results "$tmp/pre-art" 2>&1)
+grep -qF "first 6 artefact(s) to make (6 calibration file(s), 0 schedule(s), 0 router(s)), at least" <<<"$out" \
+  && ok "the estimate counts the artefacts to make first (threshold searches on 3 calibration seeds)" \
+  || bad "no artefact estimate: $out"
 expect 2 "memory|run.samples" "preflight refuses samples that cannot fit in memory" \
   "$exe" validate experiments/quickstart.yaml run.samples=30000000
 expect 2 "preflight|run.samples" "preflight refuses run.samples=100000000" \
