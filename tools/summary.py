@@ -139,9 +139,12 @@ def perturb(claims, perturbed):
             c["perturbation_spread"] = rounded(max(spreads))
         # Fragile: another verdict under a perturbation, or a decided verdict whose smallest
         # margin is inside what the perturbations moved a margin by (another machine may flip it).
+        # Perturbations that moved no margin at all make nothing fragile (an exact claim's margin
+        # of 0, bit for bit under every perturbation, is not inside a spread of 0).
         c["fragile_by"] = ("verdict" if any(p["verdict"] != c["verdict"] for p in c["perturbed"]) else
                            "margin" if c["verdict"] in ("holds", "does not hold") and base and spreads and
-                           min(abs(v) for v in base) <= c["perturbation_spread"] else "")
+                           c["perturbation_spread"] > 0 and min(abs(v) for v in base) <= c["perturbation_spread"]
+                           else "")
         c["fragile"] = bool(c["fragile_by"])
     return claims
 

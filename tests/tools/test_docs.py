@@ -148,6 +148,14 @@ def main(argv):
     check(thin[0]["fragile"] and thin[0]["fragile_by"] == "margin" and "smallest margin of 0.1" in summary.verdict_text(thin[0]),
           "a holding verdict whose margin is inside the perturbation's spread is fragile")
 
+    # An exact claim (margin 0) that every perturbation reproduces bit for bit (spread 0) is not fragile.
+    exact = fake_summary([30.0, 31.0, 32.0], [30.0, 31.0, 32.0], "holds", 3)["claims"]
+    for c in exact:
+        c["margins"] = {"mean": 0.0}
+    summary.perturb(exact, [("with OpenBLAS Haswell kernels", [dict(c) for c in exact])])
+    check(not exact[0]["fragile"] and exact[0]["perturbation_spread"] == 0,
+          "an exact claim reproduced bit for bit under the perturbation is not fragile")
+
     print(f"{len(failures)} failed")
     return 1 if failures else 0
 
