@@ -24,12 +24,6 @@ namespace {
 
 constexpr const char* kFormat = "cachelab learn2pd filter 1";
 
-// Softmax probability of the argmax token ([B, N] float64) and the argmax ([B, N] int64).
-std::pair<at::Tensor, at::Tensor> confidence(const at::Tensor& logits) {
-  auto best = at::softmax(logits.to(at::kDouble), -1).max(-1);
-  return {std::get<0>(best), std::get<1>(best)};
-}
-
 // The baseline rule, recording what the filter will see at every step and what it predicts.
 struct Record {
   at::Tensor features, tokens, masked;  // [B, 2N] float, [B, N] int64, [B, N] bool
@@ -37,7 +31,7 @@ struct Record {
 class RecordingDecoder final : public LmDecoder {
  public:
   UnmaskChoice choose(const UnmaskStep& s) const override {
-    records.push_back({learn2pd_features(s.logits, s.masked), confidence(s.logits).second, s.masked.clone()});
+    records.push_back({learn2pd_features(s.logits, s.masked), greedy_confidence(s.logits).second, s.masked.clone()});
     return base_.choose(s);
   }
   mutable std::vector<Record> records;
@@ -50,7 +44,7 @@ class RecordingDecoder final : public LmDecoder {
 }  // namespace
 
 at::Tensor learn2pd_features(const at::Tensor& logits, const at::Tensor& masked) {
-  auto conf = confidence(logits).first.to(at::kFloat).cpu();
+  auto conf = greedy_confidence(logits).first.to(at::kFloat).cpu();
   auto m = masked.cpu();
   return at::cat({at::where(m, conf, at::ones_like(conf)), m.to(at::kFloat)}, 1);
 }
@@ -90,7 +84,7 @@ UnmaskChoice Learn2pdDecoder::choose(const UnmaskStep& s) const {
   CL_CHECK(N == filter_.block_length(), "learn2pd: the filter `" << o_.filter << "` was trained for blocks of "
                                                                  << filter_.block_length() << " positions; this decoding has "
                                                                  << N << " (set pipeline.block_length, or train a filter for it)");
-  auto [conf, tokens] = confidence(s.logits);
+  auto [conf, tokens] = greedy_confidence(s.logits);
   auto masked = s.masked.cpu();
   auto trust = at::sigmoid(filter_.logits(learn2pd_features(s.logits, masked))).ge(o_.threshold) & masked;
   // Always the most confident masked position, so every step commits.

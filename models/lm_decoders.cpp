@@ -18,11 +18,10 @@ struct Predicted {
 };
 
 Predicted predict(const UnmaskStep& s) {
-  auto probs = at::softmax(s.logits.to(at::kDouble), -1);
-  auto best = probs.max(-1);
+  auto [conf, tokens] = greedy_confidence(s.logits);
   Predicted p;
-  p.tokens = std::get<1>(best);
-  p.conf = at::where(s.masked, std::get<0>(best), at::full_like(std::get<0>(best), -kInf));
+  p.tokens = tokens;
+  p.conf = at::where(s.masked, conf, at::full_like(conf, -kInf));
   return p;
 }
 
@@ -35,6 +34,11 @@ at::Tensor top_k(const at::Tensor& score, const at::Tensor& masked, int64_t k) {
 }
 
 }  // namespace
+
+std::pair<at::Tensor, at::Tensor> greedy_confidence(const at::Tensor& logits) {
+  auto best = at::softmax(logits.to(at::kDouble), -1).max(-1);
+  return {std::get<0>(best), std::get<1>(best)};
+}
 
 UnmaskChoice LowConfidenceDecoder::choose(const UnmaskStep& s) const {
   auto p = predict(s);

@@ -23,12 +23,19 @@
 // skips the block's remaining steps (no forward). Set steps_per_block = block_length so a
 // block can always finish one token per step.
 #pragma once
+#include <ATen/core/Tensor.h>
+
 #include <memory>
+#include <utility>
 
 #include "framework/config.h"
 #include "framework/lm_decoder.h"
 
 namespace cachelab {
+
+// The greedy prediction at every position of logits [B, N, V]: the softmax probability of
+// the argmax token in float64 (as LLaDA's generate.py) and that token: {confidence, tokens}.
+std::pair<at::Tensor, at::Tensor> greedy_confidence(const at::Tensor& logits);
 
 struct LowConfidenceOptions {
   template <class V>

@@ -8,6 +8,7 @@
 #include "framework/error.h"
 #include "framework/ops.h"
 #include "framework/registries.h"
+#include "models/lm_decoders.h"
 #include "models/masked_lm.h"
 
 namespace cachelab {
@@ -200,7 +201,7 @@ at::Tensor MdlmPipeline::run(const PipelineInputs& in, StepDriver& driver) const
       UnmaskChoice c = decoder_->choose(us);
       CL_CHECK(c.unmask.defined() && c.unmask.sizes() == masked.sizes(), "internal: the decoder's choice has the wrong shape");
       auto pick = c.unmask & masked;
-      auto conf = std::get<0>(at::softmax(logits.to(at::kDouble), -1).max(-1));  // [B, N] float64
+      auto conf = greedy_confidence(logits).first;  // [B, N] float64
       // The step budget: top each sample up to `need` with its most confident unpicked masked positions.
       auto deficit = (need.to(pick.device()) - pick.sum(1)).clamp_min(0);  // [B]
       if (deficit.max().item<int64_t>() > 0) {
@@ -261,7 +262,7 @@ at::Tensor MdlmPipeline::run(const PipelineInputs& in, StepDriver& driver) const
       x = at::cat({x.narrow(1, 0, start), updated, x.narrow(1, start + o_.block_length, L - start - o_.block_length)}, 1);
       auto st = state.narrow(1, start, o_.block_length);
       st.masked_fill_(pick.cpu(), i);
-      auto conf = std::get<0>(at::softmax(logits.to(at::kDouble), -1).max(-1)).to(at::kFloat).cpu();
+      auto conf = greedy_confidence(logits).first.to(at::kFloat).cpu();
       confidence.fill_(std::numeric_limits<float>::quiet_NaN());
       confidence.narrow(1, start, o_.block_length).copy_(at::where((masked & ~pick).cpu(), conf, confidence.narrow(1, start, o_.block_length)));
       end_of_text(i);
