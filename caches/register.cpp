@@ -24,6 +24,7 @@
 #include "caches/schedule.h"
 #include "caches/spectrum.h"
 #include "caches/scm.h"
+#include "caches/fastercache.h"
 #include "caches/pab.h"
 #include "caches/ras.h"
 #include "caches/d2cache.h"
@@ -69,6 +70,8 @@ void register_caches() {
   r.add<VcCorrector, VcOptions>("vc", "Q&C variance compensation: the model output's spread matched per step to full precision", __FILE__);
   ops_layers().add<PrefixKvCache, PrefixKvOptions>(
       "prefix_kv", "Fast-dLLM block-wise prefix K/V cache for masked-diffusion LMs (mdlm)", __FILE__);
+  ops_layers().add<BlockKvCache, BlockKvOptions>(
+      "block_kv", "Fast-dLLM v2 block and sub-block K/V caches for block-causal LMs (llada's block_size)", __FILE__);
   ops_layers().add<RollingKvCache, RollingKvOptions>(
       "rolling_kv", "AR video: K/V of finished frames kept, attention over a window of past frames", __FILE__);
   ops_layers().add<ForcingKvCache, ForcingKvOptions>(
@@ -114,6 +117,8 @@ void register_caches() {
   r.add<FocaPolicy, FocaOptions>("foca", "FoCa: forecast sub-layer outputs with a BDF2 slope and a Heun calibration, compute every N-th step", __FILE__);
   r.add<LayerSkipPolicy, LayerSkipOptions>(
       "layer_skip", "static layer skipping (Skip to the Good Part): named blocks never computed, their input passes on", __FILE__);
+  r.add<FasterCachePolicy, FasterCacheOptions>(
+      "fastercache", "FasterCache: attention outputs extrapolated between computed steps, and the unconditional half of guidance skipped and estimated by frequency band (CFG-Cache)", __FILE__);
   r.add<PabPolicy, PabOptions>("pab", "Pyramid Attention Broadcast: reuse attention outputs over a timestep window, a range per attention type", __FILE__);
   r.add<RasPolicy, RasOptions>("ras", "RAS: update only the tokens in focus, the rest keep the previous noise estimate", __FILE__);
   r.add<DeltaCachePolicy, DeltaCacheOptions>("delta_cache", "Temporal Delta Cache: skip blocks whose residual (out - in) is stable, add the cached residual", __FILE__);

@@ -72,7 +72,7 @@ void SeqKvCache::overwrite_values(int layer, const at::Tensor& where, const at::
 at::Tensor SeqKvCache::attend_weighed(const AttnCall& call, const at::Tensor& q, const at::Tensor& K, const at::Tensor& V,
                                       at::Tensor& weights) {
   auto s = at::matmul(q, K.transpose(-2, -1)) * (1.0 / std::sqrt(double(q.size(-1))));
-  if (call.mask.defined()) s = s + call.mask;
+  if (auto mask = attention_mask(call, q); mask.defined()) s = s + mask;
   weights = at::softmax(s, -1);
   return inner_ ? Ops::attention(call, q, K, V) : at::matmul(weights, V);
 }
@@ -87,7 +87,26 @@ at::Tensor SeqKvCache::positions_between(const SeqForward& f, int64_t begin, int
 
 SeqPlan SeqKvCache::seq_begin(const SeqForward& f) {
   CL_CHECK(!f.causal, name_ << ": a masked-LM K/V cache serves bidirectional models, not causal video (use rolling_kv)");
+  // A block-causal model computes up to the end of its current block only: when the
+  // sequence grew (a new block), the store grows with it and the new positions are computed.
+  const int64_t grown = stored_ && f.length != length_ ? length_ : -1;
+  if (grown >= 0) {
+    CL_CHECK(f.length > length_, "internal: " << name_ << ": the sequence shrank from " << length_ << " to " << f.length
+                                              << " positions within a run");
+    const int64_t n = f.length - length_;
+    for (auto& l : layers_) {
+      if (!l.k.defined()) continue;
+      l.k = at::constant_pad_nd(l.k, {0, 0, 0, n});
+      l.v = at::constant_pad_nd(l.v, {0, 0, 0, n});
+      l.valid = at::cat({l.valid, at::zeros({l.valid.size(0), n}, at::kBool)}, 1);
+    }
+  }
+  length_ = f.length;
   RowPlan d = decide(f, step_, stored_);
+  if (grown >= 0) {  // a copy: a decision may hand the same tensor as compute and keep
+    d.compute = d.compute.clone();
+    d.compute.narrow(1, grown, f.length - grown).fill_(true);
+  }
   CL_CHECK(d.compute.defined() && d.compute.sizes() == at::IntArrayRef({f.batch, f.length}),
            "internal: " << name_ << " decided rows of the wrong shape");
   CL_CHECK(stored_ || d.compute.all().item<bool>(), "internal: " << name_ << " reuses keys it never stored");
@@ -169,6 +188,27 @@ SeqKvCache::RowPlan DualKvCache::decide(const SeqForward& f, const StepIndex& st
   if (dual_refresh(step, stored, o_.refresh)) return {all(f), all(f)};
   auto block = positions_between(f, f.context, f.block_end);
   return {block, block};
+}
+
+SeqKvCache::RowPlan BlockKvCache::decide(const SeqForward& f, const StepIndex& step, bool stored) {
+  CL_CHECK(f.block_causal, "block_kv: serves block-causal models (llada with block_size > 0), whose finished blocks' "
+                           "keys and values are final; for a bidirectional model use prefix_kv or dual_kv");
+  // exact_: the positions stored after their block finished (never recomputed again).
+  if (!stored || !exact_.defined()) exact_ = at::zeros({f.batch, f.length}, at::kBool);
+  if (exact_.size(1) < f.length) exact_ = at::cat({exact_, at::zeros({f.batch, f.length - exact_.size(1)}, at::kBool)}, 1);
+  const auto final_ = positions_between(f, 0, f.settled);
+  const auto missing = ~(exact_ & final_);  // the current block, and finished positions not stored since
+  RowPlan plan{missing, missing & final_};
+  if (o_.sub_block) {
+    if (!stored || step.inner == 0 || (o_.refresh > 0 && step.inner % o_.refresh == 0)) {
+      plan.keep = missing;  // the current block too: the sub-block cache
+    } else {
+      auto block = positions_between(f, f.context, f.block_end);
+      plan = {block, at::zeros_like(block)};
+    }
+  }
+  exact_ = exact_ | (plan.keep & final_);
+  return plan;
 }
 
 SeqKvCache::RowPlan VicinityKvCache::decide(const SeqForward& f, const StepIndex& step, bool stored) {

@@ -28,6 +28,17 @@
 //              still-masked positions and those decoded at the previous step; the first two
 //              steps of a block and every `refresh`-th step compute everything and keep every
 //              non-masked position (the reference's `cache_reloading_step`).
+//   block_kv   Fast-dLLM v2's hierarchical cache, for a block-causal model (llada's block_size):
+//              the block-level cache keeps the keys and values of finished blocks (positions
+//              < SeqForward::settled, final: they see no later position) once, computed with
+//              their final tokens, and never recomputes them; every step computes the current
+//              block (from its first position to the end the model computes), which is exact.
+//              With `sub_block` the pipeline's blocks are sub-blocks of the model's: at a
+//              sub-block's first step (and every `refresh` steps) the model's current block is
+//              computed and kept too, and the other steps compute the sub-block only, reading
+//              the rest of the block (decoded sub-blocks and masked ones after it) from the
+//              store: Fast-dLLM v2's sub-block cache, an approximation (the stored positions
+//              do not see the sub-block's decodes until the next refresh).
 //
 // Rows are per sample; samples that would compute fewer rows than the batch's largest count
 // compute extra positions (their latest keys and values are used, not stored), so every
@@ -49,6 +60,22 @@ namespace cachelab {
 
 // dual_kv's `refresh` means what prefix_kv's does.
 using DualKvOptions = PrefixKvOptions;
+
+struct BlockKvOptions {
+  bool sub_block = false;
+  int refresh = 0;
+  template <class V>
+  void fields(V& v) {
+    v("sub_block", sub_block, "also cache the model's current block between a pipeline block's (a sub-block's) "
+                              "refreshes: the sub-block is computed alone (Fast-dLLM v2's sub-block cache)", false);
+    v("refresh", refresh, "with sub_block: also recompute the current block every N steps of a sub-block; 0 = only "
+                          "at its first step", 0);
+  }
+  template <class C>
+  void check(C& c) const {
+    c.require(refresh >= 0, "refresh", "must be >= 0");
+  }
+};
 
 struct VicinityKvOptions {
   int before = 8;   // dInfer's prefix_look
@@ -164,6 +191,18 @@ class SeqKvCache : public Ops {
   at::Tensor keep_;     // [B, L] bool, this forward
   at::Tensor visible_;  // [B, L] bool, this forward; undefined = all
   bool stored_ = false;
+  int64_t length_ = 0;  // L of the stored sequence
+};
+
+// Fast-dLLM v2's hierarchical cache for a block-causal model (llada's block_size).
+class BlockKvCache final : public SeqKvCache {
+ public:
+  explicit BlockKvCache(const BlockKvOptions& o) : SeqKvCache("block_kv"), o_(o) {}
+
+ private:
+  RowPlan decide(const SeqForward& f, const StepIndex& step, bool stored) override;
+  BlockKvOptions o_;
+  at::Tensor exact_;  // [B, L] bool: positions stored once their block had finished
 };
 
 class DualKvCache final : public SeqKvCache {

@@ -63,6 +63,20 @@ class RunContext {
 
 class Calibrator;
 
+// Reuse of classifier-free guidance's unconditional branch (FasterCache's CFG-Cache), asked by
+// the guidance component (CfgGuidance) at every guided evaluation of the run's layers.
+class GuidanceCache {
+ public:
+  virtual ~GuidanceCache() = default;
+  // Whether this evaluation runs the conditional half only (called once per evaluation).
+  virtual bool skip_unconditional() = 0;
+  // After skip_unconditional() said yes: the unconditional output estimated from the
+  // conditional one (the model's output, [B, C, ...]).
+  virtual at::Tensor estimate_unconditional(const at::Tensor& cond) = 0;
+  // After a full evaluation: both halves.
+  virtual void observe(const at::Tensor& cond, const at::Tensor& uncond) = 0;
+};
+
 class SiteLayer {
  public:
   virtual ~SiteLayer() = default;
@@ -83,6 +97,8 @@ class SiteLayer {
   virtual void calibrators(std::vector<Calibrator*>& out) {
     if (Calibrator* c = calibrator()) out.push_back(c);
   }
+  // A layer that reuses guidance's unconditional branch returns itself (nested layers forward).
+  virtual GuidanceCache* guidance_cache() { return nullptr; }
 };
 
 // A component fitted from runs: calibration mode on, run trajectories, then save.
@@ -111,6 +127,7 @@ class NestingLayer : public SiteLayer {
     if (inner_) inner_->end_step(decisions);
   }
   Calibrator* calibrator() override { return inner_ ? inner_->calibrator() : nullptr; }
+  GuidanceCache* guidance_cache() override { return inner_ ? inner_->guidance_cache() : nullptr; }
   void calibrators(std::vector<Calibrator*>& out) override {
     if (inner_) inner_->calibrators(out);
     Calibrator* mine = calibrator();

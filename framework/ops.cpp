@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <limits>
 
 #include "framework/error.h"
 
@@ -69,7 +70,16 @@ at::Tensor dense_linear(const at::Tensor& x, const at::Tensor& weight, const at:
 
 at::Tensor Ops::attention(const AttnCall& call, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   if (inner_) return inner_->attention(call, q, k, v);
-  return dense_attention(q, k, v, call.mask);
+  return dense_attention(q, k, v, attention_mask(call, q));
+}
+
+at::Tensor attention_mask(const AttnCall& call, const at::Tensor& q) {
+  if (!call.kv_limit.defined()) return call.mask;
+  CL_CHECK(call.kv_positions.defined() && call.kv_limit.dim() == 2 && call.kv_limit.size(1) == q.size(2),
+           "attention: kv_limit must be [B, Nq] beside kv_positions");
+  auto seen = call.kv_positions.to(at::kLong).unsqueeze(1).lt(call.kv_limit.to(at::kLong).unsqueeze(2));  // [B, Nq, Nk]
+  auto m = at::where(seen, 0.0f, -std::numeric_limits<float>::infinity()).unsqueeze(1).to(q.device(), q.scalar_type());
+  return call.mask.defined() ? m + call.mask : m;
 }
 
 SeqPlan Ops::seq_begin(const SeqForward& f) { return inner_ ? inner_->seq_begin(f) : SeqPlan{}; }

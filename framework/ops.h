@@ -51,7 +51,15 @@ struct AttnCall {
   // the rows it computes (SeqPlan / Ops::seq_rows) as both.
   at::Tensor q_positions;
   at::Tensor kv_positions;
+  // Block-causal models (llada's block_size, Fast-dLLM v2): int64 CPU [B, Nq], query i sees
+  // the keys at positions < kv_limit[b, i] only (with kv_positions); undefined = every key.
+  // It travels with the positions through a K/V cache, which may change the keys.
+  at::Tensor kv_limit;
 };
+
+// The additive mask of a call over its keys: `mask` plus -inf where a key's position is at
+// or beyond its query's kv_limit; undefined when the call has neither. [B or 1, 1, Nq, Nk].
+at::Tensor attention_mask(const AttnCall& call, const at::Tensor& q);
 
 // The state of each position of a sequence as the decoder sees it (Cond::token_state,
 // SeqForward::state): int32 codes, >= 0 = decoded (unmasked) at that step of the run.
@@ -71,6 +79,12 @@ struct SeqForward {
   int num_layers = 0;
   int step = 0;                   // the run's step (StepIndex::i)
   bool causal = false;            // a query sees positions <= its own only (AR video)
+  // Block-causal masked LMs (llada's block_size): queries see their own and earlier blocks
+  // (AttnCall::kv_limit), and positions < settled form finished blocks, which see no later
+  // position: their keys and values are final. The model computes positions < length only
+  // (the end of the block holding block_end - 1), so length grows block by block.
+  bool block_causal = false;
+  int64_t settled = 0;
   // The value projection of layer `layer` for hidden states x [B, N, D] (that layer's input,
   // before its attention norm), as its attention computes it: [B, H, N, d]. For caches that
   // verify rows by their values (dLLM-Cache's V-verify; the caller counts its FLOPs through

@@ -194,6 +194,11 @@ class Driver final : public Hooks, public StepDriver {
     for (auto* l : tap_listeners_[size_t(tap)]) l->tap(tap, value);
   }
   Ops& ops() override { return ops_; }
+  GuidanceCache* guidance_cache() override {
+    for (auto* l : parts_.layers)
+      if (GuidanceCache* g = l->guidance_cache()) return g;
+    return nullptr;
+  }
 
   // --- StepDriver
   Hooks& hooks() override { return *this; }

@@ -121,6 +121,7 @@ using SiteFn1 = std::function<at::Tensor(const at::Tensor&)>;
 using TapFn = std::function<at::Tensor()>;
 
 class Ops;
+class GuidanceCache;  // framework/layer.h
 
 // What a backbone's forward sees: sites, taps and the ops (linear layers, attention).
 class Hooks {
@@ -144,6 +145,8 @@ class Hooks {
     if (wants_tap(t)) tap(t, produce());
   }
   virtual Ops& ops() = 0;
+  // The run's reuse of guidance's unconditional branch (framework/layer.h), if a layer offers one.
+  virtual GuidanceCache* guidance_cache() { return nullptr; }
 };
 
 struct LinearRef;

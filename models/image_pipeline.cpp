@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "framework/error.h"
+#include "framework/layer.h"
 #include "framework/paths.h"
 #include "framework/safetensors.h"
 
@@ -107,10 +108,18 @@ at::Tensor CfgGuidance::eval(Backbone& bb, const at::Tensor& x, const at::Tensor
                              Hooks& hooks) const {
   if (scale == 1.0) return bb.forward(x, t, cond, hooks);
   const int64_t B = x.size(0);
-  auto out = bb.forward(at::cat({x, x}), at::cat({t, t}), Cond::cat(cond, bb.null_cond(cond)), hooks);
-  const int64_t C = out.size(1);
+  at::Tensor c, u;
+  GuidanceCache* reuse = hooks.guidance_cache();
+  if (reuse && reuse->skip_unconditional()) {  // the conditional half only; the other estimated
+    c = bb.forward(x, t, cond, hooks);
+    u = reuse->estimate_unconditional(c);
+  } else {
+    auto out = bb.forward(at::cat({x, x}), at::cat({t, t}), Cond::cat(cond, bb.null_cond(cond)), hooks);
+    c = out.narrow(0, 0, B), u = out.narrow(0, B, B);
+    if (reuse) reuse->observe(c, u);
+  }
+  const int64_t C = c.size(1);
   const int64_t k = o_.channels == "all" ? C : o_.channels == "first3" ? std::min<int64_t>(3, C) : x.size(1);
-  auto c = out.narrow(0, 0, B), u = out.narrow(0, B, B);
   auto eps = u.narrow(1, 0, k) + scale * (c.narrow(1, 0, k) - u.narrow(1, 0, k));
   return C > k ? at::cat({eps, c.narrow(1, k, C - k)}, 1) : eps;
 }

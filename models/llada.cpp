@@ -245,7 +245,8 @@ at::Tensor Llada::example_input(int64_t batch, const at::TensorOptions& options)
   return at::full({batch, int64_t(arch_.max_sequence_length)}, mask_id(), options.dtype(at::kLong));
 }
 
-at::Tensor Llada::block(int i, const at::Tensor& h, const at::Tensor& rows, int64_t keys, Hooks& hooks) {
+at::Tensor Llada::block(int i, const at::Tensor& h, const at::Tensor& rows, int64_t keys, const at::Tensor& limits,
+                        Hooks& hooks) {
   Ops& ops = hooks.ops();
   const Layer& l = layers_[size_t(i)];
   const int64_t D = arch_.d_model, H = arch_.n_heads, hd = D / H;
@@ -271,6 +272,7 @@ at::Tensor Llada::block(int i, const at::Tensor& h, const at::Tensor& rows, int6
       call.layer = i;
       call.q_positions = rows;
       call.kv_positions = rows;
+      if (limits.defined()) call.kv_limit = limits.index_select(0, rows.reshape({-1})).view(rows.sizes());
       auto o = ops.attention(call, rope(q), rope(k), v);  // [B, H, R, hd]
       return {ops.linear(l.out, o.transpose(1, 2).reshape({B, R, D}))};
     }, attn_flops(double(zin.size(1)), ops.attended_keys(i, double(keys))))[0];
@@ -294,20 +296,44 @@ at::Tensor Llada::forward(const at::Tensor& x, const at::Tensor& t, const Cond& 
            "llada: a sequence of " << L << " tokens exceeds max_sequence_length " << arch_.max_sequence_length);
   CL_CHECK(ctx >= 0 && ctx < end && end <= L,
            "llada: context " << ctx << " and block end " << end << " must satisfy 0 <= context < block_end <= " << L);
-  const at::Tensor tokens = x.to(at::kCPU);
-  CL_CHECK(tokens.numel() == 0 || (tokens.min().item<int64_t>() >= 0 && tokens.max().item<int64_t>() < vocab_size()),
+  CL_CHECK(x.numel() == 0 || (x.min().item<int64_t>() >= 0 && x.max().item<int64_t>() < vocab_size()),
            "llada: token ids must lie in [0, " << vocab_size() << ")");
+  // Block-causal: each position's kv_limit (the end of its block); the forward stops at the
+  // end of the block holding position end - 1 (later positions are seen by none of it).
+  at::Tensor limits;
+  int64_t Lc = L, settled = 0;
+  if (arch_.block_size > 0) {
+    // The prompt: Cond::token_state's kTokenPrompt positions; without token states (a warm-up
+    // pass) the blocks start at position 0.
+    int64_t P = 0;
+    if (cond.token_state.defined()) {
+      CL_CHECK(cond.token_state.dim() == 2 && cond.token_state.size(1) == L,
+               "llada: Cond::token_state must be [B, " << L << "], got " << shape_str(cond.token_state.sizes()));
+      const auto prompt = cond.token_state.to(at::kCPU).eq(kTokenPrompt).sum(1);
+      P = prompt.min().item<int64_t>();
+      CL_CHECK(P == prompt.max().item<int64_t>(), "llada: block-causal attention needs one prompt length in the batch");
+    }
+    const int64_t bs = arch_.block_size;
+    auto pos = at::arange(L, at::kLong);
+    limits = at::where(pos.lt(P), at::full_like(pos, P), ((pos - P).div(bs, "floor") + 1) * bs + P).clamp_max(L);
+    Lc = limits[end - 1].item<int64_t>();
+    settled = ctx < P ? 0 : P + (ctx - P) / bs * bs;
+  }
+  auto cut = [&](const at::Tensor& t) { return t.defined() && Lc < L ? t.narrow(1, 0, Lc) : t; };
+  const at::Tensor ids = cut(x);
   SeqForward f;
   f.batch = B;
-  f.length = L;
+  f.length = Lc;
   f.context = ctx;
   f.block_end = end;
-  f.tokens = tokens;
-  if (cond.token_state.defined()) f.state = cond.token_state.to(at::kCPU);
-  if (cond.confidence.defined()) f.confidence = cond.confidence.to(at::kCPU);
+  f.tokens = ids.to(at::kCPU);
+  if (cond.token_state.defined()) f.state = cut(cond.token_state.to(at::kCPU));
+  if (cond.confidence.defined()) f.confidence = cut(cond.confidence.to(at::kCPU));
   f.num_layers = arch_.n_layers;
   f.step = cond.step;
   f.causal = false;
+  f.block_causal = arch_.block_size > 0;
+  f.settled = settled;
   f.values = [this, &ops](int i, const at::Tensor& h) {
     const Layer& l = layers_[size_t(i)];
     const int64_t H = arch_.n_heads, hd = arch_.d_model / H;
@@ -316,19 +342,19 @@ at::Tensor Llada::forward(const at::Tensor& x, const at::Tensor& t, const Cond& 
   const SeqPlan plan = ops.seq_begin(f);
   CL_CHECK(plan.window < 0, "llada: the ops asked for an attention window, which a bidirectional model does not "
                             "support (use a prefix / block K/V cache, not rolling_kv)");
-  at::Tensor rows = plan.rows.defined() ? plan.rows : every_row(B, L);
+  at::Tensor rows = plan.rows.defined() ? plan.rows : every_row(B, Lc);
   CL_CHECK(rows.dim() == 2 && rows.size(0) == B && rows.scalar_type() == at::kLong,
            "llada: the ops' rows must be int64 [B, R], got " << shape_str(rows.sizes()));
   const int64_t O = end - ctx;
 
-  auto logits = hooks.at(kSiteModel, {x}, [&](const SiteCall& mc) -> Tensors {
+  auto logits = hooks.at(kSiteModel, {ids}, [&](const SiteCall& mc) -> Tensors {
     const auto& ids = mc.inputs[0];
     auto h = at::embedding(wte_, ids.gather(1, rows.to(ids.device())));
     h = hooks.at(kSiteBody, {h}, [&](const SiteCall& bc) -> Tensors {
       auto z = bc.inputs[0];
       for (int i = 0; i < arch_.n_layers; ++i) {
         ops.seq_rows(i, rows, z);
-        z = block(i, z, rows, L, hooks);  // every query sees all L keys
+        z = block(i, z, rows, Lc, limits, hooks);  // every query is scored against all Lc keys
       }
       return {z};
     }, 0.0)[0];

@@ -20,6 +20,13 @@
 // [B, R, D] of the rows computed this forward. Every linear runs through the ops under its
 // checkpoint name.
 //
+// block_size > 0 (cachelab's block-diffusion variant, Fast-dLLM v2's attention): the prompt
+// (Cond::token_state's kTokenPrompt positions; none without token states) is block 0 and the
+// generation is cut into
+// blocks of block_size from the prompt's end; a position attends to its own block and the
+// blocks before it (AttnCall::kv_limit), so a forward computes positions up to the end of the
+// block holding block_end - 1 only, and finished blocks' keys and values never change.
+//
 // K/V caches: forward follows the sequence protocol of framework/ops.h (Ops::seq_begin with
 // the context, block end, token states and step; Ops::seq_rows before every block and before
 // the head; AttnCall positions = the rows, RoPE at each row's own position per sample). FLOPs
@@ -52,6 +59,7 @@ struct LladaOptions {
   // converted to the model's dtype.
   std::string weights;
   int64_t init_seed = 0;
+  int block_size = 0;  // block-causal attention over blocks of this many tokens; 0 = bidirectional
 
   template <class V>
   void fields(V& v) {
@@ -69,6 +77,9 @@ struct LladaOptions {
     v("weights", weights, "a .safetensors file or a model.safetensors.index.json of shards (relative to the "
                           "project root); empty = random init");
     v("init_seed", init_seed, "seed of the random initialisation");
+    v("block_size", block_size, "block-causal attention (Fast-dLLM v2's block diffusion): the prompt is block 0, "
+                                "then blocks of this many tokens; a position sees its own and earlier blocks. "
+                                "0 = bidirectional, as LLaDA", 0);
   }
   template <class C>
   void check(C& c) const {
@@ -82,6 +93,7 @@ struct LladaOptions {
     c.require(rope_theta > 0, "rope_theta", "must be > 0");
     c.require(rms_norm_eps > 0, "rms_norm_eps", "must be > 0");
     c.require(max_sequence_length >= 2, "max_sequence_length", "must be >= 2");
+    c.require(block_size >= 0, "block_size", "must be >= 0 (0 = bidirectional)");
   }
 };
 
@@ -119,6 +131,7 @@ class Llada final : public Backbone, public MaskedLm {
   int64_t vocab_size() const override { return arch_.vocab_size; }
   int64_t mask_id() const override { return arch_.mask_token_id; }
   int64_t max_length() const override { return arch_.max_sequence_length; }
+  int64_t block_size() const override { return arch_.block_size; }
   const LladaOptions& architecture() const { return arch_; }  // after config.json
 
  private:
@@ -130,8 +143,10 @@ class Llada final : public Backbone, public MaskedLm {
   double mlp_flops(double R) const;
   double model_flops(double O) const;  // the head over O rows
   // Block i over the rows `rows` [B, R] (residual stream h [B, R, D]), attending to `keys`
-  // positions (for the FLOPs).
-  at::Tensor block(int i, const at::Tensor& h, const at::Tensor& rows, int64_t keys, Hooks& hooks);
+  // positions (for the FLOPs); `limits` [L] int64: each position's kv_limit (block-causal),
+  // undefined = bidirectional.
+  at::Tensor block(int i, const at::Tensor& h, const at::Tensor& rows, int64_t keys, const at::Tensor& limits,
+                   Hooks& hooks);
 
   LladaOptions options_, arch_;
   std::vector<std::pair<std::string, at::Tensor>> params_;

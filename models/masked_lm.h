@@ -11,6 +11,10 @@ class MaskedLm {
   virtual int64_t vocab_size() const = 0;  // real tokens are 0 .. vocab_size - 1; logits cover them
   virtual int64_t mask_id() const = 0;     // the MASK token (not a real token)
   virtual int64_t max_length() const = 0;  // longest sequence (prompt + generation) the model takes
+  // Block-causal attention (Fast-dLLM v2's block diffusion): the prompt is block 0, then blocks
+  // of block_size() positions from its end; a position sees the positions of its own and
+  // earlier blocks only. 0 = bidirectional (LLaDA).
+  virtual int64_t block_size() const { return 0; }
 };
 
 }  // namespace cachelab

@@ -21,16 +21,27 @@ at::Tensor masked_lm_loss(Backbone& model, const at::Tensor& prompt, const at::T
            "masked_lm_loss: prompt (" << P << ") + answer (" << G << ") exceed the model's max length " << lm->max_length());
   auto t = at::rand({B}, gen) * (1.0 - mask_eps) + mask_eps;                 // [B]
   auto masked = at::rand({B, G}, gen) < t.unsqueeze(1);                      // [B, G]
+  auto per = at::full({B}, double(G), at::kFloat);                           // tokens the loss is normalised by
+  Cond cond;  // context 0: logits of every position
+  if (const int64_t bs = lm->block_size(); bs > 0) {
+    // Block diffusion: one block k per sample (uniform over the answer's blocks) is masked with
+    // ratio t; the blocks before it are clean (what decoding shows it), later ones clean and
+    // without loss (block k cannot see them). The model learns the prompt from token_state.
+    const int64_t nb = (G + bs - 1) / bs;
+    auto k = at::randint(nb, {B}, gen);
+    masked = masked & at::arange(G, at::kLong).div(bs, "floor").unsqueeze(0).eq(k.unsqueeze(1));
+    per = (G - k * bs).clamp_max(bs).to(at::kFloat);
+    cond.token_state = at::cat({at::full({B, P}, kTokenPrompt, at::kInt), at::full({B, G}, kTokenMasked, at::kInt)}, 1);
+  }
   auto noisy = at::where(masked, at::full_like(answer, lm->mask_id()), answer);
   auto x = at::cat({prompt, noisy}, 1);
   PassThroughHooks hooks(model.linears());
-  Cond cond;  // context 0: logits of every position
   auto logits = model.forward(x, t * 1000.0, cond, hooks);
   CL_CHECK(logits.dim() == 3 && logits.size(1) == P + G, "masked_lm_loss: the model returned logits "
                                                              << logits.sizes() << " for " << P + G << " positions");
   auto logp = at::log_softmax(logits.narrow(1, P, G).to(at::kFloat), -1);
   auto nll = -logp.gather(2, answer.unsqueeze(2)).squeeze(2);                // [B, G]
-  return (nll * masked.to(at::kFloat)).sum(1) / t / double(G);
+  return (nll * masked.to(at::kFloat)).sum(1) / t / per;
 }
 
 void train_masked_lm(Backbone& model, const LmTrainOptions& o, const std::string& config_yaml) {
@@ -77,8 +88,12 @@ void train_masked_lm(Backbone& model, const LmTrainOptions& o, const std::string
   char summary[200];
   std::snprintf(summary, sizeof summary, "masked-diffusion LM: %lld parameters, vocabulary %lld, MASK %lld",
                 (long long)model.num_parameters(), (long long)lm->vocab_size(), (long long)lm->mask_id());
-  TrainRun run(model, o, "cachelab mdlm", summary, "llada-sft",
-               "LLaDA SFT: masked answer-token cross-entropy / t, normalised by the answer length", config_yaml);
+  const bool blocks = lm->block_size() > 0;
+  TrainRun run(model, o, "cachelab mdlm", summary, blocks ? "block-diffusion-sft" : "llada-sft",
+               blocks ? "block diffusion SFT (block-causal attention): one answer block per problem masked with ratio t, the "
+                        "blocks before it clean; cross-entropy of its masked tokens / t, normalised by its length"
+                      : "LLaDA SFT: masked answer-token cross-entropy / t, normalised by the answer length",
+               config_yaml);
   std::printf("[train] batch per step: %s\n", mix.c_str());
   if (run.finished()) return;
   // The random stream depends on the step so that a resumed run draws fresh masks; problem

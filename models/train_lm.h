@@ -5,7 +5,9 @@
 // padded with EOS). Per sample t ~ U(mask_eps, 1); each answer token is replaced by MASK
 // with probability t (the prompt never is); the loss is the cross-entropy of the masked
 // tokens weighted by 1 / t, summed and divided by the answer length G, averaged over the
-// batch. A `mix` task splits every batch among its tasks by weight (each task keeps its own
+// batch. A block-causal backbone (llada's block_size, Fast-dLLM v2's block diffusion) learns
+// one block per sample: a block k of the answer drawn uniformly is masked with ratio t, the
+// blocks before it stay clean, and the loss is normalised by k's length instead. A `mix` task splits every batch among its tasks by weight (each task keeps its own
 // lengths, so its sub-batch is rectangular).
 #pragma once
 #include <ATen/core/Generator.h>
