@@ -57,6 +57,26 @@ UnmaskChoice ThresholdDecoder::choose(const UnmaskStep& s) const {
   return {pick & s.masked, p.tokens};
 }
 
+at::Tensor CreditDecoder::fuse(const UnmaskStep& s) const {
+  auto logits = s.logits.to(at::kFloat);
+  if (s.inner == 0 || !credit_.defined() || credit_.sizes() != logits.sizes())
+    credit_ = at::zeros_like(logits);
+  else
+    credit_.mul_(o_.decay);
+  auto best = at::softmax(logits, -1).max(-1);
+  auto gain = std::get<0>(best).pow(o_.gamma) * s.masked.to(at::kFloat);  // masked positions only
+  credit_.scatter_add_(2, std::get<1>(best).unsqueeze(-1), gain.unsqueeze(-1));
+  return logits + o_.alpha * at::log1p(credit_);
+}
+
+UnmaskChoice CreditDecoder::choose(const UnmaskStep& s) const {
+  UnmaskStep fused = s;
+  fused.logits = fuse(s);
+  auto p = predict(fused);
+  auto pick = (p.conf >= o_.threshold) | top_k(p.conf, s.masked, 1);
+  return {pick & s.masked, p.tokens};
+}
+
 UnmaskChoice FactorDecoder::choose(const UnmaskStep& s) const {
   auto p = predict(s);
   auto sorted = std::get<0>(p.conf.sort(1, /*descending=*/true));  // masked first

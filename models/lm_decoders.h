@@ -56,6 +56,34 @@ struct ThresholdDecodingOptions {
   }
 };
 
+// Credit decoding (dInfer's CreditThresholdParallelDecoder; Trace Credits, arXiv 2510.06133):
+// threshold decoding on logits fused with a credit every position earns for its top token
+// over the block's steps. Per block a credit C [B, N, V] starts at 0; at each later step
+// C *= decay, then each masked position adds p1^gamma to its current top-1 token (p1 that
+// token's probability); the decision is the threshold rule on logits + alpha log(1 + C)
+// (tokens and confidences both from the fused logits). A token that stays on top keeps
+// gaining: it commits earlier than its own confidence alone would let it.
+struct CreditDecodingOptions {
+  double threshold = 0.9;
+  double alpha = 0.7;   // dInfer's credit_alpha
+  double gamma = 0.2;   // boost_gamma: p1^gamma
+  double decay = 0.8;   // decay_beta per step
+  template <class V>
+  void fields(V& v) {
+    v("threshold", threshold, "commit every masked token whose fused confidence is >= this (and always the most confident)");
+    v("alpha", alpha, "weight of the credit: logits + alpha log(1 + credit) (dInfer's credit_alpha)");
+    v("gamma", gamma, "a step adds p1^gamma to the credit of a masked position's top token (boost_gamma)");
+    v("decay", decay, "credit kept from one step to the next (decay_beta)");
+  }
+  template <class C>
+  void check(C& c) const {
+    c.require(threshold > 0 && threshold <= 1, "threshold", "must be in (0, 1]");
+    c.require(alpha >= 0, "alpha", "must be >= 0");
+    c.require(gamma > 0, "gamma", "must be > 0");
+    c.require(decay >= 0 && decay <= 1, "decay", "must be in [0, 1]");
+  }
+};
+
 struct FactorDecodingOptions {
   double factor = 1.0;
   template <class V>
@@ -108,6 +136,21 @@ class ThresholdDecoder final : public LmDecoder {
 
  private:
   ThresholdDecodingOptions o_;
+};
+
+// Stateful across a block's steps: the credit starts over at a block's first step (inner 0)
+// and whenever the block's shape changes. For fixed blocks (in a sliding window the positions
+// move under the credit).
+class CreditDecoder final : public LmDecoder {
+ public:
+  explicit CreditDecoder(const CreditDecodingOptions& o) : o_(o) {}
+  UnmaskChoice choose(const UnmaskStep& step) const override;
+  // The logits the threshold rule reads at this step (updates the credit).
+  at::Tensor fuse(const UnmaskStep& step) const;
+
+ private:
+  CreditDecodingOptions o_;
+  mutable at::Tensor credit_;  // [B, N, V] float32
 };
 
 class FactorDecoder final : public LmDecoder {

@@ -40,6 +40,7 @@ void register_models() {
   lm_decoders().add<LowConfidenceDecoder, LowConfidenceOptions>("low_confidence", "LLaDA: a fixed number of tokens per step, the most confident first", __FILE__);
   lm_decoders().add<RandomDecoder, LowConfidenceOptions>("random", "LLaDA's random remasking: a fixed number per step in a seeded random order", __FILE__);
   lm_decoders().add<ThresholdDecoder, ThresholdDecodingOptions>("threshold", "Fast-dLLM: every token whose confidence is >= threshold (at least one)", __FILE__);
+  lm_decoders().add<CreditDecoder, CreditDecodingOptions>("credit", "dInfer's credit decoding: the threshold rule on logits fused with each token's accumulated top-1 credit", __FILE__);
   lm_decoders().add<FactorDecoder, FactorDecodingOptions>("factor", "Fast-dLLM factor-based: the n most confident, n the largest with (n + 1)(1 - c_n) < factor", __FILE__);
   lm_decoders().add<SlidingWindowDecoder, SlidingWindowOptions>("sliding_window", "Deferred Commitment Decoding: a sliding window over the masked positions instead of fixed blocks; uncertain tokens wait for right context", __FILE__);
   lm_decoders().add<Learn2pdDecoder, Learn2pdOptions>("learn2pd", "Learn2PD: a trained filter commits the positions whose prediction it judges final (at least the most confident)", __FILE__);

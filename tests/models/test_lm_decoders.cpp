@@ -83,6 +83,32 @@ BOOST_AUTO_TEST_CASE(factor_takes_the_largest_n_with_n_plus_one_times_error_belo
   BOOST_CHECK((picked(FactorDecoder(o).choose(step_with({0.6, 0.95, 0.5, 0.92, 0.7}, 1))) == std::vector<int>{1}));
 }
 
+BOOST_AUTO_TEST_CASE(credit_fuses_each_top_tokens_decayed_credit_and_starts_over_per_block) {
+  CreditDecodingOptions o;  // threshold 0.9, alpha 0.7, gamma 0.2, decay 0.8
+  auto fused = [&](double logit, double credit) { return logit + 0.7 * std::log1p(credit); };
+  const double a = std::log(0.87 / 0.13);  // position 1's logit of token 0; position 2's top is token 1 (p 0.7)
+  CreditDecoder d(o);
+  auto s = step_with({0.95, 0.87, 0.3}, 1);
+  s.inner = 0;
+  auto f0 = d.fuse(s);
+  BOOST_CHECK_CLOSE(f0[0][1][0].item<double>(), fused(a, std::pow(0.87, 0.2)), 1e-4);
+  BOOST_CHECK_SMALL(f0[0][1][1].item<double>(), 1e-7);  // the other token earned nothing
+  BOOST_CHECK_CLOSE(f0[0][2][1].item<double>(), fused(0.0, std::pow(0.7, 0.2)), 1e-4);
+  s.inner = 1;  // the block's next step: the credit decays, then gains again
+  auto f1 = d.fuse(s);
+  BOOST_CHECK_CLOSE(f1[0][1][0].item<double>(), fused(a, 0.8 * std::pow(0.87, 0.2) + std::pow(0.87, 0.2)), 1e-4);
+  s.inner = 0;  // a new block starts over
+  BOOST_CHECK(at::allclose(d.fuse(s), f0));
+  // The credit lifts 0.87 over the threshold (0.915) where the plain rule takes the top one only.
+  CreditDecoder fresh(o);
+  BOOST_CHECK((picked(fresh.choose(step_with({0.95, 0.87, 0.3}, 1))) == std::vector<int>{0, 1}));
+  BOOST_CHECK((picked(ThresholdDecoder(ThresholdDecodingOptions{}).choose(step_with({0.95, 0.87, 0.3}, 1))) ==
+               std::vector<int>{0}));
+  // alpha 0 is the threshold rule.
+  o.alpha = 0;
+  BOOST_CHECK((picked(CreditDecoder(o).choose(step_with({0.95, 0.87, 0.3}, 1))) == std::vector<int>{0}));
+}
+
 BOOST_AUTO_TEST_CASE(the_pipeline_option_round_trips_and_bad_names_are_caught) {
   register_all();
   auto read = [](const std::string& yaml) {
