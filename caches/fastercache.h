@@ -98,7 +98,6 @@ class FasterCachePolicy final : public CachePolicy, public GuidanceCache {
  private:
   struct SiteState {
     int calls = 0;
-    int64_t full_batch = 0;           // the batch of its first call (both halves when guided)
     std::vector<at::Tensor> o0, o1;   // the two latest outputs (conditional half)
   };
   bool inside(const std::vector<double>& w) const { return double(t_) > w[0] && double(t_) < w[1]; }
@@ -107,7 +106,6 @@ class FasterCachePolicy final : public CachePolicy, public GuidanceCache {
   std::vector<bool> attention_;       // per site: a stream-0 attention site
   int64_t t_ = 0;
   int outer_ = 0;
-  bool guided_ = false;               // guidance asked this run (both halves are one batch)
   int evals_ = 0;                     // guided evaluations so far
   bool skipping_ = false;             // this evaluation runs the conditional half alone
   at::Tensor low_, high_;             // the unconditional-minus-conditional difference, by band (complex)

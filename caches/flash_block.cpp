@@ -40,6 +40,12 @@ at::Tensor FlashBlockCache::merge(const at::Tensor& o_a, const at::Tensor& lse_a
   return (wa * o_a + wb * o_b) / (wa + wb);
 }
 
+void FlashBlockCache::check_backbone(const RunContext* ctx) const {
+  require_sequence("flash_block", ctx, {SequenceKind::Bidirectional},
+                   "bidirectional masked LMs (a block's keys outside it are the same for each of its queries); "
+                   "for a block-causal model use block_kv or dual_kv");
+}
+
 at::Tensor FlashBlockCache::attend(const AttnCall& call, const at::Tensor& q, const at::Tensor& K, const at::Tensor& V) {
   const size_t layer = size_t(call.layer);
   const int64_t L = K.size(2), Nb = block_end_ - context_;

@@ -34,6 +34,7 @@ class FlashBlockCache final : public SeqKvCache {
   static at::Tensor merge(const at::Tensor& o_a, const at::Tensor& lse_a, const at::Tensor& o_b, const at::Tensor& lse_b);
 
  private:
+  void check_backbone(const RunContext* ctx) const override;
   RowPlan decide(const SeqForward& f, const StepIndex& step, bool stored) override;
   at::Tensor attend(const AttnCall& call, const at::Tensor& q, const at::Tensor& K, const at::Tensor& V) override;
 

@@ -38,6 +38,7 @@ int declare_kv_bytes(RunContext* ctx) {
 }
 
 void KvCacheOps::begin_run(const std::vector<LinearRef>& linears, RunContext* ctx) {
+  check_backbone(ctx);
   Ops::begin_run(linears, ctx);
   ctx_ = ctx;
   KvLogging log = bind_kv_logging(name_, ctx);

@@ -97,6 +97,8 @@ class KvCacheOps : public Ops {
   KvCacheOps(const char* name, int64_t window, int64_t sink = 0) : name_(name), window_(window), sink_(sink) {}
   // Whether this step recomputes every position (the stored K/V are dropped first).
   virtual bool refresh(const StepIndex& step) const = 0;
+  // When it binds: refuses a backbone it cannot serve (require_sequence, framework/ops.h).
+  virtual void check_backbone(const RunContext* ctx) const = 0;
 
  private:
   struct Layer {
@@ -126,6 +128,10 @@ class PrefixKvCache final : public KvCacheOps {
   bool refresh(const StepIndex& step) const override {
     return step.inner == 0 || (o_.refresh > 0 && step.inner % o_.refresh == 0);
   }
+  void check_backbone(const RunContext* ctx) const override {
+    require_sequence("prefix_kv", ctx, {SequenceKind::Bidirectional, SequenceKind::BlockCausal},
+                     "masked-diffusion LMs (tiny_mdlm, llada); for causal video use rolling_kv");
+  }
   PrefixKvOptions o_;
 };
 
@@ -135,6 +141,10 @@ class RollingKvCache final : public KvCacheOps {
 
  private:
   bool refresh(const StepIndex&) const override { return false; }  // clean frames never change
+  void check_backbone(const RunContext* ctx) const override {
+    require_sequence("rolling_kv", ctx, {SequenceKind::Causal},
+                     "causal (autoregressive video) models; for a bidirectional masked LM use prefix_kv or dual_kv");
+  }
 };
 
 }  // namespace cachelab

@@ -10,7 +10,18 @@
 
 namespace cachelab {
 
+void SeqKvCache::check_backbone(const RunContext* ctx) const {
+  require_sequence(name_, ctx, {SequenceKind::Bidirectional, SequenceKind::BlockCausal},
+                   "masked-diffusion LMs (tiny_mdlm, llada); for causal video use rolling_kv");
+}
+
+void BlockKvCache::check_backbone(const RunContext* ctx) const {
+  require_sequence("block_kv", ctx, {SequenceKind::BlockCausal},
+                   "block-causal models (llada with block_size > 0); for a bidirectional model use prefix_kv or dual_kv");
+}
+
 void SeqKvCache::begin_run(const std::vector<LinearRef>& linears, RunContext* ctx) {
+  check_backbone(ctx);
   Ops::begin_run(linears, ctx);
   ctx_ = ctx;
   KvLogging log = bind_kv_logging(name_, ctx);

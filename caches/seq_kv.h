@@ -144,6 +144,9 @@ class SeqKvCache : public Ops {
     at::Tensor keep;     // [B, L] bool: computed positions whose keys and values the store keeps
     at::Tensor visible;  // [B, L] bool: positions whose keys the queries see; undefined = all
   };
+  // When it binds: refuses a backbone it cannot serve (require_sequence, framework/ops.h); by
+  // default masked-diffusion LMs, bidirectional or block-causal.
+  virtual void check_backbone(const RunContext* ctx) const;
   // `stored`: whether the store holds anything for this sequence. A decision that does not
   // compute every position needs it.
   virtual RowPlan decide(const SeqForward& f, const StepIndex& step, bool stored) = 0;
@@ -200,6 +203,7 @@ class BlockKvCache final : public SeqKvCache {
   explicit BlockKvCache(const BlockKvOptions& o) : SeqKvCache("block_kv"), o_(o) {}
 
  private:
+  void check_backbone(const RunContext* ctx) const override;
   RowPlan decide(const SeqForward& f, const StepIndex& step, bool stored) override;
   BlockKvOptions o_;
   at::Tensor exact_;  // [B, L] bool: positions stored once their block had finished

@@ -40,6 +40,8 @@ at::Tensor full_rows(const at::Tensor& t, const at::Tensor& basis, const std::ve
 // ---- HeadKvCache
 
 void HeadKvCache::begin_run(const std::vector<LinearRef>& linears, RunContext* ctx) {
+  require_sequence(name_, ctx, {SequenceKind::Causal},
+                   "causal (autoregressive video) models; for a masked LM use prefix_kv, dual_kv or block_kv");
   Ops::begin_run(linears, ctx);
   ctx_ = ctx;
   KvLogging log = bind_kv_logging(name_, ctx);

@@ -48,6 +48,8 @@ class Backbone {
   virtual at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const Cond& cond, Hooks& hooks) = 0;
   virtual const std::vector<Site>& sites() const = 0;
   virtual const std::vector<Tap>& taps() const;  // none by default
+  // The attention of a sequence model (framework/site.h); None for images.
+  virtual SequenceKind sequence_kind() const { return SequenceKind::None; }
   // Every linear layer, by checkpoint name; the model calls hooks.ops().linear(id, x).
   virtual const std::vector<LinearRef>& linears() const = 0;
   virtual std::vector<int64_t> sample_shape() const = 0;  // one sample, without the batch

@@ -30,6 +30,7 @@ class RunContext {
   int steps = 0;        // flat step count
   int inner_steps = 0;  // denoising steps per outer iteration
   bool recording = true;  // false for batches after the first (extras are not stored)
+  SequenceKind sequence = SequenceKind::None;  // the backbone's (Backbone::sequence_kind)
   // file_digest of the backbone's weights ("" for a random model): files fitted on one
   // model (schedules, calibrations) check it.
   std::string backbone_digest;

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "framework/error.h"
+#include "framework/layer.h"
 
 namespace cachelab {
 
@@ -71,6 +72,18 @@ at::Tensor dense_linear(const at::Tensor& x, const at::Tensor& weight, const at:
 at::Tensor Ops::attention(const AttnCall& call, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   if (inner_) return inner_->attention(call, q, k, v);
   return dense_attention(q, k, v, attention_mask(call, q));
+}
+
+void require_sequence(const char* who, const RunContext* ctx, std::initializer_list<SequenceKind> serves,
+                      const char* what) {
+  if (!ctx) return;
+  for (SequenceKind k : serves)
+    if (k == ctx->sequence) return;
+  const char* is = ctx->sequence == SequenceKind::None            ? "not a sequence model"
+                   : ctx->sequence == SequenceKind::Bidirectional ? "bidirectional (a masked LM)"
+                   : ctx->sequence == SequenceKind::BlockCausal   ? "block-causal (llada's block_size)"
+                                                                  : "causal (autoregressive video)";
+  CL_FAIL(who << ": serves " << what << "; this backbone is " << is);
 }
 
 at::Tensor attention_mask(const AttnCall& call, const at::Tensor& q) {

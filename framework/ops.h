@@ -7,6 +7,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -136,6 +137,12 @@ class Ops {
   const std::vector<LinearRef>* linears_ = nullptr;
   std::unique_ptr<Ops> inner_;
 };
+
+// For K/V caches when they bind: throws, naming `who`, when the run's backbone
+// (ctx->sequence) is not one of `serves`; `what` names the models it serves. No check
+// without a run (ctx null).
+void require_sequence(const char* who, const RunContext* ctx, std::initializer_list<SequenceKind> serves,
+                      const char* what);
 
 // Whether a layer-selection list picks linear `l` (the `layers` key of every quantizer): `all`,
 // `blocks` (every linear inside a block), a role (`qkv`, `fc1`, `modulation`, ...: LinearRole),

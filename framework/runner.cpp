@@ -499,6 +499,7 @@ Trajectory run_trajectory(const RunParts& parts, const RunOptions& run, const Re
     const bool first = bi == 0;
     RunContext ctx;
     ctx.sites = &sites;
+    ctx.sequence = bb.sequence_kind();
     ctx.taps = &bb.taps();
     ctx.linears = &bb.linears();
     ctx.steps = T;

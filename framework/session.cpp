@@ -132,6 +132,7 @@ class Session {
     BuiltRun parts = build(run, bb);
     RunContext ctx;
     ctx.sites = &bb.sites();
+    ctx.sequence = bb.sequence_kind();
     ctx.taps = &bb.taps();
     ctx.linears = &bb.linears();
     ctx.steps = parts.pipeline->num_steps(parts.sampler.get());

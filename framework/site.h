@@ -55,6 +55,14 @@ at::Tensor token_change(const at::Tensor& x, const at::Tensor& before);
 // by kind, never by name: ModulatedInput is the first block's input after the timestep's
 // modulation (TeaCache's signal).
 enum class TapKind : uint8_t { Other, ModulatedInput };
+
+// What attention a sequence backbone has (Backbone::sequence_kind, RunContext::sequence), so
+// that a K/V cache refuses a backbone it cannot serve when it binds (before any run starts):
+//   None           not a sequence model (images)
+//   Bidirectional  a masked-diffusion LM: every position sees every other (tiny_mdlm, llada)
+//   BlockCausal    a block-diffusion LM: a position sees its own and earlier blocks (llada's block_size)
+//   Causal         autoregressive video: a frame sees its own chunk and earlier ones (tiny_video)
+enum class SequenceKind : uint8_t { None, Bidirectional, BlockCausal, Causal };
 struct Tap {
   std::string name;
   int block = -1;

@@ -132,6 +132,9 @@ class Llada final : public Backbone, public MaskedLm {
   int64_t mask_id() const override { return arch_.mask_token_id; }
   int64_t max_length() const override { return arch_.max_sequence_length; }
   int64_t block_size() const override { return arch_.block_size; }
+  SequenceKind sequence_kind() const override {
+    return arch_.block_size > 0 ? SequenceKind::BlockCausal : SequenceKind::Bidirectional;
+  }
   const LladaOptions& architecture() const { return arch_; }  // after config.json
 
  private:

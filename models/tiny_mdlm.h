@@ -85,6 +85,7 @@ class TinyMdlm final : public Backbone, public MaskedLm {
   int64_t vocab_size() const override { return options_.vocab_size; }
   int64_t mask_id() const override { return options_.vocab_size; }
   int64_t max_length() const override { return options_.max_length; }
+  SequenceKind sequence_kind() const override { return SequenceKind::Bidirectional; }
   const TinyMdlmOptions& options() const { return options_; }
 
  private:

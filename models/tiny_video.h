@@ -107,6 +107,7 @@ class TinyVideo final : public Backbone {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const Cond& cond, Hooks& hooks) override;
   const std::vector<Site>& sites() const override { return sites_; }
   const std::vector<LinearRef>& linears() const override { return linears_; }
+  SequenceKind sequence_kind() const override { return SequenceKind::Causal; }
   std::vector<int64_t> sample_shape() const override;  // {max_frames, C, H, W}
   // Four chunks of noise (not max_frames: warm-ups and timings need a representative forward).
   at::Tensor example_input(int64_t batch, const at::TensorOptions& options) const override;

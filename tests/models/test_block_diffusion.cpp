@@ -232,6 +232,12 @@ BOOST_AUTO_TEST_CASE(what_cannot_serve_a_block_causal_model_says_so) {
   MdlmPipeline pipe(pipeline(int(kBlock), int(kBlock)));
   FlashBlockCache fb(FlashBlockOptions{});
   cachelab::testing::check_error([&] { run_seq(m, pipe, &fb, three(), nullptr, nullptr); }, {"block-causal"});
+  // Both are refused when they bind, before any run (what `cachelab validate` does).
+  RunContext bidirectional, block_causal;
+  bidirectional.sequence = SequenceKind::Bidirectional;
+  block_causal.sequence = SequenceKind::BlockCausal;
+  cachelab::testing::check_error([&] { c.begin_run(m.linears(), &bidirectional); }, {"block_kv", "block-causal"});
+  cachelab::testing::check_error([&] { fb.begin_run(m.linears(), &block_causal); }, {"flash_block", "block-causal"});
   // Settings, through the registry as an experiment's `ops:` entry.
   cachelab::testing::check_error(
       [] { ops_layers().resolve(parse_config_string("type: block_kv\nrefresh: -1\n", "exp.yaml")); }, {"refresh", ">= 0"});

@@ -22,6 +22,8 @@ expect 2 "sampler.steps|must be in [1, train_steps]" "validate: zero sampler ste
   "$exe" validate experiments/quickstart.yaml sampler.steps=0
 expect 2 "run.cfg_scale|null label" "validate: guidance without a null label" \
   "$exe" validate experiments/quickstart.yaml backbone.class_dropout_prob=0 'backbone.weights=""'
+expect 2 "block_kv|block-causal|this backbone is bidirectional" "validate: a K/V cache the backbone cannot serve" \
+  "$exe" validate experiments/papers/fast_dllm_v2.yaml backbone.block_size=0
 expect 2 "run.dtype|float64|not one of" "validate: bad dtype" "$exe" validate experiments/quickstart.yaml run.dtype=float64
 expect 2 "--jobs 0" "--jobs 0 is an error" "$exe" sweep experiments/quickstart.yaml --jobs 0
 expect 2 "--index -2" "--index -2 is an error" "$exe" sweep experiments/quickstart.yaml --index -2
