@@ -9,6 +9,14 @@
 #include "framework/error.h"
 
 namespace cachelab {
+namespace {
+
+// [B, L] bool grown to [B, length] with false at the new positions.
+at::Tensor grow_mask(const at::Tensor& m, int64_t length) {
+  return m.size(1) >= length ? m : at::cat({m, at::zeros({m.size(0), length - m.size(1)}, at::kBool)}, 1);
+}
+
+}  // namespace
 
 void SeqKvCache::check_backbone(const RunContext* ctx) const {
   require_sequence(name_, ctx, {SequenceKind::Bidirectional, SequenceKind::BlockCausal},
@@ -109,7 +117,7 @@ SeqPlan SeqKvCache::seq_begin(const SeqForward& f) {
       if (!l.k.defined()) continue;
       l.k = at::constant_pad_nd(l.k, {0, 0, 0, n});
       l.v = at::constant_pad_nd(l.v, {0, 0, 0, n});
-      l.valid = at::cat({l.valid, at::zeros({l.valid.size(0), n}, at::kBool)}, 1);
+      l.valid = grow_mask(l.valid, f.length);
     }
   }
   length_ = f.length;
@@ -206,7 +214,7 @@ SeqKvCache::RowPlan BlockKvCache::decide(const SeqForward& f, const StepIndex& s
                            "keys and values are final; for a bidirectional model use prefix_kv or dual_kv");
   // exact_: the positions stored after their block finished (never recomputed again).
   if (!stored || !exact_.defined()) exact_ = at::zeros({f.batch, f.length}, at::kBool);
-  if (exact_.size(1) < f.length) exact_ = at::cat({exact_, at::zeros({f.batch, f.length - exact_.size(1)}, at::kBool)}, 1);
+  exact_ = grow_mask(exact_, f.length);
   const auto final_ = positions_between(f, 0, f.settled);
   const auto missing = ~(exact_ & final_);  // the current block, and finished positions not stored since
   RowPlan plan{missing, missing & final_};

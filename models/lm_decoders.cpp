@@ -33,6 +33,14 @@ at::Tensor top_k(const at::Tensor& score, const at::Tensor& masked, int64_t k) {
   return pick.scatter(1, idx, true) & masked;
 }
 
+// Fast-dLLM's rule: every masked position whose confidence is >= threshold, and always the
+// most confident one.
+UnmaskChoice threshold_choice(const UnmaskStep& s, double threshold) {
+  auto p = predict(s);
+  auto pick = (p.conf >= threshold) | top_k(p.conf, s.masked, 1);
+  return {pick & s.masked, p.tokens};
+}
+
 }  // namespace
 
 std::pair<at::Tensor, at::Tensor> greedy_confidence(const at::Tensor& logits) {
@@ -51,11 +59,7 @@ UnmaskChoice RandomDecoder::choose(const UnmaskStep& s) const {
   return {top_k(order, s.masked, s.quota), p.tokens};
 }
 
-UnmaskChoice ThresholdDecoder::choose(const UnmaskStep& s) const {
-  auto p = predict(s);
-  auto pick = (p.conf >= o_.threshold) | top_k(p.conf, s.masked, 1);
-  return {pick & s.masked, p.tokens};
-}
+UnmaskChoice ThresholdDecoder::choose(const UnmaskStep& s) const { return threshold_choice(s, o_.threshold); }
 
 at::Tensor CreditDecoder::fuse(const UnmaskStep& s) const {
   auto logits = s.logits.to(at::kFloat);
@@ -72,9 +76,7 @@ at::Tensor CreditDecoder::fuse(const UnmaskStep& s) const {
 UnmaskChoice CreditDecoder::choose(const UnmaskStep& s) const {
   UnmaskStep fused = s;
   fused.logits = fuse(s);
-  auto p = predict(fused);
-  auto pick = (p.conf >= o_.threshold) | top_k(p.conf, s.masked, 1);
-  return {pick & s.masked, p.tokens};
+  return threshold_choice(fused, o_.threshold);
 }
 
 UnmaskChoice FactorDecoder::choose(const UnmaskStep& s) const {
