@@ -51,8 +51,9 @@ at::Tensor FlashBlockCache::attend(const AttnCall& call, const at::Tensor& q, co
   const int64_t L = K.size(2), Nb = block_end_ - context_;
   if (layer >= external_.size()) external_.resize(layer + 1);
   External& ext = external_[layer];
-  CL_CHECK(!call.kv_limit.defined(), "flash_block: a block-causal model (llada's block_size) is not supported: its "
-                                     "block-external attention differs per query; use block_kv / dual_kv");
+  CL_CHECK(!call.order.defined(), "flash_block: a model whose attention is not bidirectional (llada's block_size, "
+                                  "topological) is not supported: its block-external attention differs per query; "
+                                  "use block_kv / dual_kv");
   if (full_) {
     // The exact attention; besides, the block queries' block-external part, kept for the block.
     auto out = SeqKvCache::attend(call, q, K, V);

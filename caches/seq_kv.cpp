@@ -19,13 +19,14 @@ at::Tensor grow_mask(const at::Tensor& m, int64_t length) {
 }  // namespace
 
 void SeqKvCache::check_backbone(const RunContext* ctx) const {
-  require_sequence(name_, ctx, {SequenceKind::Bidirectional, SequenceKind::BlockCausal},
+  require_sequence(name_, ctx, {SequenceKind::Bidirectional, SequenceKind::BlockCausal, SequenceKind::Topological},
                    "masked-diffusion LMs (tiny_mdlm, llada); for causal video use rolling_kv");
 }
 
 void BlockKvCache::check_backbone(const RunContext* ctx) const {
-  require_sequence("block_kv", ctx, {SequenceKind::BlockCausal},
-                   "block-causal models (llada with block_size > 0); for a bidirectional model use prefix_kv or dual_kv");
+  require_sequence("block_kv", ctx, {SequenceKind::BlockCausal, SequenceKind::Topological, SequenceKind::Tidar},
+                   "block-causal, topological and TiDAR models (llada's block_size, topological, tidar), whose settled "
+                   "positions' keys and values are final; for a bidirectional model use prefix_kv or dual_kv");
 }
 
 void SeqKvCache::begin_run(const std::vector<LinearRef>& linears, RunContext* ctx) {
@@ -105,7 +106,7 @@ at::Tensor SeqKvCache::positions_between(const SeqForward& f, int64_t begin, int
 }
 
 SeqPlan SeqKvCache::seq_begin(const SeqForward& f) {
-  CL_CHECK(!f.causal, name_ << ": a masked-LM K/V cache serves bidirectional models, not causal video (use rolling_kv)");
+  CL_CHECK(f.kind != SequenceKind::Causal, name_ << ": a masked-LM K/V cache serves bidirectional models, not causal video (use rolling_kv)");
   // A block-causal model computes up to the end of its current block only: when the
   // sequence grew (a new block), the store grows with it and the new positions are computed.
   const int64_t grown = stored_ && f.length != length_ ? length_ : -1;
@@ -210,9 +211,10 @@ SeqKvCache::RowPlan DualKvCache::decide(const SeqForward& f, const StepIndex& st
 }
 
 SeqKvCache::RowPlan BlockKvCache::decide(const SeqForward& f, const StepIndex& step, bool stored) {
-  CL_CHECK(f.block_causal, "block_kv: serves block-causal models (llada with block_size > 0), whose finished blocks' "
-                           "keys and values are final; for a bidirectional model use prefix_kv or dual_kv");
-  // exact_: the positions stored after their block finished (never recomputed again).
+  CL_CHECK(f.kind == SequenceKind::BlockCausal || f.kind == SequenceKind::Topological || f.kind == SequenceKind::Tidar,
+           "block_kv: serves block-causal, topological and TiDAR models (llada's block_size, topological, tidar), whose "
+           "settled positions' keys and values are final; for a bidirectional model use prefix_kv or dual_kv");
+  // exact_: the positions stored once settled (never recomputed again).
   if (!stored || !exact_.defined()) exact_ = at::zeros({f.batch, f.length}, at::kBool);
   exact_ = grow_mask(exact_, f.length);
   const auto final_ = positions_between(f, 0, f.settled);

@@ -33,6 +33,9 @@
 //              < SeqForward::settled, final: they see no later position) once, computed with
 //              their final tokens, and never recomputes them; every step computes the current
 //              block (from its first position to the end the model computes), which is exact.
+//              On a topological model (llada's topological, WeDLM) the settled positions are the
+//              leading run of observed tokens: the exact prefix cache of causal attention; on a
+//              TiDAR model (llada's tidar) the committed prefix (the tidar pipeline's context).
 //              With `sub_block` the pipeline's blocks are sub-blocks of the model's: at a
 //              sub-block's first step (and every `refresh` steps) the model's current block is
 //              computed and kept too, and the other steps compute the sub-block only, reading

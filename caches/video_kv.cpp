@@ -107,7 +107,7 @@ std::vector<int64_t> HeadKvCache::stored_frames(int layer, int64_t b, int64_t h)
 }
 
 SeqPlan HeadKvCache::seq_begin(const SeqForward& f) {
-  CL_CHECK(f.causal, name_ << ": serves causal (autoregressive video) models; for a masked LM use prefix_kv, dual_kv "
+  CL_CHECK(f.kind == SequenceKind::Causal, name_ << ": serves causal (autoregressive video) models; for a masked LM use prefix_kv, dual_kv "
                               "or dkv_cache");
   context_ = f.context;
   int64_t start = layers_.empty() ? 0 : std::numeric_limits<int64_t>::max();

@@ -28,6 +28,8 @@ Cond Cond::narrow(int64_t start, int64_t length) const {
   c.tokens = narrow0(tokens, start, length);
   c.token_state = narrow0(token_state, start, length);
   c.confidence = narrow0(confidence, start, length);
+  c.positions = narrow0(positions, start, length);
+  c.soft_tokens = narrow0(soft_tokens, start, length);
   c.embeddings = narrow0(embeddings, start, length);
   c.embeddings_mask = narrow0(embeddings_mask, start, length);
   c.negative_embeddings = narrow0(negative_embeddings, start, length);
@@ -42,6 +44,8 @@ Cond Cond::cat(const Cond& a, const Cond& b) {
   c.tokens = cat0(a.tokens, b.tokens);
   c.token_state = cat0(a.token_state, b.token_state);
   c.confidence = cat0(a.confidence, b.confidence);
+  c.positions = cat0(a.positions, b.positions);
+  c.soft_tokens = cat0(a.soft_tokens, b.soft_tokens);
   c.embeddings = cat0(a.embeddings, b.embeddings);
   c.embeddings_mask = cat_mask(a.embeddings_mask, a.embeddings, b.embeddings_mask, b.embeddings);
   c.negative_embeddings = cat0(a.negative_embeddings, b.negative_embeddings);

@@ -33,6 +33,11 @@ struct Cond {
   int64_t block_end = -1;  // masked LMs: outputs cover positions [context, block_end); -1 = to the end
   at::Tensor token_state;  // masked LMs: [B, L] int32 token states (framework/ops.h), or undefined
   at::Tensor confidence;   // masked LMs: [B, L] float, the decoder's last confidences (SeqForward), or undefined
+  at::Tensor positions;    // sequence models: [B, L] int64 each token's position (RoPE), or undefined = 0 .. L - 1
+  // Masked LMs that take soft inputs (MaskedLm::soft_inputs): [B, L, V] float weights over the
+  // vocabulary at MASK positions; such a position's input embedding becomes (1 - sum_v w_v) x
+  // MASK's + sum_v w_v x token v's (dInfer's iteration smoothing). Undefined = plain MASK.
+  at::Tensor soft_tokens;
   int step = 0;            // the run's step (StepIndex::i) this forward belongs to
   Cond narrow(int64_t start, int64_t length) const;   // rows [start, start + length) of the batch
   static Cond cat(const Cond& a, const Cond& b);      // along the batch

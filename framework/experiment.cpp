@@ -25,7 +25,8 @@ const std::vector<std::string> kTopKeys = {"name",  "description", "seed",    "b
 
 // A masked LM's decoding method (the `mdlm` pipeline's rule and its End-of-Text Prediction):
 // references decode with the baseline, whatever a variant sets.
-constexpr const char* kDecodingKeys[] = {"decoder", "end_of_text", "eos_id"};
+constexpr const char* kDecodingKeys[] = {"decoder", "end_of_text", "eos_id", "smooth_weight", "smooth_init", "smooth_growth",
+                                         "threshold_decay"};
 
 // The run settings `reference_run:` may change for the references: a variant in bfloat16 (or on
 // another device) measured against a float32 reference.

@@ -20,6 +20,9 @@ struct UnmaskStep {
   int inner = 0;      // step within the block (sliding window: the run's step modulo steps_per_block)
   int steps = 1;      // the pipeline's steps_per_block
   int quota = 0;      // tokens the fixed schedule unmasks at this step (LLaDA's rule)
+  // A floor under a threshold rule's threshold at this step (threshold, credit): dInfer's
+  // iteration smoothing starts it at 1 and lowers it every forward. 0 = none.
+  double min_threshold = 0;
 };
 
 // The window a decoder asks for; masked = 0: the pipeline's fixed blocks.

@@ -82,15 +82,25 @@ void require_sequence(const char* who, const RunContext* ctx, std::initializer_l
   const char* is = ctx->sequence == SequenceKind::None            ? "not a sequence model"
                    : ctx->sequence == SequenceKind::Bidirectional ? "bidirectional (a masked LM)"
                    : ctx->sequence == SequenceKind::BlockCausal   ? "block-causal (llada's block_size)"
+                   : ctx->sequence == SequenceKind::Topological   ? "topological (WeDLM's causal attention: llada's topological)"
+                   : ctx->sequence == SequenceKind::Tidar         ? "TiDAR's hybrid (llada's tidar)"
                                                                   : "causal (autoregressive video)";
   CL_FAIL(who << ": serves " << what << "; this backbone is " << is);
 }
 
 at::Tensor attention_mask(const AttnCall& call, const at::Tensor& q) {
-  if (!call.kv_limit.defined()) return call.mask;
-  CL_CHECK(call.kv_positions.defined() && call.kv_limit.dim() == 2 && call.kv_limit.size(1) == q.size(2),
-           "attention: kv_limit must be [B, Nq] beside kv_positions");
-  auto seen = call.kv_positions.to(at::kLong).unsqueeze(1).lt(call.kv_limit.to(at::kLong).unsqueeze(2));  // [B, Nq, Nk]
+  if (!call.order.defined()) return call.mask;
+  CL_CHECK(call.q_positions.defined() && call.kv_positions.defined() && call.order.dim() == 2,
+           "attention: order must be [B or 1, L] beside q_positions and kv_positions");
+  const int64_t B = call.q_positions.size(0);
+  auto order = call.order.to(at::kLong).expand({B, call.order.size(1)});
+  auto qo = order.gather(1, call.q_positions.to(at::kLong)), ko = order.gather(1, call.kv_positions.to(at::kLong));
+  auto seen = ko.unsqueeze(1).le(qo.unsqueeze(2));  // [B, Nq, Nk]
+  if (call.group.defined()) {
+    auto group = call.group.to(at::kLong).expand({B, call.group.size(1)});
+    auto qg = group.gather(1, call.q_positions.to(at::kLong)), kg = group.gather(1, call.kv_positions.to(at::kLong));
+    seen = seen & (kg.eq(0).unsqueeze(1) | kg.unsqueeze(1).eq(qg.unsqueeze(2)));
+  }
   auto m = at::where(seen, 0.0f, -std::numeric_limits<float>::infinity()).unsqueeze(1).to(q.device(), q.scalar_type());
   return call.mask.defined() ? m + call.mask : m;
 }

@@ -52,14 +52,22 @@ struct AttnCall {
   // the rows it computes (SeqPlan / Ops::seq_rows) as both.
   at::Tensor q_positions;
   at::Tensor kv_positions;
-  // Block-causal models (llada's block_size, Fast-dLLM v2): int64 CPU [B, Nq], query i sees
-  // the keys at positions < kv_limit[b, i] only (with kv_positions); undefined = every key.
-  // It travels with the positions through a K/V cache, which may change the keys.
-  at::Tensor kv_limit;
+  // Sequence models whose attention is not bidirectional: int64 CPU [B or 1, L], a rank of
+  // every position the model computes (SeqForward::length); a query sees the keys whose rank
+  // is <= its own (looked up at q_positions and kv_positions). Block-causal (llada's
+  // block_size, Fast-dLLM v2): the block index; topological (WeDLM): the position in the
+  // order observed positions left to right, then masked ones. Undefined = every key. It
+  // travels with the positions through a K/V cache, which may change the keys.
+  at::Tensor order;
+  // With `order`: int64 CPU [B or 1, L], a group of every position; a key of group g > 0 is
+  // seen only by queries of its own group (TiDAR's MASK blocks: bidirectional inside, unseen by
+  // the rest); group 0 keys by every query `order` lets see. Undefined = all group 0.
+  at::Tensor group;
 };
 
-// The additive mask of a call over its keys: `mask` plus -inf where a key's position is at
-// or beyond its query's kv_limit; undefined when the call has neither. [B or 1, 1, Nq, Nk].
+// The additive mask of a call over its keys: `mask` plus -inf where a key's rank in `order`
+// exceeds its query's or its group hides it; undefined when the call has neither.
+// [B or 1, 1, Nq, Nk].
 at::Tensor attention_mask(const AttnCall& call, const at::Tensor& q);
 
 // The state of each position of a sequence as the decoder sees it (Cond::token_state,
@@ -79,12 +87,13 @@ struct SeqForward {
                                   // after the previous forward (NaN elsewhere), or undefined
   int num_layers = 0;
   int step = 0;                   // the run's step (StepIndex::i)
-  bool causal = false;            // a query sees positions <= its own only (AR video)
-  // Block-causal masked LMs (llada's block_size): queries see their own and earlier blocks
-  // (AttnCall::kv_limit), and positions < settled form finished blocks, which see no later
-  // position: their keys and values are final. The model computes positions < length only
-  // (the end of the block holding block_end - 1), so length grows block by block.
-  bool block_causal = false;
+  // The model's attention (Backbone::sequence_kind). Causal: a query sees positions <= its
+  // own only (AR video). BlockCausal and Topological (AttnCall::order): positions < settled
+  // see no later position, so their keys and values are final (finished blocks; the leading
+  // run of observed positions), and the model computes positions < length only (the end of
+  // the block holding block_end - 1; the last position a position < block_end sees), so
+  // length grows as decoding goes on.
+  SequenceKind kind = SequenceKind::Bidirectional;
   int64_t settled = 0;
   // The value projection of layer `layer` for hidden states x [B, N, D] (that layer's input,
   // before its attention norm), as its attention computes it: [B, H, N, d]. For caches that

@@ -403,6 +403,7 @@ class RecordingDriver final : public StepDriver {
     st.flops += d_.step_flops();
     traj_.wall_s += d_.step_ms() / 1000;
     traj_.flops += d_.step_flops();
+    if (d_.step_flops() > 0) traj_.forwards += 1;
     if (!ok) return false;
     if (first_ && ref_ && ref_->x_after_step[size_t(index_)].defined())
       st.err_ref_rel_l1 = rel_l1_any(x_after, ref_->x_after_step[size_t(index_)]);
@@ -516,7 +517,7 @@ Trajectory run_trajectory(const RunParts& parts, const RunOptions& run, const Re
     RecordingDriver rd(driver, traj, ctx, first, ref, capture, sites.size(), bb.linears().size());
     rd.progress = &progress;
     rd.batch = bi;
-    rd.batches = (run.samples + run.batch - 1) / run.batch;
+    rd.batches = traj.batches = (run.samples + run.batch - 1) / run.batch;
     PipelineInputs in;
     in.backbone = &bb;
     in.sampler = parts.sampler;

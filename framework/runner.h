@@ -29,6 +29,8 @@ struct Trajectory {
   std::vector<StepRecord> steps;   // batch 0 (site-level data) with wall/flops summed over batches
   std::vector<RunContext::Extra> extras;  // what steps[i].site_extra / linear_extra hold
   double wall_s = 0, flops = 0;
+  double forwards = 0;             // steps that ran a forward, summed over batches
+  int64_t batches = 0;
   int failed_step = -1;            // first step whose sample went non-finite, -1 if none
   std::string error;
 };

@@ -588,9 +588,9 @@ class Session {
       writer.write_double_array("timing/variant_s", t_var);
     }
     summary["reuse_fraction"] = reuse_fraction(tr.steps);
-    // Denoiser forwards per sample: steps that computed anything (a decoder that finishes a
-    // block early, or a skipped step, runs none).
+    // Forwards (steps that ran one; a skipped step runs none): the most of any batch, and the mean per batch.
     summary["forwards"] = double(std::count_if(tr.steps.begin(), tr.steps.end(), [](const StepRecord& s) { return s.flops > 0; }));
+    summary["mean_forwards"] = tr.batches > 0 ? tr.forwards / double(tr.batches) : 0.0;
     if (const int64_t tok = parts.pipeline->tokens_per_sample(); tok > 0) {
       summary["tokens_per_s"] = double(ro.samples) * double(tok) / tr.wall_s;
       summary["ref_tokens_per_s"] = double(ro.samples) * double(tok) / ref->wall_s;

@@ -61,8 +61,12 @@ enum class TapKind : uint8_t { Other, ModulatedInput };
 //   None           not a sequence model (images)
 //   Bidirectional  a masked-diffusion LM: every position sees every other (tiny_mdlm, llada)
 //   BlockCausal    a block-diffusion LM: a position sees its own and earlier blocks (llada's block_size)
+//   Topological    a masked LM with WeDLM's causal attention over the topological order (observed
+//                  positions left to right, then masked ones): llada's topological
+//   Tidar          TiDAR's hybrid: tokens causal (an AR model), blocks of MASK bidirectional inside,
+//                  each seeing the tokens before its first position (llada's tidar)
 //   Causal         autoregressive video: a frame sees its own chunk and earlier ones (tiny_video)
-enum class SequenceKind : uint8_t { None, Bidirectional, BlockCausal, Causal };
+enum class SequenceKind : uint8_t { None, Bidirectional, BlockCausal, Topological, Tidar, Causal };
 struct Tap {
   std::string name;
   int block = -1;

@@ -245,7 +245,7 @@ at::Tensor Llada::example_input(int64_t batch, const at::TensorOptions& options)
   return at::full({batch, int64_t(arch_.max_sequence_length)}, mask_id(), options.dtype(at::kLong));
 }
 
-at::Tensor Llada::block(int i, const at::Tensor& h, const at::Tensor& rows, int64_t keys, const at::Tensor& limits,
+at::Tensor Llada::block(int i, const at::Tensor& h, const at::Tensor& rows, int64_t keys, const Layout& layout,
                         Hooks& hooks) {
   Ops& ops = hooks.ops();
   const Layer& l = layers_[size_t(i)];
@@ -261,7 +261,8 @@ at::Tensor Llada::block(int i, const at::Tensor& h, const at::Tensor& rows, int6
       auto q = heads(l.q), k = heads(l.k), v = heads(l.v);
       // RoPE at each row's own position, angles in float32 as the reference.
       auto inv_freq = at::reciprocal(at::pow(arch_.rope_theta, at::arange(0, hd, 2, at::kFloat) / double(hd)));
-      auto freqs = rows.to(at::kFloat).unsqueeze(-1) * inv_freq;  // [B, R, hd / 2]
+      const at::Tensor at_pos = layout.positions.defined() ? layout.positions.gather(1, rows) : rows;
+      auto freqs = at_pos.to(at::kFloat).unsqueeze(-1) * inv_freq;  // [B, R, hd / 2]
       auto emb = at::cat({freqs, freqs}, -1).unsqueeze(1).to(u.device());  // [B, 1, R, hd]
       auto sin = emb.sin(), cos = emb.cos();
       auto rope = [&](const at::Tensor& t) {
@@ -272,7 +273,8 @@ at::Tensor Llada::block(int i, const at::Tensor& h, const at::Tensor& rows, int6
       call.layer = i;
       call.q_positions = rows;
       call.kv_positions = rows;
-      if (limits.defined()) call.kv_limit = limits.index_select(0, rows.reshape({-1})).view(rows.sizes());
+      call.order = layout.order;
+      call.group = layout.group;
       auto o = ops.attention(call, rope(q), rope(k), v);  // [B, H, R, hd]
       return {ops.linear(l.out, o.transpose(1, 2).reshape({B, R, D}))};
     }, attn_flops(double(zin.size(1)), ops.attended_keys(i, double(keys))))[0];
@@ -284,6 +286,66 @@ at::Tensor Llada::block(int i, const at::Tensor& h, const at::Tensor& rows, int6
     }, mlp_flops(double(z1.size(1))))[0];
     return {z1 + f};
   }, 0.0)[0];
+}
+
+Llada::Layout Llada::attention_layout(const at::Tensor& x, const Cond& cond, int64_t end, int64_t& Lc,
+                                      int64_t& settled) const {
+  const int64_t B = x.size(0), L = x.size(1), ctx = cond.context;
+  Layout layout;
+  at::Tensor& order = layout.order;
+  if (arch_.block_size > 0) {
+    // The prompt: Cond::token_state's kTokenPrompt positions; without token states (a warm-up
+    // pass) the blocks start at position 0.
+    int64_t P = 0;
+    if (cond.token_state.defined()) {
+      CL_CHECK(cond.token_state.dim() == 2 && cond.token_state.size(1) == L,
+               "llada: Cond::token_state must be [B, " << L << "], got " << shape_str(cond.token_state.sizes()));
+      const auto prompt = cond.token_state.to(at::kCPU).eq(kTokenPrompt).sum(1);
+      P = prompt.min().item<int64_t>();
+      CL_CHECK(P == prompt.max().item<int64_t>(), "llada: block-causal attention needs one prompt length in the batch");
+    }
+    const int64_t bs = arch_.block_size;
+    auto pos = at::arange(L, at::kLong);
+    order = at::where(pos.lt(P), at::zeros_like(pos), (pos - P).div(bs, "floor") + 1).unsqueeze(0);  // block index
+    Lc = end - 1 < P ? P : std::min(L, P + ((end - 1 - P) / bs + 1) * bs);
+    settled = ctx < P ? 0 : P + (ctx - P) / bs * bs;
+  } else if (arch_.topological) {
+    const auto observed = x.to(at::kCPU).ne(mask_id());  // [B, L]
+    const auto obs = observed.to(at::kLong), msk = 1 - obs;
+    order = at::where(observed, obs.cumsum(1) - 1, obs.sum(1, true) + msk.cumsum(1) - 1);
+    auto pos = at::arange(1, L + 1, at::kLong).unsqueeze(0);
+    Lc = std::max(end, (obs * pos).max().item<int64_t>());  // through the last observed position
+    settled = msk.numel() == 0 ? 0 : at::where(msk.sum(1).gt(0), msk.argmax(1), at::full({B}, L, at::kLong)).min().item<int64_t>();
+  } else if (arch_.tidar > 0) {
+    auto pos = at::arange(L, at::kLong).unsqueeze(0).expand({B, L});
+    if (cond.positions.defined()) {
+      CL_CHECK(cond.positions.dim() == 2 && cond.positions.size(0) == B && cond.positions.size(1) == L,
+               "llada: Cond::positions must be [" << B << ", " << L << "], got " << shape_str(cond.positions.sizes()));
+      pos = cond.positions.to(at::kCPU, at::kLong);
+      CL_CHECK(pos.numel() == 0 || (pos.min().item<int64_t>() >= 0 && pos.max().item<int64_t>() < arch_.max_sequence_length),
+               "llada: Cond::positions must lie in [0, max_sequence_length " << arch_.max_sequence_length << ")");
+    }
+    // A run of MASK breaks where the MASK before sits elsewhere than the position before; runs
+    // are cut into blocks of k.
+    const auto masked = x.to(at::kCPU).eq(mask_id());
+    auto prev_masked = at::zeros_like(masked), prev_pos = at::full_like(pos, -2);
+    if (L > 1) {
+      prev_masked.narrow(1, 1, L - 1).copy_(masked.narrow(1, 0, L - 1));
+      prev_pos.narrow(1, 1, L - 1).copy_(pos.narrow(1, 0, L - 1));
+    }
+    auto idx = at::arange(L, at::kLong).unsqueeze(0).expand({B, L});
+    auto first_of = [&](const at::Tensor& starts) {  // the index of the start at or before each position
+      return std::get<0>(at::where(starts, idx, at::zeros_like(idx)).cummax(1));
+    };
+    const auto runs = masked & ~(prev_masked & pos.eq(prev_pos + 1));
+    const auto starts = masked & (idx - first_of(runs)).remainder(arch_.tidar).eq(0);
+    layout.group = starts.to(at::kLong).cumsum(1) * masked.to(at::kLong);
+    const auto start_at = first_of(starts);
+    order = at::where(masked, pos.gather(1, start_at) - 1, pos);  // a block sees the tokens before its start
+    layout.positions = pos;
+    settled = ctx;
+  }
+  return layout;
 }
 
 at::Tensor Llada::forward(const at::Tensor& x, const at::Tensor& t, const Cond& cond, Hooks& hooks) {
@@ -298,29 +360,13 @@ at::Tensor Llada::forward(const at::Tensor& x, const at::Tensor& t, const Cond& 
            "llada: context " << ctx << " and block end " << end << " must satisfy 0 <= context < block_end <= " << L);
   CL_CHECK(x.numel() == 0 || (x.min().item<int64_t>() >= 0 && x.max().item<int64_t>() < vocab_size()),
            "llada: token ids must lie in [0, " << vocab_size() << ")");
-  // Block-causal: each position's kv_limit (the end of its block); the forward stops at the
-  // end of the block holding position end - 1 (later positions are seen by none of it).
-  at::Tensor limits;
+  // Block-causal, topological and TiDAR attention: the layout, where the forward stops and
+  // the settled prefix.
   int64_t Lc = L, settled = 0;
-  if (arch_.block_size > 0) {
-    // The prompt: Cond::token_state's kTokenPrompt positions; without token states (a warm-up
-    // pass) the blocks start at position 0.
-    int64_t P = 0;
-    if (cond.token_state.defined()) {
-      CL_CHECK(cond.token_state.dim() == 2 && cond.token_state.size(1) == L,
-               "llada: Cond::token_state must be [B, " << L << "], got " << shape_str(cond.token_state.sizes()));
-      const auto prompt = cond.token_state.to(at::kCPU).eq(kTokenPrompt).sum(1);
-      P = prompt.min().item<int64_t>();
-      CL_CHECK(P == prompt.max().item<int64_t>(), "llada: block-causal attention needs one prompt length in the batch");
-    }
-    const int64_t bs = arch_.block_size;
-    auto pos = at::arange(L, at::kLong);
-    limits = at::where(pos.lt(P), at::full_like(pos, P), ((pos - P).div(bs, "floor") + 1) * bs + P).clamp_max(L);
-    Lc = limits[end - 1].item<int64_t>();
-    settled = ctx < P ? 0 : P + (ctx - P) / bs * bs;
-  }
+  Layout layout = attention_layout(x, cond, end, Lc, settled);
   auto cut = [&](const at::Tensor& t) { return t.defined() && Lc < L ? t.narrow(1, 0, Lc) : t; };
   const at::Tensor ids = cut(x);
+  layout.order = cut(layout.order);
   SeqForward f;
   f.batch = B;
   f.length = Lc;
@@ -331,8 +377,7 @@ at::Tensor Llada::forward(const at::Tensor& x, const at::Tensor& t, const Cond& 
   if (cond.confidence.defined()) f.confidence = cut(cond.confidence.to(at::kCPU));
   f.num_layers = arch_.n_layers;
   f.step = cond.step;
-  f.causal = false;
-  f.block_causal = arch_.block_size > 0;
+  f.kind = sequence_kind();
   f.settled = settled;
   f.values = [this, &ops](int i, const at::Tensor& h) {
     const Layer& l = layers_[size_t(i)];
@@ -349,12 +394,24 @@ at::Tensor Llada::forward(const at::Tensor& x, const at::Tensor& t, const Cond& 
 
   auto logits = hooks.at(kSiteModel, {ids}, [&](const SiteCall& mc) -> Tensors {
     const auto& ids = mc.inputs[0];
-    auto h = at::embedding(wte_, ids.gather(1, rows.to(ids.device())));
+    const auto row_ids = ids.gather(1, rows.to(ids.device()));
+    auto h = at::embedding(wte_, row_ids);
+    if (cond.soft_tokens.defined()) {  // iteration smoothing: MASK mixed with the weighted tokens
+      CL_CHECK(cond.soft_tokens.dim() == 3 && cond.soft_tokens.size(0) == B && cond.soft_tokens.size(1) == L &&
+                   cond.soft_tokens.size(2) == vocab_size(),
+               "llada: Cond::soft_tokens must be [" << B << ", " << L << ", " << vocab_size() << "], got "
+                                                   << shape_str(cond.soft_tokens.sizes()));
+      const auto r = rows.to(h.device());
+      auto w = cond.soft_tokens.to(h.device(), h.scalar_type())
+                   .gather(1, r.unsqueeze(-1).expand({B, r.size(1), vocab_size()}));  // [B, R, V]
+      w = w * row_ids.eq(mask_id()).unsqueeze(-1).to(w.scalar_type());
+      h = h * (1 - w.sum(-1, true)) + at::matmul(w, wte_);
+    }
     h = hooks.at(kSiteBody, {h}, [&](const SiteCall& bc) -> Tensors {
       auto z = bc.inputs[0];
       for (int i = 0; i < arch_.n_layers; ++i) {
         ops.seq_rows(i, rows, z);
-        z = block(i, z, rows, Lc, limits, hooks);  // every query is scored against all Lc keys
+        z = block(i, z, rows, Lc, layout, hooks);  // every query is scored against all Lc keys
       }
       return {z};
     }, 0.0)[0];
@@ -363,7 +420,9 @@ at::Tensor Llada::forward(const at::Tensor& x, const at::Tensor& t, const Cond& 
     auto out = ops.linear(head_, rms_norm(rows_between(h, rows, ctx, end, &present), ln_f_, arch_.rms_norm_eps));
     // Positions the rows lack: zero logits (a uniform prediction).
     return {present.all().item<bool>() ? out : out * present.unsqueeze(-1).to(out.scalar_type())};
-  }, model_flops(double(O)))[0];
+  }, model_flops(double(O)) + (cond.soft_tokens.defined() ? 2.0 * double(rows.size(1)) * double(arch_.d_model) *
+                                                                 double(arch_.vocab_size)
+                                                           : 0.0))[0];  // the head (and the soft inputs' mix)
   return logits.to(at::kFloat);
 }
 

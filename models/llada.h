@@ -24,8 +24,29 @@
 // (Cond::token_state's kTokenPrompt positions; none without token states) is block 0 and the
 // generation is cut into
 // blocks of block_size from the prompt's end; a position attends to its own block and the
-// blocks before it (AttnCall::kv_limit), so a forward computes positions up to the end of the
-// block holding block_end - 1 only, and finished blocks' keys and values never change.
+// blocks before it (AttnCall::order: the block index), so a forward computes positions up to
+// the end of the block holding block_end - 1 only, and finished blocks' keys and values never
+// change.
+//
+// topological (cachelab's reading of WeDLM, Liu et al. 2025): causal attention over the order
+// observed positions (prompt and decoded tokens, left to right), then masked ones (left to
+// right), which is what WeDLM's topological reordering computes with a standard causal kernel;
+// RoPE stays at each token's own position. A masked position sees every observed one and the
+// masked ones before it; an observed one sees the observed ones before it, so the leading run
+// of observed positions has final keys and values (SeqForward::settled: an exact prefix
+// cache), and masked positions after the last observed one and after block_end - 1 are seen by
+// nothing the forward returns: the forward stops there. Which positions are observed is read
+// from the tokens (MASK or not), so training needs no token states.
+//
+// tidar = k (cachelab's reading of TiDAR, Liu et al. 2025): tokens (not MASK) attend causally
+// and their outputs are trained as next-token predictions (the AR part); MASK tokens at
+// consecutive positions (Cond::positions, RoPE; undefined = the index) form blocks of k (a run
+// is cut every k) that see the tokens before their first position and their own block,
+// bidirectionally (the diffusion drafts), and are seen by nothing else. Several blocks may cover the same positions (TiDAR's pre-drafts,
+// one per acceptance length). Positions < Cond::context are settled (the committed prefix).
+//
+// Cond::soft_tokens (dInfer's iteration smoothing): at a MASK position the input embedding is
+// (1 - sum_v w_v) x MASK's + sum_v w_v x token v's; elsewhere the weights are ignored.
 //
 // K/V caches: forward follows the sequence protocol of framework/ops.h (Ops::seq_begin with
 // the context, block end, token states and step; Ops::seq_rows before every block and before
@@ -60,6 +81,8 @@ struct LladaOptions {
   std::string weights;
   int64_t init_seed = 0;
   int block_size = 0;  // block-causal attention over blocks of this many tokens; 0 = bidirectional
+  bool topological = false;  // WeDLM's causal attention over the topological order
+  int tidar = 0;             // TiDAR's hybrid attention: causal tokens, MASK blocks of this many; 0 = off
 
   template <class V>
   void fields(V& v) {
@@ -80,6 +103,14 @@ struct LladaOptions {
     v("block_size", block_size, "block-causal attention (Fast-dLLM v2's block diffusion): the prompt is block 0, "
                                 "then blocks of this many tokens; a position sees its own and earlier blocks. "
                                 "0 = bidirectional, as LLaDA", 0);
+    v("topological", topological, "WeDLM's attention (topological reordering): causal over the order observed "
+                                  "positions left to right, then masked ones, RoPE at each token's own position; "
+                                  "a masked position sees every observed one and the masked ones before it, an "
+                                  "observed one the observed ones before it. false = bidirectional, as LLaDA", false);
+    v("tidar", tidar, "TiDAR's hybrid attention (Think in Diffusion, Talk in Autoregression) with draft blocks of this "
+                      "many MASK tokens: tokens attend causally (their outputs are next-token predictions), MASK tokens "
+                      "at consecutive positions (Cond::positions) form blocks of this many that see the tokens before "
+                      "their first position and themselves; decode with the tidar pipeline. 0 = bidirectional, as LLaDA", 0);
   }
   template <class C>
   void check(C& c) const {
@@ -94,6 +125,10 @@ struct LladaOptions {
     c.require(rms_norm_eps > 0, "rms_norm_eps", "must be > 0");
     c.require(max_sequence_length >= 2, "max_sequence_length", "must be >= 2");
     c.require(block_size >= 0, "block_size", "must be >= 0 (0 = bidirectional)");
+    c.require(!topological || block_size == 0, "topological", "cannot be combined with block_size (pick one attention)");
+    c.require(tidar >= 0, "tidar", "must be >= 0 (0 = off)");
+    c.require(tidar == 0 || (block_size == 0 && !topological), "tidar",
+              "cannot be combined with block_size or topological (pick one attention)");
   }
 };
 
@@ -132,8 +167,13 @@ class Llada final : public Backbone, public MaskedLm {
   int64_t mask_id() const override { return arch_.mask_token_id; }
   int64_t max_length() const override { return arch_.max_sequence_length; }
   int64_t block_size() const override { return arch_.block_size; }
+  int64_t tidar_block() const override { return arch_.tidar; }
+  bool soft_inputs() const override { return true; }
   SequenceKind sequence_kind() const override {
-    return arch_.block_size > 0 ? SequenceKind::BlockCausal : SequenceKind::Bidirectional;
+    return arch_.block_size > 0 ? SequenceKind::BlockCausal
+           : arch_.topological  ? SequenceKind::Topological
+           : arch_.tidar > 0    ? SequenceKind::Tidar
+                                : SequenceKind::Bidirectional;
   }
   const LladaOptions& architecture() const { return arch_; }  // after config.json
 
@@ -145,11 +185,19 @@ class Llada final : public Backbone, public MaskedLm {
   double attn_flops(double R, double Nk) const;  // one sample: R rows computed, Nk keys
   double mlp_flops(double R) const;
   double model_flops(double O) const;  // the head over O rows
+  // What the attention of a forward needs beyond the rows: each position's rank and group
+  // (AttnCall::order, group; undefined = bidirectional) and its RoPE position (undefined =
+  // its index), all [B or 1, L] int64.
+  struct Layout {
+    at::Tensor order, group, positions;
+  };
+  // The attention layout of tokens x [B, L] (cond's context, positions) for outputs up to `end`:
+  // block-causal, topological or TiDAR (undefined for bidirectional); sets Lc (the forward stops
+  // there: no position before `end` sees a later one) and settled (positions with final K/V).
+  Layout attention_layout(const at::Tensor& x, const Cond& cond, int64_t end, int64_t& Lc, int64_t& settled) const;
   // Block i over the rows `rows` [B, R] (residual stream h [B, R, D]), attending to `keys`
-  // positions (for the FLOPs); `limits` [L] int64: each position's kv_limit (block-causal),
-  // undefined = bidirectional.
-  at::Tensor block(int i, const at::Tensor& h, const at::Tensor& rows, int64_t keys, const at::Tensor& limits,
-                   Hooks& hooks);
+  // positions (for the FLOPs).
+  at::Tensor block(int i, const at::Tensor& h, const at::Tensor& rows, int64_t keys, const Layout& layout, Hooks& hooks);
 
   LladaOptions options_, arch_;
   std::vector<std::pair<std::string, at::Tensor>> params_;

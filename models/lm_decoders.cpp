@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <limits>
 
 #include "framework/error.h"
@@ -36,6 +37,7 @@ at::Tensor top_k(const at::Tensor& score, const at::Tensor& masked, int64_t k) {
 // Fast-dLLM's rule: every masked position whose confidence is >= threshold, and always the
 // most confident one.
 UnmaskChoice threshold_choice(const UnmaskStep& s, double threshold) {
+  threshold = std::max(threshold, s.min_threshold);
   auto p = predict(s);
   auto pick = (p.conf >= threshold) | top_k(p.conf, s.masked, 1);
   return {pick & s.masked, p.tokens};
@@ -112,5 +114,17 @@ SlidingWindowDecoder::SlidingWindowDecoder(const SlidingWindowOptions& o) : o_(o
 }
 
 UnmaskChoice SlidingWindowDecoder::choose(const UnmaskStep& s) const { return commit_->choose(s); }
+
+UnmaskChoice WedlmDecoder::choose(const UnmaskStep& s) const {
+  auto logp = at::log_softmax(s.logits.to(at::kDouble), -1);
+  auto entropy = -(logp.exp() * logp).sum(-1);  // [B, N] nats
+  const int64_t N = s.masked.size(1);
+  auto pos = at::arange(N, at::kLong).unsqueeze(0).to(s.masked.device());
+  auto first = s.masked.to(at::kLong).argmax(1, true);  // the first masked position per sample
+  auto score = entropy + o_.penalty * (pos - first).to(at::kDouble);
+  score = at::where(s.masked, score, at::full_like(score, kInf));
+  auto pick = score.lt(o_.threshold) | top_k(-score, s.masked, 1);
+  return {pick & s.masked, std::get<1>(logp.max(-1))};
+}
 
 }  // namespace cachelab

@@ -19,6 +19,14 @@
 //                   `commit` rule (threshold by default, as the paper) picks the positions
 //                   that commit; an uncertain token stays masked while the window slides past
 //                   its right neighbours, instead of being forced out at a block's end.
+//   wedlm           WeDLM's streaming parallel decoding (Liu et al. 2025, tencent/WeDLM): a window
+//                   of `window` positions from the first still-masked one (DCD's sliding window
+//                   with max_span = window), and the masked positions whose entropy plus
+//                   `penalty` x (distance from the sample's first masked position) is below
+//                   `threshold` commit, else the one where that sum is least. On a topological
+//                   model (llada's topological) with block_kv, the leading run of decoded
+//                   tokens is the exact prefix cache WeDLM's causal attention allows; window 1
+//                   is left-to-right autoregressive decoding.
 // threshold and factor may finish a block before steps_per_block steps; the pipeline then
 // skips the block's remaining steps (no forward). Set steps_per_block = block_length so a
 // block can always finish one token per step.
@@ -117,6 +125,27 @@ struct SlidingWindowOptions {
   }
 };
 
+struct WedlmDecodingOptions {
+  int window = 16;         // the reference's wedlm_window_size
+  double threshold = 0.4;  // wedlm_entropy_threshold (its web demo's default; nats)
+  double penalty = 0.02;   // wedlm_pos_penalty_factor
+  template <class V>
+  void fields(V& v) {
+    v("window", window, "positions of the decoding window, from the first still-masked one (wedlm_window_size); "
+                        "1 = left-to-right autoregressive decoding");
+    v("threshold", threshold, "commit every masked position of the window whose entropy (nats) + penalty x distance "
+                              "is below this (wedlm_entropy_threshold), and always the least");
+    v("penalty", penalty, "entropy added per position of distance from the first masked position "
+                          "(wedlm_pos_penalty_factor)");
+  }
+  template <class C>
+  void check(C& c) const {
+    c.require(window >= 1, "window", "must be >= 1");
+    c.require(threshold > 0, "threshold", "must be > 0 (nats)");
+    c.require(penalty >= 0, "penalty", "must be >= 0");
+  }
+};
+
 class LowConfidenceDecoder final : public LmDecoder {
  public:
   explicit LowConfidenceDecoder(const LowConfidenceOptions&) {}
@@ -173,6 +202,16 @@ class SlidingWindowDecoder final : public LmDecoder {
  private:
   SlidingWindowOptions o_;
   std::shared_ptr<const LmDecoder> commit_;
+};
+
+class WedlmDecoder final : public LmDecoder {
+ public:
+  explicit WedlmDecoder(const WedlmDecodingOptions& o) : o_(o) {}
+  UnmaskChoice choose(const UnmaskStep& step) const override;
+  DecodeWindow window() const override { return {o_.window, o_.window}; }
+
+ private:
+  WedlmDecodingOptions o_;
 };
 
 }  // namespace cachelab

@@ -15,6 +15,11 @@ class MaskedLm {
   // of block_size() positions from its end; a position sees the positions of its own and
   // earlier blocks only. 0 = bidirectional (LLaDA).
   virtual int64_t block_size() const { return 0; }
+  // TiDAR's hybrid (llada's tidar): tokens causal with next-token outputs, MASK blocks of this
+  // many positions drafting in parallel. 0 = not a TiDAR model.
+  virtual int64_t tidar_block() const { return 0; }
+  // Whether the model reads Cond::soft_tokens (mixed input embeddings at MASK positions).
+  virtual bool soft_inputs() const { return false; }
 };
 
 }  // namespace cachelab

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -56,18 +57,23 @@ Cond MdlmPipeline::condition(const Backbone& backbone, int64_t start, int64_t n)
 
 Cond MdlmPipeline::seeded_condition(const Backbone& backbone, int64_t start, int64_t n, int64_t seed) const {
   if (o_.task.task.empty()) return Pipeline::condition(backbone, start, n);
-  LmTaskOptions to = o_.task;
+  return task_condition(backbone, o_.task, o_.gen_length, "mdlm", start, n, seed);
+}
+
+Cond task_condition(const Backbone& backbone, const LmTaskOptions& o, int64_t gen_length, const char* who, int64_t start,
+                    int64_t n, int64_t seed) {
+  LmTaskOptions to = o;
   to.task_seed += seed;
   const LmTask task(to);
   const auto* lm = dynamic_cast<const MaskedLm*>(&backbone);
-  CL_CHECK(lm, "the mdlm pipeline needs a masked-diffusion LM backbone (tiny_mdlm, llada)");
+  CL_CHECK(lm, "the " << who << " pipeline needs a masked-diffusion LM backbone (tiny_mdlm, llada)");
   CL_CHECK(lm->vocab_size() >= CharTokenizer::vocab_size() && lm->mask_id() >= CharTokenizer::vocab_size(),
-           "mdlm: task " << task.name() << " uses the character tokenizer's " << CharTokenizer::vocab_size()
-                         << " ids: the model's vocabulary (" << lm->vocab_size() << ") must hold them and its MASK id ("
-                         << lm->mask_id() << ") lie outside them");
-  CL_CHECK(o_.gen_length >= task.gen_length(), "mdlm: task " << task.name() << " answers in " << task.gen_length()
-                                                             << " tokens: set pipeline.gen_length >= " << task.gen_length()
-                                                             << " (got " << o_.gen_length << ")");
+           who << ": task " << task.name() << " uses the character tokenizer's " << CharTokenizer::vocab_size()
+               << " ids: the model's vocabulary (" << lm->vocab_size() << ") must hold them and its MASK id ("
+               << lm->mask_id() << ") lie outside them");
+  CL_CHECK(gen_length >= task.gen_length(), who << ": task " << task.name() << " answers in " << task.gen_length()
+                                                << " tokens: set pipeline.gen_length >= " << task.gen_length() << " (got "
+                                                << gen_length << ")");
   Cond c;
   c.tokens = task.encode_prompts(task.problems(/*test=*/true, uint64_t(start), n));
   return c;
@@ -91,6 +97,7 @@ int64_t MdlmPipeline::timestep(const Sampler*, int i) const {
 at::Tensor MdlmPipeline::run(const PipelineInputs& in, StepDriver& driver) const {
   const auto* lm = dynamic_cast<const MaskedLm*>(in.backbone);
   CL_CHECK(lm, "the mdlm pipeline needs a masked-diffusion LM backbone (tiny_mdlm)");
+  CL_CHECK(lm->tidar_block() == 0, "the mdlm pipeline does not decode a TiDAR model (llada's tidar): use pipeline type tidar");
   CL_CHECK(!in.run || in.run->cfg_scale == 1.0,
            "the mdlm pipeline has no classifier-free guidance: set run.cfg_scale: 1");
   Backbone& bb = *in.backbone;
@@ -125,8 +132,22 @@ at::Tensor MdlmPipeline::run(const PipelineInputs& in, StepDriver& driver) const
     gen.masked_fill_(fill.to(gen.device()), eos);
     st.masked_fill_(fill, i);
   };
+  // Iteration smoothing: the soft inputs of masked positions, the forwards so far.
+  const bool smooth = o_.smooth_weight > 0;
+  CL_CHECK(!smooth || lm->soft_inputs(), "mdlm: smooth_weight (iteration smoothing) needs a model that takes soft inputs (llada)");
+  at::Tensor soft = smooth ? at::zeros({B, L, V}, driver.options().dtype(at::kFloat)) : at::Tensor();
+  int iters = 0;
+  auto threshold_floor = [&] { return smooth && o_.threshold_decay > 0 ? std::max(0.0, 1.0 - o_.threshold_decay * iters) : 0.0; };
+  auto smooth_after = [&](const at::Tensor& logits, int64_t begin, const at::Tensor& still_masked) {
+    if (!smooth) return;
+    const double w = std::min(o_.smooth_init + o_.smooth_growth * iters, o_.smooth_weight);
+    soft.narrow(1, begin, logits.size(1))
+        .copy_(at::softmax(logits.to(at::kFloat), -1) * (w * still_masked.to(soft.device(), at::kFloat).unsqueeze(-1)));
+    ++iters;
+  };
   // The model's logits at [cond.context, cond.block_end) for the sequence x.
-  auto forward = [&](const Cond& cd, int64_t ts) {
+  auto forward = [&](Cond cd, int64_t ts) {
+    if (smooth) cd.soft_tokens = soft;
     if (o_.cfg_scale > 0) {  // one forward on [x; x with its prompt masked]
       auto un = x.clone();
       un.narrow(1, 0, P).fill_(mask);
@@ -198,6 +219,7 @@ at::Tensor MdlmPipeline::run(const PipelineInputs& in, StepDriver& driver) const
       us.inner = i % S;
       us.steps = S;
       us.quota = tokens_at_step(i % S);
+      us.min_threshold = threshold_floor();
       UnmaskChoice c = decoder_->choose(us);
       CL_CHECK(c.unmask.defined() && c.unmask.sizes() == masked.sizes(), "internal: the decoder's choice has the wrong shape");
       auto pick = c.unmask & masked;
@@ -214,6 +236,7 @@ at::Tensor MdlmPipeline::run(const PipelineInputs& in, StepDriver& driver) const
       auto updated = at::where(pick, c.tokens.to(win.scalar_type()), win);
       x = at::cat({x.narrow(1, 0, left), updated, x.narrow(1, right, L - right)}, 1);
       state.narrow(1, left, N).masked_fill_(pick.cpu(), i);
+      smooth_after(logits, left, masked & ~pick);
       auto cf = conf.to(at::kFloat).cpu();
       confidence.fill_(std::numeric_limits<float>::quiet_NaN());
       confidence.narrow(1, left, N).copy_(at::where((masked & ~pick).cpu(), cf, confidence.narrow(1, left, N)));
@@ -254,6 +277,7 @@ at::Tensor MdlmPipeline::run(const PipelineInputs& in, StepDriver& driver) const
       us.inner = s;
       us.steps = S;
       us.quota = tokens_at_step(s);
+      us.min_threshold = threshold_floor();
       UnmaskChoice c = decoder_->choose(us);
       CL_CHECK(c.unmask.defined() && c.unmask.sizes() == masked.sizes(), "internal: the decoder's choice has the wrong shape");
       auto pick = c.unmask & masked;
@@ -262,6 +286,7 @@ at::Tensor MdlmPipeline::run(const PipelineInputs& in, StepDriver& driver) const
       x = at::cat({x.narrow(1, 0, start), updated, x.narrow(1, start + o_.block_length, L - start - o_.block_length)}, 1);
       auto st = state.narrow(1, start, o_.block_length);
       st.masked_fill_(pick.cpu(), i);
+      smooth_after(logits, start, masked & ~pick);
       auto conf = greedy_confidence(logits).first.to(at::kFloat).cpu();
       confidence.fill_(std::numeric_limits<float>::quiet_NaN());
       confidence.narrow(1, start, o_.block_length).copy_(at::where((masked & ~pick).cpu(), conf, confidence.narrow(1, start, o_.block_length)));

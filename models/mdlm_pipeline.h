@@ -21,6 +21,11 @@
 // end_of_text (Learn2PD's End-of-Text Prediction): after each step, a sample whose generation
 // holds a committed EOS has every masked position after its first one set to EOS (decoded at
 // this step); blocks left with nothing masked then run no forward.
+// smooth_weight > 0 (dInfer's iteration smoothing, IterSmoothDiffusionLLM; our reading): after
+// forward i (counted over the generation) the block's still-masked positions carry w_i x the
+// softmax of its logits as Cond::soft_tokens, w_i = min(smooth_init + smooth_growth x i,
+// smooth_weight), so the next forward sees MASK mixed with what the model predicted there; and
+// at forward i a threshold decoder's threshold is at least 1 - threshold_decay x i (0: no floor).
 // cfg_scale > 0: SMDM's unsupervised classifier-free guidance as LLaDA's generate.py applies
 // it: each step also runs the sequence with its prompt replaced by MASK (one forward on the
 // doubled batch) and decodes from u + (cfg_scale + 1)(c - u). Not run.cfg_scale, which is
@@ -58,6 +63,11 @@ struct MdlmPipelineOptions {
   double cfg_scale = 0;     // SMDM / LLaDA unsupervised classifier-free guidance; 0 = off
   bool end_of_text = false; // Learn2PD's End-of-Text Prediction: after a committed EOS, the rest is EOS
   int64_t eos_id = -1;      // the EOS token end_of_text looks for (-1 = the task tokenizer's EOS)
+  // dInfer's iteration smoothing (IterSmoothDiffusionLLM; our reading): 0 = off.
+  double smooth_weight = 0;       // cont_weight: the largest weight of the previous forward's distribution
+  double smooth_init = 0.15;      // cont_weight_init: the weight after the first forward
+  double smooth_growth = 0.02;    // cont_weight_growth: added per forward
+  double threshold_decay = 0.02;  // the threshold floor starts at 1 and falls by this per forward
 
   template <class V>
   void fields(V& v) {
@@ -73,6 +83,14 @@ struct MdlmPipelineOptions {
     v("end_of_text", end_of_text, "End-of-Text Prediction (Learn2PD): once a sample commits an EOS token, its masked "
                                   "positions after it take EOS at once (blocks left all EOS run no forward)", false);
     v("eos_id", eos_id, "the EOS token end_of_text looks for; -1 = the task tokenizer's EOS (needs `task`)", int64_t(-1));
+    v("smooth_weight", smooth_weight, "iteration smoothing (dInfer's cont_weight; 0.3 there): a masked position's input "
+                                      "mixes MASK with the previous forward's distribution at weight min(smooth_init + "
+                                      "smooth_growth x forwards, this); 0 = off (needs a model with soft inputs: llada)", 0.0);
+    v("smooth_init", smooth_init, "iteration smoothing: the weight after the generation's first forward (cont_weight_init)", 0.15);
+    v("smooth_growth", smooth_growth, "iteration smoothing: the weight added per forward (cont_weight_growth)", 0.02);
+    v("threshold_decay", threshold_decay, "iteration smoothing: a threshold decoder's threshold is at least 1 - this x "
+                                          "forwards so far (dInfer's threshold_decay); 0 = no floor (in dInfer a "
+                                          "threshold of 1 throughout)", 0.02);
   }
   template <class C>
   void check(C& c) const {
@@ -86,6 +104,10 @@ struct MdlmPipelineOptions {
     c.require(task.task != "mix", "task", "the pipeline decodes one task's test split: name the task, not mix");
     c.require(!end_of_text || eos_id >= 0 || !task.task.empty(), "eos_id",
               "end_of_text needs the EOS token: set eos_id, or a task (its tokenizer's EOS)");
+    c.require(smooth_weight >= 0 && smooth_weight <= 1, "smooth_weight", "must be in [0, 1] (0 = no smoothing)");
+    c.require(smooth_init >= 0 && smooth_init <= 1, "smooth_init", "must be in [0, 1]");
+    c.require(smooth_growth >= 0, "smooth_growth", "must be >= 0");
+    c.require(threshold_decay >= 0, "threshold_decay", "must be >= 0");
   }
 };
 
@@ -111,5 +133,11 @@ class MdlmPipeline final : public Pipeline {
   std::shared_ptr<const LmDecoder> decoder_;
   DecodeWindow window_;  // the decoder's sliding window (masked = 0: fixed blocks)
 };
+
+// The condition of samples [start, start + n) of a run of seed `seed` decoding task `o` (its
+// test problems as Cond::tokens), checked against the backbone and gen_length; `who` names the
+// pipeline in errors. Shared by the mdlm and tidar pipelines.
+Cond task_condition(const Backbone& backbone, const LmTaskOptions& o, int64_t gen_length, const char* who, int64_t start,
+                    int64_t n, int64_t seed);
 
 }  // namespace cachelab

@@ -9,6 +9,7 @@
 #include "models/lenet.h"
 #include "models/llada.h"
 #include "models/mdlm_pipeline.h"
+#include "models/tidar_pipeline.h"
 #include "models/mdlm_text.h"
 #include "models/plms.h"
 #include "models/pixart.h"
@@ -42,12 +43,14 @@ void register_models() {
   lm_decoders().add<ThresholdDecoder, ThresholdDecodingOptions>("threshold", "Fast-dLLM: every token whose confidence is >= threshold (at least one)", __FILE__);
   lm_decoders().add<CreditDecoder, CreditDecodingOptions>("credit", "dInfer's credit decoding: the threshold rule on logits fused with each token's accumulated top-1 credit", __FILE__);
   lm_decoders().add<FactorDecoder, FactorDecodingOptions>("factor", "Fast-dLLM factor-based: the n most confident, n the largest with (n + 1)(1 - c_n) < factor", __FILE__);
+  lm_decoders().add<WedlmDecoder, WedlmDecodingOptions>("wedlm", "WeDLM's streaming parallel decoding: a window of positions from the first masked one, entropy plus a distance penalty under a threshold commits", __FILE__);
   lm_decoders().add<SlidingWindowDecoder, SlidingWindowOptions>("sliding_window", "Deferred Commitment Decoding: a sliding window over the masked positions instead of fixed blocks; uncertain tokens wait for right context", __FILE__);
   lm_decoders().add<Learn2pdDecoder, Learn2pdOptions>("learn2pd", "Learn2PD: a trained filter commits the positions whose prediction it judges final (at least the most confident)", __FILE__);
   pipelines().add<ImagePipeline, ImagePipelineOptions>("image", "images: x_T ~ N(0, I), one denoiser call per sampler step", __FILE__);
   decoders().add<SdVae, SdVaeComponentOptions>("sd_vae", "Stable Diffusion's KL VAE decoder (DiT, PixArt, SD 1.x latents -> images)", __FILE__);
   evaluators().add<InceptionJudge, InceptionJudgeOptions>("inception", "pytorch-fid's InceptionV3: FID features and Inception logits of RGB samples (sample_quality)", __FILE__);
   evaluators().add<Judge, LenetJudgeOptions>("lenet", "LeNet judge (lenet-mnist or lenet-fashion weights): class agreement and the FID feature space", __FILE__);
+  pipelines().add<TidarPipeline, TidarPipelineOptions>("tidar", "TiDAR: drafts verified by the AR head and the next drafted by diffusion in one forward (a llada with tidar)", __FILE__);
   pipelines().add<MdlmPipeline, MdlmPipelineOptions>("mdlm", "masked-diffusion LM: blocks of tokens x denoising steps, low-confidence remasking", __FILE__);
   pipelines().add<MdlmTextPipeline, MdlmTextOptions>("mdlm_text", "the mdlm pipeline on questions of a JSONL file (GSM8K), tokenized by a tokenizer.json (LLaDA chat template)", __FILE__);
   pipelines().add<VideoPipeline, VideoPipelineOptions>("video", "AR video: chunks of frames x denoising steps, past chunks as context", __FILE__);

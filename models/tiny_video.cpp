@@ -196,7 +196,7 @@ at::Tensor TinyVideo::forward(const at::Tensor& x, const at::Tensor& t, const Co
   sf.block_end = F;
   sf.num_layers = options_.depth;
   sf.step = cond.step;
-  sf.causal = true;
+  sf.kind = SequenceKind::Causal;
   const SeqPlan plan = ops.seq_begin(sf);
   // Frames are computed as one trailing range [S, F), the same for every sample.
   int64_t S = 0;

@@ -45,6 +45,8 @@ TOLERANCE = {
     "identity_last": ("abs", 0.05),
     "identity_label": ("abs", 0.03),
     "kv_peak_bytes": ("rel", 0.001),  # a count of stored keys and values
+    "mean_forwards": ("rel", 0.05),  # forwards per batch: a decoder's choices move with a flipped tie
+    "flops": ("rel", 0.05),  # the run's FLOPs: as many forwards as the decoder's choices make
 }
 EXTRA = ["speedup_wall_q25", "speedup_wall_q75", "wall_s", "forwards", "tokens_per_s", "ref_tokens_per_s", "frames_per_s",
          "ref_frames_per_s"]  # kept, never compared

@@ -346,7 +346,7 @@ BOOST_AUTO_TEST_CASE(masked_lm_caches_refuse_causal_video) {
   SeqForward f;
   f.batch = 1;
   f.length = 4;
-  f.causal = true;
+  f.kind = SequenceKind::Causal;
   cachelab::testing::check_error([&] { dual.seq_begin(f); }, {"causal", "rolling_kv"});
 }
 

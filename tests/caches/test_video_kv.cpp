@@ -273,7 +273,7 @@ BOOST_AUTO_TEST_CASE(refuses_a_masked_lm) {
   SeqForward f;
   f.batch = 1;
   f.length = 4;
-  f.causal = false;
+  f.kind = SequenceKind::Bidirectional;
   cachelab::testing::check_error([&] { cache.seq_begin(f); }, {"forcing_kv", "causal"});
 }
 
@@ -300,7 +300,7 @@ at::Tensor drive(Ops& ops, const std::vector<at::Tensor>& keys, const std::vecto
       f.context = u;
       f.block_end = u + 1;
       f.num_layers = 1;
-      f.causal = true;
+      f.kind = SequenceKind::Causal;
       const SeqPlan plan = ops.seq_begin(f);
       const int64_t S = plan.rows.defined() ? (plan.rows.size(1) > 0 ? plan.rows[0][0].item<int64_t>() : u + 1) : 0;
       for (int64_t a = S; a <= u; ++a) {

@@ -76,11 +76,14 @@ variants:
   dual: {ops: [{type: dual_kv}]}
   threshold: {pipeline.decoder: {type: threshold, threshold: 0.8}}
   both: {ops: [{type: dual_kv}], pipeline.decoder: {type: threshold}}
+  smooth: {pipeline.decoder: {type: threshold}, pipeline.smooth_weight: 0.3, pipeline.threshold_decay: 0.01}
 )"), {});
-  BOOST_REQUIRE_EQUAL(e.runs.size(), 3u);
+  BOOST_REQUIRE_EQUAL(e.runs.size(), 4u);
   BOOST_REQUIRE_EQUAL(e.references.size(), 1u);
   BOOST_CHECK_EQUAL(e.runs[0].reference_id, e.runs[1].reference_id);
   BOOST_CHECK_EQUAL(e.runs[1].reference_id, e.runs[2].reference_id);
+  BOOST_CHECK_EQUAL(e.runs[2].reference_id, e.runs[3].reference_id);  // iteration smoothing is decoding too
+  BOOST_CHECK(e.references[0].resolved_yaml.find("smooth") == std::string::npos);
   BOOST_CHECK(e.runs[1].resolved_yaml.find("threshold: 0.8") != std::string::npos);
   BOOST_CHECK(e.references[0].resolved_yaml.find("threshold") == std::string::npos);
   BOOST_CHECK_NE(e.runs[1].run_id, e.runs[2].run_id);

@@ -18,27 +18,22 @@
 #include "models/llada.h"
 #include "models/train_lm.h"
 #include "tests/caches/mdlm_fixture.h"
+#include "tests/models/small_llada.h"
 #include "tests/test_util.h"
 
 using namespace cachelab;
 using cachelab::testing::extra_id;
 using cachelab::testing::run_seq;
+using cachelab::testing::small_llada;
+using cachelab::testing::three_samples;
 
 namespace {
 
 constexpr int64_t kPrompt = 6, kGen = 16, kBlock = 4;
 
 LladaOptions small(int block_size) {
-  LladaOptions o;
-  o.d_model = 32;
-  o.n_layers = 2;
-  o.n_heads = 4;
-  o.mlp_hidden_size = 64;
-  o.vocab_size = 40;
-  o.mask_token_id = 39;
-  o.max_sequence_length = 32;
+  LladaOptions o = small_llada(3);
   o.block_size = block_size;
-  o.init_seed = 3;
   return o;
 }
 
@@ -65,14 +60,6 @@ MdlmPipelineOptions pipeline(int block_length, int steps) {
   return o;
 }
 
-RunOptions three() {
-  RunOptions r;
-  r.samples = 3;
-  r.batch = 3;
-  r.cfg_scale = 1;
-  r.probe_samples = 3;
-  return r;
-}
 
 // The first layer attention site's kv_hit_rate at every step.
 std::vector<double> hit_rates(const Trajectory& t, const Backbone& m) {
@@ -173,7 +160,7 @@ BOOST_AUTO_TEST_CASE(the_block_cache_is_exact_and_computes_the_current_block_onl
   Llada m(small(int(kBlock)));
   MdlmPipeline pipe(pipeline(int(kBlock), int(kBlock)));  // one token per step
   ReferenceTrace ref;
-  const RunOptions run = three();
+  const RunOptions run = three_samples();
   auto plain = run_seq(m, pipe, nullptr, run, nullptr, &ref);
   BlockKvCache c(BlockKvOptions{});
   auto t = run_seq(m, pipe, &c, run, &ref, nullptr);
@@ -194,7 +181,7 @@ BOOST_AUTO_TEST_CASE(the_block_cache_is_exact_and_computes_the_current_block_onl
 
 BOOST_AUTO_TEST_CASE(the_sub_block_cache_computes_the_sub_block_alone_between_refreshes) {
   Llada m(small(int(kBlock)));
-  const RunOptions run = three();
+  const RunOptions run = three_samples();
   BlockKvOptions o;
   o.sub_block = true;
   {  // Sub-blocks as long as the model's blocks: nothing else of the block is cached, exact.
@@ -231,7 +218,7 @@ BOOST_AUTO_TEST_CASE(what_cannot_serve_a_block_causal_model_says_so) {
   Llada m(small(int(kBlock)));
   MdlmPipeline pipe(pipeline(int(kBlock), int(kBlock)));
   FlashBlockCache fb(FlashBlockOptions{});
-  cachelab::testing::check_error([&] { run_seq(m, pipe, &fb, three(), nullptr, nullptr); }, {"block-causal"});
+  cachelab::testing::check_error([&] { run_seq(m, pipe, &fb, three_samples(), nullptr, nullptr); }, {"block-causal"});
   // Both are refused when they bind, before any run (what `cachelab validate` does).
   RunContext bidirectional, block_causal;
   bidirectional.sequence = SequenceKind::Bidirectional;

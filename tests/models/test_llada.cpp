@@ -203,7 +203,7 @@ BOOST_AUTO_TEST_CASE(rows_per_sample_use_their_own_rope_positions) {
   BOOST_CHECK_EQUAL(kv.seen.block_end, 16);
   BOOST_CHECK_EQUAL(kv.seen.num_layers, 2);
   BOOST_CHECK_EQUAL(kv.seen.step, 5);
-  BOOST_CHECK(!kv.seen.causal && at::equal(kv.seen.tokens, ids));
+  BOOST_CHECK(kv.seen.kind == SequenceKind::Bidirectional && at::equal(kv.seen.tokens, ids));
   BOOST_CHECK_EQUAL(kv.seq_rows_calls, 3);  // before each block and before the head
   // Sample 0 computes positions 8..23, sample 1 positions 4..19: both cover the block [8, 16).
   kv.rows = at::stack({at::arange(8, 24, at::kLong), at::arange(4, 20, at::kLong)});
