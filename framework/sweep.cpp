@@ -170,7 +170,10 @@ double check_resources(RunSession& session, const ExperimentSpec& spec, const Sw
   if (todo == 0) return 0;
   const double procs = std::min<double>(std::max(1, o.jobs), todo);
   const ArtefactCost art = artefact_cost(session, spec, o, chosen);
-  const double memory = (weights + ref_mem + run_mem) * procs, wall = seconds / procs + art.seconds;
+  // Each process also holds what this one holds now (LibTorch, the backbones loaded to measure
+  // the unit costs): its resident memory, or the weights where /proc cannot tell.
+  const double held = std::max(weights, resident_bytes());
+  const double memory = (held + ref_mem + run_mem) * procs, wall = seconds / procs + art.seconds;
   const double avail = available_memory(), free = free_bytes(dir);
   std::printf("[cachelab] preflight: %d run(s) to do, %.3g FLOP, at most %s at %.2g GFLOP/s (measured here); "
               "memory ~%s of %s available; disk ~%s of %s free\n",
@@ -185,8 +188,8 @@ double check_resources(RunSession& session, const ExperimentSpec& spec, const Sw
                 fmt_duration(art.seconds).c_str());
   const std::string samples = max_samples > 0 ? " (now " + std::to_string(max_samples) + ")" : "";
   CL_CHECK(avail < 0 || memory <= avail,
-           "preflight: the sweep needs about " << fmt_bytes(memory) << " of memory (final samples, reference "
-           "trajectories, activations) but " << fmt_bytes(avail) << " is available: lower run.samples" << samples
+           "preflight: the sweep needs about " << fmt_bytes(memory) << " of memory (the process and its weights, "
+           "final samples, reference trajectories, activations) but " << fmt_bytes(avail) << " is available: lower run.samples" << samples
            << " or run.batch" << (o.jobs > 1 ? ", or --jobs" : ""));
   CL_CHECK(free < 0 || disk <= free,
            "preflight: the sweep writes about " << fmt_bytes(disk) << " (run files, reference caches in .cache/) but `"

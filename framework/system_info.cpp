@@ -129,15 +129,24 @@ std::string utc_now_iso() {
   return buf;
 }
 
-double peak_resident_bytes() {
+namespace {
+
+// A `Key:  N kB` line of /proc/self/status, in bytes; -1 where it cannot be read.
+double status_bytes(const char* key) {
   std::FILE* f = std::fopen("/proc/self/status", "r");
   if (!f) return -1;
   char line[256];
   double kb = -1;
+  const size_t n = std::strlen(key);
   while (std::fgets(line, sizeof line, f))
-    if (!std::strncmp(line, "VmHWM:", 6)) kb = std::atof(line + 6);
+    if (!std::strncmp(line, key, n)) kb = std::atof(line + n);
   std::fclose(f);
   return kb < 0 ? -1 : kb * 1024;
 }
+
+}  // namespace
+
+double peak_resident_bytes() { return status_bytes("VmHWM:"); }
+double resident_bytes() { return status_bytes("VmRSS:"); }
 
 }  // namespace cachelab

@@ -28,5 +28,7 @@ std::string describe(const SystemInfo& info);
 std::string utc_now_iso();
 // The process's peak resident memory so far (VmHWM), in bytes; -1 where /proc cannot tell.
 double peak_resident_bytes();
+// Its resident memory now (VmRSS), in bytes; -1 where /proc cannot tell.
+double resident_bytes();
 
 }  // namespace cachelab
