@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <limits>
+#include <utility>
 
 #include "framework/error.h"
 #include "framework/layer.h"
@@ -92,14 +93,17 @@ at::Tensor attention_mask(const AttnCall& call, const at::Tensor& q) {
   if (!call.order.defined()) return call.mask;
   CL_CHECK(call.q_positions.defined() && call.kv_positions.defined() && call.order.dim() == 2,
            "attention: order must be [B or 1, L] beside q_positions and kv_positions");
-  const int64_t B = call.q_positions.size(0);
-  auto order = call.order.to(at::kLong).expand({B, call.order.size(1)});
-  auto qo = order.gather(1, call.q_positions.to(at::kLong)), ko = order.gather(1, call.kv_positions.to(at::kLong));
-  auto seen = ko.unsqueeze(1).le(qo.unsqueeze(2));  // [B, Nq, Nk]
+  // A per-position value [B or 1, L] at the queries' and the keys' positions: [B, Nq, 1], [B, 1, Nk].
+  auto at_positions = [&](const at::Tensor& v) {
+    auto all = v.to(at::kLong).expand({call.q_positions.size(0), v.size(1)});
+    return std::make_pair(all.gather(1, call.q_positions.to(at::kLong)).unsqueeze(2),
+                          all.gather(1, call.kv_positions.to(at::kLong)).unsqueeze(1));
+  };
+  const auto [qo, ko] = at_positions(call.order);
+  auto seen = ko.le(qo);  // [B, Nq, Nk]
   if (call.group.defined()) {
-    auto group = call.group.to(at::kLong).expand({B, call.group.size(1)});
-    auto qg = group.gather(1, call.q_positions.to(at::kLong)), kg = group.gather(1, call.kv_positions.to(at::kLong));
-    seen = seen & (kg.eq(0).unsqueeze(1) | kg.unsqueeze(1).eq(qg.unsqueeze(2)));
+    const auto [qg, kg] = at_positions(call.group);
+    seen = seen & (kg.eq(0) | kg.eq(qg));
   }
   auto m = at::where(seen, 0.0f, -std::numeric_limits<float>::infinity()).unsqueeze(1).to(q.device(), q.scalar_type());
   return call.mask.defined() ? m + call.mask : m;

@@ -44,10 +44,9 @@ at::Tensor masked_lm_loss(Backbone& model, const at::Tensor& prompt, const at::T
   CL_CHECK(length <= lm->max_length(), "masked_lm_loss: prompt (" << P << ") + answer (" << G << ")"
                                            << (lm->tidar_block() > 0 ? " + the masked answer" : "")
                                            << " exceed the model's max length " << lm->max_length());
-  if (lm->tidar_block() > 0) {
-    CL_CHECK(window == 0, "masked_lm_loss: train.window is for topological models (llada's topological)");
-    return tidar_loss(model, *lm, prompt, answer);
-  }
+  const bool topological = model.sequence_kind() == SequenceKind::Topological;
+  CL_CHECK(window == 0 || topological, "masked_lm_loss: train.window is for topological models (llada's topological)");
+  if (lm->tidar_block() > 0) return tidar_loss(model, *lm, prompt, answer);
   auto t = at::rand({B}, gen) * (1.0 - mask_eps) + mask_eps;                 // [B]
   auto masked = at::rand({B, G}, gen) < t.unsqueeze(1);                      // [B, G]
   auto per = at::full({B}, double(G), at::kFloat);                           // tokens the loss is normalised by
@@ -63,7 +62,7 @@ at::Tensor masked_lm_loss(Backbone& model, const at::Tensor& prompt, const at::T
     cond.token_state = at::cat({at::full({B, P}, kTokenPrompt, at::kInt), at::full({B, G}, kTokenMasked, at::kInt)}, 1);
   }
   at::Tensor hidden;  // [B, G] bool: MASK without loss
-  if (model.sequence_kind() == SequenceKind::Topological) {
+  if (topological) {
     // WeDLM's streaming window: the answer is clean before a start s ~ U{0 .. G - 1}, masked
     // with ratio t over [s, s + W) and MASK without loss after (what decoding shows it).
     const int64_t W = window > 0 ? window : G;
@@ -72,8 +71,6 @@ at::Tensor masked_lm_loss(Backbone& model, const at::Tensor& prompt, const at::T
     masked = masked & pos.ge(s) & pos.lt(s + W);
     hidden = pos.ge(s + W);
     per = (G - s.squeeze(1)).clamp_max(W).to(at::kFloat);
-  } else {
-    CL_CHECK(window == 0, "masked_lm_loss: train.window is for topological models (llada's topological)");
   }
   auto noisy = at::where(hidden.defined() ? masked | hidden : masked, at::full_like(answer, lm->mask_id()), answer);
   auto x = at::cat({prompt, noisy}, 1);
