@@ -35,6 +35,7 @@
 #include "caches/toca.h"
 #include "caches/vc.h"
 #include "caches/video_kv.h"
+#include "caches/visual_prune.h"
 #include "caches/zeus.h"
 #include "framework/registries.h"
 #include "framework/schedulers.h"
@@ -72,6 +73,9 @@ void register_caches() {
       "prefix_kv", "Fast-dLLM block-wise prefix K/V cache for masked-diffusion LMs (mdlm)", __FILE__);
   ops_layers().add<BlockKvCache, BlockKvOptions>(
       "block_kv", "Fast-dLLM v2 block and sub-block K/V caches for block-causal LMs (llada's block_size)", __FILE__);
+  ops_layers().add<VisualPrune, VisualPruneOptions>(
+      "visual_prune", "visual-token pruning (FastV-style, the dMLLM redundancy study): the image's least-attended tokens "
+                      "dropped from a block on, at chosen steps", __FILE__);
   ops_layers().add<RollingKvCache, RollingKvOptions>(
       "rolling_kv", "AR video: K/V of finished frames kept, attention over a window of past frames", __FILE__);
   ops_layers().add<ForcingKvCache, ForcingKvOptions>(

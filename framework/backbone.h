@@ -15,9 +15,9 @@ namespace cachelab {
 
 // Conditioning of a batch. A backbone reads what it understands and documents it.
 struct Cond {
-  at::Tensor labels;      // [B] int64 class labels; the null label is Backbone::null_label()
+  at::Tensor labels;      // [B] int64 class labels (a VLM task: the number its image shows); the null label is Backbone::null_label()
   at::Tensor tokens;      // [B, L] int64 token ids (a prompt), or undefined
-  at::Tensor embeddings;  // [B, L, E] float32 (a text encoder's output), or undefined
+  at::Tensor embeddings;  // [B, L, E] float32 (a text encoder's output; a VLM's image patches), or undefined
   at::Tensor embeddings_mask;  // [B, L] (1 = real token, 0 = padding) of `embeddings`, or undefined = all real
   // A negative prompt's embeddings and mask (same layout): the unconditional half of
   // classifier-free guidance when defined (Backbone::null_cond), else the model's own null.

@@ -4,16 +4,51 @@
 
 #include <algorithm>
 #include <cctype>
+#include <map>
+#include <mutex>
 #include <numeric>
 
 #include "framework/error.h"
+#include "framework/idx_dataset.h"
 
 namespace cachelab {
 namespace {
 
 // After PAD and EOS, in id order.
 const std::string kChars = "\n 0123456789abcdefghijklmnopqrstuvwxyz+-*/=,.?#:$'()";
-const std::vector<std::string> kTasks = {"addition", "multiplication", "sorting", "reversal", "word_problems"};
+const char* const kDigitWords[] = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"};
+
+bool visual_task(const std::string& name) {
+  return name == "read_digits" || name == "sum_digits" || name == "spell_digits";
+}
+std::string visual_question(const std::string& name) {
+  return name == "read_digits" ? "read?" : name == "sum_digits" ? "sum?" : "spell?";
+}
+
+// MNIST (28 x 28, no padding), loaded once per split and kept.
+const ImageDataset& mnist(bool test) {
+  static std::mutex mu;
+  static std::map<bool, ImageDataset> loaded;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = loaded.find(test);
+  if (it == loaded.end()) it = loaded.emplace(test, load_idx_dataset(default_data_dir(), "mnist", test ? "test" : "train", 28)).first;
+  return it->second;
+}
+
+// The answer a visual task's question asks of the digits `label` shows (n digits, leading zeros kept).
+std::string visual_answer(const std::string& name, int64_t label, int n) {
+  std::string digits = std::to_string(label);
+  digits.insert(0, size_t(std::max<int>(0, n - int(digits.size()))), '0');
+  if (name == "read_digits") return digits;
+  if (name == "sum_digits") {
+    int sum = 0;
+    for (char c : digits) sum += c - '0';
+    return std::to_string(sum);
+  }
+  std::string words;
+  for (char c : digits) words += (words.empty() ? "" : " ") + std::string(kDigitWords[c - '0']);
+  return words;
+}
 
 // Word problems: fixed lengths (the longest prompt is 94 characters, the longest answer 34).
 constexpr int64_t kWordPromptLength = 96, kWordGenLength = 40;
@@ -151,9 +186,17 @@ LmTask::LmTask(const LmTaskOptions& o, const std::string& name) : name_(name.emp
   } else if (name_ == "word_problems") {
     prompt_length_ = kWordPromptLength;
     gen_length_ = kWordGenLength;
+  } else if (visual_task(name_)) {
+    CL_CHECK(o.image_digits >= 1 && o.image_digits <= 6, "task " << name_ << ": image_digits must be in [1, 6], got "
+                                                                  << o.image_digits);
+    CL_CHECK(o.patch >= 1 && 28 % o.patch == 0, "task " << name_ << ": patch must divide 28, got " << o.patch);
+    visual_tokens_ = int64_t(28 / o.patch) * (28 * o.image_digits / o.patch);
+    prompt_length_ = visual_tokens_ + int64_t(visual_question(name_).size());
+    gen_length_ = round_up8((name_ == "spell_digits" ? 6 * o.image_digits : o.image_digits + 1) + 1);
   } else {
     CL_FAIL("unknown task `" << name_ << "`" << (name_ == "mix" ? " here (a mix is for training; evaluate one task at a time)" : "")
-                             << "; valid: addition, multiplication, sorting, reversal, word_problems");
+                             << "; valid: addition, multiplication, sorting, reversal, word_problems, read_digits, "
+                                "sum_digits, spell_digits");
   }
 }
 
@@ -176,6 +219,8 @@ LmProblem LmTask::draw(uint64_t seed) const {
     else std::reverse(p.answer.begin(), p.answer.end());
     p.prompt = (name_ == "sorting" ? "sort:" : "rev:") + s + "=";
     p.key = p.prompt;
+  } else if (visual_task(name_)) {  // the caller picks the split's images (problem())
+    p.prompt = visual_question(name_);
   } else {  // word_problems
     const int who = int(r.uniform(0, 9)), what = int(r.uniform(0, 7));
     const std::string pron = kShe[who] ? "she" : "he", obj = kObjects[what];
@@ -225,6 +270,20 @@ LmProblem LmTask::problem(bool test, uint64_t index) const {
   Rng seeder{fnv1a(name_) ^ (uint64_t(o_.task_seed) * 0x9e3779b97f4a7c15ull) ^ (test ? 0x5bd1e995ull : 0ull)};
   seeder.s += index * 0xd1342543de82ef95ull;
   Rng r{seeder.next()};
+  if (visual_tokens_ > 0) {  // MNIST's split: the images of the split, drawn uniformly
+    LmProblem p = draw(r.next());
+    const int64_t N = mnist(test).labels.size(0);
+    const auto* labels = mnist(test).labels.data_ptr<int64_t>();
+    p.label = 0;
+    for (int d = 0; d < o_.image_digits; ++d) {
+      p.images.push_back(r.uniform(0, N - 1));
+      p.label = p.label * 10 + labels[p.images.back()];
+    }
+    p.answer = visual_answer(name_, p.label, o_.image_digits);
+    p.key = std::to_string(p.label);
+    p.test = test;
+    return p;
+  }
   for (int tries = 0; tries < 100000; ++tries) {
     LmProblem p = draw(r.next());
     if (in_test_split(p.key) == test) return p;
@@ -239,7 +298,12 @@ std::vector<LmProblem> LmTask::problems(bool test, uint64_t start, int64_t n) co
   return out;
 }
 
-bool LmTask::check(const std::string& prompt, const std::string& answer) const {
+bool LmTask::check(const std::string& prompt, const std::string& answer, int64_t label) const {
+  if (visual_tokens_ > 0) {
+    CL_CHECK(recognises(prompt), "task " << name_ << ": cannot read the prompt \"" << prompt << "\"");
+    CL_CHECK(label >= 0, "task " << name_ << ": grading needs the image's label (the samples' labels)");
+    return answer == visual_answer(name_, label, o_.image_digits);
+  }
   if (name_ == "addition" || name_ == "multiplication") {
     const bool add = name_ == "addition";
     int64_t a = 0, b = 0;
@@ -263,6 +327,9 @@ bool LmTask::check(const std::string& prompt, const std::string& answer) const {
 }
 
 bool LmTask::recognises(const std::string& prompt) const {
+  if (visual_tokens_ > 0)  // the visual tokens decode to '_'
+    return int64_t(prompt.size()) == prompt_length_ &&
+           prompt.find_first_not_of('_') == size_t(visual_tokens_) && prompt.substr(size_t(visual_tokens_)) == visual_question(name_);
   if (name_ == "addition" || name_ == "multiplication") {
     int64_t a = 0, b = 0;
     return int64_t(prompt.size()) <= prompt_length_ && parse_binary(prompt, name_ == "addition" ? '+' : '*', a, b);
@@ -286,7 +353,29 @@ at::Tensor LmTask::encode_prompts(const std::vector<LmProblem>& problems) const 
     CL_CHECK(int64_t(ids.size()) <= prompt_length_, "task " << name_ << ": prompt longer than " << prompt_length_);
     const int64_t off = prompt_length_ - int64_t(ids.size());
     for (size_t j = 0; j < ids.size(); ++j) a[int64_t(i)][off + int64_t(j)] = ids[j];
+    for (int64_t j = 0; j < visual_tokens_; ++j) a[int64_t(i)][j] = CharTokenizer::kImage;
   }
+  return out;
+}
+
+at::Tensor LmTask::encode_images(const std::vector<LmProblem>& problems) const {
+  if (visual_tokens_ == 0) return at::Tensor();
+  const int64_t n = int64_t(problems.size()), D = o_.image_digits, p = o_.patch;
+  // Images [n, 28, 28 D]: the digits side by side, from the split each problem was drawn from.
+  auto canvas = at::empty({n, 28, 28 * D}, at::kFloat);
+  for (int64_t i = 0; i < n; ++i) {
+    const auto& pr = problems[size_t(i)];
+    CL_CHECK(int64_t(pr.images.size()) == D, "task " << name_ << ": problem without its " << D << " images (internal error)");
+    for (int64_t d = 0; d < D; ++d) canvas[i].narrow(1, 28 * d, 28).copy_(mnist(pr.test).images[pr.images[size_t(d)]][0]);
+  }
+  // Patches, row-major: [n, 28/p, p, 28D/p, p] -> [n, (28/p)(28D/p), p p].
+  return canvas.view({n, 28 / p, p, 28 * D / p, p}).permute({0, 1, 3, 2, 4}).reshape({n, visual_tokens_, p * p}).contiguous();
+}
+
+at::Tensor LmTask::encode_labels(const std::vector<LmProblem>& problems) const {
+  if (visual_tokens_ == 0) return at::Tensor();
+  auto out = at::empty({int64_t(problems.size())}, at::kLong);
+  for (size_t i = 0; i < problems.size(); ++i) out[int64_t(i)] = problems[i].label;
   return out;
 }
 
@@ -323,7 +412,7 @@ LmTaskSet::LmTaskSet(const LmTaskOptions& o) {
   for (double& w : weights) w /= sum;
 }
 
-double exact_match_fraction(const LmTask& task, const at::Tensor& tokens) {
+double exact_match_fraction(const LmTask& task, const at::Tensor& tokens, const at::Tensor& labels) {
   const int64_t P = task.prompt_length();
   CL_CHECK(tokens.defined() && tokens.dim() == 2 && tokens.size(1) > P && !tokens.is_floating_point(),
            "exact_match: expects token ids [N, prompt + generation] with the task's prompt of " << P << " tokens, got "
@@ -332,12 +421,19 @@ double exact_match_fraction(const LmTask& task, const at::Tensor& tokens) {
   const int64_t N = t.size(0), L = t.size(1);
   if (N == 0) return 0.0;
   auto a = t.accessor<int64_t, 2>();
+  CL_CHECK(task.visual_tokens() == 0 || (labels.defined() && labels.numel() == N),
+           "exact_match: task " << task.name() << " grades against the images' labels: the run has "
+                                << (labels.defined() ? labels.numel() : 0) << " labels for " << N << " samples");
+  const at::Tensor lab = labels.defined() ? labels.to(at::kCPU, at::kLong).contiguous() : labels;
   int64_t right = 0;
   for (int64_t i = 0; i < N; ++i) {
     std::vector<int64_t> prompt, gen;
     for (int64_t j = 0; j < P; ++j) prompt.push_back(a[i][j]);
     for (int64_t j = P; j < L; ++j) gen.push_back(a[i][j]);
-    right += task.check(CharTokenizer::decode(prompt, false), CharTokenizer::decode(gen, true)) ? 1 : 0;
+    right += task.check(CharTokenizer::decode(prompt, false), CharTokenizer::decode(gen, true),
+                        lab.defined() ? lab.data_ptr<int64_t>()[i] : -1)
+                 ? 1
+                 : 0;
   }
   return double(right) / double(N);
 }

@@ -87,6 +87,7 @@ struct SeqForward {
                                   // after the previous forward (NaN elsewhere), or undefined
   int num_layers = 0;
   int step = 0;                   // the run's step (StepIndex::i)
+  int64_t visual = 0;             // positions < visual are an image's tokens (a vision-language model); 0 = none
   // The model's attention (Backbone::sequence_kind). Causal: a query sees positions <= its
   // own only (AR video). BlockCausal and Topological (AttnCall::order): positions < settled
   // see no later position, so their keys and values are final (finished blocks; the leading

@@ -204,6 +204,7 @@ Llada::Llada(const LladaOptions& o) : options_(o), arch_(llada_architecture(o)) 
   }
   ln_f_ = param("ln_f.weight", {D});
   head_ = linear("ff_out", V, D, -1, LinearRole::Head);
+  if (a.vision_tokens > 0) vision_ = linear("vision_proj", D, a.vision_dim, -1, LinearRole::Embed);
 
   // Random initialisation: linears N(0, 1/fan_in), the embedding N(0, 1), norm weights 1.
   {
@@ -240,6 +241,11 @@ double Llada::attn_flops(double R, double Nk) const {
 }
 double Llada::mlp_flops(double R) const { return 6 * R * double(arch_.d_model) * double(arch_.mlp_hidden_size); }
 double Llada::model_flops(double O) const { return 2 * O * double(arch_.d_model) * double(arch_.vocab_size); }
+double Llada::visual_flops(const at::Tensor& rows) const {
+  if (vision_ < 0) return 0.0;  // per sample: the visual rows computed through vision_proj
+  const double visual = double(rows.lt(arch_.vision_tokens).sum().item<int64_t>()) / double(rows.size(0));
+  return 2 * visual * double(arch_.vision_dim) * double(arch_.d_model);
+}
 
 at::Tensor Llada::example_input(int64_t batch, const at::TensorOptions& options) const {
   return at::full({batch, int64_t(arch_.max_sequence_length)}, mask_id(), options.dtype(at::kLong));
@@ -377,6 +383,7 @@ at::Tensor Llada::forward(const at::Tensor& x, const at::Tensor& t, const Cond& 
   if (cond.confidence.defined()) f.confidence = cut(cond.confidence.to(at::kCPU));
   f.num_layers = arch_.n_layers;
   f.step = cond.step;
+  f.visual = arch_.vision_tokens;
   f.kind = sequence_kind();
   f.settled = settled;
   f.values = [this, &ops](int i, const at::Tensor& h) {
@@ -396,6 +403,19 @@ at::Tensor Llada::forward(const at::Tensor& x, const at::Tensor& t, const Cond& 
     const auto& ids = mc.inputs[0];
     const auto row_ids = ids.gather(1, rows.to(ids.device()));
     auto h = at::embedding(wte_, row_ids);
+    if (vision_ >= 0) {  // visual tokens: + vision_proj(the image's patch)
+      const int64_t N = arch_.vision_tokens, E = arch_.vision_dim, R = rows.size(1);
+      CL_CHECK(cond.embeddings.defined() && cond.embeddings.dim() == 3 && cond.embeddings.size(0) == B &&
+                   cond.embeddings.size(1) == N && cond.embeddings.size(2) == E,
+               "llada: a vision-language model (vision_tokens " << N << ") reads the image's patches as Cond::embeddings ["
+                   << B << ", " << N << ", " << E << "], got "
+                   << (cond.embeddings.defined() ? shape_str(cond.embeddings.sizes()) : std::string("none"))
+                   << " (decode a visual task: read_digits, sum_digits, spell_digits)");
+      const auto r = rows.to(h.device());
+      const auto visual = r.lt(N).unsqueeze(-1).to(h.scalar_type());
+      const auto patches = cond.embeddings.to(h.device(), h.scalar_type()).gather(1, r.clamp_max(N - 1).unsqueeze(-1).expand({B, R, E}));
+      h = h + ops.linear(vision_, patches * visual);
+    }
     if (cond.soft_tokens.defined()) {  // iteration smoothing: MASK mixed with the weighted tokens
       CL_CHECK(cond.soft_tokens.dim() == 3 && cond.soft_tokens.size(0) == B && cond.soft_tokens.size(1) == L &&
                    cond.soft_tokens.size(2) == vocab_size(),
@@ -420,7 +440,7 @@ at::Tensor Llada::forward(const at::Tensor& x, const at::Tensor& t, const Cond& 
     auto out = ops.linear(head_, rms_norm(rows_between(h, rows, ctx, end, &present), ln_f_, arch_.rms_norm_eps));
     // Positions the rows lack: zero logits (a uniform prediction).
     return {present.all().item<bool>() ? out : out * present.unsqueeze(-1).to(out.scalar_type())};
-  }, model_flops(double(O)) + (cond.soft_tokens.defined() ? 2.0 * double(rows.size(1)) * double(arch_.d_model) *
+  }, model_flops(double(O)) + visual_flops(rows) + (cond.soft_tokens.defined() ? 2.0 * double(rows.size(1)) * double(arch_.d_model) *
                                                                  double(arch_.vocab_size)
                                                            : 0.0))[0];  // the head (and the soft inputs' mix)
   return logits.to(at::kFloat);

@@ -45,6 +45,11 @@
 // bidirectionally (the diffusion drafts), and are seen by nothing else. Several blocks may cover the same positions (TiDAR's pre-drafts,
 // one per acceptance length). Positions < Cond::context are settled (the committed prefix).
 //
+// vision_tokens = N (cachelab's small vision-language models, LaViDa-shaped): the first N
+// positions are visual tokens; the input at position p < N is its token's embedding (the
+// tasks' IMAGE id) plus vision_proj (a [D, vision_dim] linear, no bias) of Cond::embeddings[:,
+// p], the image's p-th patch. No vision encoder: the projector and the blocks learn one.
+//
 // Cond::soft_tokens (dInfer's iteration smoothing): at a MASK position the input embedding is
 // (1 - sum_v w_v) x MASK's + sum_v w_v x token v's; elsewhere the weights are ignored.
 //
@@ -83,6 +88,8 @@ struct LladaOptions {
   int block_size = 0;  // block-causal attention over blocks of this many tokens; 0 = bidirectional
   bool topological = false;  // WeDLM's causal attention over the topological order
   int tidar = 0;             // TiDAR's hybrid attention: causal tokens, MASK blocks of this many; 0 = off
+  int vision_tokens = 0;     // a vision-language model: visual tokens at the sequence's start; 0 = text only
+  int vision_dim = 49;       // the width of each visual token's input (a 7 x 7 patch)
 
   template <class V>
   void fields(V& v) {
@@ -111,6 +118,10 @@ struct LladaOptions {
                       "many MASK tokens: tokens attend causally (their outputs are next-token predictions), MASK tokens "
                       "at consecutive positions (Cond::positions) form blocks of this many that see the tokens before "
                       "their first position and themselves; decode with the tidar pipeline. 0 = bidirectional, as LLaDA", 0);
+    v("vision_tokens", vision_tokens, "a vision-language model: the first this many positions are an image's patches "
+                                      "(Cond::embeddings, through the vision_proj linear, added to their tokens' "
+                                      "embeddings); 0 = text only", 0);
+    v("vision_dim", vision_dim, "vision-language model: the width of each visual token's input (patch x patch pixels)", 49);
   }
   template <class C>
   void check(C& c) const {
@@ -129,6 +140,9 @@ struct LladaOptions {
     c.require(tidar >= 0, "tidar", "must be >= 0 (0 = off)");
     c.require(tidar == 0 || (block_size == 0 && !topological), "tidar",
               "cannot be combined with block_size or topological (pick one attention)");
+    c.require(vision_tokens >= 0 && vision_tokens < max_sequence_length, "vision_tokens",
+              "must be in [0, max_sequence_length) (0 = text only)");
+    c.require(vision_dim >= 1, "vision_dim", "must be >= 1");
   }
 };
 
@@ -169,6 +183,8 @@ class Llada final : public Backbone, public MaskedLm {
   int64_t block_size() const override { return arch_.block_size; }
   int64_t tidar_block() const override { return arch_.tidar; }
   bool soft_inputs() const override { return true; }
+  int64_t visual_tokens() const override { return arch_.vision_tokens; }
+  int64_t visual_dim() const override { return arch_.vision_tokens > 0 ? arch_.vision_dim : 0; }
   SequenceKind sequence_kind() const override {
     return arch_.block_size > 0 ? SequenceKind::BlockCausal
            : arch_.topological  ? SequenceKind::Topological
@@ -185,6 +201,7 @@ class Llada final : public Backbone, public MaskedLm {
   double attn_flops(double R, double Nk) const;  // one sample: R rows computed, Nk keys
   double mlp_flops(double R) const;
   double model_flops(double O) const;  // the head over O rows
+  double visual_flops(const at::Tensor& rows) const;  // vision_proj over the visual ones of `rows` [B, R]
   // What the attention of a forward needs beyond the rows: each position's rank and group
   // (AttnCall::order, group; undefined = bidirectional) and its RoPE position (undefined =
   // its index), all [B or 1, L] int64.
@@ -206,6 +223,7 @@ class Llada final : public Backbone, public MaskedLm {
   std::vector<Layer> layers_;
   at::Tensor wte_, ln_f_;
   int head_ = 0;
+  int vision_ = -1;  // the vision_proj linear (vision-language models), else -1
 };
 
 }  // namespace cachelab

@@ -18,6 +18,11 @@ class MaskedLm {
   // TiDAR's hybrid (llada's tidar): tokens causal with next-token outputs, MASK blocks of this
   // many positions drafting in parallel. 0 = not a TiDAR model.
   virtual int64_t tidar_block() const { return 0; }
+  // A vision-language model (llada's vision_tokens): the sequence starts with this many visual
+  // tokens whose inputs are Cond::embeddings [B, visual_tokens, visual_dim] (an image's
+  // patches); 0 = a text-only model.
+  virtual int64_t visual_tokens() const { return 0; }
+  virtual int64_t visual_dim() const { return 0; }
   // Whether the model reads Cond::soft_tokens (mixed input embeddings at MASK positions).
   virtual bool soft_inputs() const { return false; }
 };

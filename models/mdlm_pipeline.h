@@ -42,7 +42,10 @@
 // word_problems), the prompts are that task's test-split problems: sample i of a run is test
 // problem i of the generator seeded with task_seed + the run's seed (so `sweep: {seed: [0, 1,
 // 2]}` decodes three problem sets); prompt_length is then the task's, and gen_length must be
-// at least the task's, whose answers the `exact_match` metric checks.
+// at least the task's, whose answers the `exact_match` metric checks. A visual task
+// (read_digits, sum_digits, spell_digits) also brings its images' patches as Cond::embeddings
+// and the numbers they show as Cond::labels (what exact_match grades against); it needs a
+// vision-language model whose visual tokens match (llada's vision_tokens, vision_dim).
 #pragma once
 #include <memory>
 

@@ -16,10 +16,12 @@ namespace {
 // predicts the next token), then the whole answer as MASK at the answer's positions, cut into
 // the model's draft blocks (each sees the tokens before its first position). Per sample the
 // mean next-token cross-entropy over the answer plus the mean cross-entropy of the masks.
-at::Tensor tidar_loss(Backbone& model, const MaskedLm& lm, const at::Tensor& prompt, const at::Tensor& answer) {
+at::Tensor tidar_loss(Backbone& model, const MaskedLm& lm, const at::Tensor& prompt, const at::Tensor& answer,
+                      const at::Tensor& images) {
   const int64_t B = answer.size(0), P = prompt.size(1), G = answer.size(1);
   auto x = at::cat({prompt, answer, at::full_like(answer, lm.mask_id())}, 1);
   Cond cond;
+  cond.embeddings = images;
   cond.positions = at::cat({at::arange(P + G, at::kLong), at::arange(P, P + G, at::kLong)}).unsqueeze(0).expand({B, P + 2 * G});
   PassThroughHooks hooks(model.linears());
   auto logits = model.forward(x, at::zeros({B}), cond, hooks);
@@ -34,7 +36,7 @@ at::Tensor tidar_loss(Backbone& model, const MaskedLm& lm, const at::Tensor& pro
 }  // namespace
 
 at::Tensor masked_lm_loss(Backbone& model, const at::Tensor& prompt, const at::Tensor& answer, at::Generator gen,
-                          double mask_eps, int64_t window) {
+                          double mask_eps, int64_t window, const at::Tensor& images) {
   const auto* lm = dynamic_cast<const MaskedLm*>(&model);
   CL_CHECK(lm, "masked_lm_loss: the backbone is not a masked-diffusion LM (tiny_mdlm, llada)");
   CL_CHECK(prompt.dim() == 2 && answer.dim() == 2 && prompt.size(0) == answer.size(0),
@@ -46,11 +48,12 @@ at::Tensor masked_lm_loss(Backbone& model, const at::Tensor& prompt, const at::T
                                            << " exceed the model's max length " << lm->max_length());
   const bool topological = model.sequence_kind() == SequenceKind::Topological;
   CL_CHECK(window == 0 || topological, "masked_lm_loss: train.window is for topological models (llada's topological)");
-  if (lm->tidar_block() > 0) return tidar_loss(model, *lm, prompt, answer);
+  if (lm->tidar_block() > 0) return tidar_loss(model, *lm, prompt, answer, images);
   auto t = at::rand({B}, gen) * (1.0 - mask_eps) + mask_eps;                 // [B]
   auto masked = at::rand({B, G}, gen) < t.unsqueeze(1);                      // [B, G]
   auto per = at::full({B}, double(G), at::kFloat);                           // tokens the loss is normalised by
   Cond cond;  // context 0: logits of every position
+  cond.embeddings = images;
   if (const int64_t bs = lm->block_size(); bs > 0) {
     // Block diffusion: one block k per sample (uniform over the answer's blocks) is masked with
     // ratio t; the blocks before it are clean (what decoding shows it), later ones clean and
@@ -94,10 +97,18 @@ void train_masked_lm(Backbone& model, const LmTrainOptions& o, const std::string
   CL_CHECK(o.mask_eps > 0 && o.mask_eps < 1, "train.mask_eps must be in (0, 1), got " << o.mask_eps);
   const LmTaskSet set(o.task);
   const int64_t answers = lm->tidar_block() > 0 ? 2 : 1;  // TiDAR: the answer, then its masked copy
-  for (const auto& task : set.tasks)
+  for (const auto& task : set.tasks) {
+    CL_CHECK(lm->visual_tokens() == task.visual_tokens() && lm->visual_dim() == task.visual_dim(),
+             "task " << task.name() << " has " << task.visual_tokens() << " visual tokens of width " << task.visual_dim()
+                     << "; the model reads " << lm->visual_tokens() << " of width " << lm->visual_dim()
+                     << " (visual tasks train a vision-language model: llada's vision_tokens, vision_dim)");
+    CL_CHECK(task.visual_tokens() == 0 || (lm->vocab_size() > CharTokenizer::kImage && lm->mask_id() != CharTokenizer::kImage),
+             "task " << task.name() << " marks visual tokens with id " << CharTokenizer::kImage
+                     << ": the vocabulary must hold it and MASK be another id");
     CL_CHECK(task.prompt_length() + answers * task.gen_length() <= lm->max_length(),
              "task " << task.name() << " needs " << task.prompt_length() << " + " << answers * task.gen_length()
                      << " tokens: more than the backbone's max length " << lm->max_length());
+  }
   // Sub-batch sizes: largest remainders of batch_size x weight, at least one problem each.
   const size_t K = set.tasks.size();
   CL_CHECK(o.batch_size >= int(K), "train.batch_size " << o.batch_size << " is smaller than the " << K << " tasks mixed");
@@ -159,7 +170,7 @@ void train_masked_lm(Backbone& model, const LmTrainOptions& o, const std::string
       const auto& task = set.tasks[i];
       const auto problems = task.problems(false, base + uint64_t(run.step()) * uint64_t(o.batch_size), sizes[i]);
       auto loss = masked_lm_loss(model, task.encode_prompts(problems), task.encode_answers(problems), gen, o.mask_eps,
-                                 o.window)
+                                 o.window, task.encode_images(problems))
                       .sum() / double(o.batch_size);
       loss.backward();
       const double l = loss.item<double>();

@@ -66,9 +66,10 @@ struct LmTrainOptions : TrainOptions {
 
 // Per-sample SFT losses [B] (float32, differentiable) of prompts [B, P] and answers [B, G]
 // (int64 token ids < the model's vocabulary, MASK excluded): t and the masks are drawn from
-// `gen`; the model sees the masked sequence at timestep 1000 t.
+// `gen`; the model sees the masked sequence at timestep 1000 t. A vision-language model gets
+// the images' patches (`images`, Cond::embeddings; LmTask::encode_images).
 at::Tensor masked_lm_loss(Backbone& model, const at::Tensor& prompt, const at::Tensor& answer, at::Generator gen,
-                          double mask_eps, int64_t window = 0);
+                          double mask_eps, int64_t window = 0, const at::Tensor& images = at::Tensor());
 
 // Trains (or resumes) `model` (a MaskedLm backbone, freshly initialised) on o.task; prints
 // progress; writes checkpoints, the EMA weights (metadata: step, format, config_yaml) and the
