@@ -280,7 +280,6 @@ LmProblem LmTask::problem(bool test, uint64_t index) const {
       p.label = p.label * 10 + labels[p.images.back()];
     }
     p.answer = visual_answer(name_, p.label, o_.image_digits);
-    p.key = std::to_string(p.label);
     p.test = test;
     return p;
   }
@@ -388,6 +387,19 @@ at::Tensor LmTask::encode_answers(const std::vector<LmProblem>& problems) const 
     for (size_t j = 0; j < ids.size(); ++j) a[int64_t(i)][int64_t(j)] = ids[j];
   }
   return out;
+}
+
+void check_visual_inputs(const LmTask& task, int64_t visual_tokens, int64_t visual_dim, int64_t vocab, int64_t mask,
+                         const std::string& who) {
+  CL_CHECK(visual_tokens == task.visual_tokens() && visual_dim == task.visual_dim(),
+           who << ": task " << task.name() << (task.visual_tokens() ? " shows an image as " : " has ") << task.visual_tokens()
+               << " visual tokens of width " << task.visual_dim() << ", the model reads " << visual_tokens << " of width "
+               << visual_dim
+               << " (visual tasks go with a vision-language model, llada's vision_tokens and vision_dim; image_digits "
+                  "and patch decide their count)");
+  CL_CHECK(task.visual_tokens() == 0 || (vocab > CharTokenizer::kImage && mask != CharTokenizer::kImage),
+           who << ": task " << task.name() << " marks visual tokens with id " << CharTokenizer::kImage
+               << ": the model's vocabulary (" << vocab << ") must hold it and MASK (" << mask << ") be another id");
 }
 
 LmTaskSet::LmTaskSet(const LmTaskOptions& o) {

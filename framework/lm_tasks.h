@@ -101,7 +101,7 @@ struct LmTaskOptions {
 };
 
 struct LmProblem {
-  std::string prompt, answer, key;  // key: what the split hashes
+  std::string prompt, answer, key;  // key: what the split hashes (empty for visual tasks: MNIST splits them)
   int64_t label = -1;               // visual tasks: the number the image shows
   std::vector<int64_t> images;      // visual tasks: the MNIST indices of its digits, left to right
   bool test = false;                // visual tasks: drawn from the test split (MNIST's test images)
@@ -158,6 +158,13 @@ struct LmTaskSet {
 // generation) whose generation decodes (up to EOS) to an answer the task's checker accepts;
 // visual tasks need the rows' labels [N].
 double exact_match_fraction(const LmTask& task, const at::Tensor& tokens, const at::Tensor& labels = at::Tensor());
+
+// Throws, naming `who`, unless a masked LM that reads `visual_tokens` visual inputs of width
+// `visual_dim` (0 = a text-only model) with a vocabulary of `vocab` ids and MASK `mask` can take
+// `task`'s sequences: a visual task needs its count and width and the IMAGE id in the
+// vocabulary (not MASK); a text task needs a text-only model.
+void check_visual_inputs(const LmTask& task, int64_t visual_tokens, int64_t visual_dim, int64_t vocab, int64_t mask,
+                         const std::string& who);
 
 // Row i's task among `tasks`: the first whose prompt_length() tokens decode to a prompt it
 // recognises; -1 when none does.

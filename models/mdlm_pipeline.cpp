@@ -74,15 +74,7 @@ Cond task_condition(const Backbone& backbone, const LmTaskOptions& o, int64_t ge
   CL_CHECK(gen_length >= task.gen_length(), who << ": task " << task.name() << " answers in " << task.gen_length()
                                                 << " tokens: set pipeline.gen_length >= " << task.gen_length() << " (got "
                                                 << gen_length << ")");
-  CL_CHECK(lm->visual_tokens() == task.visual_tokens() && lm->visual_dim() == task.visual_dim(),
-           who << ": task " << task.name() << (task.visual_tokens() ? " shows an image as " : " has ")
-               << task.visual_tokens() << " visual tokens of width " << task.visual_dim() << ", the model reads "
-               << lm->visual_tokens() << " of width " << lm->visual_dim()
-               << " (visual tasks go with a vision-language model, llada's vision_tokens; image_digits and patch "
-                  "decide their count)");
-  CL_CHECK(task.visual_tokens() == 0 || (lm->vocab_size() > CharTokenizer::kImage && lm->mask_id() != CharTokenizer::kImage),
-           who << ": visual tokens use id " << CharTokenizer::kImage << ": the model's vocabulary (" << lm->vocab_size()
-               << ") must hold it and MASK (" << lm->mask_id() << ") be another id");
+  check_visual_inputs(task, lm->visual_tokens(), lm->visual_dim(), lm->vocab_size(), lm->mask_id(), who);
   const auto problems = task.problems(/*test=*/true, uint64_t(start), n);
   Cond c;
   c.tokens = task.encode_prompts(problems);

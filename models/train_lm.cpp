@@ -98,13 +98,7 @@ void train_masked_lm(Backbone& model, const LmTrainOptions& o, const std::string
   const LmTaskSet set(o.task);
   const int64_t answers = lm->tidar_block() > 0 ? 2 : 1;  // TiDAR: the answer, then its masked copy
   for (const auto& task : set.tasks) {
-    CL_CHECK(lm->visual_tokens() == task.visual_tokens() && lm->visual_dim() == task.visual_dim(),
-             "task " << task.name() << " has " << task.visual_tokens() << " visual tokens of width " << task.visual_dim()
-                     << "; the model reads " << lm->visual_tokens() << " of width " << lm->visual_dim()
-                     << " (visual tasks train a vision-language model: llada's vision_tokens, vision_dim)");
-    CL_CHECK(task.visual_tokens() == 0 || (lm->vocab_size() > CharTokenizer::kImage && lm->mask_id() != CharTokenizer::kImage),
-             "task " << task.name() << " marks visual tokens with id " << CharTokenizer::kImage
-                     << ": the vocabulary must hold it and MASK be another id");
+    check_visual_inputs(task, lm->visual_tokens(), lm->visual_dim(), lm->vocab_size(), lm->mask_id(), "train");
     CL_CHECK(task.prompt_length() + answers * task.gen_length() <= lm->max_length(),
              "task " << task.name() << " needs " << task.prompt_length() << " + " << answers * task.gen_length()
                      << " tokens: more than the backbone's max length " << lm->max_length());
