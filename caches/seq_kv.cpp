@@ -91,9 +91,7 @@ void SeqKvCache::overwrite_values(int layer, const at::Tensor& where, const at::
 
 at::Tensor SeqKvCache::attend_weighed(const AttnCall& call, const at::Tensor& q, const at::Tensor& K, const at::Tensor& V,
                                       at::Tensor& weights) {
-  auto s = at::matmul(q, K.transpose(-2, -1)) * (1.0 / std::sqrt(double(q.size(-1))));
-  if (auto mask = attention_mask(call, q); mask.defined()) s = s + mask;
-  weights = at::softmax(s, -1);
+  weights = attention_weights(q, K, attention_mask(call, q));
   return inner_ ? Ops::attention(call, q, K, V) : at::matmul(weights, V);
 }
 

@@ -40,10 +40,9 @@ at::Tensor VisualPrune::attention(const AttnCall& call, const at::Tensor& q, con
   const int64_t B = q.size(0), H = q.size(1), Nq = q.size(2), Nk = k.size(2), d = q.size(3);
   const auto qpos = call.q_positions.defined() ? call.q_positions : every_row(B, Nq);
   const auto kpos = call.kv_positions.defined() ? call.kv_positions : every_row(B, Nk);
-  auto logits = at::matmul(q.to(at::kFloat), k.to(at::kFloat).transpose(-2, -1)) / std::sqrt(double(d));
-  if (const auto mask = attention_mask(call, q); mask.defined()) logits = logits + mask.to(logits.device(), at::kFloat);
+  const auto weights = attention_weights(q, k, attention_mask(call, q)).to(at::kFloat);      // [B, H, Nq, Nk]
   const auto text = qpos.ge(visual_).to(q.device(), at::kFloat);                              // [B, Nq]
-  auto per_key = (at::softmax(logits, -1).sum(1) * text.unsqueeze(-1)).sum(1);                 // [B, Nk]
+  auto per_key = (weights.sum(1) * text.unsqueeze(-1)).sum(1);                                 // [B, Nk]
   per_key = (per_key / (double(H) * text.sum(1, true).clamp_min(1.0))).cpu();
   const auto key_visual = kpos.lt(visual_);
   scores_ = at::full({B, visual_ + 1}, -std::numeric_limits<float>::infinity(), at::kFloat);

@@ -142,10 +142,14 @@ at::Tensor rows_between(const at::Tensor& x, const at::Tensor& rows, int64_t beg
   return there.all().item<bool>() ? out : out * keep.to(out.scalar_type());
 }
 
-at::Tensor dense_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask) {
+at::Tensor attention_weights(const at::Tensor& q, const at::Tensor& k, const at::Tensor& mask) {
   auto scores = at::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(double(q.size(-1))));
   if (mask.defined()) scores = scores + mask;
-  return at::matmul(at::softmax(scores, -1), v);
+  return at::softmax(scores, -1);
+}
+
+at::Tensor dense_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask) {
+  return at::matmul(attention_weights(q, k, mask), v);
 }
 
 }  // namespace cachelab

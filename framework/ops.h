@@ -172,7 +172,10 @@ at::Tensor rows_between(const at::Tensor& x, const at::Tensor& rows, int64_t beg
 // x W^T + b exactly as torch::nn::Linear computes it.
 at::Tensor dense_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
 
-// softmax(q k^T / sqrt(d) + mask) v, written out (LibTorch 1.13 has no fused SDPA).
+// softmax(q k^T / sqrt(d) + mask) [B, H, Nq, Nk]: the attention weights (mask undefined = none).
+at::Tensor attention_weights(const at::Tensor& q, const at::Tensor& k, const at::Tensor& mask);
+
+// attention_weights(q, k, mask) v, written out (LibTorch 1.13 has no fused SDPA).
 at::Tensor dense_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask);
 
 // The dense, full-precision ops: at::linear and dense_attention.
