@@ -170,6 +170,12 @@ std::string CharTokenizer::decode(const std::vector<int64_t>& ids, bool stop_at_
 
 // ---- tasks
 
+const std::vector<std::string>& lm_task_names() {
+  static const std::vector<std::string> names = {"addition",      "multiplication", "sorting",   "reversal",
+                                                 "word_problems", "read_digits",    "sum_digits", "spell_digits"};
+  return names;
+}
+
 LmTask::LmTask(const LmTaskOptions& o, const std::string& name) : name_(name.empty() ? o.task : name), o_(o) {
   if (name_ == "addition") {
     CL_CHECK(o.digits >= 1 && o.digits <= 9, "task addition: digits must be in [1, 9], got " << o.digits);
@@ -194,9 +200,10 @@ LmTask::LmTask(const LmTaskOptions& o, const std::string& name) : name_(name.emp
     prompt_length_ = visual_tokens_ + int64_t(visual_question(name_).size());
     gen_length_ = round_up8((name_ == "spell_digits" ? 6 * o.image_digits : o.image_digits + 1) + 1);
   } else {
+    std::string valid;
+    for (const auto& n : lm_task_names()) valid += (valid.empty() ? "" : ", ") + n;
     CL_FAIL("unknown task `" << name_ << "`" << (name_ == "mix" ? " here (a mix is for training; evaluate one task at a time)" : "")
-                             << "; valid: addition, multiplication, sorting, reversal, word_problems, read_digits, "
-                                "sum_digits, spell_digits");
+                             << "; valid: " << valid);
   }
 }
 

@@ -56,6 +56,9 @@ class CharTokenizer {
   static std::string decode(const std::vector<int64_t>& ids, bool stop_at_eos = true);
 };
 
+// The tasks by name: the five text tasks, then the three visual ones.
+const std::vector<std::string>& lm_task_names();
+
 struct LmTaskOptions {
   std::string task;  // addition | ... | word_problems | read_digits | sum_digits | spell_digits | mix; "" = none
   int digits = 3;           // addition: operands have up to this many digits
@@ -82,13 +85,14 @@ struct LmTaskOptions {
   }
   template <class C>
   void check(C& c) const {
-    c.one_of("task", task, {"", "addition", "multiplication", "sorting", "reversal", "word_problems", "read_digits",
-                            "sum_digits", "spell_digits", "mix"});
+    std::vector<std::string> valid = lm_task_names();
+    valid.insert(valid.begin(), "");
+    valid.push_back("mix");
+    c.one_of("task", task, valid);
     c.require(digits >= 1 && digits <= 9, "digits", "must be in [1, 9]");
     c.require(mul_digits >= 1 && mul_digits <= 4, "mul_digits", "must be in [1, 4]");
     c.require(length >= 1 && length <= 32, "length", "must be in [1, 32]");
-    c.each_one_of("mix_tasks", mix_tasks, {"addition", "multiplication", "sorting", "reversal", "word_problems",
-                                           "read_digits", "sum_digits", "spell_digits"});
+    c.each_one_of("mix_tasks", mix_tasks, lm_task_names());
     c.require(image_digits >= 1 && image_digits <= 6, "image_digits", "must be in [1, 6]");
     c.require(patch >= 1 && 28 % patch == 0, "patch", "must divide 28 (1, 2, 4, 7, 14, 28)");
     c.require(task != "mix" || !mix_tasks.empty(), "mix_tasks", "must not be empty for task mix");

@@ -15,9 +15,7 @@ ExactMatchMetric::ExactMatchMetric(const LmTaskOptions& o) {
     tasks_.emplace_back(o);
     return;
   }
-  for (const char* name : {"addition", "multiplication", "sorting", "reversal", "word_problems", "read_digits", "sum_digits",
-                           "spell_digits"})
-    tasks_.emplace_back(o, name);
+  for (const auto& name : lm_task_names()) tasks_.emplace_back(o, name);
 }
 
 double ExactMatchMetric::fraction(const at::Tensor& tokens, const at::Tensor& labels) const {
